@@ -1,0 +1,38 @@
+# LLM Proxy: local gateway, tests, lint, build and benchmarks.
+PYTHON_VERSION ?= 3.12
+PY := .venv/bin/python
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+
+.PHONY: dev test lint build bench requirements clean
+
+# The project environment: Python 3.12, dependencies installed from hash-pinned lock files.
+.venv/.installed: requirements-dev.txt pyproject.toml
+	scripts/bootstrap.sh
+	@touch $@
+
+dev: .venv/.installed
+	$(PY) -m scripts.dev
+
+test: .venv/.installed
+	$(PY) -m pytest
+
+lint: .venv/.installed
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	.venv/bin/cfn-lint template.yaml
+	scripts/sam.sh validate --lint
+
+build: .venv/.installed
+	scripts/sam.sh build
+
+bench: .venv/.installed
+	$(PY) -m scripts.bench
+
+# Re-lock after changing pyproject.toml: runtime deps (the Lambda layer) and the dev set.
+requirements:
+	uv pip compile pyproject.toml --generate-hashes --python-version $(PYTHON_VERSION) --no-header -q -o layers/deps/requirements.txt
+	uv pip compile pyproject.toml --group dev --generate-hashes --python-version $(PYTHON_VERSION) --no-header -q -o requirements-dev.txt
+
+clean:
+	rm -rf .venv .tools .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,127 @@
+"""The api Lambda function: the FastAPI app and its Mangum handler. Routes stay thin; the
+request path lives in `llm_proxy.gateway`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from mangum import Mangum
+
+from llm_proxy.auth import Caller
+from llm_proxy.errors import ProxyError
+from llm_proxy.gateway import ChatStream, Gateway
+from llm_proxy.logs import logger
+from llm_proxy.schemas import ChatCompletionRequest, validation_error
+
+DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
+
+
+def caller(request: Request) -> Caller:
+    gateway: Gateway = request.app.state.gateway
+    return gateway.authenticate(request.headers)
+
+
+Authenticated = Annotated[Caller, Depends(caller)]
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    app = FastAPI(title="LLM Proxy", version="0.1.0", docs_url=None, redoc_url=None)
+    app.state.gateway = gateway
+
+    def request_id(request: Request) -> str:
+        return str(getattr(request.state, "request_id", "")) or uuid.uuid4().hex
+
+    def error_response(request: Request, error: ProxyError) -> JSONResponse:
+        headers = {**error.headers, "x-request-id": request_id(request)}
+        return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+    @app.middleware("http")
+    async def request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        event = request.scope.get("aws.event") or {}
+        rid = (event.get("requestContext") or {}).get("requestId") or uuid.uuid4().hex
+        request.state.request_id = rid
+        logger.set_correlation_id(rid)
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > gateway.settings.max_body_bytes:
+            return error_response(request, ProxyError(
+                413, f"Request body is larger than {gateway.settings.max_body_bytes} bytes.",
+                "invalid_request_error", code="request_too_large"))
+        response = await call_next(request)
+        response.headers["x-request-id"] = rid
+        logger.info("request", extra={"method": request.method, "path": request.url.path,
+                                      "status": response.status_code})
+        return response
+
+    @app.exception_handler(ProxyError)
+    async def proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
+        return error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(request, validation_error(list(exc.errors())))
+
+    @app.exception_handler(404)
+    async def no_route(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(request, ProxyError(
+            404, f"No route {request.method} {request.url.path}.", "invalid_request_error",
+            code="not_found"))
+
+    @app.exception_handler(405)
+    async def wrong_method(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(request, ProxyError(
+            405, f"Method {request.method} is not allowed on {request.url.path}.",
+            "invalid_request_error", code="method_not_allowed"))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error")
+        return error_response(request, ProxyError(
+            500, "Internal gateway error; the request id identifies it in the logs.",
+            "internal_error", code="internal_error"))
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/health/readiness", response_model=None)
+    async def readiness() -> dict[str, Any] | JSONResponse:
+        checks = gateway.readiness()
+        ready = all(value in ("ok", "not configured") for value in checks.values())
+        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        return body if ready else JSONResponse(body, status_code=503)
+
+    @app.get("/v1/models")
+    @app.get("/models", include_in_schema=False)
+    async def list_models(_: Authenticated) -> dict[str, Any]:
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "llm-proxy"}
+                for name in gateway.model_names()]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/chat/completions", response_model=None)
+    @app.post("/chat/completions", include_in_schema=False, response_model=None)
+    async def chat_completions(
+        body: ChatCompletionRequest, request: Request, who: Authenticated
+    ) -> dict[str, Any] | StreamingResponse:
+        result = await gateway.chat(
+            body.model_dump(exclude_unset=True), who, request_id(request), request.url.path
+        )
+        if isinstance(result, ChatStream):
+            return StreamingResponse(result.events(), media_type="text/event-stream",
+                                     headers={"cache-control": "no-cache"})
+        return result
+
+    return app
+
+
+gateway = Gateway.from_env(DEFAULT_CONFIG)
+app = create_app(gateway)
+# lifespan "off": Mangum would otherwise run startup/shutdown on every invocation.
+handler = Mangum(app, lifespan="off")

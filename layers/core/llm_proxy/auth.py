@@ -1,0 +1,65 @@
+"""Who is calling: the master key (or, later, a virtual key) from the request headers."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .errors import ProxyError, authentication_failed
+
+# Keys printed in public docs (the seed's `sk-1234` among them) must never guard a deployment.
+PUBLICLY_KNOWN_KEYS = frozenset(
+    {"sk-1234", "sk-12345", "sk-your-openai-key", "sk-master", "sk-admin", "changeme", "password"}
+)
+MIN_DEPLOYED_KEY_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Caller:
+    key_id: str
+    agent: str | None = None
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    authorization = headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    api_key = headers.get("x-api-key", "").strip()
+    return api_key or None
+
+
+def check_master_key(master_key: str | None, *, local: bool) -> str:
+    """The master key this process may serve with, or a 503 that says how to fix it."""
+    if not master_key:
+        raise ProxyError(
+            503,
+            "No master key is configured: set general_settings.master_key "
+            "(for example os.environ/LLM_PROXY__MASTER_KEY in the provider-keys secret).",
+            "service_unavailable",
+            code="master_key_missing",
+        )
+    if not local and (
+        master_key in PUBLICLY_KNOWN_KEYS or len(master_key) < MIN_DEPLOYED_KEY_LENGTH
+    ):
+        raise ProxyError(
+            503,
+            "Refusing to serve: the master key is a publicly known or short value. Set a strong "
+            f"LLM_PROXY__MASTER_KEY (at least {MIN_DEPLOYED_KEY_LENGTH} characters) in the "
+            "provider-keys secret.",
+            "service_unavailable",
+            code="master_key_insecure",
+        )
+    return master_key
+
+
+def authenticate(headers: Mapping[str, str], master_key: str) -> Caller:
+    key = presented_key(headers)
+    if key is None:
+        raise authentication_failed(
+            "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
+        )
+    if hmac.compare_digest(key.encode(), master_key.encode()):
+        return Caller(key_id="master", agent=headers.get("x-agent") or None)
+    raise authentication_failed("Invalid API key.")

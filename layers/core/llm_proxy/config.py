@@ -1,0 +1,131 @@
+"""The model catalogue: a LiteLLM config file (`model_list`, `router_settings`, ...).
+
+The file is parsed and validated once at start; a bad file fails there with a message that
+names the file, the entry and the field. `os.environ/NAME` references are resolved later, per
+secret refresh, from the provider-keys secret first and then the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_REFERENCE = "os.environ/"
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; the message says where and why."""
+
+
+class DeploymentParams(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    model_name: str = Field(min_length=1)
+    litellm_params: DeploymentParams
+    model_info: dict[str, Any] = Field(default_factory=dict)
+
+
+class GeneralSettings(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    master_key: str | None = None
+
+
+class ProxyConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model_list: list[ModelEntry] = Field(default_factory=list)
+    router_settings: dict[str, Any] = Field(default_factory=dict)
+    litellm_settings: dict[str, Any] = Field(default_factory=dict)
+    general_settings: GeneralSettings = Field(default_factory=GeneralSettings)
+    environment_variables: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("router_settings", "litellm_settings", "environment_variables", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    def model_names(self) -> list[str]:
+        names = list(dict.fromkeys(entry.model_name for entry in self.model_list))
+        aliases = self.router_settings.get("model_group_alias") or {}
+        return names + [alias for alias in aliases if alias not in names]
+
+
+def load_config(path: Path) -> ProxyConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping")
+    try:
+        return ProxyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, data, exc)) from None
+
+
+def _describe(path: Path, data: dict[str, Any], exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        loc = list(error["loc"])
+        where = ".".join(str(part) for part in loc) or "(top level)"
+        if len(loc) >= 2 and loc[0] == "model_list" and isinstance(loc[1], int):
+            entry = (data.get("model_list") or [])[loc[1]]
+            name = entry.get("model_name") if isinstance(entry, dict) else None
+            label = f"model_list[{loc[1]}]" + (f" (model_name '{name}')" if name else "")
+            field = ".".join(str(part) for part in loc[2:]) or "(entry)"
+            where = f"{label}: {field}"
+        problems.append(f"{where}: {error['msg']}")
+    return f"config file {path}: " + "; ".join(problems)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    value: Any
+    missing: frozenset[str]
+
+
+def resolve_references(value: Any, lookup: Callable[[str], str | None]) -> Resolved:
+    """Replace every `os.environ/NAME` string; names that resolve to nothing are reported."""
+    missing: set[str] = set()
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, str) and node.startswith(ENV_REFERENCE):
+            name = node[len(ENV_REFERENCE) :]
+            found = lookup(name)
+            if found is None:
+                missing.add(name)
+            return found
+        if isinstance(node, dict):
+            return {key: walk(item) for key, item in node.items()}
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    return Resolved(walk(value), frozenset(missing))
+
+
+def secret_then_env(
+    secret: Mapping[str, str], environ: Mapping[str, str] = os.environ
+) -> Callable[[str], str | None]:
+    def lookup(name: str) -> str | None:
+        value = secret.get(name)
+        if value is None or value == "":
+            value = environ.get(name) or None
+        return value
+
+    return lookup

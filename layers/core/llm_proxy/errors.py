@@ -1,0 +1,123 @@
+"""OpenAI-shaped errors and the mapping from litellm's exceptions to gateway statuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ProxyError(Exception):
+    """An error the client sees as `{"error": {message, type, param, code}}`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code if self.code is not None else str(self.status),
+            }
+        }
+
+
+def invalid_request(message: str, param: str | None = None, code: str | None = None) -> ProxyError:
+    return ProxyError(400, message, "invalid_request_error", param=param, code=code)
+
+
+def authentication_failed(message: str) -> ProxyError:
+    return ProxyError(401, message, "authentication_error", code="invalid_api_key")
+
+
+def dependency_unavailable(message: str) -> ProxyError:
+    return ProxyError(503, message, "service_unavailable", code="dependency_unavailable")
+
+
+def model_not_found(model: str, available: list[str]) -> ProxyError:
+    listed = ", ".join(available) if available else "none"
+    return ProxyError(
+        404,
+        f"Model '{model}' is not configured on this gateway. Available models: {listed}.",
+        "invalid_request_error",
+        param="model",
+        code="model_not_found",
+    )
+
+
+# litellm exception class name -> (status, type, code). Provider-side auth and "not found" are
+# the gateway's configuration problem, not the client's, so they surface as 502.
+_LITELLM_ERRORS: dict[str, tuple[int, str, str]] = {
+    "ContextWindowExceededError": (400, "invalid_request_error", "context_length_exceeded"),
+    "ContentPolicyViolationError": (400, "invalid_request_error", "content_policy_violation"),
+    "UnsupportedParamsError": (400, "invalid_request_error", "unsupported_parameter"),
+    "BadRequestError": (400, "invalid_request_error", "bad_request"),
+    "UnprocessableEntityError": (400, "invalid_request_error", "bad_request"),
+    "AuthenticationError": (502, "upstream_error", "provider_authentication_failed"),
+    "PermissionDeniedError": (502, "upstream_error", "provider_permission_denied"),
+    "NotFoundError": (502, "upstream_error", "provider_model_not_found"),
+    "RateLimitError": (429, "rate_limit_error", "provider_rate_limited"),
+    "RouterRateLimitError": (429, "rate_limit_error", "all_deployments_cooling_down"),
+    "Timeout": (504, "timeout_error", "provider_timeout"),
+    "APIConnectionError": (502, "upstream_error", "provider_unreachable"),
+    "ServiceUnavailableError": (502, "upstream_error", "provider_unavailable"),
+    "InternalServerError": (502, "upstream_error", "provider_error"),
+    "BadGatewayError": (502, "upstream_error", "provider_error"),
+    "APIResponseValidationError": (502, "upstream_error", "provider_bad_response"),
+    "JSONSchemaValidationError": (502, "upstream_error", "provider_bad_response"),
+    "APIError": (502, "upstream_error", "provider_error"),
+}
+
+DEFAULT_RETRY_AFTER_S = 5
+
+
+def from_litellm(exc: Exception, model: str, redact: Any) -> ProxyError:
+    """Translate a litellm/provider exception; `redact` scrubs secrets out of the message."""
+    status, error_type, code = 502, "upstream_error", "provider_error"
+    for cls in type(exc).__mro__:
+        if cls.__name__ in _LITELLM_ERRORS:
+            status, error_type, code = _LITELLM_ERRORS[cls.__name__]
+            break
+    detail = redact(_first_line(str(exc)))
+    headers: dict[str, str] = {}
+    if status == 429:
+        headers["Retry-After"] = str(_retry_after(exc))
+    message = f"Model '{model}': {detail}" if detail else f"Model '{model}': provider call failed."
+    return ProxyError(status, message, error_type, code=code, headers=headers)
+
+
+def _first_line(text: str) -> str:
+    # litellm appends multi-line debug dumps (deployment ids, cooldown lists) to messages.
+    line = text.strip().split("\n", 1)[0].strip()
+    return line[:1000]
+
+
+def _retry_after(exc: Exception) -> int:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    for name in ("retry-after", "Retry-After"):
+        value = headers.get(name) if hasattr(headers, "get") else None
+        if value:
+            try:
+                return max(1, int(float(value)))
+            except ValueError:
+                break
+    cooldown = getattr(exc, "cooldown_time", None)
+    if isinstance(cooldown, int | float) and cooldown > 0:
+        return max(1, int(cooldown + 0.999))
+    return DEFAULT_RETRY_AFTER_S

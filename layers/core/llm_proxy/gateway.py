@@ -1,0 +1,263 @@
+"""The request path behind the HTTP routes: authenticate, route through litellm, meter."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .auth import Caller, authenticate, check_master_key
+from .config import ProxyConfig, load_config, secret_then_env
+from .errors import ProxyError, from_litellm, invalid_request, model_not_found
+from .logs import enable_detailed_debug, logger, redactor
+from .pricing import cost_usd
+from .routing import Routes, apply_litellm_settings, build_routes, fingerprint
+from .schemas import refuse_forbidden_params
+from .secrets import ProviderKeys
+from .settings import Settings
+from .usage import UsageRecord, UsageStore
+
+# Errors raised by these packages come from a provider call; anything else is our own bug.
+PROVIDER_ERROR_PACKAGES = frozenset({"litellm", "openai", "httpx", "httpcore", "aiohttp"})
+SECRET_PARAM_MARKERS = ("key", "token", "secret", "password", "credential")
+DEFAULT_MASTER_KEY_REFERENCE = "os.environ/LLM_PROXY__MASTER_KEY"
+
+
+class Gateway:
+    def __init__(self, settings: Settings, config: ProxyConfig) -> None:
+        self.settings = settings
+        self.config = config
+        self.keys = ProviderKeys(settings.secret_id, settings.secret_ttl_s)
+        self.usage = UsageStore(settings.usage_table, settings.usage_retention_days)
+        self._routes: Routes | None = None
+        self._fingerprint: str | None = None
+        if settings.detailed_debug:
+            enable_detailed_debug()
+        apply_litellm_settings(config)
+
+    @classmethod
+    def from_env(cls, default_config: Path) -> Gateway:
+        settings = Settings.from_env()
+        gateway = cls(settings, load_config(settings.config_path or default_config))
+        gateway.warm()
+        return gateway
+
+    def warm(self) -> None:
+        """Build the router at init when the secret is reachable; otherwise on first request."""
+        try:
+            self.routes()
+        except ProxyError as exc:
+            logger.warning("router build deferred to the first request", extra={"reason": exc.code})
+
+    # -- state derived from the provider-keys secret -------------------------------------------
+
+    def _lookup(self, secret: Mapping[str, str]) -> Callable[[str], str | None]:
+        base = secret_then_env(secret)
+
+        def lookup(name: str) -> str | None:
+            value = base(name)
+            redactor.register([value])
+            return value
+
+        return lookup
+
+    def routes(self) -> Routes:
+        secret = self.keys.get()
+        current = fingerprint(secret)
+        if self._routes is None or current != self._fingerprint:
+            routes = build_routes(
+                self.config, self._lookup(secret), self.settings.ollama_api_base
+            )
+            for deployment in routes.deployments.values():
+                redactor.register(
+                    str(value)
+                    for name, value in deployment["litellm_params"].items()
+                    if any(marker in name for marker in SECRET_PARAM_MARKERS)
+                )
+            self._routes, self._fingerprint = routes, current
+        return self._routes
+
+    def master_key(self) -> str:
+        reference = self.config.general_settings.master_key or DEFAULT_MASTER_KEY_REFERENCE
+        if reference.startswith("os.environ/"):
+            value = self._lookup(self.keys.get())(reference.removeprefix("os.environ/"))
+        else:
+            value = reference
+            redactor.register([value])
+        return check_master_key(value, local=self.settings.is_local)
+
+    def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        return authenticate(headers, self.master_key())
+
+    def model_names(self) -> list[str]:
+        return self.config.model_names()
+
+    def readiness(self) -> dict[str, str]:
+        checks = {"config": "ok", "secret": "ok", "usage_table": "ok"}
+        if not self.settings.secret_id:
+            checks["secret"] = "not configured"
+        if not self.settings.usage_table:
+            checks["usage_table"] = "not configured"
+        try:
+            self.keys.get(force=True)
+        except ProxyError as exc:
+            checks["secret"] = exc.message
+        try:
+            self.usage.ping()
+        except Exception as exc:
+            checks["usage_table"] = f"unreachable ({type(exc).__name__})"
+        return checks
+
+    # -- chat completions -----------------------------------------------------------------------
+
+    async def chat(
+        self, body: dict[str, Any], caller: Caller, request_id: str, endpoint: str
+    ) -> dict[str, Any] | ChatStream:
+        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        agent = caller.agent or (metadata or {}).get("agent")
+        record = UsageRecord(
+            request_id=request_id,
+            endpoint=endpoint,
+            key_id=caller.key_id,
+            agent=str(agent) if agent else None,
+            stream=bool(body.get("stream")),
+        )
+        started = time.perf_counter()
+        model = str(body.get("model") or self.settings.default_model or "")
+        record.model_requested = model or None
+        try:
+            refuse_forbidden_params(body)
+            if not model:
+                raise invalid_request("'model' is required.", param="model", code="missing_model")
+            routes = self.routes()
+            self._require_model(model, routes)
+            params = {k: v for k, v in body.items() if k not in ("model", "messages", "metadata")}
+            if record.stream:
+                # Usage comes in the stream's last chunk only when asked for.
+                params["stream_options"] = {**(params.get("stream_options") or {}),
+                                            "include_usage": True}
+            response = await routes.router.acompletion(
+                model=model, messages=body["messages"], **params
+            )
+        except Exception as exc:
+            error = self._as_proxy_error(exc, model)
+            record.status, record.error_type, record.error_code = (
+                error.status, error.error_type, error.code)
+            record.latency_ms = (time.perf_counter() - started) * 1000
+            await self._write(record)
+            raise error from None
+        self._describe_deployment(record, getattr(response, "_hidden_params", None) or {}, routes)
+        if record.stream:
+            client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return ChatStream(self, response, record, started, routes, client_wants_usage)
+        usage = getattr(response, "usage", None)
+        record.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        record.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        hidden_cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+        record.cost_usd = (
+            float(hidden_cost) if hidden_cost is not None else self._cost(record, routes)
+        )
+        record.latency_ms = (time.perf_counter() - started) * 1000
+        await self._write(record)
+        body_out: dict[str, Any] = response.model_dump(exclude_none=True)
+        return body_out
+
+    def _require_model(self, model: str, routes: Routes) -> None:
+        if model in routes.unavailable:
+            names = ", ".join(sorted(routes.unavailable[model]))
+            raise ProxyError(
+                503,
+                f"Model '{model}' cannot be served: {names} is not set in the provider-keys "
+                "secret or the environment.",
+                "service_unavailable",
+                param="model",
+                code="provider_key_missing",
+            )
+        if model not in self.model_names():
+            raise model_not_found(model, self.model_names())
+
+    def _as_proxy_error(self, exc: Exception, model: str) -> ProxyError:
+        if isinstance(exc, ProxyError):
+            return exc
+        if isinstance(exc, TimeoutError):
+            return ProxyError(504, f"Model '{model}': the provider did not answer in time.",
+                              "timeout_error", code="provider_timeout")
+        if type(exc).__module__.split(".", 1)[0] in PROVIDER_ERROR_PACKAGES:
+            error = from_litellm(exc, model, redactor.redact)
+            logger.warning("provider call failed", extra={
+                "model": model, "status": error.status, "error": type(exc).__name__,
+                "detail": error.message})
+            return error
+        raise exc
+
+    def _describe_deployment(
+        self, record: UsageRecord, hidden: Mapping[str, Any], routes: Routes
+    ) -> None:
+        headers = hidden.get("additional_headers") or {}
+        record.deployment_id = hidden.get("model_id")
+        deployment = routes.deployments.get(str(record.deployment_id), {})
+        record.model_group = headers.get("x-litellm-model-group") or deployment.get("model_name")
+        record.deployment_model = hidden.get("litellm_model_name") or (
+            deployment.get("litellm_params", {}).get("model"))
+        record.provider = hidden.get("custom_llm_provider") or deployment.get("provider")
+        record.retries = int(headers.get("x-litellm-attempted-retries") or 0)
+        record.fallbacks = int(headers.get("x-litellm-attempted-fallbacks") or 0)
+
+    def _cost(self, record: UsageRecord, routes: Routes) -> float:
+        deployment = routes.deployments.get(str(record.deployment_id))
+        if deployment is None:
+            return 0.0
+        return cost_usd(deployment, record.prompt_tokens, record.completion_tokens)
+
+    async def _write(self, record: UsageRecord) -> None:
+        await asyncio.to_thread(self.usage.write, record)
+
+
+class ChatStream:
+    """An open provider stream, re-emitted as OpenAI SSE and metered when it ends."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        stream: Any,
+        record: UsageRecord,
+        started: float,
+        routes: Routes,
+        client_wants_usage: bool,
+    ) -> None:
+        self._gateway = gateway
+        self._stream = stream
+        self._record = record
+        self._started = started
+        self._routes = routes
+        self._client_wants_usage = client_wants_usage
+
+    async def events(self) -> AsyncIterator[str]:
+        record = self._record
+        try:
+            async for chunk in self._stream:
+                if record.ttft_ms is None:
+                    record.ttft_ms = (time.perf_counter() - self._started) * 1000
+                usage = getattr(chunk, "usage", None)
+                if usage is not None:
+                    record.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+                    record.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+                data = chunk.model_dump(exclude_none=True)
+                if not self._client_wants_usage:
+                    data.pop("usage", None)
+                    if not data.get("choices"):
+                        continue
+                yield f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+            yield "data: [DONE]\n\n"
+        except Exception as exc:
+            error = self._gateway._as_proxy_error(exc, record.model_requested or "")
+            record.status, record.error_type, record.error_code = (
+                error.status, error.error_type, error.code)
+            yield f"data: {json.dumps(error.body())}\n\n"
+        finally:
+            record.latency_ms = (time.perf_counter() - self._started) * 1000
+            record.cost_usd = self._gateway._cost(record, self._routes)
+            await self._gateway._write(record)

@@ -1,0 +1,133 @@
+"""The litellm Router: built from the config once per container, rebuilt only when the
+provider-keys secret changes (a rotation), never per request."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import litellm
+from litellm import Router
+
+from .config import ProxyConfig, resolve_references
+from .logs import logger
+
+ROUTER_PARAMS = frozenset(inspect.signature(Router.__init__).parameters) - {"self", "model_list"}
+# litellm_settings that are plain module switches and safe to apply as they are.
+LITELLM_MODULE_SETTINGS = frozenset(
+    {"drop_params", "modify_params", "request_timeout", "force_ipv4", "suppress_debug_info"}
+)
+# The conventional variable per provider, used when a deployment names no api_key itself.
+PROVIDER_KEY_VARIABLES: dict[str, dict[str, str]] = {
+    "openai": {"api_key": "OPENAI_API_KEY"},
+    "text-completion-openai": {"api_key": "OPENAI_API_KEY"},
+    "anthropic": {"api_key": "ANTHROPIC_API_KEY"},
+    "azure": {
+        "api_key": "AZURE_API_KEY",
+        "api_base": "AZURE_API_BASE",
+        "api_version": "AZURE_API_VERSION",
+    },
+    "openrouter": {"api_key": "OPENROUTER_API_KEY"},
+    "deepseek": {"api_key": "DEEPSEEK_API_KEY"},
+    "gemini": {"api_key": "GEMINI_API_KEY"},
+    "mistral": {"api_key": "MISTRAL_API_KEY"},
+    "groq": {"api_key": "GROQ_API_KEY"},
+}
+OLLAMA_PROVIDERS = frozenset({"ollama", "ollama_chat"})
+
+
+@dataclass
+class Routes:
+    router: Router
+    # model_id -> the resolved model_list entry (prices, provider, model) for metering.
+    deployments: dict[str, dict[str, Any]]
+    # model_name -> variables that are missing, for models left with no usable deployment.
+    unavailable: dict[str, frozenset[str]] = field(default_factory=dict)
+
+
+# litellm prints a provider list to stdout on every lookup miss otherwise.
+litellm.suppress_debug_info = True
+
+
+def provider_of(model: str) -> str:
+    try:
+        return str(litellm.get_llm_provider(model)[1])
+    except Exception:
+        return model.split("/", 1)[0] if "/" in model else "unknown"
+
+
+def router_kwargs(config: ProxyConfig) -> dict[str, Any]:
+    """Router arguments from litellm_settings, then router_settings (which win)."""
+    kwargs: dict[str, Any] = {}
+    for section in (config.litellm_settings, config.router_settings):
+        for key, value in section.items():
+            if key in ROUTER_PARAMS:
+                kwargs[key] = copy.deepcopy(value)
+    policy = kwargs.get("retry_policy")
+    if isinstance(policy, dict) and {"max_retries", "delay", "backoff_factor"} & policy.keys():
+        # The seed's form: {max_retries, delay, backoff_factor}; litellm's per-error keys stay.
+        policy = dict(policy)
+        kwargs.setdefault("num_retries", policy.pop("max_retries", None))
+        delay = policy.pop("delay", None)
+        if delay is not None:
+            kwargs.setdefault("retry_after", delay)
+        policy.pop("backoff_factor", None)
+        kwargs["retry_policy"] = policy or None
+    return {key: value for key, value in kwargs.items() if value is not None}
+
+
+def apply_litellm_settings(config: ProxyConfig) -> None:
+    for key, value in config.litellm_settings.items():
+        if key in LITELLM_MODULE_SETTINGS:
+            setattr(litellm, key, value)
+        elif key not in ROUTER_PARAMS:
+            logger.warning("litellm_settings key not applied", extra={"setting": key})
+    for key in config.router_settings:
+        if key not in ROUTER_PARAMS:
+            logger.warning("router_settings key not applied", extra={"setting": key})
+
+
+def build_routes(
+    config: ProxyConfig, lookup: Callable[[str], str | None], ollama_api_base: str
+) -> Routes:
+    entries: list[dict[str, Any]] = []
+    deployments: dict[str, dict[str, Any]] = {}
+    missing_by_model: dict[str, set[str]] = {}
+    for index, entry in enumerate(config.model_list):
+        raw = entry.model_dump(exclude_none=True)
+        resolved = resolve_references(raw, lookup)
+        deployment: dict[str, Any] = resolved.value
+        params = deployment["litellm_params"]
+        provider = provider_of(params["model"])
+        for param, variable in PROVIDER_KEY_VARIABLES.get(provider, {}).items():
+            if param not in raw["litellm_params"] and (found := lookup(variable)):
+                params[param] = found
+        if provider in OLLAMA_PROVIDERS:
+            params.setdefault("api_base", ollama_api_base)
+        if resolved.missing:
+            missing_by_model.setdefault(entry.model_name, set()).update(resolved.missing)
+            logger.warning(
+                "deployment skipped: unresolved references",
+                extra={"model_name": entry.model_name, "variables": sorted(resolved.missing)},
+            )
+            continue
+        info = deployment.setdefault("model_info", {})
+        info.setdefault("id", f"{entry.model_name}#{index}")
+        deployment["provider"] = provider
+        entries.append({k: v for k, v in deployment.items() if k != "provider"})
+        deployments[str(info["id"])] = deployment
+    served = {entry["model_name"] for entry in entries}
+    unavailable = {
+        name: frozenset(names) for name, names in missing_by_model.items() if name not in served
+    }
+    router = Router(model_list=entries, **router_kwargs(config))
+    return Routes(router=router, deployments=deployments, unavailable=unavailable)
+
+
+def fingerprint(values: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()

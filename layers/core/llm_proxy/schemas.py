@@ -1,0 +1,100 @@
+"""Request bodies the gateway accepts, and the parameters it never forwards."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ProxyError, invalid_request
+
+# Parameters that redirect a provider call or carry credentials (the CVE-2024-6587 class), plus
+# litellm's own internals a client could use to inject a deployment. Refused wherever they
+# appear in the body's top level or in the free-form containers litellm forwards.
+FORBIDDEN_PARAMS = frozenset(
+    {
+        "api_base", "base_url", "api_key", "api_version", "api_type", "organization",
+        "custom_llm_provider", "azure_ad_token", "azure_ad_token_provider", "azure_username",
+        "azure_password", "client_id", "client_secret", "tenant_id",
+        "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region_name",
+        "aws_profile_name", "aws_role_name", "aws_web_identity_token", "aws_bedrock_runtime_endpoint",
+        "vertex_credentials", "vertex_project", "vertex_location", "vertex_ai_project",
+        "vertex_ai_location", "watsonx_api_key", "token", "headers", "extra_headers",
+        "litellm_params", "user_config", "model_list", "deployment_id", "proxy_server_request",
+        "input_cost_per_token", "output_cost_per_token", "mock_response", "litellm_logging_obj",
+        "litellm_call_id", "secret_fields", "callbacks", "success_callback", "failure_callback",
+    }
+)
+SCANNED_CONTAINERS = ("extra_body", "metadata", "litellm_metadata")
+
+
+def refuse_forbidden_params(body: dict[str, Any]) -> None:
+    found = _find_forbidden(body, "", depth=0)
+    if found:
+        raise invalid_request(
+            f"Parameter '{found}' is not allowed: provider endpoints and credentials are set by "
+            "the gateway's configuration, never by a request.",
+            param=found,
+            code="forbidden_parameter",
+        )
+
+
+def _find_forbidden(node: Any, path: str, depth: int) -> str | None:
+    if not isinstance(node, dict):
+        return None
+    for key, value in node.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key in FORBIDDEN_PARAMS:
+            return where
+        if depth == 0 and key not in SCANNED_CONTAINERS:
+            continue
+        nested = _find_forbidden(value, where, depth + 1)
+        if nested:
+            return nested
+    return None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's chat-completions body; unknown fields pass through to litellm."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = Field(default=None, min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    n: int | None = Field(default=None, ge=1, le=128)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    stop: str | list[str] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def validation_error(errors: list[dict[str, Any]]) -> ProxyError:
+    """FastAPI's 422 list turned into one 400 that names the first offending field."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid body", "type": ""}
+    if first.get("type") == "json_invalid":
+        return invalid_request("The request body is not valid JSON.", code="invalid_json")
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    field = ".".join(loc)
+    if not field and first.get("type") in ("model_attributes_type", "dict_type"):
+        return invalid_request(
+            "The request body must be a JSON object (Content-Type: application/json).",
+            code="invalid_json",
+        )
+    if first.get("type") == "missing" and not field:
+        return invalid_request("The request body is missing or empty.", code="missing_body")
+    message = f"Invalid value for '{field}': {first.get('msg')}" if field else str(first.get("msg"))
+    return invalid_request(message, param=field or None, code="invalid_value")

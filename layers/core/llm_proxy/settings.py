@@ -1,0 +1,55 @@
+"""Process settings, read once from the environment (the seed's `LLM_PROXY__*` names)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+TRUE_VALUES = {"1", "true", "yes", "on"}
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in TRUE_VALUES
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_path: Path | None
+    environment: str
+    secret_id: str | None
+    secret_ttl_s: int
+    usage_table: str | None
+    usage_retention_days: int
+    llm_mode: str
+    default_model: str | None
+    litellm_proxy_url: str | None
+    litellm_api_key: str | None
+    ollama_api_base: str
+    detailed_debug: bool
+    max_body_bytes: int
+
+    @property
+    def is_local(self) -> bool:
+        return self.environment == "local"
+
+    @classmethod
+    def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        config_path = env.get("LLM_PROXY__CONFIG_PATH")
+        return cls(
+            config_path=Path(config_path) if config_path else None,
+            environment=env.get("LLM_PROXY__ENV", "aws").strip().lower(),
+            secret_id=env.get("LLM_PROXY__SECRET_ID") or None,
+            secret_ttl_s=int(env.get("LLM_PROXY__SECRET_TTL_S", "300")),
+            usage_table=env.get("LLM_PROXY__USAGE_TABLE") or None,
+            usage_retention_days=int(env.get("LLM_PROXY__USAGE_RETENTION_DAYS", "90")),
+            llm_mode=env.get("LLM_PROXY__LLM_MODE", "config").strip().lower(),
+            default_model=env.get("LLM_PROXY__DEFAULT_MODEL") or None,
+            litellm_proxy_url=env.get("LLM_PROXY__LITELLM_PROXY_URL") or None,
+            litellm_api_key=env.get("LLM_PROXY__LITELLM_API_KEY") or None,
+            ollama_api_base=env.get("OLLAMA_API_BASE", "http://localhost:11434"),
+            detailed_debug=_flag(env.get("LLM_PROXY__DETAILED_DEBUG")),
+            # API Gateway's synchronous payload limit.
+            max_body_bytes=int(env.get("LLM_PROXY__MAX_BODY_BYTES", str(6 * 1024 * 1024))),
+        )

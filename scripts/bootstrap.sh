@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Creates .venv on Python 3.12 and installs the hash-pinned dependencies (litellm is locked to
+# an exact version and its hashes are checked: releases of it have been compromised before).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python() {
+  for candidate in "${PYTHON:-}" python3.12 "$HOME/.pyenv/versions/3.12"*/bin/python3.12 /usr/bin/python3.12; do
+    if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1; then
+      command -v "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+python=$(find_python) || { echo "Python 3.12 is required (set PYTHON=/path/to/python3.12)" >&2; exit 1; }
+if ! command -v uv >/dev/null 2>&1; then
+  "$python" -m pip install --quiet --user "uv==0.13.9" || "$python" -m pip install --quiet "uv==0.13.9"
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+uv=$(command -v uv)
+"$uv" venv --quiet --allow-existing --python "$python" .venv
+"$uv" pip install --quiet --python .venv/bin/python --require-hashes -r requirements-dev.txt
+"$uv" pip install --quiet --python .venv/bin/python --no-deps -e .
+echo "environment ready: .venv ($(.venv/bin/python --version))"

@@ -1,0 +1,107 @@
+"""Shared fixtures: a moto server and an OpenAI-format upstream on loopback, and the api
+function's module imported against them exactly as Lambda would import it."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+
+from scripts.local_stack import create_resources, start_moto
+from tests.doubles.openai_upstream import OpenAIUpstream
+from tests.doubles.server import BackgroundServer, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+MASTER_KEY = "sk-test-master-0123456789abcdef"
+UPSTREAM_KEY = "sk-upstream-secret-key-42"
+WRONG_UPSTREAM_KEY = "sk-upstream-wrong-key-99"
+TEST_NAMES = {"UsageTable": "test-usage", "ProviderKeysSecret": "test/provider-keys"}
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[OpenAIUpstream]:
+    double = OpenAIUpstream(api_key=UPSTREAM_KEY)
+    server = BackgroundServer(double.app()).start()
+    double.base_url = server.url
+    yield double
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_upstream(request: pytest.FixtureRequest) -> None:
+    if "upstream" in request.fixturenames:
+        request.getfixturevalue("upstream").reset()
+
+
+@pytest.fixture(scope="session")
+def aws() -> Iterator[dict[str, str]]:
+    """A moto server on a free loopback port, with the template's table and secret in it."""
+    port = free_port()
+    server = start_moto(port=port)
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+    )
+    names = create_resources(
+        endpoint,
+        {
+            "OPENAI_API_KEY": UPSTREAM_KEY,
+            "WRONG_OPENAI_KEY": WRONG_UPSTREAM_KEY,
+            "LLM_PROXY__MASTER_KEY": MASTER_KEY,
+        },
+        names=TEST_NAMES,
+    )
+    yield {"endpoint": endpoint, **names}
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def api(aws: dict[str, str], upstream: OpenAIUpstream) -> ModuleType:
+    """functions/api/app.py, imported with the deployed function's environment."""
+    os.environ.update(
+        LLM_PROXY__ENV="aws",
+        LLM_PROXY__CONFIG_PATH=str(REPO / "tests" / "fixtures" / "gateway.yaml"),
+        LLM_PROXY__SECRET_ID=aws["ProviderKeysSecret"],
+        LLM_PROXY__USAGE_TABLE=aws["UsageTable"],
+        TEST_OPENAI_BASE=f"{upstream.base_url}/v1",
+    )
+    os.environ.pop("LLM_PROXY__MASTER_KEY", None)
+    return import_api_module("api_app_under_test")
+
+
+def import_api_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "functions" / "api" / "app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def gateway_url(api: ModuleType) -> Iterator[str]:
+    server = BackgroundServer(api.app).start()
+    yield server.url
+    server.stop()
+
+
+def usage_item(table: str, request_id: str, timeout_s: float = 5.0) -> dict[str, Any]:
+    """The usage item for a request, read back from DynamoDB."""
+    dynamodb = boto3.resource("dynamodb")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        item = dynamodb.Table(table).get_item(Key={"request_id": request_id}).get("Item")
+        if item or time.monotonic() > deadline:
+            assert item, f"no usage item for request {request_id}"
+            return dict(item)
+        time.sleep(0.05)

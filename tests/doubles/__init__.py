@@ -1,0 +1,1 @@
+"""Loopback servers that stand in for AWS and LLM providers in tests."""

@@ -1,0 +1,166 @@
+"""An upstream that speaks OpenAI's chat-completions wire format, with fault injection.
+
+It checks the Bearer key, answers plain JSON or SSE chunks (with the usage chunk when
+`stream_options.include_usage` is set), and records every request it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+
+@dataclass
+class Fault:
+    """What the next matching request gets instead of a normal answer."""
+
+    status: int = 500
+    message: str = "upstream failure"
+    retry_after: str | None = None
+    delay_s: float = 0.0
+    malformed: bool = False
+    cut_stream: bool = False
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class OpenAIUpstream:
+    api_key: str
+    reply: str = "Hello from the upstream double."
+    base_url: str = ""
+    requests: list[RecordedRequest] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+
+    def fail_next(self, fault: Fault, times: int = 1) -> None:
+        self.faults.extend([fault] * times)
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.faults.clear()
+
+    def app(self) -> FastAPI:
+        api = FastAPI()
+
+        @api.post("/v1/chat/completions")
+        @api.post("/chat/completions")
+        async def chat(request: Request) -> Response:
+            body = await request.json()
+            self.requests.append(
+                RecordedRequest(request.url.path, dict(request.headers), body)
+            )
+            if request.headers.get("authorization") != f"Bearer {self.api_key}":
+                return _error(401, "Incorrect API key provided.", "invalid_api_key")
+            fault = self.faults.pop(0) if self.faults else None
+            if fault and fault.delay_s:
+                await asyncio.sleep(fault.delay_s)
+            if fault and fault.malformed:
+                return Response("{not json", media_type="application/json")
+            if fault and not fault.cut_stream:
+                headers = {"retry-after": fault.retry_after} if fault.retry_after else {}
+                return _error(fault.status, fault.message, "upstream_error", headers)
+            prompt_tokens = _count_tokens(body.get("messages", []))
+            completion_tokens = len(self.reply.split())
+            if body.get("stream"):
+                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                return StreamingResponse(
+                    self._chunks(body["model"], prompt_tokens, include_usage, fault),
+                    media_type="text/event-stream",
+                )
+            return JSONResponse(
+                {
+                    "id": f"chatcmpl-{uuid.uuid4().hex}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": self.reply},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    },
+                }
+            )
+
+        @api.get("/v1/models")
+        async def models() -> dict[str, Any]:
+            return {"object": "list", "data": []}
+
+        return api
+
+    async def _chunks(
+        self, model: str, prompt_tokens: int, include_usage: bool, fault: Fault | None
+    ) -> AsyncIterator[bytes]:
+        chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
+        words = self.reply.split()
+
+        def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            chunk = {
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            return f"data: {json.dumps(chunk)}\n\n".encode()
+
+        yield frame({"role": "assistant", "content": ""})
+        for index, word in enumerate(words):
+            if fault and fault.cut_stream and index == len(words) // 2:
+                raise ConnectionResetError("stream cut by fault injection")
+            yield frame({"content": word if index == 0 else f" {word}"})
+        yield frame({}, "stop")
+        if include_usage:
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(words),
+                "total_tokens": prompt_tokens + len(words),
+            }
+            chunk = {
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [],
+                "usage": usage,
+            }
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+
+def _count_tokens(messages: list[dict[str, Any]]) -> int:
+    """A deterministic stand-in for a tokenizer: one token per word, plus one per message."""
+    total = 0
+    for message in messages:
+        content = message.get("content") or ""
+        if isinstance(content, list):
+            content = " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+        total += len(str(content).split()) + 1
+    return total
+
+
+def _error(
+    status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": None,
+                      "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
