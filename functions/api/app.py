@@ -11,13 +11,12 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from mangum import Mangum
-
 from llm_proxy.auth import Caller
 from llm_proxy.errors import ProxyError
-from llm_proxy.gateway import ChatStream, Gateway
+from llm_proxy.gateway import NOT_CONFIGURED, ChatStream, Gateway
 from llm_proxy.logs import logger
 from llm_proxy.schemas import ChatCompletionRequest, validation_error
+from mangum import Mangum
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 
@@ -51,13 +50,25 @@ def create_app(gateway: Gateway) -> FastAPI:
         logger.set_correlation_id(rid)
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > gateway.settings.max_body_bytes:
-            return error_response(request, ProxyError(
-                413, f"Request body is larger than {gateway.settings.max_body_bytes} bytes.",
-                "invalid_request_error", code="request_too_large"))
+            return error_response(
+                request,
+                ProxyError(
+                    413,
+                    f"Request body is larger than {gateway.settings.max_body_bytes} bytes.",
+                    "invalid_request_error",
+                    code="request_too_large",
+                ),
+            )
         response = await call_next(request)
         response.headers["x-request-id"] = rid
-        logger.info("request", extra={"method": request.method, "path": request.url.path,
-                                      "status": response.status_code})
+        logger.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.url.path,
+                "status": response.status_code,
+            },
+        )
         return response
 
     @app.exception_handler(ProxyError)
@@ -70,22 +81,40 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     @app.exception_handler(404)
     async def no_route(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(request, ProxyError(
-            404, f"No route {request.method} {request.url.path}.", "invalid_request_error",
-            code="not_found"))
+        return error_response(
+            request,
+            ProxyError(
+                404,
+                f"No route {request.method} {request.url.path}.",
+                "invalid_request_error",
+                code="not_found",
+            ),
+        )
 
     @app.exception_handler(405)
     async def wrong_method(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(request, ProxyError(
-            405, f"Method {request.method} is not allowed on {request.url.path}.",
-            "invalid_request_error", code="method_not_allowed"))
+        return error_response(
+            request,
+            ProxyError(
+                405,
+                f"Method {request.method} is not allowed on {request.url.path}.",
+                "invalid_request_error",
+                code="method_not_allowed",
+            ),
+        )
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error")
-        return error_response(request, ProxyError(
-            500, "Internal gateway error; the request id identifies it in the logs.",
-            "internal_error", code="internal_error"))
+        return error_response(
+            request,
+            ProxyError(
+                500,
+                "Internal gateway error; the request id identifies it in the logs.",
+                "internal_error",
+                code="internal_error",
+            ),
+        )
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -94,15 +123,17 @@ def create_app(gateway: Gateway) -> FastAPI:
     @app.get("/health/readiness", response_model=None)
     async def readiness() -> dict[str, Any] | JSONResponse:
         checks = gateway.readiness()
-        ready = all(value in ("ok", "not configured") for value in checks.values())
+        ready = all(value in ("ok", NOT_CONFIGURED) for value in checks.values())
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         return body if ready else JSONResponse(body, status_code=503)
 
     @app.get("/v1/models")
     @app.get("/models", include_in_schema=False)
     async def list_models(_: Authenticated) -> dict[str, Any]:
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "llm-proxy"}
-                for name in gateway.model_names()]
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "llm-proxy"}
+            for name in gateway.model_names()
+        ]
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions", response_model=None)
@@ -114,8 +145,11 @@ def create_app(gateway: Gateway) -> FastAPI:
             body.model_dump(exclude_unset=True), who, request_id(request), request.url.path
         )
         if isinstance(result, ChatStream):
-            return StreamingResponse(result.events(), media_type="text/event-stream",
-                                     headers={"cache-control": "no-cache"})
+            return StreamingResponse(
+                result.events(),
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache"},
+            )
         return result
 
     return app

@@ -59,9 +59,7 @@ class OpenAIUpstream:
         @api.post("/chat/completions")
         async def chat(request: Request) -> Response:
             body = await request.json()
-            self.requests.append(
-                RecordedRequest(request.url.path, dict(request.headers), body)
-            )
+            self.requests.append(RecordedRequest(request.url.path, dict(request.headers), body))
             if request.headers.get("authorization") != f"Bearer {self.api_key}":
                 return _error(401, "Incorrect API key provided.", "invalid_api_key")
             fault = self.faults.pop(0) if self.faults else None
@@ -161,6 +159,7 @@ def _count_tokens(messages: list[dict[str, Any]]) -> int:
 def _error(
     status: int, message: str, code: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    body = {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                      "code": code}}
+    body = {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    }
     return JSONResponse(body, status_code=status, headers=headers)

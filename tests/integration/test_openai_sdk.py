@@ -29,7 +29,8 @@ def test_completion_reaches_upstream_with_key_from_secret_and_is_metered(
     client: openai.OpenAI, upstream: OpenAIUpstream, aws: dict[str, str]
 ) -> None:
     raw = client.chat.completions.with_raw_response.create(
-        model="gpt-3.5-turbo", messages=MESSAGES  # type: ignore[arg-type]
+        model="gpt-3.5-turbo",
+        messages=MESSAGES,  # type: ignore[arg-type]
     )
     completion = raw.parse()
     assert completion.choices[0].message.content == upstream.reply
@@ -55,7 +56,8 @@ def test_per_deployment_prices_override_the_cost_map(
     client: openai.OpenAI, aws: dict[str, str]
 ) -> None:
     raw = client.chat.completions.with_raw_response.create(
-        model="priced", messages=MESSAGES  # type: ignore[arg-type]
+        model="priced",
+        messages=MESSAGES,  # type: ignore[arg-type]
     )
     item = usage_item(aws["UsageTable"], raw.headers["x-request-id"])
     assert item["cost_usd"] == Decimal("0.016")  # 6 * 0.001 + 5 * 0.002
@@ -65,7 +67,9 @@ def test_stream_is_openai_sse_and_metered_with_usage(
     client: openai.OpenAI, upstream: OpenAIUpstream, aws: dict[str, str]
 ) -> None:
     with client.chat.completions.with_streaming_response.create(
-        model="priced", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
+        model="priced",
+        messages=MESSAGES,
+        stream=True,  # type: ignore[arg-type]
         stream_options={"include_usage": True},
     ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -125,7 +129,9 @@ def test_redirecting_parameters_are_refused_and_never_forwarded(
     ):
         with pytest.raises(openai.BadRequestError) as caught:
             client.chat.completions.create(
-                model="gpt-3.5-turbo", messages=MESSAGES, extra_body=extra  # type: ignore[arg-type]
+                model="gpt-3.5-turbo",
+                messages=MESSAGES,
+                extra_body=extra,  # type: ignore[arg-type]
             )
         assert caught.value.body["code"] == "forbidden_parameter"  # type: ignore[index]
     assert upstream.requests == []
@@ -135,8 +141,10 @@ def test_redirecting_parameters_are_refused_and_never_forwarded(
     ("body", "param"),
     [
         ({"model": "gpt-3.5-turbo"}, "messages"),
-        ({"model": "gpt-3.5-turbo", "messages": [{"role": "wizard", "content": "x"}]},
-         "messages.0.role"),
+        (
+            {"model": "gpt-3.5-turbo", "messages": [{"role": "wizard", "content": "x"}]},
+            "messages.0.role",
+        ),
         ({"model": "gpt-3.5-turbo", "messages": MESSAGES, "temperature": 9}, "temperature"),
         ({"messages": MESSAGES}, "model"),
     ],
@@ -146,7 +154,8 @@ def test_invalid_bodies_are_400_naming_the_field(
 ) -> None:
     response = httpx.post(
         f"{gateway_url}/v1/chat/completions",
-        headers={"Authorization": f"Bearer {MASTER_KEY}"}, json=body,
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        json=body,
     )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == param

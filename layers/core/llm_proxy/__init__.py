@@ -6,4 +6,4 @@ import os
 # map fetch, which hangs in a VPC without NAT) and its caches on Lambda's only writable path.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("LITELLM_TELEMETRY", "False")
-os.environ.setdefault("XDG_CACHE_HOME", "/tmp/.cache")
+os.environ.setdefault("XDG_CACHE_HOME", "/tmp/.cache")  # noqa: S108 - Lambda writes only /tmp

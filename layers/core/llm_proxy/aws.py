@@ -23,5 +23,5 @@ def client(service: str) -> Any:
 
 @cache
 def resource_table(name: str) -> Any:
-    resource = boto3.session.Session().resource("dynamodb", config=CLIENT_CONFIG)  # type: ignore[call-overload]
+    resource = boto3.session.Session().resource("dynamodb", config=CLIENT_CONFIG)
     return resource.Table(name)

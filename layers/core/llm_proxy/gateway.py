@@ -24,13 +24,16 @@ from .usage import UsageRecord, UsageStore
 PROVIDER_ERROR_PACKAGES = frozenset({"litellm", "openai", "httpx", "httpcore", "aiohttp"})
 SECRET_PARAM_MARKERS = ("key", "token", "secret", "password", "credential")
 DEFAULT_MASTER_KEY_REFERENCE = "os.environ/LLM_PROXY__MASTER_KEY"
+NOT_CONFIGURED = "not configured"
 
 
 class Gateway:
-    def __init__(self, settings: Settings, config: ProxyConfig) -> None:
+    def __init__(
+        self, settings: Settings, config: ProxyConfig, keys: ProviderKeys | None = None
+    ) -> None:
         self.settings = settings
         self.config = config
-        self.keys = ProviderKeys(settings.secret_id, settings.secret_ttl_s)
+        self.keys = keys or ProviderKeys(settings.secret_id, settings.secret_ttl_s)
         self.usage = UsageStore(settings.usage_table, settings.usage_retention_days)
         self._routes: Routes | None = None
         self._fingerprint: str | None = None
@@ -68,9 +71,7 @@ class Gateway:
         secret = self.keys.get()
         current = fingerprint(secret)
         if self._routes is None or current != self._fingerprint:
-            routes = build_routes(
-                self.config, self._lookup(secret), self.settings.ollama_api_base
-            )
+            routes = build_routes(self.config, self._lookup(secret), self.settings.ollama_api_base)
             for deployment in routes.deployments.values():
                 redactor.register(
                     str(value)
@@ -98,9 +99,9 @@ class Gateway:
     def readiness(self) -> dict[str, str]:
         checks = {"config": "ok", "secret": "ok", "usage_table": "ok"}
         if not self.settings.secret_id:
-            checks["secret"] = "not configured"
+            checks["secret"] = NOT_CONFIGURED
         if not self.settings.usage_table:
-            checks["usage_table"] = "not configured"
+            checks["usage_table"] = NOT_CONFIGURED
         try:
             self.keys.get(force=True)
         except ProxyError as exc:
@@ -137,15 +138,20 @@ class Gateway:
             params = {k: v for k, v in body.items() if k not in ("model", "messages", "metadata")}
             if record.stream:
                 # Usage comes in the stream's last chunk only when asked for.
-                params["stream_options"] = {**(params.get("stream_options") or {}),
-                                            "include_usage": True}
+                params["stream_options"] = {
+                    **(params.get("stream_options") or {}),
+                    "include_usage": True,
+                }
             response = await routes.router.acompletion(
                 model=model, messages=body["messages"], **params
             )
         except Exception as exc:
             error = self._as_proxy_error(exc, model)
             record.status, record.error_type, record.error_code = (
-                error.status, error.error_type, error.code)
+                error.status,
+                error.error_type,
+                error.code,
+            )
             record.latency_ms = (time.perf_counter() - started) * 1000
             await self._write(record)
             raise error from None
@@ -183,13 +189,23 @@ class Gateway:
         if isinstance(exc, ProxyError):
             return exc
         if isinstance(exc, TimeoutError):
-            return ProxyError(504, f"Model '{model}': the provider did not answer in time.",
-                              "timeout_error", code="provider_timeout")
+            return ProxyError(
+                504,
+                f"Model '{model}': the provider did not answer in time.",
+                "timeout_error",
+                code="provider_timeout",
+            )
         if type(exc).__module__.split(".", 1)[0] in PROVIDER_ERROR_PACKAGES:
             error = from_litellm(exc, model, redactor.redact)
-            logger.warning("provider call failed", extra={
-                "model": model, "status": error.status, "error": type(exc).__name__,
-                "detail": error.message})
+            logger.warning(
+                "provider call failed",
+                extra={
+                    "model": model,
+                    "status": error.status,
+                    "error": type(exc).__name__,
+                    "detail": error.message,
+                },
+            )
             return error
         raise exc
 
@@ -201,7 +217,8 @@ class Gateway:
         deployment = routes.deployments.get(str(record.deployment_id), {})
         record.model_group = headers.get("x-litellm-model-group") or deployment.get("model_name")
         record.deployment_model = hidden.get("litellm_model_name") or (
-            deployment.get("litellm_params", {}).get("model"))
+            deployment.get("litellm_params", {}).get("model")
+        )
         record.provider = hidden.get("custom_llm_provider") or deployment.get("provider")
         record.retries = int(headers.get("x-litellm-attempted-retries") or 0)
         record.fallbacks = int(headers.get("x-litellm-attempted-fallbacks") or 0)
@@ -255,7 +272,10 @@ class ChatStream:
         except Exception as exc:
             error = self._gateway._as_proxy_error(exc, record.model_requested or "")
             record.status, record.error_type, record.error_code = (
-                error.status, error.error_type, error.code)
+                error.status,
+                error.error_type,
+                error.code,
+            )
             yield f"data: {json.dumps(error.body())}\n\n"
         finally:
             record.latency_ms = (time.perf_counter() - self._started) * 1000

@@ -10,9 +10,7 @@ import litellm
 from .logs import logger
 
 
-def cost_usd(
-    deployment: Mapping[str, Any], prompt_tokens: int, completion_tokens: int
-) -> float:
+def cost_usd(deployment: Mapping[str, Any], prompt_tokens: int, completion_tokens: int) -> float:
     """`deployment` is a model_list entry: its litellm_params/model_info may carry prices."""
     params = deployment.get("litellm_params") or {}
     info = deployment.get("model_info") or {}

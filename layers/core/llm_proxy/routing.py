@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import litellm
-from litellm import Router
+from litellm.router import Router
 
 from .config import ProxyConfig, resolve_references
 from .logs import logger

@@ -18,16 +18,18 @@ from .logs import logger, redactor
 class ProviderKeys:
     """The secret's key/value pairs, cached per container for `ttl_s` seconds."""
 
-    def __init__(self, secret_id: str | None, ttl_s: int) -> None:
+    def __init__(self, secret_id: str | None, ttl_s: int, client: Any = None) -> None:
         self.secret_id = secret_id
         self.ttl_s = ttl_s
+        self._client = client
         self._provider: SecretsProvider | None = None
 
     def get(self, force: bool = False) -> dict[str, str]:
         if not self.secret_id:
             return {}
         if self._provider is None:
-            self._provider = SecretsProvider(boto3_client=aws.client("secretsmanager"))
+            client = self._client or aws.client("secretsmanager")
+            self._provider = SecretsProvider(boto3_client=client)
         try:
             value: Any = self._provider.get(
                 self.secret_id, transform="json", max_age=self.ttl_s, force_fetch=force
@@ -40,10 +42,11 @@ class ProviderKeys:
                 code="bad_provider_keys_secret",
             ) from None
         except GetParameterError as exc:
-            logger.error("provider-keys secret unreachable", extra={"cause": type(exc.__cause__ or exc).__name__})
+            cause = _cause(exc)
+            logger.error("provider-keys secret unreadable", extra={"cause": cause})
             raise dependency_unavailable(
-                "Secrets Manager is unreachable: the provider-keys secret cannot be read. "
-                "Retry shortly."
+                f"The provider-keys secret cannot be read from Secrets Manager ({cause}). "
+                "Retry shortly; if it persists, check the secret id and the function's access."
             ) from None
         if not isinstance(value, dict):
             raise ProxyError(
@@ -55,3 +58,10 @@ class ProviderKeys:
         keys = {str(k): str(v) for k, v in value.items() if v is not None}
         redactor.register(keys.values())
         return keys
+
+
+def _cause(exc: BaseException) -> str:
+    """The AWS error code (ResourceNotFoundException, AccessDeniedException...) or class name."""
+    original = exc.__cause__ or exc.__context__ or exc
+    code = getattr(original, "response", {}).get("Error", {}).get("Code")
+    return str(code or type(original).__name__)

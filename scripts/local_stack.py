@@ -1,0 +1,262 @@
+"""Embedded AWS for local development and tests: a moto server holding the tables and the
+secret that template.yaml declares, created from the template's own resource definitions so
+local and deployed shapes cannot drift."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+from botocore.exceptions import ClientError
+from moto.server import ThreadedMotoServer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_PATH = REPO_ROOT / "template.yaml"
+
+DUMMY_ACCESS_KEY = "testing"
+DUMMY_SECRET_KEY = "testing"  # noqa: S105 - moto accepts any credentials
+
+LOCAL_NAMES: dict[str, str] = {
+    "UsageTable": "llm-proxy-usage",
+    "ProviderKeysSecret": "llm-proxy/provider-keys",
+}
+
+PROVIDER_KEY_NAMES: tuple[str, ...] = (
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "AZURE_API_KEY",
+    "AZURE_API_BASE",
+    "AZURE_API_VERSION",
+    "OPENROUTER_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "GEMINI_API_KEY",
+    "MISTRAL_API_KEY",
+    "GROQ_API_KEY",
+    "COHERE_API_KEY",
+    "TOGETHERAI_API_KEY",
+)
+
+TABLE_TYPE = "AWS::DynamoDB::Table"
+SECRET_TYPE = "AWS::SecretsManager::Secret"  # noqa: S105 - a resource type
+
+
+# --- template loading -----------------------------------------------------------------------
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """SafeLoader that understands CloudFormation's short-form intrinsic tags."""
+
+
+# CloudFormation reads unquoted dates such as 2010-09-09 as strings, not datetimes.
+_CfnLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _construct_intrinsic(loader: _CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+
+    if tag_suffix in ("Ref", "Condition"):
+        return {tag_suffix: value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        # Short form "Resource.Attribute"; attributes themselves may contain dots.
+        resource, _, attribute = value.partition(".")
+        return {"Fn::GetAtt": [resource, attribute]}
+    return {f"Fn::{tag_suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct_intrinsic)
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    """Parse a CloudFormation/SAM YAML template, short-form tags included."""
+    with path.open(encoding="utf-8") as handle:
+        document = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: not a CloudFormation template (top level is not a mapping)")
+    return document
+
+
+# --- moto server ----------------------------------------------------------------------------
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Same option the server sets, so a socket in TIME_WAIT does not count as busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def start_moto(port: int = 4566, host: str = "127.0.0.1") -> ThreadedMotoServer:
+    """Start a moto server in a background thread and return it (call .stop() when done)."""
+    # ThreadedMotoServer.start() waits forever if its thread cannot bind, so check first.
+    if not port_is_free(port, host):
+        raise OSError(f"port {host}:{port} is already in use; cannot start the moto server there")
+    # One access-log line per AWS call would drown the app's own output.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    return server
+
+
+# --- resources ------------------------------------------------------------------------------
+
+
+def _local_name(logical_id: str, resource_type: str) -> str:
+    """Physical name for a logical id missing from `names`: UsageTable -> llm-proxy-usage."""
+    suffix = "Table" if resource_type == TABLE_TYPE else "Secret"
+    stem = logical_id.removesuffix(suffix) or logical_id
+    kebab = re.sub(r"(?<!^)(?=[A-Z])", "-", stem).lower()
+    return f"llm-proxy-{kebab}" if resource_type == TABLE_TYPE else f"llm-proxy/{kebab}"
+
+
+def _resources_of_type(template: Mapping[str, Any], resource_type: str) -> dict[str, Any]:
+    resources: Mapping[str, Any] = template.get("Resources", {})
+    return {
+        logical_id: resource.get("Properties", {})
+        for logical_id, resource in resources.items()
+        if resource.get("Type") == resource_type
+    }
+
+
+def _pick(source: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: source[key] for key in keys if key in source}
+
+
+def create_table_request(table_name: str, properties: Mapping[str, Any]) -> dict[str, Any]:
+    """Translate AWS::DynamoDB::Table properties into DynamoDB CreateTable arguments."""
+    request: dict[str, Any] = {
+        "TableName": table_name,
+        "AttributeDefinitions": properties["AttributeDefinitions"],
+        "KeySchema": properties["KeySchema"],
+        "BillingMode": properties.get("BillingMode", "PROVISIONED"),
+    }
+    if "ProvisionedThroughput" in properties:
+        request["ProvisionedThroughput"] = properties["ProvisionedThroughput"]
+    if gsis := properties.get("GlobalSecondaryIndexes"):
+        # CloudFormation-only keys (ContributorInsightsSpecification, ...) are dropped.
+        gsi_keys = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")
+        request["GlobalSecondaryIndexes"] = [_pick(index, gsi_keys) for index in gsis]
+    if lsis := properties.get("LocalSecondaryIndexes"):
+        lsi_keys = ("IndexName", "KeySchema", "Projection")
+        request["LocalSecondaryIndexes"] = [_pick(index, lsi_keys) for index in lsis]
+    if stream := properties.get("StreamSpecification"):
+        request["StreamSpecification"] = {
+            "StreamEnabled": True,
+            "StreamViewType": stream["StreamViewType"],
+        }
+    if sse := properties.get("SSESpecification"):
+        # Key names differ from CloudFormation's; a KMS key id would reference a stack resource.
+        request["SSESpecification"] = {"Enabled": bool(sse.get("SSEEnabled", False))}
+    return request
+
+
+def _client(service: str, endpoint_url: str, region: str) -> Any:
+    return boto3.session.Session().client(  # type: ignore[call-overload]
+        service,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=DUMMY_ACCESS_KEY,
+        aws_secret_access_key=DUMMY_SECRET_KEY,
+    )
+
+
+def _ensure_table(dynamodb: Any, table_name: str, properties: Mapping[str, Any]) -> None:
+    try:
+        dynamodb.create_table(**create_table_request(table_name, properties))
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceInUseException":
+            raise
+    dynamodb.get_waiter("table_exists").wait(
+        TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
+
+    ttl = properties.get("TimeToLiveSpecification")
+    if ttl and ttl.get("Enabled"):
+        current = dynamodb.describe_time_to_live(TableName=table_name)["TimeToLiveDescription"]
+        if (current.get("TimeToLiveStatus"), current.get("AttributeName")) != (
+            "ENABLED",
+            ttl["AttributeName"],
+        ):
+            dynamodb.update_time_to_live(
+                TableName=table_name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
+            )
+
+    pitr = properties.get("PointInTimeRecoverySpecification")
+    if pitr and pitr.get("PointInTimeRecoveryEnabled"):
+        # Not essential locally, and not every emulator implements it.
+        with contextlib.suppress(ClientError):
+            dynamodb.update_continuous_backups(
+                TableName=table_name,
+                PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+            )
+
+
+def _ensure_secret(secretsmanager: Any, name: str, secret_string: str) -> None:
+    try:
+        secretsmanager.create_secret(Name=name, SecretString=secret_string)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceExistsException":
+            raise
+        secretsmanager.put_secret_value(SecretId=name, SecretString=secret_string)
+
+
+def create_resources(
+    endpoint_url: str,
+    provider_keys: Mapping[str, str],
+    names: Mapping[str, str] = LOCAL_NAMES,
+    region: str = "us-east-1",
+    template: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """Create every table and secret of the template at `endpoint_url`; idempotent.
+
+    Secrets hold `provider_keys` as a JSON object (the deployed stack's generated master key
+    is not reproduced). Returns logical id -> physical name.
+    """
+    template = load_template() if template is None else template
+    created: dict[str, str] = {}
+
+    tables = _resources_of_type(template, TABLE_TYPE)
+    if tables:
+        dynamodb = _client("dynamodb", endpoint_url, region)
+        for logical_id, properties in tables.items():
+            table_name = names.get(logical_id) or _local_name(logical_id, TABLE_TYPE)
+            _ensure_table(dynamodb, table_name, properties)
+            created[logical_id] = table_name
+
+    secrets = _resources_of_type(template, SECRET_TYPE)
+    if secrets:
+        secretsmanager = _client("secretsmanager", endpoint_url, region)
+        secret_string = json.dumps(dict(provider_keys))
+        for logical_id in secrets:
+            secret_name = names.get(logical_id) or _local_name(logical_id, SECRET_TYPE)
+            _ensure_secret(secretsmanager, secret_name, secret_string)
+            created[logical_id] = secret_name
+
+    return created
+
+
+def provider_keys_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Provider variables that are set and non-empty, to seed the local secret."""
+    return {name: environ[name] for name in PROVIDER_KEY_NAMES if environ.get(name)}

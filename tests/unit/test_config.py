@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from llm_proxy.config import ConfigError, load_config, resolve_references, secret_then_env
+from llm_proxy.routing import router_kwargs
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "litellm_config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_configs_load() -> None:
+    for path in (REPO / "functions" / "api" / "config.yaml", REPO / "config" / "local.yaml"):
+        config = load_config(path)
+        assert config.model_list and config.general_settings.master_key
+
+
+def test_seed_basic_config_loads_unchanged(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            """
+model_list:
+  - model_name: gpt-3.5-turbo
+    litellm_params:
+      model: gpt-3.5-turbo
+      api_key: sk-your-openai-key
+
+general_settings:
+  master_key: sk-1234
+  database_url: "sqlite:///./litellm.db"
+""",
+        )
+    )
+    assert config.model_names() == ["gpt-3.5-turbo"]
+    assert config.general_settings.master_key == "sk-1234"
+
+
+def test_missing_field_names_file_entry_and_field(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+model_list:
+  - model_name: ok
+    litellm_params: {model: gpt-4}
+  - model_name: gpt-4
+    litellm_params:
+      api_key: sk-x
+""",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert "model_list[1] (model_name 'gpt-4')" in message
+    assert "litellm_params.model" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("model_list: [", "not valid YAML"),
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("model_list:\n  - litellm_params: {model: x}\n", "model_list[0]: model_name"),
+        ("router_settings: 5\n", "router_settings"),
+    ],
+)
+def test_bad_files_fail_with_a_located_message(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=r"config file .*") as caught:
+        load_config(write(tmp_path, text))
+    assert expected in str(caught.value)
+
+
+def test_unreadable_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot be read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_references_resolve_from_secret_before_environment() -> None:
+    lookup = secret_then_env(
+        {"OPENAI_API_KEY": "from-secret"}, {"OPENAI_API_KEY": "from-env", "ONLY_ENV": "env-value"}
+    )
+    resolved = resolve_references(
+        {
+            "a": "os.environ/OPENAI_API_KEY",
+            "b": ["os.environ/ONLY_ENV"],
+            "c": "os.environ/NOPE",
+            "d": "plain",
+        },
+        lookup,
+    )
+    assert resolved.value == {"a": "from-secret", "b": ["env-value"], "c": None, "d": "plain"}
+    assert resolved.missing == {"NOPE"}
+
+
+def test_seed_retry_policy_becomes_router_arguments(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            """
+router_settings:
+  routing_strategy: "simple-shuffle"
+  fallbacks:
+    - gpt-4: ["gpt-3.5-turbo"]
+  retry_policy:
+    max_retries: 3
+    delay: 1.0
+    backoff_factor: 2.0
+litellm_settings:
+  num_retries: 1
+  timeout: 20
+""",
+        )
+    )
+    kwargs = router_kwargs(config)
+    assert kwargs["num_retries"] == 1  # litellm_settings' explicit value is kept
+    assert kwargs["retry_after"] == 1.0
+    assert "retry_policy" not in kwargs
+    assert kwargs["timeout"] == 20
+    assert kwargs["fallbacks"] == [{"gpt-4": ["gpt-3.5-turbo"]}]

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import hmac
+
+import pytest
+from llm_proxy.auth import authenticate, check_master_key, presented_key
+from llm_proxy.errors import ProxyError
+from llm_proxy.pricing import cost_usd
+from llm_proxy.schemas import refuse_forbidden_params
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"api_base": "http://evil"},
+        {"extra_body": {"base_url": "http://evil"}},
+        {"metadata": {"nested": {"api_key": "sk-x"}}},
+        {"custom_llm_provider": "openai"},
+        {"api_version": "2024-01-01"},
+        {"extra_headers": {"Authorization": "Bearer x"}},
+        {"user_config": {"model_list": []}},
+    ],
+)
+def test_redirecting_or_credential_parameters_are_refused(body: dict[str, object]) -> None:
+    with pytest.raises(ProxyError) as caught:
+        refuse_forbidden_params({"model": "m", "messages": [], **body})
+    assert caught.value.status == 400
+    assert caught.value.code == "forbidden_parameter"
+
+
+def test_tool_schemas_may_name_such_fields() -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "call_api",
+            "parameters": {"type": "object", "properties": {"api_key": {"type": "string"}}},
+        },
+    }
+    refuse_forbidden_params({"model": "m", "messages": [], "tools": [tool]})
+
+
+def test_key_comes_from_bearer_or_x_api_key() -> None:
+    assert presented_key({"authorization": "Bearer sk-a"}) == "sk-a"
+    assert presented_key({"authorization": "bearer  sk-b "}) == "sk-b"
+    assert presented_key({"x-api-key": "sk-c"}) == "sk-c"
+    assert presented_key({"authorization": "Basic abc"}) is None
+
+
+def test_master_key_check_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    assert authenticate({"authorization": "Bearer right-key"}, "right-key").key_id == "master"
+    with pytest.raises(ProxyError) as caught:
+        authenticate({"authorization": "Bearer wrong-key"}, "right-key")
+    assert caught.value.status == 401
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("key", ["sk-1234", "short-key", None])
+def test_deployed_gateway_refuses_weak_or_missing_master_keys(key: str | None) -> None:
+    with pytest.raises(ProxyError) as caught:
+        check_master_key(key, local=False)
+    assert caught.value.status == 503
+
+
+def test_local_stack_may_use_the_seed_key() -> None:
+    assert check_master_key("sk-1234", local=True) == "sk-1234"
+
+
+def test_prices_come_from_the_deployment_then_the_cost_map() -> None:
+    custom = {
+        "litellm_params": {
+            "model": "openai/x",
+            "input_cost_per_token": 0.5,
+            "output_cost_per_token": 1.0,
+        }
+    }
+    assert cost_usd(custom, 2, 3) == 4.0
+    in_model_info = {
+        "litellm_params": {"model": "openai/x"},
+        "model_info": {"input_cost_per_token": 1.0, "output_cost_per_token": 0},
+    }
+    assert cost_usd(in_model_info, 2, 3) == 2.0
+    # The seed's table: GPT-3.5 Turbo is $0.50 / $1.50 per million tokens.
+    mapped = cost_usd({"litellm_params": {"model": "gpt-3.5-turbo"}}, 1_000_000, 1_000_000)
+    assert mapped == pytest.approx(2.0)
+    assert cost_usd({"litellm_params": {"model": "openai/unknown-model-xyz"}}, 10, 10) == 0.0
