@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 find_python() {
-  for candidate in "${PYTHON:-}" python3.12 "$HOME/.pyenv/versions/3.12"*/bin/python3.12 /usr/bin/python3.12; do
-    if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1; then
+  # pyenv shims exist for versions that are not selected, so each candidate must really run.
+  for candidate in "${PYTHON:-}" "$HOME"/.pyenv/versions/3.12*/bin/python3.12 python3.12 /usr/bin/python3.12; do
+    if [ -n "$candidate" ] && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
       command -v "$candidate"
       return 0
     fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from typing import Any
 
@@ -15,13 +16,22 @@ CLIENT_CONFIG = Config(
 )
 
 
+def _endpoint_url() -> str | None:
+    # AWS_ENDPOINT_URL is honoured by boto3 itself; this one is for `sam local`, which passes
+    # only variables that the template declares (empty when deployed).
+    return os.environ.get("LLM_PROXY__AWS_ENDPOINT_URL") or None
+
+
 @cache
 def client(service: str) -> Any:
-    # AWS_ENDPOINT_URL (LocalStack, the local moto server) is honoured by boto3 itself.
-    return boto3.session.Session().client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
+    session = boto3.session.Session()
+    return session.client(  # type: ignore[call-overload]
+        service, config=CLIENT_CONFIG, endpoint_url=_endpoint_url()
+    )
 
 
 @cache
 def resource_table(name: str) -> Any:
-    resource = boto3.session.Session().resource("dynamodb", config=CLIENT_CONFIG)
+    session = boto3.session.Session()
+    resource = session.resource("dynamodb", config=CLIENT_CONFIG, endpoint_url=_endpoint_url())
     return resource.Table(name)
