@@ -42,6 +42,7 @@ class OpenAIUpstream:
     api_key: str
     reply: str = "Hello from the upstream double."
     base_url: str = ""
+    chunk_delay_s: float = 0.0
     requests: list[RecordedRequest] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
 
@@ -51,6 +52,7 @@ class OpenAIUpstream:
     def reset(self) -> None:
         self.requests.clear()
         self.faults.clear()
+        self.chunk_delay_s = 0.0
 
     def app(self) -> FastAPI:
         api = FastAPI()
@@ -125,6 +127,8 @@ class OpenAIUpstream:
         for index, word in enumerate(words):
             if fault and fault.cut_stream and index == len(words) // 2:
                 raise ConnectionResetError("stream cut by fault injection")
+            if self.chunk_delay_s:
+                await asyncio.sleep(self.chunk_delay_s)
             yield frame({"content": word if index == 0 else f" {word}"})
         yield frame({}, "stop")
         if include_usage:

@@ -13,7 +13,7 @@ from llm_proxy.gateway import Gateway
 from llm_proxy.secrets import ProviderKeys
 from llm_proxy.settings import Settings
 
-from tests.conftest import MASTER_KEY, REPO, usage_item
+from tests.conftest import MASTER_KEY, REPO, UPSTREAM_KEY, usage_item
 from tests.doubles.openai_upstream import OpenAIUpstream
 from tests.doubles.server import free_port
 
@@ -104,3 +104,32 @@ def test_request_id_comes_from_api_gateway_when_present(api: object, aws: dict[s
     generated = response.headers["x-request-id"]
     assert len(generated) == 32
     assert usage_item(aws["UsageTable"], generated)["status"] == 200
+
+
+def test_detailed_debug_logs_requests_but_never_a_key(
+    api: object,
+    aws: dict[str, str],
+    upstream: OpenAIUpstream,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    import logging
+
+    from litellm._logging import _disable_debugging
+    from llm_proxy.logs import LITELLM_LOGGERS, SERVICE
+
+    try:
+        client = build_client(api, settings(aws, LLM_PROXY__DETAILED_DEBUG="true"))
+        body = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}]}
+        response = client.post("/v1/chat/completions", headers=auth(), json=body)
+        assert response.status_code == 200
+        assert upstream.requests[-1].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    finally:
+        _disable_debugging()
+        for name in (SERVICE, *LITELLM_LOGGERS):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(SERVICE).setLevel(logging.INFO)
+    captured = capfd.readouterr()
+    output = captured.out + captured.err
+    assert "POST Request Sent from LiteLLM" in output or "litellm.acompletion" in output
+    assert UPSTREAM_KEY not in output
+    assert MASTER_KEY not in output

@@ -229,3 +229,20 @@ def test_health_needs_no_key_and_readiness_checks_dependencies(gateway_url: str)
     readiness = httpx.get(f"{gateway_url}/health/readiness")
     assert readiness.status_code == 200
     assert readiness.json()["checks"] == {"config": "ok", "secret": "ok", "usage_table": "ok"}
+
+
+def test_client_hanging_up_mid_stream_is_still_metered(
+    gateway_url: str, upstream: OpenAIUpstream, aws: dict[str, str]
+) -> None:
+    upstream.chunk_delay_s = 0.3
+    with httpx.stream(
+        "POST",
+        f"{gateway_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        json={"model": "gpt-3.5-turbo", "messages": MESSAGES, "stream": True},
+    ) as response:
+        request_id = response.headers["x-request-id"]
+        next(response.iter_lines())
+    item = usage_item(aws["UsageTable"], request_id)
+    assert item["status"] == 499
+    assert item["error_code"] == "client_disconnected"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,10 @@ PROVIDER_ERROR_PACKAGES = frozenset({"litellm", "openai", "httpx", "httpcore", "
 SECRET_PARAM_MARKERS = ("key", "token", "secret", "password", "credential")
 DEFAULT_MASTER_KEY_REFERENCE = "os.environ/LLM_PROXY__MASTER_KEY"
 NOT_CONFIGURED = "not configured"
+# nginx's status for a client that closed the connection before the answer was complete.
+CLIENT_CLOSED_REQUEST = 499
+# Usage writes shielded from a disconnecting client's cancellation, kept referenced until done.
+_PENDING_WRITES: set[asyncio.Future[None]] = set()
 
 
 class Gateway:
@@ -57,21 +61,13 @@ class Gateway:
 
     # -- state derived from the provider-keys secret -------------------------------------------
 
-    def _lookup(self, secret: Mapping[str, str]) -> Callable[[str], str | None]:
-        base = secret_then_env(secret)
-
-        def lookup(name: str) -> str | None:
-            value = base(name)
-            redactor.register([value])
-            return value
-
-        return lookup
-
     def routes(self) -> Routes:
         secret = self.keys.get()
         current = fingerprint(secret)
         if self._routes is None or current != self._fingerprint:
-            routes = build_routes(self.config, self._lookup(secret), self.settings.ollama_api_base)
+            routes = build_routes(
+                self.config, secret_then_env(secret), self.settings.ollama_api_base
+            )
             for deployment in routes.deployments.values():
                 redactor.register(
                     str(value)
@@ -84,10 +80,10 @@ class Gateway:
     def master_key(self) -> str:
         reference = self.config.general_settings.master_key or DEFAULT_MASTER_KEY_REFERENCE
         if reference.startswith("os.environ/"):
-            value = self._lookup(self.keys.get())(reference.removeprefix("os.environ/"))
+            value = secret_then_env(self.keys.get())(reference.removeprefix("os.environ/"))
         else:
             value = reference
-            redactor.register([value])
+        redactor.register([value])
         return check_master_key(value, local=self.settings.is_local)
 
     def authenticate(self, headers: Mapping[str, str]) -> Caller:
@@ -251,6 +247,7 @@ class ChatStream:
         self._started = started
         self._routes = routes
         self._client_wants_usage = client_wants_usage
+        self._done = False
 
     async def events(self) -> AsyncIterator[str]:
         record = self._record
@@ -268,7 +265,16 @@ class ChatStream:
                     if not data.get("choices"):
                         continue
                 yield f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+            self._done = True
             yield "data: [DONE]\n\n"
+        except (asyncio.CancelledError, GeneratorExit):
+            if record.status == 200 and not self._done:
+                record.status, record.error_type, record.error_code = (
+                    CLIENT_CLOSED_REQUEST,
+                    "client_closed",
+                    "client_disconnected",
+                )
+            raise
         except Exception as exc:
             error = self._gateway._as_proxy_error(exc, record.model_requested or "")
             record.status, record.error_type, record.error_code = (
@@ -280,4 +286,8 @@ class ChatStream:
         finally:
             record.latency_ms = (time.perf_counter() - self._started) * 1000
             record.cost_usd = self._gateway._cost(record, self._routes)
-            await self._gateway._write(record)
+            # A client that hangs up cancels this generator; the usage write must still land.
+            write = asyncio.ensure_future(self._gateway._write(record))
+            _PENDING_WRITES.add(write)
+            write.add_done_callback(_PENDING_WRITES.discard)
+            await asyncio.shield(write)
