@@ -3,6 +3,7 @@ loop, nothing half-written. AWS is the moto server on loopback."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import boto3
@@ -133,3 +134,25 @@ def test_detailed_debug_logs_requests_but_never_a_key(
     assert "POST Request Sent from LiteLLM" in output or "litellm.acompletion" in output
     assert UPSTREAM_KEY not in output
     assert MASTER_KEY not in output
+
+
+def test_rotated_provider_key_is_used_after_the_secret_cache_expires(
+    api: object, aws: dict[str, str], upstream: OpenAIUpstream
+) -> None:
+    secrets = boto3.client("secretsmanager")
+    original = secrets.get_secret_value(SecretId=aws["ProviderKeysSecret"])["SecretString"]
+    rotated = json.loads(original) | {"OPENAI_API_KEY": "sk-rotated-key-0000000001"}
+    client = build_client(api, settings(aws, LLM_PROXY__SECRET_TTL_S="0"))
+    body = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        assert client.post("/v1/chat/completions", headers=auth(), json=body).status_code == 200
+        secrets.put_secret_value(
+            SecretId=aws["ProviderKeysSecret"], SecretString=json.dumps(rotated)
+        )
+        response = client.post("/v1/chat/completions", headers=auth(), json=body)
+    finally:
+        secrets.put_secret_value(SecretId=aws["ProviderKeysSecret"], SecretString=original)
+    assert upstream.requests[-1].headers["authorization"] == "Bearer sk-rotated-key-0000000001"
+    # The double only knows the old key: the rotation reached the provider call.
+    assert response.status_code == 502
+    assert "sk-rotated-key-0000000001" not in response.text
