@@ -10,12 +10,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from llm_proxy.auth import Caller
 from llm_proxy.errors import ProxyError
 from llm_proxy.gateway import NOT_CONFIGURED, ChatStream, Gateway
 from llm_proxy.logs import logger
-from llm_proxy.schemas import ChatCompletionRequest, validation_error
+from llm_proxy.schemas import ChatCompletionRequest, ErrorResponse, validation_error
 from mangum import Mangum
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
@@ -29,9 +30,31 @@ def caller(request: Request) -> Caller:
 Authenticated = Annotated[Caller, Depends(caller)]
 
 
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Invalid request: the message and `param` name the field",
+        401: "Missing or wrong key",
+        404: "Unknown model or route",
+        413: "Body too large",
+        429: "Rate limited, with Retry-After",
+        502: "Provider error",
+        503: "A dependency or the gateway's configuration is unavailable",
+        504: "Provider timeout",
+    }.items()
+}
+
+
 def create_app(gateway: Gateway) -> FastAPI:
-    app = FastAPI(title="LLM Proxy", version="0.1.0", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="LLM Proxy",
+        version="0.1.0",
+        docs_url=None,
+        redoc_url=None,
+        responses=ERROR_RESPONSES,
+    )
     app.state.gateway = gateway
+    app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
 
     def request_id(request: Request) -> str:
         return str(getattr(request.state, "request_id", "")) or uuid.uuid4().hex
@@ -153,6 +176,19 @@ def create_app(gateway: Gateway) -> FastAPI:
         return result
 
     return app
+
+
+def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
+    """Validation failures are 400 in OpenAI's shape here, never FastAPI's 422."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 gateway = Gateway.from_env(DEFAULT_CONFIG)

@@ -246,3 +246,12 @@ def test_client_hanging_up_mid_stream_is_still_metered(
     item = usage_item(aws["UsageTable"], request_id)
     assert item["status"] == 499
     assert item["error_code"] == "client_disconnected"
+
+
+def test_openapi_documents_openai_errors_not_422(gateway_url: str) -> None:
+    schema = httpx.get(f"{gateway_url}/openapi.json").json()
+    responses = schema["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert "422" not in responses
+    assert responses["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorResponse"
+    }

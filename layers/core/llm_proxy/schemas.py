@@ -133,3 +133,16 @@ def validation_error(errors: list[dict[str, Any]]) -> ProxyError:
         return invalid_request("The request body is missing or empty.", code="missing_body")
     message = f"Invalid value for '{field}': {first.get('msg')}" if field else str(first.get("msg"))
     return invalid_request(message, param=field or None, code="invalid_value")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body, which every error of the gateway has."""
+
+    error: ErrorDetail
