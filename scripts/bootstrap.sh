@@ -16,11 +16,12 @@ find_python() {
 }
 
 python=$(find_python) || { echo "Python 3.12 is required (set PYTHON=/path/to/python3.12)" >&2; exit 1; }
-if ! command -v uv >/dev/null 2>&1; then
-  "$python" -m pip install --quiet --user "uv==0.13.9" || "$python" -m pip install --quiet "uv==0.13.9"
-  export PATH="$HOME/.local/bin:$PATH"
+# uv from PATH, or installed with pip into a private environment of its own.
+uv=$(command -v uv || true)
+if [ -z "$uv" ]; then
+  [ -x .tools/uv/bin/uv ] || { "$python" -m venv .tools/uv && .tools/uv/bin/python -m pip install --quiet "uv==0.13.9"; }
+  uv=.tools/uv/bin/uv
 fi
-uv=$(command -v uv)
 "$uv" venv --quiet --allow-existing --python "$python" .venv
 "$uv" pip install --quiet --python .venv/bin/python --require-hashes -r requirements-dev.txt
 "$uv" pip install --quiet --python .venv/bin/python --no-deps -e .
