@@ -156,3 +156,20 @@ def test_rotated_provider_key_is_used_after_the_secret_cache_expires(
     # The double only knows the old key: the rotation reached the provider call.
     assert response.status_code == 502
     assert "sk-rotated-key-0000000001" not in response.text
+
+
+def test_an_unexpected_error_is_an_openai_shaped_500_with_request_id(
+    api: object, aws: dict[str, str]
+) -> None:
+    gateway = Gateway(settings(aws), load_config(CONFIG))
+    app = api.create_app(gateway)  # type: ignore[attr-defined]
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError(f"bug while holding {MASTER_KEY}")
+
+    response = TestClient(app, raise_server_exceptions=False).get("/boom")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert response.headers["x-request-id"]
+    assert MASTER_KEY not in response.text
