@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from scripts.local_stack import REPO_ROOT, create_resources, start_moto
+from scripts.local_stack import REPO_ROOT, create_resources
 from tests.doubles.openai_upstream import OpenAIUpstream
 from tests.doubles.server import BackgroundServer, free_port
 
@@ -133,13 +134,33 @@ def _silence_request_logs() -> None:
             handler.setStream(devnull)
 
 
+def _wait_for_port(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 @contextmanager
 def local_stack() -> Iterator[Stack]:
     """moto with the template's table and secret, the upstream double, and the api app."""
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="llm-proxy-bench-") as tmp:
         port = free_port()
-        moto = start_moto(port=port)
-        stack.callback(moto.stop)
+        # moto in its own process: in-process it would compete with the gateway for the GIL
+        # and charge the usage write far more than a real DynamoDB round trip costs.
+        moto = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        stack.callback(moto.wait, timeout=10)
+        stack.callback(moto.terminate)
+        _wait_for_port(port)
         endpoint = f"http://127.0.0.1:{port}"
         names = create_resources(
             endpoint,
@@ -247,7 +268,7 @@ def measure_latency(stack: Stack, requests: int, warmup: int) -> dict[str, Any]:
             "gateway_loop": gateway_cpu_s * 1000 / requests,
             "direct_loop": direct_cpu_s * 1000 / requests,
             "note": "process CPU over each loop / N; includes the client, the upstream double "
-            "and (gateway loop) the in-process moto server",
+            "but not the moto server, which runs in its own process",
         },
     }
 
