@@ -6,13 +6,16 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
+from llm_proxy.config import load_config
+from llm_proxy.gateway import Gateway
+from llm_proxy.settings import Settings
 
 from scripts.local_stack import create_resources, start_moto
 from tests.doubles.openai_upstream import OpenAIUpstream
@@ -23,6 +26,16 @@ MASTER_KEY = "sk-test-master-0123456789abcdef"
 UPSTREAM_KEY = "sk-upstream-secret-key-42"
 WRONG_UPSTREAM_KEY = "sk-upstream-wrong-key-99"
 TEST_NAMES = {"UsageTable": "test-usage", "ProviderKeysSecret": "test/provider-keys"}
+# Every provider's key as stored in the test stack's provider-keys secret.
+PROVIDER_KEYS = {
+    "OPENAI_API_KEY": UPSTREAM_KEY,
+    "ANTHROPIC_API_KEY": "sk-ant-test-secret-key-07",
+    "AZURE_API_KEY": "azure-test-secret-key-0815",
+    "OPENROUTER_API_KEY": "sk-or-test-secret-key-66",
+    "DEEPSEEK_API_KEY": "sk-deepseek-test-secret-key-5",
+    "WRONG_OPENAI_KEY": WRONG_UPSTREAM_KEY,
+    "LLM_PROXY__MASTER_KEY": MASTER_KEY,
+}
 
 
 @pytest.fixture(scope="session")
@@ -53,15 +66,7 @@ def aws() -> Iterator[dict[str, str]]:
         AWS_DEFAULT_REGION="us-east-1",
         AWS_REGION="us-east-1",
     )
-    names = create_resources(
-        endpoint,
-        {
-            "OPENAI_API_KEY": UPSTREAM_KEY,
-            "WRONG_OPENAI_KEY": WRONG_UPSTREAM_KEY,
-            "LLM_PROXY__MASTER_KEY": MASTER_KEY,
-        },
-        names=TEST_NAMES,
-    )
+    names = create_resources(endpoint, PROVIDER_KEYS, names=TEST_NAMES)
     yield {"endpoint": endpoint, **names}
     server.stop()
 
@@ -78,6 +83,40 @@ def api(aws: dict[str, str], upstream: OpenAIUpstream) -> ModuleType:
     )
     os.environ.pop("LLM_PROXY__MASTER_KEY", None)
     return import_api_module("api_app_under_test")
+
+
+@pytest.fixture(scope="session")
+def gateway_for(
+    api: ModuleType, aws: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., str]]:
+    """Serve the api app with another config (YAML text) under uvicorn; returns its base URL.
+
+    The gateway reads the session's provider-keys secret and writes the session's usage table,
+    exactly like the deployed function; extra settings are `LLM_PROXY__*` overrides."""
+    servers: list[BackgroundServer] = []
+    folder = tmp_path_factory.mktemp("configs")
+
+    def start(config_text: str, **overrides: str) -> str:
+        path = folder / f"config-{len(servers)}.yaml"
+        path.write_text(config_text)
+        settings = Settings.from_env(
+            {
+                "LLM_PROXY__ENV": "aws",
+                "LLM_PROXY__CONFIG_PATH": str(path),
+                "LLM_PROXY__SECRET_ID": aws["ProviderKeysSecret"],
+                "LLM_PROXY__USAGE_TABLE": aws["UsageTable"],
+                **overrides,
+            }
+        )
+        gateway = Gateway(settings, load_config(path))
+        gateway.warm()
+        server = BackgroundServer(api.create_app(gateway)).start()
+        servers.append(server)
+        return server.url
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 def import_api_module(name: str) -> ModuleType:

@@ -3,6 +3,7 @@ OpenAI-format double on loopback; usage items are read back from DynamoDB (moto)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 import httpx
@@ -255,3 +256,21 @@ def test_openapi_documents_openai_errors_not_422(gateway_url: str) -> None:
     assert responses["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorResponse"
     }
+
+
+def test_a_second_config_can_be_served_for_one_test(
+    gateway_for: Callable[..., str], upstream: OpenAIUpstream
+) -> None:
+    url = gateway_for(f"""
+model_list:
+  - model_name: only-one
+    litellm_params:
+      model: openai/gpt-3.5-turbo
+      api_base: {upstream.base_url}/v1
+""")
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=MASTER_KEY, max_retries=0)
+    assert [m.id for m in client.models.list()] == ["only-one"]
+    reply = client.chat.completions.create(model="only-one", messages=MESSAGES)  # type: ignore[arg-type]
+    assert reply.choices[0].message.content == upstream.reply
+    # No api_key in the entry: the provider's conventional variable comes from the secret.
+    assert upstream.requests[-1].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
