@@ -13,7 +13,6 @@ from typing import Any
 
 import boto3
 import pytest
-from llm_proxy.config import load_config
 from llm_proxy.gateway import Gateway
 from llm_proxy.settings import Settings
 
@@ -34,6 +33,8 @@ PROVIDER_KEYS = {
     "OPENROUTER_API_KEY": "sk-or-test-secret-key-66",
     "DEEPSEEK_API_KEY": "sk-deepseek-test-secret-key-5",
     "WRONG_OPENAI_KEY": WRONG_UPSTREAM_KEY,
+    # The existing LiteLLM proxy of LLM_PROXY__LLM_MODE=litellm is the OpenAI-format double.
+    "LLM_PROXY__LITELLM_API_KEY": UPSTREAM_KEY,
     "LLM_PROXY__MASTER_KEY": MASTER_KEY,
 }
 
@@ -89,27 +90,26 @@ def api(aws: dict[str, str], upstream: OpenAIUpstream) -> ModuleType:
 def gateway_for(
     api: ModuleType, aws: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., str]]:
-    """Serve the api app with another config (YAML text) under uvicorn; returns its base URL.
+    """Serve the api app with another config (YAML text, or None for the modes that need
+    none) under uvicorn; returns its base URL.
 
     The gateway reads the session's provider-keys secret and writes the session's usage table,
     exactly like the deployed function; extra settings are `LLM_PROXY__*` overrides."""
     servers: list[BackgroundServer] = []
     folder = tmp_path_factory.mktemp("configs")
 
-    def start(config_text: str, **overrides: str) -> str:
-        path = folder / f"config-{len(servers)}.yaml"
-        path.write_text(config_text)
-        settings = Settings.from_env(
-            {
-                "LLM_PROXY__ENV": "aws",
-                "LLM_PROXY__CONFIG_PATH": str(path),
-                "LLM_PROXY__SECRET_ID": aws["ProviderKeysSecret"],
-                "LLM_PROXY__USAGE_TABLE": aws["UsageTable"],
-                **overrides,
-            }
-        )
-        gateway = Gateway(settings, load_config(path))
-        gateway.warm()
+    def start(config_text: str | None, **overrides: str) -> str:
+        env = {
+            "LLM_PROXY__ENV": "aws",
+            "LLM_PROXY__SECRET_ID": aws["ProviderKeysSecret"],
+            "LLM_PROXY__USAGE_TABLE": aws["UsageTable"],
+            **overrides,
+        }
+        if config_text is not None:
+            path = folder / f"config-{len(servers)}.yaml"
+            path.write_text(config_text)
+            env["LLM_PROXY__CONFIG_PATH"] = str(path)
+        gateway = Gateway.from_settings(Settings.from_env(env), api.DEFAULT_CONFIG)
         server = BackgroundServer(api.create_app(gateway)).start()
         servers.append(server)
         return server.url

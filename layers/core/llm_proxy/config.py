@@ -54,9 +54,15 @@ class ProxyConfig(BaseModel):
         return {} if value is None else value
 
     def model_names(self) -> list[str]:
+        """The names a client may ask for; a wildcard entry is not one of them."""
         names = list(dict.fromkeys(entry.model_name for entry in self.model_list))
         aliases = self.router_settings.get("model_group_alias") or {}
-        return names + [alias for alias in aliases if alias not in names]
+        listed = names + [alias for alias in aliases if alias not in names]
+        return [name for name in listed if name != WILDCARD]
+
+    @property
+    def accepts_any_model(self) -> bool:
+        return any(entry.model_name == WILDCARD for entry in self.model_list)
 
 
 def load_config(path: Path) -> ProxyConfig:
@@ -129,3 +135,39 @@ def secret_then_env(
         return value
 
     return lookup
+
+
+# The seed's LLM_PROXY__LLM_MODE: `config` serves the config file; `ollama` and `litellm` need
+# no file and pass any model name through to Ollama or to an existing LiteLLM proxy.
+WILDCARD = "*"
+MODES = ("config", "ollama", "litellm")
+
+
+def config_for_mode(
+    mode: str,
+    config_path: Path | None,
+    default_config: Path,
+    *,
+    ollama_api_base: str,
+    litellm_proxy_url: str | None,
+) -> ProxyConfig:
+    if mode not in MODES:
+        raise ConfigError(f"LLM_PROXY__LLM_MODE={mode!r} is not one of {', '.join(MODES)}")
+    if mode == "config":
+        return load_config(config_path or default_config)
+    config = load_config(config_path) if config_path else ProxyConfig()
+    if mode == "ollama":
+        params = {"model": "ollama_chat/*", "api_base": ollama_api_base}
+    else:
+        if not litellm_proxy_url:
+            raise ConfigError(
+                "LLM_PROXY__LLM_MODE=litellm needs LLM_PROXY__LITELLM_PROXY_URL (the proxy's URL)"
+            )
+        params = {
+            "model": "litellm_proxy/*",
+            "api_base": litellm_proxy_url,
+            "api_key": f"{ENV_REFERENCE}LLM_PROXY__LITELLM_API_KEY",
+        }
+    entry = ModelEntry.model_validate({"model_name": WILDCARD, "litellm_params": params})
+    config.model_list.append(entry)
+    return config

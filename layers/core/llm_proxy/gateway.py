@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .auth import Caller, authenticate, check_master_key
-from .config import ProxyConfig, load_config, secret_then_env
+from .config import ProxyConfig, config_for_mode, secret_then_env
 from .errors import ProxyError, from_litellm, invalid_request, model_not_found
 from .logs import enable_detailed_debug, logger, redactor
 from .pricing import cost_usd
@@ -46,11 +46,21 @@ class Gateway:
         apply_litellm_settings(config)
 
     @classmethod
-    def from_env(cls, default_config: Path) -> Gateway:
-        settings = Settings.from_env()
-        gateway = cls(settings, load_config(settings.config_path or default_config))
+    def from_settings(cls, settings: Settings, default_config: Path) -> Gateway:
+        config = config_for_mode(
+            settings.llm_mode,
+            settings.config_path,
+            default_config,
+            ollama_api_base=settings.ollama_api_base,
+            litellm_proxy_url=settings.litellm_proxy_url,
+        )
+        gateway = cls(settings, config)
         gateway.warm()
         return gateway
+
+    @classmethod
+    def from_env(cls, default_config: Path) -> Gateway:
+        return cls.from_settings(Settings.from_env(), default_config)
 
     def warm(self) -> None:
         """Build the router at init when the secret is reachable; otherwise on first request."""
@@ -90,7 +100,11 @@ class Gateway:
         return authenticate(headers, self.master_key())
 
     def model_names(self) -> list[str]:
-        return self.config.model_names()
+        names = self.config.model_names()
+        default = self.settings.default_model
+        if default and self.config.accepts_any_model and default not in names:
+            names.insert(0, default)
+        return names
 
     def readiness(self) -> dict[str, str]:
         checks = {"config": "ok", "secret": "ok", "usage_table": "ok"}
@@ -178,7 +192,7 @@ class Gateway:
                 param="model",
                 code="provider_key_missing",
             )
-        if model not in self.model_names():
+        if model not in self.model_names() and not self.config.accepts_any_model:
             raise model_not_found(model, self.model_names())
 
     def _as_proxy_error(self, exc: Exception, model: str) -> ProxyError:
