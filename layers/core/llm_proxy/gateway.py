@@ -128,7 +128,10 @@ class Gateway:
         self, body: dict[str, Any], caller: Caller, request_id: str, endpoint: str
     ) -> dict[str, Any] | ChatStream:
         metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
-        agent = caller.agent or (metadata or {}).get("agent")
+        model = str(body.get("model") or self.settings.default_model or "")
+        # An agent role asked for by name (the seed's AGENT_MODELS as model_group_alias) tags
+        # the usage item when the caller names no agent itself.
+        agent = caller.agent or (metadata or {}).get("agent") or self._agent_alias(model)
         record = UsageRecord(
             request_id=request_id,
             endpoint=endpoint,
@@ -137,7 +140,6 @@ class Gateway:
             stream=bool(body.get("stream")),
         )
         started = time.perf_counter()
-        model = str(body.get("model") or self.settings.default_model or "")
         record.model_requested = model or None
         try:
             refuse_forbidden_params(body)
@@ -180,6 +182,10 @@ class Gateway:
         await self._write(record)
         body_out: dict[str, Any] = response.model_dump(exclude_none=True)
         return body_out
+
+    def _agent_alias(self, model: str) -> str | None:
+        aliases = self.config.router_settings.get("model_group_alias") or {}
+        return model if model in aliases else None
 
     def _require_model(self, model: str, routes: Routes) -> None:
         if model in routes.unavailable:
@@ -225,7 +231,9 @@ class Gateway:
         headers = hidden.get("additional_headers") or {}
         record.deployment_id = hidden.get("model_id")
         deployment = routes.deployments.get(str(record.deployment_id), {})
-        record.model_group = headers.get("x-litellm-model-group") or deployment.get("model_name")
+        # The answering deployment's own group: after an alias or a fallback it differs from
+        # what was asked for.
+        record.model_group = deployment.get("model_name") or headers.get("x-litellm-model-group")
         record.deployment_model = hidden.get("litellm_model_name") or (
             deployment.get("litellm_params", {}).get("model")
         )
