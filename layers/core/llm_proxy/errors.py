@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -93,6 +94,9 @@ def from_litellm(exc: Exception, model: str, redact: Any) -> ProxyError:
         if cls.__name__ in _LITELLM_ERRORS:
             status, error_type, code = _LITELLM_ERRORS[cls.__name__]
             break
+    if _caused_by(exc, json.JSONDecodeError):
+        # litellm wraps an unparsable provider body as a connection error.
+        status, error_type, code = 502, "upstream_error", "provider_bad_response"
     detail = redact(_first_line(str(exc)))
     headers: dict[str, str] = {}
     if status == 429:
@@ -107,16 +111,32 @@ def _first_line(text: str) -> str:
     return line[:1000]
 
 
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _retry_after(exc: Exception) -> int:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    for name in ("retry-after", "Retry-After"):
-        value = headers.get(name) if hasattr(headers, "get") else None
+    # litellm keeps the provider's real headers apart; some providers' `response` is synthetic.
+    sources: tuple[Any, ...] = (
+        getattr(exc, "litellm_response_headers", None),
+        getattr(getattr(exc, "response", None), "headers", None),
+    )
+    for headers in sources:
+        if not hasattr(headers, "items"):
+            continue
+        value = {str(name).lower(): v for name, v in headers.items()}.get("retry-after")
         if value:
             try:
                 return max(1, int(float(value)))
             except ValueError:
-                break
+                continue
     cooldown = getattr(exc, "cooldown_time", None)
     if isinstance(cooldown, int | float) and cooldown > 0:
         return max(1, int(cooldown + 0.999))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -175,9 +176,8 @@ class Gateway:
         record.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         record.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         hidden_cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
-        record.cost_usd = (
-            float(hidden_cost) if hidden_cost is not None else self._cost(record, routes)
-        )
+        # litellm reports 0 for a model it cannot price; the deployment may still have a price.
+        record.cost_usd = float(hidden_cost) if hidden_cost else self._cost(record, routes)
         record.latency_ms = (time.perf_counter() - started) * 1000
         await self._write(record)
         body_out: dict[str, Any] = response.model_dump(exclude_none=True)
@@ -270,6 +270,7 @@ class ChatStream:
         self._routes = routes
         self._client_wants_usage = client_wants_usage
         self._done = False
+        self._stream_id = ""
 
     async def events(self) -> AsyncIterator[str]:
         record = self._record
@@ -282,6 +283,11 @@ class ChatStream:
                     record.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
                     record.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
                 data = chunk.model_dump(exclude_none=True)
+                # One id for the whole stream, as OpenAI sends it (some providers vary it).
+                self._stream_id = self._stream_id or str(data.get("id") or "")
+                if not self._stream_id.startswith("chatcmpl-"):
+                    self._stream_id = f"chatcmpl-{uuid.uuid4().hex}"
+                data["id"] = self._stream_id
                 if not self._client_wants_usage:
                     data.pop("usage", None)
                     if not data.get("choices"):
@@ -299,6 +305,10 @@ class ChatStream:
             raise
         except Exception as exc:
             error = self._gateway._as_proxy_error(exc, record.model_requested or "")
+            if error.status < 500 and error.status != 429:
+                # Once the stream has started, the request was accepted: a failure now is the
+                # provider's, whatever status litellm gives it.
+                error = ProxyError(502, error.message, "upstream_error", code="provider_error")
             record.status, record.error_type, record.error_code = (
                 error.status,
                 error.error_type,

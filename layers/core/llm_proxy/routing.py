@@ -14,7 +14,8 @@ from typing import Any
 import litellm
 from litellm.router import Router
 
-from .config import ProxyConfig, resolve_references
+from .catalog import PER_MILLION, SEED_MODELS, provider_for_bare_name
+from .config import ConfigError, ProxyConfig, resolve_references
 from .logs import logger
 
 ROUTER_PARAMS = frozenset(inspect.signature(Router.__init__).parameters) - {"self", "model_list"}
@@ -54,11 +55,39 @@ class Routes:
 litellm.suppress_debug_info = True
 
 
-def provider_of(model: str) -> str:
+def provider_of(model: str) -> str | None:
     try:
         return str(litellm.get_llm_provider(model)[1])
     except Exception:
-        return model.split("/", 1)[0] if "/" in model else "unknown"
+        return None
+
+
+def _place(params: dict[str, Any], label: str) -> str:
+    """The deployment's provider; a bare seed name litellm no longer places gets its prefix."""
+    model = str(params["model"])
+    provider = provider_of(model)
+    if provider is None and (bare := provider_for_bare_name(model)):
+        params["model"], provider = f"{bare}/{model}", bare
+    if provider is None:
+        raise ConfigError(
+            f"{label}: litellm_params.model: litellm cannot tell the provider of '{model}'; "
+            "prefix it with one (openai/, anthropic/, azure/, ollama/, ...)"
+        )
+    return provider
+
+
+def _fill_seed_facts(deployment: dict[str, Any]) -> None:
+    """Prices and output limits for the seed's models when litellm's map lacks them."""
+    params, info = deployment["litellm_params"], deployment["model_info"]
+    model = str(params["model"])
+    base = model.split("/", 1)[-1]
+    seed = SEED_MODELS.get(base)
+    if seed is None or model in litellm.model_cost or base in litellm.model_cost:
+        return
+    params.setdefault("input_cost_per_token", seed.input_per_million * PER_MILLION)
+    params.setdefault("output_cost_per_token", seed.output_per_million * PER_MILLION)
+    if seed.max_output_tokens:
+        info.setdefault("max_output_tokens", seed.max_output_tokens)
 
 
 def router_kwargs(config: ProxyConfig) -> dict[str, Any]:
@@ -103,7 +132,7 @@ def build_routes(
         resolved = resolve_references(raw, lookup)
         deployment: dict[str, Any] = resolved.value
         params = deployment["litellm_params"]
-        provider = provider_of(params["model"])
+        provider = _place(params, f"model_list[{index}] (model_name '{entry.model_name}')")
         for param, variable in PROVIDER_KEY_VARIABLES.get(provider, {}).items():
             if param not in raw["litellm_params"] and (found := lookup(variable)):
                 params[param] = found
@@ -118,6 +147,7 @@ def build_routes(
             continue
         info = deployment.setdefault("model_info", {})
         info.setdefault("id", f"{entry.model_name}#{index}")
+        _fill_seed_facts(deployment)
         deployment["provider"] = provider
         entries.append({k: v for k, v in deployment.items() if k != "provider"})
         deployments[str(info["id"])] = deployment
