@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 from llm_proxy.config import ConfigError, load_config, resolve_references, secret_then_env
-from llm_proxy.routing import router_kwargs
+from llm_proxy.pricing import cost_usd
+from llm_proxy.routing import build_routes, router_kwargs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -124,3 +125,47 @@ litellm_settings:
     assert "retry_policy" not in kwargs
     assert kwargs["timeout"] == 20
     assert kwargs["fallbacks"] == [{"gpt-4": ["gpt-3.5-turbo"]}]
+
+
+def test_a_model_litellm_cannot_place_fails_naming_the_entry(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            """
+model_list:
+  - model_name: mystery
+    litellm_params: {model: mystery-model-9000, api_key: sk-x}
+""",
+        )
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"model_list\[0\] \(model_name 'mystery'\): "
+        r"litellm_params.model: litellm cannot tell the provider",
+    ):
+        build_routes(config, lambda name: None, "http://127.0.0.1:11434")
+
+
+def test_seed_names_litellm_dropped_get_their_provider_and_seed_prices(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            """
+model_list:
+  - model_name: gpt-4-turbo
+    litellm_params: {model: gpt-4-turbo-preview, api_key: sk-your-openai-key}
+  - model_name: claude-3-haiku
+    litellm_params: {model: claude-3-haiku-20240307, api_key: sk-ant-your-anthropic-key}
+""",
+        )
+    )
+    routes = build_routes(config, lambda name: None, "http://127.0.0.1:11434")
+    turbo, haiku = routes.deployments["gpt-4-turbo#0"], routes.deployments["claude-3-haiku#1"]
+    assert (turbo["provider"], turbo["litellm_params"]["model"]) == (
+        "openai",
+        "openai/gpt-4-turbo-preview",
+    )
+    assert haiku["litellm_params"]["model"] == "anthropic/claude-3-haiku-20240307"
+    # The seed's table: Claude 3 Haiku $0.25 / $1.25 per million tokens, 4096 output tokens.
+    assert cost_usd(haiku, 1_000_000, 1_000_000) == pytest.approx(1.50)
+    assert haiku["model_info"]["max_output_tokens"] == 4096
