@@ -77,12 +77,14 @@ def _place(params: dict[str, Any], label: str) -> str:
 
 
 def _fill_seed_facts(deployment: dict[str, Any]) -> None:
-    """Prices and output limits for the seed's models when litellm's map lacks them."""
+    """The seed's prices and output limits for its models, unless the deployment sets its own.
+
+    Applied whatever litellm's map says: litellm lacks some of these models, and a Router build
+    registers them in its process-wide map without prices, so a rebuild would meter them at 0.
+    """
     params, info = deployment["litellm_params"], deployment["model_info"]
-    model = str(params["model"])
-    base = model.split("/", 1)[-1]
-    seed = SEED_MODELS.get(base)
-    if seed is None or model in litellm.model_cost or base in litellm.model_cost:
+    seed = SEED_MODELS.get(str(params["model"]).split("/", 1)[-1])
+    if seed is None:
         return
     params.setdefault("input_cost_per_token", seed.input_per_million * PER_MILLION)
     params.setdefault("output_cost_per_token", seed.output_per_million * PER_MILLION)
