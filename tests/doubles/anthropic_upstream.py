@@ -14,11 +14,13 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from tests.doubles.base import RecordedRequest, UpstreamDouble
 
 # The error `type` Anthropic sends with each HTTP status.
 ERROR_TYPES = {
@@ -53,29 +55,10 @@ class Fault:
     error_event: bool = False  # send an `event: error` halfway through the stream
 
 
-@dataclass
-class RecordedRequest:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-@dataclass
-class AnthropicUpstream:
+@dataclass(kw_only=True)
+class AnthropicUpstream(UpstreamDouble[Fault]):
     api_key: str
     reply: str = "Hello from the Anthropic double."
-    base_url: str = ""
-    chunk_delay_s: float = 0.0
-    requests: list[RecordedRequest] = field(default_factory=list)
-    faults: list[Fault] = field(default_factory=list)
-
-    def fail_next(self, fault: Fault, times: int = 1) -> None:
-        self.faults.extend([fault] * times)
-
-    def reset(self) -> None:
-        self.requests.clear()
-        self.faults.clear()
-        self.chunk_delay_s = 0.0
 
     @property
     def output_tokens(self) -> int:
@@ -98,7 +81,7 @@ class AnthropicUpstream:
             problem = _invalid_body(body)
             if problem:
                 return _error(400, "invalid_request_error", problem)
-            fault = self.faults.pop(0) if self.faults else None
+            fault = self.next_fault()
             if fault and fault.delay_s:
                 await asyncio.sleep(fault.delay_s)
             if fault and fault.malformed:

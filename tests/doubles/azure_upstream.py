@@ -14,12 +14,13 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from tests.doubles.base import RecordedRequest, UpstreamDouble
 from tests.doubles.openai_upstream import Fault, OpenAIUpstream, _count_tokens
 
 # Data-plane inference versions (azure-rest-api-specs) this double accepts.
@@ -47,32 +48,19 @@ CONTENT_FILTER_RESULTS = {
 PROMPT_FILTER_RESULTS = [{"prompt_index": 0, "content_filter_results": CONTENT_FILTER_RESULTS}]
 
 
-@dataclass
-class AzureRequest:
+@dataclass(kw_only=True)
+class AzureRequest(RecordedRequest):
     deployment: str
     api_version: str | None
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
 
 
-@dataclass
-class AzureOpenAIUpstream:
+@dataclass(kw_only=True)
+class AzureOpenAIUpstream(UpstreamDouble[Fault]):
     """`deployments` maps each deployment's name to the model it serves (what `model` reports)."""
 
     api_key: str
     deployments: dict[str, str]
     reply: str = "Hello from the Azure double."
-    base_url: str = ""
-    requests: list[AzureRequest] = field(default_factory=list)
-    faults: list[Fault] = field(default_factory=list)
-
-    def fail_next(self, fault: Fault, times: int = 1) -> None:
-        self.faults.extend([fault] * times)
-
-    def reset(self) -> None:
-        self.requests.clear()
-        self.faults.clear()
 
     def app(self) -> FastAPI:
         api = FastAPI()
@@ -82,7 +70,13 @@ class AzureOpenAIUpstream:
             body = await request.json()
             api_version = request.query_params.get("api-version")
             self.requests.append(
-                AzureRequest(deployment, api_version, request.url.path, dict(request.headers), body)
+                AzureRequest(
+                    path=request.url.path,
+                    headers=dict(request.headers),
+                    body=body,
+                    deployment=deployment,
+                    api_version=api_version,
+                )
             )
             if request.headers.get("api-key") != self.api_key:
                 return _azure_error(
@@ -105,7 +99,7 @@ class AzureOpenAIUpstream:
                 return _azure_error(
                     400, None, "Unrecognized request argument supplied: stream_options"
                 )
-            fault = self.faults.pop(0) if self.faults else None
+            fault = self.next_fault()
             if fault and fault.delay_s:
                 await asyncio.sleep(fault.delay_s)
             if fault:

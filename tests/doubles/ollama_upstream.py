@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from tests.doubles.base import RecordedRequest, UpstreamDouble
 
 NDJSON = "application/x-ndjson"
 # Fixed durations (nanoseconds, as Ollama reports them) keep answers reproducible.
@@ -42,32 +44,11 @@ class Fault:
     error_mid_stream: bool = False
 
 
-@dataclass
-class RecordedRequest:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-    # The non-streamed answer, or a stream's final `done: true` object; None for errors.
-    answer: dict[str, Any] | None = None
-
-
-@dataclass
-class OllamaUpstream:
+@dataclass(kw_only=True)
+class OllamaUpstream(UpstreamDouble[Fault]):
     # Names as `ollama list` shows them; a request for "llama2" means "llama2:latest".
     models: tuple[str, ...] = ("llama2:latest", "mistral:latest", "qwen:0.5b")
     reply: str = "Hello from the Ollama double."
-    base_url: str = ""
-    chunk_delay_s: float = 0.0
-    requests: list[RecordedRequest] = field(default_factory=list)
-    faults: list[Fault] = field(default_factory=list)
-
-    def fail_next(self, fault: Fault, times: int = 1) -> None:
-        self.faults.extend([fault] * times)
-
-    def reset(self) -> None:
-        self.requests.clear()
-        self.faults.clear()
-        self.chunk_delay_s = 0.0
 
     def calls(self, path: str) -> list[RecordedRequest]:
         return [recorded for recorded in self.requests if recorded.path == path]
@@ -139,7 +120,7 @@ class OllamaUpstream:
             return _error(400, "model is required")
         if not self.knows(str(model)):
             return _error(404, f'model "{model}" not found, try pulling it first')
-        fault = self.faults.pop(0) if self.faults else None
+        fault = self.next_fault()
         if fault and fault.delay_s:
             await asyncio.sleep(fault.delay_s)
         if fault and fault.malformed:

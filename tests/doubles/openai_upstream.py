@@ -11,11 +11,13 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from tests.doubles.base import RecordedRequest, UpstreamDouble
 
 
 @dataclass
@@ -30,29 +32,10 @@ class Fault:
     cut_stream: bool = False
 
 
-@dataclass
-class RecordedRequest:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-@dataclass
-class OpenAIUpstream:
+@dataclass(kw_only=True)
+class OpenAIUpstream(UpstreamDouble[Fault]):
     api_key: str
     reply: str = "Hello from the upstream double."
-    base_url: str = ""
-    chunk_delay_s: float = 0.0
-    requests: list[RecordedRequest] = field(default_factory=list)
-    faults: list[Fault] = field(default_factory=list)
-
-    def fail_next(self, fault: Fault, times: int = 1) -> None:
-        self.faults.extend([fault] * times)
-
-    def reset(self) -> None:
-        self.requests.clear()
-        self.faults.clear()
-        self.chunk_delay_s = 0.0
 
     def app(self) -> FastAPI:
         api = FastAPI()
@@ -64,7 +47,7 @@ class OpenAIUpstream:
             self.requests.append(RecordedRequest(request.url.path, dict(request.headers), body))
             if request.headers.get("authorization") != f"Bearer {self.api_key}":
                 return _error(401, "Incorrect API key provided.", "invalid_api_key")
-            fault = self.faults.pop(0) if self.faults else None
+            fault = self.next_fault()
             if fault and fault.delay_s:
                 await asyncio.sleep(fault.delay_s)
             if fault and fault.malformed:
