@@ -18,7 +18,7 @@ from llm_proxy.settings import Settings
 
 from scripts.local_stack import create_resources, start_moto
 from tests.doubles.openai_upstream import OpenAIUpstream
-from tests.doubles.server import BackgroundServer, free_port
+from tests.doubles.server import BackgroundServer, free_port, serving
 
 REPO = Path(__file__).resolve().parent.parent
 MASTER_KEY = "sk-test-master-0123456789abcdef"
@@ -41,11 +41,8 @@ PROVIDER_KEYS = {
 
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[OpenAIUpstream]:
-    double = OpenAIUpstream(api_key=UPSTREAM_KEY)
-    server = BackgroundServer(double.app()).start()
-    double.base_url = server.url
-    yield double
-    server.stop()
+    with serving(OpenAIUpstream(api_key=UPSTREAM_KEY)) as double:
+        yield double
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
 
 import uvicorn
 
@@ -41,3 +43,20 @@ class BackgroundServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+
+class ServedDouble(Protocol):
+    base_url: str
+
+    def app(self) -> Any: ...
+
+
+@contextmanager
+def serving[Double: ServedDouble](double: Double) -> Iterator[Double]:
+    """Serve an upstream double on a free loopback port for the duration of the block."""
+    server = BackgroundServer(double.app()).start()
+    double.base_url = server.url
+    try:
+        yield double
+    finally:
+        server.stop()

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import MASTER_KEY, PROVIDER_KEYS, usage_item
 from tests.doubles.anthropic_upstream import AnthropicUpstream, Fault
-from tests.doubles.server import BackgroundServer
+from tests.doubles.server import serving
 
 ANTHROPIC_KEY = PROVIDER_KEYS["ANTHROPIC_API_KEY"]
 OPENAI_KEY = PROVIDER_KEYS["OPENAI_API_KEY"]
@@ -85,11 +85,8 @@ router_settings:
 
 @pytest.fixture(scope="module")
 def anthropic() -> Iterator[AnthropicUpstream]:
-    double = AnthropicUpstream(api_key=ANTHROPIC_KEY)
-    server = BackgroundServer(double.app()).start()
-    double.base_url = server.url
-    yield double
-    server.stop()
+    with serving(AnthropicUpstream(api_key=ANTHROPIC_KEY)) as double:
+        yield double
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import MASTER_KEY, usage_item
 from tests.doubles.ollama_upstream import Fault, OllamaUpstream, RecordedRequest
-from tests.doubles.server import BackgroundServer, free_port
+from tests.doubles.server import free_port, serving
 
 QUESTION = "Write a haiku about gateways"
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]
@@ -71,11 +71,8 @@ router_settings:
 
 @pytest.fixture(scope="module")
 def ollama() -> Iterator[OllamaUpstream]:
-    double = OllamaUpstream()
-    server = BackgroundServer(double.app()).start()
-    double.base_url = server.url
-    yield double
-    server.stop()
+    with serving(OllamaUpstream()) as double:
+        yield double
 
 
 @pytest.fixture(autouse=True)
