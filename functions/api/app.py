@@ -173,7 +173,8 @@ def create_app(gateway: Gateway) -> FastAPI:
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache"},
             )
-        return result
+        completion: dict[str, Any] = result.model_dump(exclude_none=True)
+        return completion
 
     return app
 

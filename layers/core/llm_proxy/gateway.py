@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,11 +123,59 @@ class Gateway:
             checks["usage_table"] = f"unreachable ({type(exc).__name__})"
         return checks
 
-    # -- chat completions -----------------------------------------------------------------------
+    # -- completions and embeddings --------------------------------------------------------
 
     async def chat(
         self, body: dict[str, Any], caller: Caller, request_id: str, endpoint: str
-    ) -> dict[str, Any] | ChatStream:
+    ) -> Any:
+        """A chat completion: litellm's ModelResponse, or a ChatStream when streaming."""
+        stream = bool(body.get("stream"))
+        params = {k: v for k, v in body.items() if k not in ("model", "messages", "metadata")}
+        if stream:
+            # Usage comes in the stream's last chunk only when asked for.
+            params["stream_options"] = {
+                **(params.get("stream_options") or {}),
+                "include_usage": True,
+            }
+
+        async def call(routes: Routes, model: str) -> Any:
+            return await routes.router.acompletion(model=model, messages=body["messages"], **params)
+
+        response, record, routes, started = await self._routed(
+            body, caller, request_id, endpoint, call, stream=stream
+        )
+        if stream:
+            client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return ChatStream(self, response, record, started, routes, client_wants_usage)
+        await self._finish(record, response, routes, started)
+        return response
+
+    async def embeddings(
+        self, body: dict[str, Any], caller: Caller, request_id: str, endpoint: str
+    ) -> Any:
+        params = {k: v for k, v in body.items() if k not in ("model", "input", "metadata")}
+
+        async def call(routes: Routes, model: str) -> Any:
+            return await routes.router.aembedding(model=model, input=body["input"], **params)
+
+        response, record, routes, started = await self._routed(
+            body, caller, request_id, endpoint, call, stream=False
+        )
+        await self._finish(record, response, routes, started)
+        return response
+
+    async def _routed(
+        self,
+        body: dict[str, Any],
+        caller: Caller,
+        request_id: str,
+        endpoint: str,
+        call: Callable[[Routes, str], Awaitable[Any]],
+        *,
+        stream: bool,
+    ) -> tuple[Any, UsageRecord, Routes, float]:
+        """Check the request, make the provider call and describe it in a usage record; a
+        failure is metered here and raised as a ProxyError."""
         metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
         model = str(body.get("model") or self.settings.default_model or "")
         # An agent role asked for by name (the seed's AGENT_MODELS as model_group_alias) tags
@@ -138,26 +186,17 @@ class Gateway:
             endpoint=endpoint,
             key_id=caller.key_id,
             agent=str(agent) if agent else None,
-            stream=bool(body.get("stream")),
+            model_requested=model or None,
+            stream=stream,
         )
         started = time.perf_counter()
-        record.model_requested = model or None
         try:
             refuse_forbidden_params(body)
             if not model:
                 raise invalid_request("'model' is required.", param="model", code="missing_model")
             routes = self.routes()
             self._require_model(model, routes)
-            params = {k: v for k, v in body.items() if k not in ("model", "messages", "metadata")}
-            if record.stream:
-                # Usage comes in the stream's last chunk only when asked for.
-                params["stream_options"] = {
-                    **(params.get("stream_options") or {}),
-                    "include_usage": True,
-                }
-            response = await routes.router.acompletion(
-                model=model, messages=body["messages"], **params
-            )
+            response = await call(routes, model)
         except Exception as exc:
             error = self._as_proxy_error(exc, model)
             record.status, record.error_type, record.error_code = (
@@ -169,9 +208,11 @@ class Gateway:
             await self._write(record)
             raise error from None
         self._describe_deployment(record, getattr(response, "_hidden_params", None) or {}, routes)
-        if record.stream:
-            client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return ChatStream(self, response, record, started, routes, client_wants_usage)
+        return response, record, routes, started
+
+    async def _finish(
+        self, record: UsageRecord, response: Any, routes: Routes, started: float
+    ) -> None:
         usage = getattr(response, "usage", None)
         record.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         record.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -180,8 +221,6 @@ class Gateway:
         record.cost_usd = float(hidden_cost) if hidden_cost else self._cost(record, routes)
         record.latency_ms = (time.perf_counter() - started) * 1000
         await self._write(record)
-        body_out: dict[str, Any] = response.model_dump(exclude_none=True)
-        return body_out
 
     def _agent_alias(self, model: str) -> str | None:
         aliases = self.config.router_settings.get("model_group_alias") or {}
@@ -272,7 +311,12 @@ class ChatStream:
         self._done = False
         self._stream_id = ""
 
-    async def events(self) -> AsyncIterator[str]:
+    @property
+    def model(self) -> str:
+        return self._record.model_requested or ""
+
+    async def chunks(self) -> AsyncIterator[Any]:
+        """The provider's chunks, metered; a failure after the start raises a ProxyError."""
         record = self._record
         try:
             async for chunk in self._stream:
@@ -282,19 +326,13 @@ class ChatStream:
                 if usage is not None:
                     record.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
                     record.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-                data = chunk.model_dump(exclude_none=True)
                 # One id for the whole stream, as OpenAI sends it (some providers vary it).
-                self._stream_id = self._stream_id or str(data.get("id") or "")
+                self._stream_id = self._stream_id or str(getattr(chunk, "id", "") or "")
                 if not self._stream_id.startswith("chatcmpl-"):
                     self._stream_id = f"chatcmpl-{uuid.uuid4().hex}"
-                data["id"] = self._stream_id
-                if not self._client_wants_usage:
-                    data.pop("usage", None)
-                    if not data.get("choices"):
-                        continue
-                yield f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+                chunk.id = self._stream_id
+                yield chunk
             self._done = True
-            yield "data: [DONE]\n\n"
         except (asyncio.CancelledError, GeneratorExit):
             if record.status == 200 and not self._done:
                 record.status, record.error_type, record.error_code = (
@@ -304,7 +342,7 @@ class ChatStream:
                 )
             raise
         except Exception as exc:
-            error = self._gateway._as_proxy_error(exc, record.model_requested or "")
+            error = self._gateway._as_proxy_error(exc, self.model)
             if error.status < 500 and error.status != 429:
                 # Once the stream has started, the request was accepted: a failure now is the
                 # provider's, whatever status litellm gives it.
@@ -314,7 +352,7 @@ class ChatStream:
                 error.error_type,
                 error.code,
             )
-            yield f"data: {json.dumps(error.body())}\n\n"
+            raise error from None
         finally:
             record.latency_ms = (time.perf_counter() - self._started) * 1000
             record.cost_usd = self._gateway._cost(record, self._routes)
@@ -323,3 +361,17 @@ class ChatStream:
             _PENDING_WRITES.add(write)
             write.add_done_callback(_PENDING_WRITES.discard)
             await asyncio.shield(write)
+
+    async def events(self) -> AsyncIterator[str]:
+        """OpenAI's SSE: one `data:` line per chunk, then `data: [DONE]` (or an error)."""
+        try:
+            async for chunk in self.chunks():
+                data = chunk.model_dump(exclude_none=True)
+                if not self._client_wants_usage:
+                    data.pop("usage", None)
+                    if not data.get("choices"):
+                        continue
+                yield f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+            yield "data: [DONE]\n\n"
+        except ProxyError as error:
+            yield f"data: {json.dumps(error.body())}\n\n"
