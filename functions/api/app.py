@@ -16,7 +16,12 @@ from llm_proxy.auth import Caller
 from llm_proxy.errors import ProxyError
 from llm_proxy.gateway import NOT_CONFIGURED, ChatStream, Gateway
 from llm_proxy.logs import logger
-from llm_proxy.schemas import ChatCompletionRequest, ErrorResponse, validation_error
+from llm_proxy.schemas import (
+    ChatCompletionRequest,
+    EmbeddingRequest,
+    ErrorResponse,
+    validation_error,
+)
 from mangum import Mangum
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
@@ -175,6 +180,17 @@ def create_app(gateway: Gateway) -> FastAPI:
             )
         completion: dict[str, Any] = result.model_dump(exclude_none=True)
         return completion
+
+    @app.post("/v1/embeddings")
+    @app.post("/embeddings", include_in_schema=False)
+    async def embeddings(
+        body: EmbeddingRequest, request: Request, who: Authenticated
+    ) -> dict[str, Any]:
+        result = await gateway.embeddings(
+            body.model_dump(exclude_unset=True), who, request_id(request), request.url.path
+        )
+        vectors: dict[str, Any] = result.model_dump(exclude_none=True)
+        return vectors
 
     return app
 

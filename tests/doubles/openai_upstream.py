@@ -84,6 +84,35 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
                 }
             )
 
+        @api.post("/v1/embeddings")
+        @api.post("/embeddings")
+        async def embeddings(request: Request) -> Response:
+            body = await request.json()
+            self.requests.append(RecordedRequest(request.url.path, dict(request.headers), body))
+            if request.headers.get("authorization") != f"Bearer {self.api_key}":
+                return _error(401, "Incorrect API key provided.", "invalid_api_key")
+            if (fault := self.next_fault()) is not None:
+                return _error(fault.status, fault.message, "upstream_error")
+            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            tokens = sum(len(str(text).split()) for text in texts)
+            data = [
+                # A deterministic vector per input: its index and word count.
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": [float(i), len(str(t).split()), 0.5],
+                }
+                for i, t in enumerate(texts)
+            ]
+            return JSONResponse(
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": body["model"],
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                }
+            )
+
         @api.get("/v1/models")
         async def models() -> dict[str, Any]:
             return {"object": "list", "data": []}

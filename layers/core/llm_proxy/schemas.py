@@ -117,6 +117,18 @@ class ChatCompletionRequest(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
+class EmbeddingRequest(BaseModel):
+    """OpenAI's embeddings body; unknown fields pass through to litellm."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = Field(default=None, min_length=1)
+    input: str | list[str] | list[int] | list[list[int]] = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
 def validation_error(errors: list[dict[str, Any]]) -> ProxyError:
     """FastAPI's 422 list turned into one 400 that names the first offending field."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid body", "type": ""}
