@@ -16,7 +16,9 @@ from llm_proxy.auth import Caller
 from llm_proxy.errors import ProxyError
 from llm_proxy.gateway import NOT_CONFIGURED, ChatStream, Gateway
 from llm_proxy.logs import logger
+from llm_proxy.messages import message_events
 from llm_proxy.schemas import (
+    AnthropicMessagesRequest,
     ChatCompletionRequest,
     EmbeddingRequest,
     ErrorResponse,
@@ -66,7 +68,11 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     def error_response(request: Request, error: ProxyError) -> JSONResponse:
         headers = {**error.headers, "x-request-id": request_id(request)}
-        return JSONResponse(error.body(), status_code=error.status, headers=headers)
+        body = error.body()
+        if request.url.path.endswith("/messages"):
+            # Anthropic's error envelope: OpenAI's `error` object plus `"type": "error"`.
+            body = {"type": "error", **body}
+        return JSONResponse(body, status_code=error.status, headers=headers)
 
     @app.middleware("http")
     async def request_context(
@@ -180,6 +186,21 @@ def create_app(gateway: Gateway) -> FastAPI:
             )
         completion: dict[str, Any] = result.model_dump(exclude_none=True)
         return completion
+
+    @app.post("/v1/messages", response_model=None)
+    async def messages(
+        body: AnthropicMessagesRequest, request: Request, who: Authenticated
+    ) -> dict[str, Any] | StreamingResponse:
+        result = await gateway.messages(
+            body.model_dump(exclude_unset=True), who, request_id(request), request.url.path
+        )
+        if isinstance(result, ChatStream):
+            return StreamingResponse(
+                message_events(result),
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache"},
+            )
+        return result
 
     @app.post("/v1/embeddings")
     @app.post("/embeddings", include_in_schema=False)

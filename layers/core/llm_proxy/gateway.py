@@ -14,6 +14,7 @@ from .auth import Caller, authenticate, check_master_key
 from .config import ProxyConfig, config_for_mode, secret_then_env
 from .errors import ProxyError, from_litellm, invalid_request, model_not_found
 from .logs import enable_detailed_debug, logger, redactor
+from .messages import to_chat_request, to_message
 from .pricing import cost_usd
 from .routing import Routes, apply_litellm_settings, build_routes, fingerprint
 from .schemas import refuse_forbidden_params
@@ -149,6 +150,16 @@ class Gateway:
             return ChatStream(self, response, record, started, routes, client_wants_usage)
         await self._finish(record, response, routes, started)
         return response
+
+    async def messages(
+        self, body: dict[str, Any], caller: Caller, request_id: str, endpoint: str
+    ) -> dict[str, Any] | ChatStream:
+        """Anthropic's Messages API: a message object, or a ChatStream to re-emit as events."""
+        refuse_forbidden_params(body)
+        result = await self.chat(to_chat_request(body), caller, request_id, endpoint)
+        if isinstance(result, ChatStream):
+            return result
+        return to_message(result, str(body.get("model")))
 
     async def embeddings(
         self, body: dict[str, Any], caller: Caller, request_id: str, endpoint: str
