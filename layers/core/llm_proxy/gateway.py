@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import litellm
+
 from .auth import Caller, authenticate, check_master_key
 from .config import ProxyConfig, config_for_mode, secret_then_env
 from .errors import ProxyError, from_litellm, invalid_request, model_not_found
@@ -27,6 +29,7 @@ PROVIDER_ERROR_PACKAGES = frozenset({"litellm", "openai", "httpx", "httpcore", "
 SECRET_PARAM_MARKERS = ("key", "token", "secret", "password", "credential")
 DEFAULT_MASTER_KEY_REFERENCE = "os.environ/LLM_PROXY__MASTER_KEY"
 NOT_CONFIGURED = "not configured"
+AZURE_STREAM_OPTIONS_SINCE = "2024-09-01"
 # nginx's status for a client that closed the connection before the answer was complete.
 CLIENT_CLOSED_REQUEST = 499
 # Usage writes shielded from a disconnecting client's cancellation, kept referenced until done.
@@ -132,22 +135,27 @@ class Gateway:
         """A chat completion: litellm's ModelResponse, or a ChatStream when streaming."""
         stream = bool(body.get("stream"))
         params = {k: v for k, v in body.items() if k not in ("model", "messages", "metadata")}
-        if stream:
-            # Usage comes in the stream's last chunk only when asked for.
-            params["stream_options"] = {
-                **(params.get("stream_options") or {}),
-                "include_usage": True,
-            }
 
         async def call(routes: Routes, model: str) -> Any:
-            return await routes.router.acompletion(model=model, messages=body["messages"], **params)
+            call_params = dict(params)
+            if stream and self._streams_usage(routes, model):
+                # Usage comes in the stream's last chunk only when asked for.
+                call_params["stream_options"] = {
+                    **(params.get("stream_options") or {}),
+                    "include_usage": True,
+                }
+            return await routes.router.acompletion(
+                model=model, messages=body["messages"], **call_params
+            )
 
         response, record, routes, started = await self._routed(
             body, caller, request_id, endpoint, call, stream=stream
         )
         if stream:
             client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return ChatStream(self, response, record, started, routes, client_wants_usage)
+            return ChatStream(
+                self, response, record, started, routes, client_wants_usage, body["messages"]
+            )
         await self._finish(record, response, routes, started)
         return response
 
@@ -233,6 +241,22 @@ class Gateway:
         record.latency_ms = (time.perf_counter() - started) * 1000
         await self._write(record)
 
+    def _streams_usage(self, routes: Routes, model: str) -> bool:
+        """Whether every deployment of the group accepts `stream_options` (Azure API versions
+        before 2024-09-01-preview refuse it; their streams are counted by the gateway)."""
+        aliases = self.config.router_settings.get("model_group_alias") or {}
+        group = aliases.get(model, model)
+        group = group.get("model", model) if isinstance(group, dict) else group
+        for deployment in routes.deployments.values():
+            version = str(deployment["litellm_params"].get("api_version") or "9999")
+            if (
+                deployment.get("model_name") == group
+                and deployment["provider"] == "azure"
+                and version < AZURE_STREAM_OPTIONS_SINCE
+            ):
+                return False
+        return True
+
     def _agent_alias(self, model: str) -> str | None:
         aliases = self.config.router_settings.get("model_group_alias") or {}
         return model if model in aliases else None
@@ -312,8 +336,11 @@ class ChatStream:
         started: float,
         routes: Routes,
         client_wants_usage: bool,
+        messages: list[dict[str, Any]] | None = None,
     ) -> None:
         self._gateway = gateway
+        self._messages = messages or []
+        self._text: list[str] = []
         self._stream = stream
         self._record = record
         self._started = started
@@ -342,6 +369,8 @@ class ChatStream:
                 if not self._stream_id.startswith("chatcmpl-"):
                     self._stream_id = f"chatcmpl-{uuid.uuid4().hex}"
                 chunk.id = self._stream_id
+                for choice in getattr(chunk, "choices", None) or []:
+                    self._text.append(getattr(choice.delta, "content", None) or "")
                 yield chunk
             self._done = True
         except (asyncio.CancelledError, GeneratorExit):
@@ -365,6 +394,8 @@ class ChatStream:
             )
             raise error from None
         finally:
+            if not record.prompt_tokens and not record.completion_tokens:
+                self._estimate_usage()
             record.latency_ms = (time.perf_counter() - self._started) * 1000
             record.cost_usd = self._gateway._cost(record, self._routes)
             # A client that hangs up cancels this generator; the usage write must still land.
@@ -372,6 +403,19 @@ class ChatStream:
             _PENDING_WRITES.add(write)
             write.add_done_callback(_PENDING_WRITES.discard)
             await asyncio.shield(write)
+
+    def _estimate_usage(self) -> None:
+        """Count tokens when the provider sent no usage (a stream without stream_options)."""
+        record = self._record
+        model = record.deployment_model or self.model
+        try:
+            record.prompt_tokens = int(litellm.token_counter(model=model, messages=self._messages))
+            text = "".join(self._text)
+            record.completion_tokens = int(litellm.token_counter(model=model, text=text))
+        except Exception:
+            logger.warning("stream usage could not be counted", extra={"model": model})
+            return
+        record.usage_estimated = True
 
     async def events(self) -> AsyncIterator[str]:
         """OpenAI's SSE: one `data:` line per chunk, then `data: [DONE]` (or an error)."""

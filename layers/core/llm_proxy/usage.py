@@ -35,6 +35,8 @@ class UsageRecord:
     error_type: str | None = None
     error_code: str | None = None
     cache_hit: bool = False
+    # Tokens counted by the gateway because the provider reported none (some streams).
+    usage_estimated: bool = False
     retries: int = 0
     fallbacks: int = 0
     started_at: float = field(default_factory=time.time)
