@@ -83,16 +83,6 @@ SHIPPED_MODELS = frozenset(
         files("litellm").joinpath("model_prices_and_context_window_backup.json").read_bytes()
     )
 )
-PROBES_OLLAMA = pytest.mark.xfail(
-    strict=True,
-    reason="Router() registers each deployment in litellm's cost map; for an Ollama model the "
-    "shipped map lacks (qwen:0.5b) litellm's OllamaConfig.get_model_info POSTs /api/show, "
-    "synchronously and with a 6000 s timeout, to OLLAMA_API_BASE (default localhost:11434, "
-    "not the deployment's api_base), so llm_proxy/routing.py (build_routes) makes a cold start "
-    "wait on Ollama",
-)
-
-
 OLLAMA_API_BASE = "http://127.0.0.1:11434"
 
 
@@ -257,16 +247,7 @@ def test_agent_roles_resolve_to_their_model_groups(network: list[Any]) -> None:
     assert network == []
 
 
-EXPECTED_TO_FAIL = {"ollama.yaml": PROBES_OLLAMA}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=EXPECTED_TO_FAIL[name]) if name in EXPECTED_TO_FAIL else name
-        for name in sorted(PROVIDERS)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(PROVIDERS))
 @pytest.mark.usefixtures("cold_litellm")
 def test_gateway_builds_routes_offline_for_the_example(name: str, network: list[Any]) -> None:
     """The gateway's own router build, as at a cold start with every key in the secret."""

@@ -92,6 +92,18 @@ def _fill_seed_facts(deployment: dict[str, Any]) -> None:
         info.setdefault("max_output_tokens", seed.max_output_tokens)
 
 
+def _know_ollama_model(model: str, provider: str) -> None:
+    """Put a local model in litellm's map before the Router registers it: otherwise litellm
+    asks Ollama's /api/show for it, synchronously, at init (a hang where Ollama is down)."""
+    if "*" not in model and model not in litellm.model_cost:
+        litellm.model_cost[model] = {
+            "litellm_provider": provider,
+            "mode": "chat",
+            "input_cost_per_token": 0.0,
+            "output_cost_per_token": 0.0,
+        }
+
+
 def router_kwargs(config: ProxyConfig) -> dict[str, Any]:
     """Router arguments from litellm_settings, then router_settings (which win)."""
     kwargs: dict[str, Any] = {}
@@ -140,6 +152,7 @@ def build_routes(
                 params[param] = found
         if provider in OLLAMA_PROVIDERS:
             params.setdefault("api_base", ollama_api_base)
+            _know_ollama_model(str(params["model"]), provider)
         if resolved.missing:
             missing_by_model.setdefault(entry.model_name, set()).update(resolved.missing)
             logger.warning(
