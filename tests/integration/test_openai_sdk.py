@@ -194,6 +194,9 @@ def test_upstream_500_is_502_and_the_failure_is_metered(
     assert item["status"] == 502
     assert item["error_type"] == "upstream_error"
     assert item["model_requested"] == "gpt-3.5-turbo"
+    # The deployment that failed, from litellm's exception.
+    assert (item["deployment_id"], item["provider"]) == ("gpt-3.5-turbo#0", "openai")
+    assert item["retries"] == 0
 
 
 def test_upstream_429_is_429_with_retry_after(

@@ -223,6 +223,7 @@ class Gateway:
                 error.error_type,
                 error.code,
             )
+            self._describe_failure(record, exc)
             record.latency_ms = (time.perf_counter() - started) * 1000
             await self._write(record)
             raise error from None
@@ -314,6 +315,20 @@ class Gateway:
         record.provider = hidden.get("custom_llm_provider") or deployment.get("provider")
         record.retries = int(headers.get("x-litellm-attempted-retries") or 0)
         record.fallbacks = int(headers.get("x-litellm-attempted-fallbacks") or 0)
+
+    def _describe_failure(self, record: UsageRecord, exc: Exception) -> None:
+        """What litellm's exception tells about the failed attempt: the deployment and how many
+        retries it made before giving up."""
+        retries = getattr(exc, "num_retries", None)
+        if isinstance(retries, int):
+            record.retries = retries
+        deployment_id = getattr(exc, "failed_deployment_id", None)
+        deployment = (self._routes.deployments if self._routes else {}).get(str(deployment_id))
+        if deployment is not None:
+            record.deployment_id = str(deployment_id)
+            record.model_group = deployment.get("model_name")
+            record.deployment_model = deployment["litellm_params"].get("model")
+            record.provider = deployment.get("provider")
 
     def _cost(self, record: UsageRecord, routes: Routes) -> float:
         deployment = routes.deployments.get(str(record.deployment_id))
