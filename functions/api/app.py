@@ -8,10 +8,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from llm_proxy.auth import Caller
 from llm_proxy.errors import ProxyError
 from llm_proxy.gateway import NOT_CONFIGURED, ChatStream, Gateway
@@ -25,11 +26,21 @@ from llm_proxy.schemas import (
     validation_error,
 )
 from mangum import Mangum
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 
 
-def caller(request: Request) -> Caller:
+# Declared for the OpenAPI schema; the gateway reads and checks the headers itself.
+BEARER = HTTPBearer(auto_error=False, description="The master key (or a virtual key).")
+API_KEY_HEADER = APIKeyHeader(name="x-api-key", auto_error=False, description="The same key.")
+
+
+def caller(
+    request: Request,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+    _api_key: Annotated[str | None, Security(API_KEY_HEADER)],
+) -> Caller:
     gateway: Gateway = request.app.state.gateway
     return gateway.authenticate(request.headers)
 
@@ -49,6 +60,20 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         503: "A dependency or the gateway's configuration is unavailable",
         504: "Provider timeout",
     }.items()
+}
+
+
+# With `"stream": true` the answer is Server-Sent Events instead of one JSON body.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+    "required": ["data"],
+}
+STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The answer; with `stream: true`, Server-Sent Events",
+        "content": {"application/json": {}, "text/event-stream": {"schema": SSE_EVENT}},
+    }
 }
 
 
@@ -113,29 +138,26 @@ def create_app(gateway: Gateway) -> FastAPI:
     async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(request, validation_error(list(exc.errors())))
 
-    @app.exception_handler(404)
-    async def no_route(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(
-            request,
-            ProxyError(
-                404,
-                f"No route {request.method} {request.url.path}.",
-                "invalid_request_error",
-                code="not_found",
-            ),
-        )
-
-    @app.exception_handler(405)
-    async def wrong_method(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(
-            request,
-            ProxyError(
-                405,
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own errors (no route, wrong method, an unreadable body) in OpenAI's shape.
+        messages = {
+            404: (f"No route {request.method} {request.url.path}.", "not_found"),
+            405: (
                 f"Method {request.method} is not allowed on {request.url.path}.",
-                "invalid_request_error",
-                code="method_not_allowed",
+                "method_not_allowed",
             ),
+            400: (f"The request body cannot be read: {exc.detail}.", "invalid_json"),
+        }
+        message, code = messages.get(exc.status_code, (str(exc.detail), str(exc.status_code)))
+        error = ProxyError(
+            exc.status_code,
+            message,
+            "invalid_request_error",
+            code=code,
+            headers=dict(exc.headers or {}),
         )
+        return error_response(request, error)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -170,7 +192,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         ]
         return {"object": "list", "data": data}
 
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post("/v1/chat/completions", response_model=None, responses=STREAM_RESPONSE)
     @app.post("/chat/completions", include_in_schema=False, response_model=None)
     async def chat_completions(
         body: ChatCompletionRequest, request: Request, who: Authenticated
@@ -187,7 +209,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         completion: dict[str, Any] = result.model_dump(exclude_none=True)
         return completion
 
-    @app.post("/v1/messages", response_model=None)
+    @app.post("/v1/messages", response_model=None, responses=STREAM_RESPONSE)
     async def messages(
         body: AnthropicMessagesRequest, request: Request, who: Authenticated
     ) -> dict[str, Any] | StreamingResponse:

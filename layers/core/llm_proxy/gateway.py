@@ -19,7 +19,7 @@ from .logs import enable_detailed_debug, logger, redactor
 from .messages import to_chat_request, to_message
 from .pricing import cost_usd
 from .routing import Routes, apply_litellm_settings, build_routes, fingerprint
-from .schemas import refuse_forbidden_params
+from .schemas import refuse_forbidden_params, refuse_unencodable_text
 from .secrets import ProviderKeys
 from .settings import Settings
 from .usage import UsageRecord, UsageStore
@@ -175,6 +175,12 @@ class Gateway:
         params = {k: v for k, v in body.items() if k not in ("model", "input", "metadata")}
 
         async def call(routes: Routes, model: str) -> Any:
+            if self._is_mock(routes, model):
+                raise invalid_request(
+                    f"Model '{model}' is a mock chat model and has no embeddings.",
+                    param="model",
+                    code="model_not_embedding",
+                )
             return await routes.router.aembedding(model=model, input=body["input"], **params)
 
         response, record, routes, started = await self._routed(
@@ -211,6 +217,7 @@ class Gateway:
         started = time.perf_counter()
         try:
             refuse_forbidden_params(body)
+            refuse_unencodable_text(body)
             if not model:
                 raise invalid_request("'model' is required.", param="model", code="missing_model")
             routes = self.routes()
@@ -241,6 +248,13 @@ class Gateway:
         record.cost_usd = float(hidden_cost) if hidden_cost else self._cost(record, routes)
         record.latency_ms = (time.perf_counter() - started) * 1000
         await self._write(record)
+
+    def _is_mock(self, routes: Routes, model: str) -> bool:
+        return any(
+            deployment.get("model_name") == model
+            and "mock_response" in deployment["litellm_params"]
+            for deployment in routes.deployments.values()
+        )
 
     def _streams_usage(self, routes: Routes, model: str) -> bool:
         """Whether every deployment of the group accepts `stream_options` (Azure API versions

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .errors import ProxyError, invalid_request
 
@@ -58,9 +59,36 @@ FORBIDDEN_PARAMS = frozenset(
         "callbacks",
         "success_callback",
         "failure_callback",
+        # litellm's call options and test hooks: a client must not fake failures, pin a
+        # deployment, stretch timeouts or change the gateway's retry and fallback policy.
+        "client",
+        "timeout",
+        "request_timeout",
+        "stream_timeout",
+        "specific_deployment",
+        "num_retries",
+        "max_retries",
+        "fallbacks",
+        "context_window_fallbacks",
+        "content_policy_fallbacks",
+        "model_group_alias",
+        "cooldown_time",
     }
 )
+# Every litellm test hook starts with this (mock_testing_fallbacks, mock_timeout, ...).
+FORBIDDEN_PREFIX = "mock_"
 SCANNED_CONTAINERS = ("extra_body", "metadata", "litellm_metadata")
+
+
+def refuse_unencodable_text(body: dict[str, Any]) -> None:
+    """Lone surrogates parse as JSON but cannot be sent on to any provider."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid_request(
+            "The request contains text that is not valid Unicode (a lone surrogate).",
+            code="invalid_text",
+        ) from None
 
 
 def refuse_forbidden_params(body: dict[str, Any]) -> None:
@@ -79,7 +107,7 @@ def _find_forbidden(node: Any, path: str, depth: int) -> str | None:
         return None
     for key, value in node.items():
         where = f"{path}.{key}" if path else str(key)
-        if key in FORBIDDEN_PARAMS:
+        if key in FORBIDDEN_PARAMS or str(key).startswith(FORBIDDEN_PREFIX):
             return where
         if depth == 0 and key not in SCANNED_CONTAINERS:
             continue
@@ -89,10 +117,24 @@ def _find_forbidden(node: Any, path: str, depth: int) -> str | None:
     return None
 
 
+class ContentPart(BaseModel):
+    """One part of a multi-part message (text, image_url, input_audio, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(min_length=1)
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
+
+    @model_validator(mode="after")
+    def _content_where_required(self) -> ChatMessage:
+        # Only an assistant turn (tool calls) or a function result may come without content.
+        if self.content is None and self.role not in ("assistant", "function"):
+            raise ValueError(f"a {self.role} message needs content")
+        return self
 
 
 class ChatCompletionRequest(BaseModel):
@@ -113,6 +155,8 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    extra_body: dict[str, Any] | None = None
     user: str | None = None
     metadata: dict[str, Any] | None = None
 
@@ -140,7 +184,12 @@ class EmbeddingRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     model: str | None = Field(default=None, min_length=1)
-    input: str | list[str] | list[int] | list[list[int]] = Field(min_length=1)
+    input: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[str], Field(min_length=1)]
+        | Annotated[list[int], Field(min_length=1)]
+        | Annotated[list[list[int]], Field(min_length=1)]
+    )
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
