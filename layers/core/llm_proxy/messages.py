@@ -25,9 +25,13 @@ def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
     try:
         translated = _ADAPTER.translate_completion_input_params(dict(body))
     except (ValueError, TypeError, KeyError) as exc:
-        raise invalid_request(f"The Messages request cannot be translated: {exc}") from None
+        raise invalid_request(
+            f"The Messages request cannot be translated: {exc}", code="invalid_messages_request"
+        ) from None
     if translated is None:
-        raise invalid_request("The Messages request cannot be translated.")
+        raise invalid_request(
+            "The Messages request cannot be translated.", code="invalid_messages_request"
+        )
     chat = dict(translated)
     chat["model"] = body.get("model")
     return chat
