@@ -97,6 +97,9 @@ def from_litellm(exc: Exception, model: str, redact: Any) -> ProxyError:
     if _caused_by(exc, json.JSONDecodeError):
         # litellm wraps an unparsable provider body as a connection error.
         status, error_type, code = 502, "upstream_error", "provider_bad_response"
+    elif status == 502 and _caused_by_name(exc, CONNECT_ERRORS):
+        # ...and a refused connection as an internal server error.
+        code = "provider_unreachable"
     detail = redact(_first_line(str(exc)))
     headers: dict[str, str] = {}
     if status == 429:
@@ -111,15 +114,27 @@ def _first_line(text: str) -> str:
     return line[:1000]
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: set[int] = set()
+# Connection failures as the HTTP clients under litellm name them.
+CONNECT_ERRORS = frozenset(
+    {"ConnectError", "ConnectTimeout", "ConnectionRefusedError", "ClientConnectorError"}
+)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return True
-        seen.add(id(current))
+    while current is not None and all(current is not other for other in seen):
+        seen.append(current)
         current = current.__cause__ or current.__context__
-    return False
+    return seen
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    return any(isinstance(link, kind) for link in _chain(exc))
+
+
+def _caused_by_name(exc: BaseException, names: frozenset[str]) -> bool:
+    return any(type(link).__name__ in names for link in _chain(exc))
 
 
 def _retry_after(exc: Exception) -> int:

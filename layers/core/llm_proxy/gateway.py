@@ -370,6 +370,7 @@ class ChatStream:
         self._gateway = gateway
         self._messages = messages or []
         self._text: list[str] = []
+        self._answered = False
         self._stream = stream
         self._record = record
         self._started = started
@@ -400,7 +401,23 @@ class ChatStream:
                 chunk.id = self._stream_id
                 for choice in getattr(chunk, "choices", None) or []:
                     self._text.append(getattr(choice.delta, "content", None) or "")
+                    self._answered = self._answered or bool(
+                        getattr(choice.delta, "tool_calls", None)
+                    )
+                self._answered = self._answered or usage is not None
                 yield chunk
+            if not self._answered and not "".join(self._text):
+                # litellm turns a body that is not SSE into an empty stream, without an error.
+                raise ProxyError(
+                    502,
+                    f"Model '{self.model}': the provider's stream carried no answer.",
+                    "upstream_error",
+                    code="provider_bad_response",
+                )
+            # After a mid-stream fallback the stream carries the deployment that finished it.
+            self._gateway._describe_deployment(
+                record, getattr(self._stream, "_hidden_params", None) or {}, self._routes
+            )
             self._done = True
         except (asyncio.CancelledError, GeneratorExit):
             if record.status == 200 and not self._done:

@@ -121,6 +121,10 @@ def router_kwargs(config: ProxyConfig) -> dict[str, Any]:
             kwargs.setdefault("retry_after", delay)
         policy.pop("backoff_factor", None)
         kwargs["retry_policy"] = policy or None
+    if kwargs.get("cooldown_time") == 0:
+        # litellm reads 0 as "use the default"; what a config that says 0 means is "never".
+        kwargs.pop("cooldown_time")
+        kwargs.setdefault("disable_cooldowns", True)
     return {key: value for key, value in kwargs.items() if value is not None}
 
 
