@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from llm_proxy.config import ConfigError, load_config, resolve_references, secret_then_env
 from llm_proxy.pricing import cost_usd
-from llm_proxy.routing import build_routes, router_kwargs
+from llm_proxy.routing import Routes, build_routes, retire, router_kwargs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -169,3 +169,53 @@ model_list:
     # The seed's table: Claude 3 Haiku $0.25 / $1.25 per million tokens, 4096 output tokens.
     assert cost_usd(haiku, 1_000_000, 1_000_000) == pytest.approx(1.50)
     assert haiku["model_info"]["max_output_tokens"] == 4096
+
+
+def test_a_replaced_router_hands_its_strategy_handlers_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """litellm keeps one strategy handler per class and arguments in process-wide callback
+    lists: unless the replaced Router's is dropped, a rebuilt Router's strategy runs blind."""
+    import litellm
+
+    # Lists of this test's own, as in a fresh container (they are capped in size, and other
+    # tests' Routers fill them).
+    for name in (
+        "callbacks",
+        "input_callback",
+        "success_callback",
+        "failure_callback",
+        "service_callback",
+        "_async_success_callback",
+        "_async_failure_callback",
+    ):
+        monkeypatch.setattr(litellm, name, [])
+
+    config = load_config(
+        write(
+            tmp_path,
+            """
+model_list:
+  - model_name: m
+    litellm_params: {model: openai/gpt-4, api_key: sk-x, api_base: "http://127.0.0.1:9"}
+router_settings:
+  routing_strategy: latency-based-routing
+  routing_strategy_args: {ttl: 3597}
+""",
+        )
+    )
+
+    def handler(routes: Routes) -> object:
+        return routes.router._sel.callback_selectors()[0]
+
+    def registered(routes: Routes) -> bool:
+        return any(callback is handler(routes) for callback in litellm.callbacks)
+
+    first = build_routes(config, lambda name: None, "http://127.0.0.1:11434")
+    blind = build_routes(config, lambda name: None, "http://127.0.0.1:11434")
+    assert registered(first) and not registered(blind)
+
+    retire(first)
+    rebuilt = build_routes(config, lambda name: None, "http://127.0.0.1:11434")
+    assert registered(rebuilt) and not registered(first)
+    retire(rebuilt)

@@ -18,7 +18,7 @@ from .errors import ProxyError, from_litellm, invalid_request, model_not_found
 from .logs import enable_detailed_debug, logger, redactor
 from .messages import to_chat_request, to_message
 from .pricing import cost_usd
-from .routing import Routes, apply_litellm_settings, build_routes, fingerprint
+from .routing import Routes, apply_litellm_settings, build_routes, fingerprint, retire
 from .schemas import refuse_forbidden_params, refuse_unencodable_text
 from .secrets import ProviderKeys
 from .settings import Settings
@@ -80,6 +80,8 @@ class Gateway:
         secret = self.keys.get()
         current = fingerprint(secret)
         if self._routes is None or current != self._fingerprint:
+            if self._routes is not None:
+                retire(self._routes)
             routes = build_routes(
                 self.config, secret_then_env(secret), self.settings.ollama_api_base
             )

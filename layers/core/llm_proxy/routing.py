@@ -178,5 +178,21 @@ def build_routes(
     return Routes(router=router, deployments=deployments, unavailable=unavailable)
 
 
+def retire(routes: Routes) -> None:
+    """Take a replaced Router's strategy handlers (least-busy, latency, usage) out of litellm's
+    process-wide callback lists: litellm keeps one handler per class and arguments, so the new
+    Router's own would be skipped as a duplicate and its strategy would run blind."""
+    selection: Any = getattr(routes.router, "_sel", None)
+    try:
+        handlers = [*selection.callback_selectors(), *selection.override_selectors()]
+    except AttributeError:
+        logger.warning("replaced router's strategy handlers not found; left registered")
+        return
+    for handler in handlers:
+        if callable(getattr(handler, "retire", None)):
+            handler.retire()  # stops the handler's background work
+    litellm.logging_callback_manager.drop_callbacks(handlers)
+
+
 def fingerprint(values: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
