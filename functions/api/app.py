@@ -4,7 +4,7 @@ request path lives in `llm_proxy.gateway`."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -201,11 +201,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             body.model_dump(exclude_unset=True), who, request_id(request), request.url.path
         )
         if isinstance(result, ChatStream):
-            return StreamingResponse(
-                result.events(),
-                media_type="text/event-stream",
-                headers={"cache-control": "no-cache"},
-            )
+            return event_stream(result.events())
         completion: dict[str, Any] = result.model_dump(exclude_none=True)
         return completion
 
@@ -217,11 +213,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             body.model_dump(exclude_unset=True), who, request_id(request), request.url.path
         )
         if isinstance(result, ChatStream):
-            return StreamingResponse(
-                message_events(result),
-                media_type="text/event-stream",
-                headers={"cache-control": "no-cache"},
-            )
+            return event_stream(message_events(result))
         return result
 
     @app.post("/v1/embeddings")
@@ -236,6 +228,12 @@ def create_app(gateway: Gateway) -> FastAPI:
         return vectors
 
     return app
+
+
+def event_stream(events: AsyncIterator[Any]) -> StreamingResponse:
+    return StreamingResponse(
+        events, media_type="text/event-stream", headers={"cache-control": "no-cache"}
+    )
 
 
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
