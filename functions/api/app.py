@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from llm_proxy.auth import Caller
 from llm_proxy.errors import ProxyError
-from llm_proxy.gateway import NOT_CONFIGURED, ChatStream, Gateway
+from llm_proxy.gateway import NOT_CONFIGURED, Gateway
 from llm_proxy.logs import logger
 from llm_proxy.messages import message_events
 from llm_proxy.schemas import (
@@ -25,6 +25,7 @@ from llm_proxy.schemas import (
     ErrorResponse,
     validation_error,
 )
+from llm_proxy.streams import ChatStream
 from mangum import Mangum
 from starlette.exceptions import HTTPException as StarletteHTTPException
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .logs import logger, redactor
+
 
 class ProxyError(Exception):
     """An error the client sees as `{"error": {message, type, param, code}}`."""
@@ -156,3 +158,33 @@ def _retry_after(exc: Exception) -> int:
     if isinstance(cooldown, int | float) and cooldown > 0:
         return max(1, int(cooldown + 0.999))
     return DEFAULT_RETRY_AFTER_S
+
+
+# Errors raised by these packages come from a provider call; anything else is our own bug.
+PROVIDER_ERROR_PACKAGES = frozenset({"litellm", "openai", "httpx", "httpcore", "aiohttp"})
+
+
+def as_proxy_error(exc: Exception, model: str) -> ProxyError:
+    """A provider failure as the client sees it (logged without secrets); our own bugs re-raise."""
+    if isinstance(exc, ProxyError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return ProxyError(
+            504,
+            f"Model '{model}': the provider did not answer in time.",
+            "timeout_error",
+            code="provider_timeout",
+        )
+    if type(exc).__module__.split(".", 1)[0] in PROVIDER_ERROR_PACKAGES:
+        error = from_litellm(exc, model, redactor.redact)
+        logger.warning(
+            "provider call failed",
+            extra={
+                "model": model,
+                "status": error.status,
+                "error": type(exc).__name__,
+                "detail": error.message,
+            },
+        )
+        return error
+    raise exc

@@ -16,7 +16,7 @@ from litellm.llms.anthropic.messages.adapters.transformation import AnthropicAda
 from .errors import ProxyError, invalid_request
 
 if TYPE_CHECKING:
-    from .gateway import ChatStream
+    from .streams import ChatStream
 
 _ADAPTER = AnthropicAdapter()
 

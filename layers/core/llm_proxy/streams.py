@@ -1,0 +1,148 @@
+"""A provider stream re-emitted to the client (OpenAI's SSE, or chunks for other formats) and
+metered when it ends, however it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import litellm
+
+from .errors import ProxyError, as_proxy_error
+from .logs import logger
+from .metering import cost, describe_deployment
+from .routing import Routes
+from .usage import UsageRecord, UsageStore
+
+# nginx's status for a client that closed the connection before the answer was complete.
+CLIENT_CLOSED_REQUEST = 499
+# Usage writes shielded from a disconnecting client's cancellation, kept referenced until done.
+_PENDING_WRITES: set[asyncio.Future[bool]] = set()
+
+
+class ChatStream:
+    """An open provider stream, re-emitted as OpenAI SSE and metered when it ends."""
+
+    def __init__(
+        self,
+        usage: UsageStore,
+        stream: Any,
+        record: UsageRecord,
+        started: float,
+        routes: Routes,
+        client_wants_usage: bool,
+        messages: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self._usage = usage
+        self._messages = messages or []
+        self._text: list[str] = []
+        self._answered = False
+        self._stream = stream
+        self._record = record
+        self._started = started
+        self._routes = routes
+        self._client_wants_usage = client_wants_usage
+        self._done = False
+        self._stream_id = ""
+
+    @property
+    def model(self) -> str:
+        return self._record.model_requested or ""
+
+    async def chunks(self) -> AsyncIterator[Any]:
+        """The provider's chunks, metered; a failure after the start raises a ProxyError."""
+        record = self._record
+        try:
+            async for chunk in self._stream:
+                if record.ttft_ms is None:
+                    record.ttft_ms = (time.perf_counter() - self._started) * 1000
+                usage = getattr(chunk, "usage", None)
+                if usage is not None:
+                    record.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+                    record.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+                # One id for the whole stream, as OpenAI sends it (some providers vary it).
+                self._stream_id = self._stream_id or str(getattr(chunk, "id", "") or "")
+                if not self._stream_id.startswith("chatcmpl-"):
+                    self._stream_id = f"chatcmpl-{uuid.uuid4().hex}"
+                chunk.id = self._stream_id
+                for choice in getattr(chunk, "choices", None) or []:
+                    self._text.append(getattr(choice.delta, "content", None) or "")
+                    self._answered = self._answered or bool(
+                        getattr(choice.delta, "tool_calls", None)
+                    )
+                self._answered = self._answered or usage is not None
+                yield chunk
+            if not self._answered and not "".join(self._text):
+                # litellm turns a body that is not SSE into an empty stream, without an error.
+                raise ProxyError(
+                    502,
+                    f"Model '{self.model}': the provider's stream carried no answer.",
+                    "upstream_error",
+                    code="provider_bad_response",
+                )
+            # After a mid-stream fallback the stream carries the deployment that finished it.
+            describe_deployment(
+                record, getattr(self._stream, "_hidden_params", None) or {}, self._routes
+            )
+            self._done = True
+        except (asyncio.CancelledError, GeneratorExit):
+            if record.status == 200 and not self._done:
+                record.status, record.error_type, record.error_code = (
+                    CLIENT_CLOSED_REQUEST,
+                    "client_closed",
+                    "client_disconnected",
+                )
+            raise
+        except Exception as exc:
+            error = as_proxy_error(exc, self.model)
+            if error.status < 500 and error.status != 429:
+                # Once the stream has started, the request was accepted: a failure now is the
+                # provider's, whatever status litellm gives it.
+                error = ProxyError(502, error.message, "upstream_error", code="provider_error")
+            record.status, record.error_type, record.error_code = (
+                error.status,
+                error.error_type,
+                error.code,
+            )
+            raise error from None
+        finally:
+            if not record.prompt_tokens and not record.completion_tokens:
+                self._estimate_usage()
+            record.latency_ms = (time.perf_counter() - self._started) * 1000
+            record.cost_usd = cost(record, self._routes)
+            # A client that hangs up cancels this generator; the usage write must still land.
+            write = asyncio.ensure_future(asyncio.to_thread(self._usage.write, record))
+            _PENDING_WRITES.add(write)
+            write.add_done_callback(_PENDING_WRITES.discard)
+            await asyncio.shield(write)
+
+    def _estimate_usage(self) -> None:
+        """Count tokens when the provider sent no usage (a stream without stream_options)."""
+        record = self._record
+        model = record.deployment_model or self.model
+        try:
+            record.prompt_tokens = int(litellm.token_counter(model=model, messages=self._messages))
+            text = "".join(self._text)
+            record.completion_tokens = int(litellm.token_counter(model=model, text=text))
+        except Exception:
+            logger.warning("stream usage could not be counted", extra={"model": model})
+            return
+        record.usage_estimated = True
+
+    async def events(self) -> AsyncIterator[str]:
+        """OpenAI's SSE: one `data:` line per chunk, then `data: [DONE]` (or an error)."""
+        try:
+            async for chunk in self.chunks():
+                data = chunk.model_dump(exclude_none=True)
+                if not self._client_wants_usage:
+                    data.pop("usage", None)
+                    if not data.get("choices"):
+                        continue
+                yield f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+            yield "data: [DONE]\n\n"
+        except ProxyError as error:
+            yield f"data: {json.dumps(error.body())}\n\n"
