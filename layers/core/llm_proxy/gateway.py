@@ -14,7 +14,7 @@ from .errors import ProxyError, as_proxy_error, invalid_request, model_not_found
 from .logs import enable_detailed_debug, logger, redactor
 from .messages import to_chat_request, to_message
 from .metering import cost, describe_deployment, describe_failure
-from .routing import Routes, apply_litellm_settings, build_routes, fingerprint, retire
+from .routing import Routes, apply_litellm_settings, build_routes, retire
 from .schemas import refuse_forbidden_params, refuse_unencodable_text
 from .secrets import ProviderKeys
 from .settings import Settings
@@ -36,7 +36,8 @@ class Gateway:
         self.keys = keys or ProviderKeys(settings.secret_id, settings.secret_ttl_s)
         self.usage = UsageStore(settings.usage_table, settings.usage_retention_days)
         self._routes: Routes | None = None
-        self._fingerprint: str | None = None
+        # The secret the router was built from: a different one (a rotation) rebuilds it.
+        self._built_from: dict[str, str] | None = None
         if settings.detailed_debug:
             enable_detailed_debug()
         apply_litellm_settings(config)
@@ -69,8 +70,7 @@ class Gateway:
 
     def routes(self) -> Routes:
         secret = self.keys.get()
-        current = fingerprint(secret)
-        if self._routes is None or current != self._fingerprint:
+        if self._routes is None or secret != self._built_from:
             if self._routes is not None:
                 retire(self._routes)
             routes = build_routes(
@@ -82,7 +82,7 @@ class Gateway:
                     for name, value in deployment["litellm_params"].items()
                     if any(marker in name for marker in SECRET_PARAM_MARKERS)
                 )
-            self._routes, self._fingerprint = routes, current
+            self._routes, self._built_from = routes, secret
         return self._routes
 
     def master_key(self) -> str:
@@ -271,17 +271,18 @@ class Gateway:
 
     def _require_model(self, model: str, routes: Routes) -> None:
         if model in routes.unavailable:
-            names = ", ".join(sorted(routes.unavailable[model]))
+            missing = ", ".join(sorted(routes.unavailable[model]))
             raise ProxyError(
                 503,
-                f"Model '{model}' cannot be served: {names} is not set in the provider-keys "
+                f"Model '{model}' cannot be served: {missing} is not set in the provider-keys "
                 "secret or the environment.",
                 "service_unavailable",
                 param="model",
                 code="provider_key_missing",
             )
-        if model not in self.model_names() and not self.config.accepts_any_model:
-            raise model_not_found(model, self.model_names())
+        names = self.model_names()
+        if model not in names and not self.config.accepts_any_model:
+            raise model_not_found(model, names)
 
     async def _write(self, record: UsageRecord) -> None:
         await asyncio.to_thread(self.usage.write, record)

@@ -24,6 +24,9 @@ MIN_SECRET_LENGTH = 8
 class Redactor:
     def __init__(self) -> None:
         self._secrets: frozenset[str] = frozenset()
+        # Longest first, so a secret that contains another is removed whole; ordered once per
+        # change rather than on every log line.
+        self._ordered: tuple[str, ...] = ()
         self._lock = threading.Lock()
 
     def register(self, values: Iterable[str | None]) -> None:
@@ -31,10 +34,10 @@ class Redactor:
         if fresh - self._secrets:
             with self._lock:
                 self._secrets = self._secrets | fresh
+                self._ordered = tuple(sorted(self._secrets, key=len, reverse=True))
 
     def redact(self, text: str) -> str:
-        # Longest first, so a secret that contains another is removed whole.
-        for secret in sorted(self._secrets, key=len, reverse=True):
+        for secret in self._ordered:
             if secret in text:
                 text = text.replace(secret, REDACTED)
         return text

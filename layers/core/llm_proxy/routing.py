@@ -4,10 +4,8 @@ provider-keys secret changes (a rotation), never per request."""
 from __future__ import annotations
 
 import copy
-import hashlib
 import inspect
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,7 +190,3 @@ def retire(routes: Routes) -> None:
         if callable(getattr(handler, "retire", None)):
             handler.retire()  # stops the handler's background work
     litellm.logging_callback_manager.drop_callbacks(handlers)
-
-
-def fingerprint(values: Mapping[str, str]) -> str:
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()

@@ -35,12 +35,7 @@ class ProviderKeys:
                 self.secret_id, transform="json", max_age=self.ttl_s, force_fetch=force
             )
         except TransformParameterError:
-            raise ProxyError(
-                503,
-                "The provider-keys secret is not a JSON object of NAME: value pairs.",
-                "service_unavailable",
-                code="bad_provider_keys_secret",
-            ) from None
+            raise _not_a_json_object() from None
         except GetParameterError as exc:
             cause = _cause(exc)
             logger.error("provider-keys secret unreadable", extra={"cause": cause})
@@ -49,15 +44,19 @@ class ProviderKeys:
                 "Retry shortly; if it persists, check the secret id and the function's access."
             ) from None
         if not isinstance(value, dict):
-            raise ProxyError(
-                503,
-                "The provider-keys secret is not a JSON object of NAME: value pairs.",
-                "service_unavailable",
-                code="bad_provider_keys_secret",
-            )
+            raise _not_a_json_object()
         keys = {str(k): str(v) for k, v in value.items() if v is not None}
         redactor.register(keys.values())
         return keys
+
+
+def _not_a_json_object() -> ProxyError:
+    return ProxyError(
+        503,
+        "The provider-keys secret is not a JSON object of NAME: value pairs.",
+        "service_unavailable",
+        code="bad_provider_keys_secret",
+    )
 
 
 def _cause(exc: BaseException) -> str:
