@@ -28,6 +28,8 @@ class ProxyError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
+        # The deployment that failed, when known (read by metering, as on litellm's errors).
+        self.failed_deployment_id: str | None = None
 
     def body(self) -> dict[str, Any]:
         return {

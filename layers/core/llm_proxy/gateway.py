@@ -14,11 +14,11 @@ from .errors import ProxyError, as_proxy_error, invalid_request, model_not_found
 from .logs import enable_detailed_debug, logger, redactor
 from .messages import to_chat_request, to_message
 from .metering import cost, describe_deployment, describe_failure
-from .routing import Routes, apply_litellm_settings, build_routes, retire
+from .routing import Routes, apply_litellm_settings, build_routes, fallbacks_for, retire
 from .schemas import refuse_forbidden_params, refuse_unencodable_text
 from .secrets import ProviderKeys
 from .settings import Settings
-from .streams import ChatStream
+from .streams import ChatStream, OpenedStream, empty_stream, open_stream
 from .usage import UsageRecord, UsageStore
 
 SECRET_PARAM_MARKERS = ("key", "token", "secret", "password", "credential")
@@ -137,9 +137,12 @@ class Gateway:
                     **(params.get("stream_options") or {}),
                     "include_usage": True,
                 }
-            return await routes.router.acompletion(
+            response = await routes.router.acompletion(
                 model=model, messages=body["messages"], **call_params
             )
+            if not stream:
+                return response
+            return await self._opened(routes, model, response, body["messages"], call_params)
 
         response, record, routes, started = await self._routed(
             body, caller, request_id, endpoint, call, stream=stream
@@ -242,6 +245,39 @@ class Gateway:
         record.latency_ms = (time.perf_counter() - started) * 1000
         await self._write(record)
 
+    async def _opened(
+        self,
+        routes: Routes,
+        model: str,
+        response: Any,
+        messages: Any,
+        params: dict[str, Any],
+    ) -> OpenedStream:
+        """The stream, its first chunk read. litellm reads a body that is not SSE as an empty
+        stream and raises nothing, so the Router never tries the fallbacks: they are tried here."""
+        opened = await open_stream(response)
+        if opened is not None:
+            return opened
+        error = empty_stream(model, response)
+        for taken, fallback in enumerate(fallbacks_for(routes, self._group(model)), start=1):
+            try:
+                retry = await routes.router.acompletion(model=fallback, messages=messages, **params)
+                opened = await open_stream(retry, fallbacks=taken)
+            except Exception as exc:
+                logger.warning(
+                    "fallback after an empty stream failed",
+                    extra={"fallback": fallback, "error": type(exc).__name__},
+                )
+                continue
+            if opened is not None:
+                return opened
+        raise error
+
+    def _group(self, model: str) -> str:
+        aliases = self.config.router_settings.get("model_group_alias") or {}
+        group = aliases.get(model, model)
+        return str(group.get("model", model) if isinstance(group, dict) else group)
+
     def _is_mock(self, routes: Routes, model: str) -> bool:
         return any(
             deployment.get("model_name") == model
@@ -252,9 +288,7 @@ class Gateway:
     def _streams_usage(self, routes: Routes, model: str) -> bool:
         """Whether every deployment of the group accepts `stream_options` (Azure API versions
         before 2024-09-01-preview refuse it; their streams are counted by the gateway)."""
-        aliases = self.config.router_settings.get("model_group_alias") or {}
-        group = aliases.get(model, model)
-        group = group.get("model", model) if isinstance(group, dict) else group
+        group = self._group(model)
         for deployment in routes.deployments.values():
             version = str(deployment["litellm_params"].get("api_version") or "9999")
             if (

@@ -176,6 +176,16 @@ def build_routes(
     return Routes(router=router, deployments=deployments, unavailable=unavailable)
 
 
+def fallbacks_for(routes: Routes, group: str) -> list[str]:
+    """The model groups the Router falls back to from `group` (its own entry, else `*`)."""
+    entries = getattr(routes.router, "fallbacks", None) or []
+    for name in (group, "*"):
+        for entry in entries:
+            if isinstance(entry, dict) and name in entry:
+                return [str(fallback) for fallback in entry[name]]
+    return []
+
+
 def retire(routes: Routes) -> None:
     """Take a replaced Router's strategy handlers (least-busy, latency, usage) out of litellm's
     process-wide callback lists: litellm keeps one handler per class and arguments, so the new

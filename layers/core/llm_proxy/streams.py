@@ -24,6 +24,66 @@ CLIENT_CLOSED_REQUEST = 499
 _PENDING_WRITES: set[asyncio.Future[bool]] = set()
 
 
+class OpenedStream:
+    """A provider stream read up to its first chunk that carries something, so that a stream
+    with nothing in it fails before the client is answered, while a fallback can still answer."""
+
+    def __init__(
+        self, stream: Any, read: list[Any], rest: AsyncIterator[Any], fallbacks: int
+    ) -> None:
+        self._stream, self._read, self._rest = stream, read, rest
+        self._fallbacks = fallbacks
+
+    @property
+    def _hidden_params(self) -> dict[str, Any]:
+        hidden = dict(getattr(self._stream, "_hidden_params", None) or {})
+        if self._fallbacks:
+            headers = dict(hidden.get("additional_headers") or {})
+            taken = int(headers.get("x-litellm-attempted-fallbacks") or 0)
+            headers["x-litellm-attempted-fallbacks"] = taken + self._fallbacks
+            hidden["additional_headers"] = headers
+        return hidden
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        for chunk in self._read:
+            yield chunk
+        async for chunk in self._rest:
+            yield chunk
+
+
+def _carries_something(chunk: Any) -> bool:
+    if getattr(chunk, "usage", None) is not None:
+        return True
+    for choice in getattr(chunk, "choices", None) or []:
+        delta = getattr(choice, "delta", None)
+        if any(getattr(delta, name, None) for name in ("role", "content", "tool_calls")):
+            return True
+    return False
+
+
+async def open_stream(stream: Any, fallbacks: int = 0) -> OpenedStream | None:
+    """The stream, read up to its first chunk with something in it; None when it has nothing
+    (litellm reads a body that is not SSE as a stream of one bare finishing chunk)."""
+    rest = stream.__aiter__()
+    read: list[Any] = []
+    async for chunk in rest:
+        read.append(chunk)
+        if _carries_something(chunk):
+            return OpenedStream(stream, read, rest, fallbacks)
+    return None
+
+
+def empty_stream(model: str, stream: Any) -> ProxyError:
+    error = ProxyError(
+        502,
+        f"Model '{model}': the provider's stream carried no answer.",
+        "upstream_error",
+        code="provider_bad_response",
+    )
+    error.failed_deployment_id = (getattr(stream, "_hidden_params", None) or {}).get("model_id")
+    return error
+
+
 class ChatStream:
     """An open provider stream, re-emitted as OpenAI SSE and metered when it ends."""
 
@@ -77,13 +137,7 @@ class ChatStream:
                 self._answered = self._answered or usage is not None
                 yield chunk
             if not self._answered and not "".join(self._text):
-                # litellm turns a body that is not SSE into an empty stream, without an error.
-                raise ProxyError(
-                    502,
-                    f"Model '{self.model}': the provider's stream carried no answer.",
-                    "upstream_error",
-                    code="provider_bad_response",
-                )
+                raise empty_stream(self.model, self._stream)
             # After a mid-stream fallback the stream carries the deployment that finished it.
             describe_deployment(
                 record, getattr(self._stream, "_hidden_params", None) or {}, self._routes
