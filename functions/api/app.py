@@ -3,6 +3,7 @@ request path lives in `llm_proxy.gateway`."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -14,8 +15,10 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from llm_proxy.auth import Caller
+from llm_proxy.cache import CACHE_HIT_HEADER
 from llm_proxy.errors import ProxyError
 from llm_proxy.gateway import NOT_CONFIGURED, Gateway
+from llm_proxy.keys_api import KeyAdmin
 from llm_proxy.logs import logger
 from llm_proxy.messages import message_events
 from llm_proxy.schemas import (
@@ -23,6 +26,9 @@ from llm_proxy.schemas import (
     ChatCompletionRequest,
     EmbeddingRequest,
     ErrorResponse,
+    KeyDeleteRequest,
+    KeyGenerateRequest,
+    KeyUpdateRequest,
     validation_error,
 )
 from llm_proxy.streams import ChatStream
@@ -53,10 +59,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
         400: "Invalid request: the message and `param` name the field",
-        401: "Missing or wrong key",
+        401: "Missing, unknown, expired or blocked key",
+        403: "The key may not use this model, or the route needs the master key",
         404: "Unknown model or route",
         413: "Body too large",
-        429: "Rate limited, with Retry-After",
+        429: "Rate or budget limit, with Retry-After (and x-ratelimit-* for rate limits)",
         502: "Provider error",
         503: "A dependency or the gateway's configuration is unavailable",
         504: "Provider timeout",
@@ -197,25 +204,26 @@ def create_app(gateway: Gateway) -> FastAPI:
     @app.post("/chat/completions", include_in_schema=False, response_model=None)
     async def chat_completions(
         body: ChatCompletionRequest, request: Request, who: Authenticated
-    ) -> dict[str, Any] | StreamingResponse:
+    ) -> JSONResponse | StreamingResponse:
         result = await gateway.chat(
             body.model_dump(exclude_unset=True), who, request_id(request), request.url.path
         )
+        headers = cache_headers(gateway, result)
         if isinstance(result, ChatStream):
-            return event_stream(result.events())
-        completion: dict[str, Any] = result.model_dump(exclude_none=True)
-        return completion
+            return event_stream(result.events(), headers)
+        return JSONResponse(result.model_dump(exclude_none=True), headers=headers)
 
     @app.post("/v1/messages", response_model=None, responses=STREAM_RESPONSE)
     async def messages(
         body: AnthropicMessagesRequest, request: Request, who: Authenticated
-    ) -> dict[str, Any] | StreamingResponse:
+    ) -> JSONResponse | StreamingResponse:
         result = await gateway.messages(
             body.model_dump(exclude_unset=True), who, request_id(request), request.url.path
         )
+        headers = cache_headers(gateway, result)
         if isinstance(result, ChatStream):
-            return event_stream(message_events(result))
-        return result
+            return event_stream(message_events(result), headers)
+        return JSONResponse(result, headers=headers)
 
     @app.post("/v1/embeddings")
     @app.post("/embeddings", include_in_schema=False)
@@ -228,12 +236,51 @@ def create_app(gateway: Gateway) -> FastAPI:
         vectors: dict[str, Any] = result.model_dump(exclude_none=True)
         return vectors
 
+    admin = KeyAdmin(gateway.key_store, gateway.limiter)
+
+    @app.post("/key/generate", tags=["keys"])
+    async def key_generate(body: KeyGenerateRequest, who: Authenticated) -> dict[str, Any]:
+        who.require_master()
+        return await asyncio.to_thread(admin.generate, body.model_dump(exclude_unset=True))
+
+    @app.post("/key/update", tags=["keys"])
+    async def key_update(body: KeyUpdateRequest, who: Authenticated) -> dict[str, Any]:
+        who.require_master()
+        return await asyncio.to_thread(admin.update, body.model_dump(exclude_unset=True))
+
+    @app.post("/key/delete", tags=["keys"])
+    async def key_delete(body: KeyDeleteRequest, who: Authenticated) -> dict[str, Any]:
+        who.require_master()
+        return await asyncio.to_thread(admin.delete, body.keys)
+
+    @app.get("/key/info", tags=["keys"])
+    async def key_info(key: str, who: Authenticated) -> dict[str, Any]:
+        who.require_master()
+        return await asyncio.to_thread(admin.info, key)
+
+    @app.get("/key/list", tags=["keys"])
+    async def key_list(who: Authenticated, return_full_object: bool = False) -> dict[str, Any]:
+        who.require_master()
+        return await asyncio.to_thread(admin.list, return_full_object)
+
     return app
 
 
-def event_stream(events: AsyncIterator[Any]) -> StreamingResponse:
+def cache_headers(gateway: Gateway, result: Any) -> dict[str, str]:
+    """Whether the answer came from the response cache, where the cache is on."""
+    if not gateway.cache_settings.enabled:
+        return {}
+    hit = result.cache_hit if isinstance(result, ChatStream) else gateway.was_cache_hit(result)
+    return {CACHE_HIT_HEADER: "true" if hit else "false"}
+
+
+def event_stream(
+    events: AsyncIterator[Any], headers: dict[str, str] | None = None
+) -> StreamingResponse:
     return StreamingResponse(
-        events, media_type="text/event-stream", headers={"cache-control": "no-cache"}
+        events,
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", **(headers or {})},
     )
 
 

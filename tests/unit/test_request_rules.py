@@ -5,6 +5,7 @@ import hmac
 import pytest
 from llm_proxy.auth import authenticate, check_master_key, presented_key
 from llm_proxy.errors import ProxyError
+from llm_proxy.keys import KeyStore
 from llm_proxy.pricing import cost_usd
 from llm_proxy.schemas import refuse_forbidden_params
 
@@ -55,9 +56,11 @@ def test_master_key_check_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> N
         return real(a, b)
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
-    assert authenticate({"authorization": "Bearer right-key"}, "right-key").key_id == "master"
+    no_virtual_keys = KeyStore(None).authenticate
+    master = authenticate({"authorization": "Bearer right-key"}, "right-key", no_virtual_keys)
+    assert master.key_id == "master"
     with pytest.raises(ProxyError) as caught:
-        authenticate({"authorization": "Bearer wrong-key"}, "right-key")
+        authenticate({"authorization": "Bearer wrong-key"}, "right-key", no_virtual_keys)
     assert caught.value.status == 401
     assert len(calls) == 2
 

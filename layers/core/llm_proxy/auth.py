@@ -1,12 +1,13 @@
-"""Who is calling: the master key (or, later, a virtual key) from the request headers."""
+"""Who is calling: the master key or a virtual key, from the request headers."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .errors import ProxyError, authentication_failed
+from .keys import VirtualKey
 
 # Keys printed in public docs (the seed's `sk-1234` among them) must never guard a deployment.
 PUBLICLY_KNOWN_KEYS = frozenset(
@@ -15,10 +16,28 @@ PUBLICLY_KNOWN_KEYS = frozenset(
 MIN_DEPLOYED_KEY_LENGTH = 16
 
 
+MASTER = "master"
+
+
 @dataclass(frozen=True)
 class Caller:
     key_id: str
     agent: str | None = None
+    # The virtual key's metadata and limits; None for the master key.
+    key: VirtualKey | None = None
+
+    @property
+    def is_master(self) -> bool:
+        return self.key is None and self.key_id == MASTER
+
+    def require_master(self) -> None:
+        if not self.is_master:
+            raise ProxyError(
+                403,
+                "Only the master key may manage keys.",
+                "permission_error",
+                code="master_key_required",
+            )
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -54,12 +73,17 @@ def check_master_key(master_key: str | None, *, local: bool) -> str:
     return master_key
 
 
-def authenticate(headers: Mapping[str, str], master_key: str) -> Caller:
+def authenticate(
+    headers: Mapping[str, str], master_key: str, virtual_key: Callable[[str], VirtualKey]
+) -> Caller:
     key = presented_key(headers)
     if key is None:
         raise authentication_failed(
             "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
         )
     if hmac.compare_digest(key.encode(), master_key.encode()):
-        return Caller(key_id="master", agent=headers.get("x-agent") or None)
-    raise authentication_failed("Invalid API key.")
+        return Caller(key_id=MASTER, agent=headers.get("x-agent") or None)
+    found = virtual_key(key)
+    return Caller(
+        key_id=found.token, agent=found.agent or headers.get("x-agent") or None, key=found
+    )

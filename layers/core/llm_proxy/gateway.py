@@ -5,16 +5,36 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .auth import Caller, authenticate, check_master_key
+from .cache import CacheControl, CacheSettings, ResponseCache, cache_key, replayed_stream
 from .config import ProxyConfig, config_for_mode, secret_then_env
 from .errors import ProxyError, as_proxy_error, invalid_request, model_not_found
+from .keys import KeyStore
+from .limits import (
+    CURRENT_ADMISSION,
+    Admission,
+    Limiter,
+    Limits,
+    Reservation,
+    register_deployment_check,
+)
 from .logs import enable_detailed_debug, logger, redactor
 from .messages import to_chat_request, to_message
-from .metering import cost, describe_deployment, describe_failure
-from .routing import Routes, apply_litellm_settings, build_routes, fallbacks_for, retire
+from .metering import cost, describe_deployment, describe_failure, estimate_tokens
+from .pricing import cost_usd
+from .routing import (
+    Routes,
+    apply_litellm_settings,
+    build_routes,
+    deployment_limits,
+    fallbacks_for,
+    retire,
+)
 from .schemas import refuse_forbidden_params, refuse_unencodable_text
 from .secrets import ProviderKeys
 from .settings import Settings
@@ -25,6 +45,18 @@ SECRET_PARAM_MARKERS = ("key", "token", "secret", "password", "credential")
 DEFAULT_MASTER_KEY_REFERENCE = "os.environ/LLM_PROXY__MASTER_KEY"
 NOT_CONFIGURED = "not configured"
 AZURE_STREAM_OPTIONS_SINCE = "2024-09-01"
+CACHE_HIT = "cache_hit"
+
+
+@dataclass
+class Routed:
+    """A request answered (by a provider or the cache), not yet metered."""
+
+    response: Any
+    record: UsageRecord
+    routes: Routes
+    started: float
+    meter: Callable[[UsageRecord], None]
 
 
 class Gateway:
@@ -35,12 +67,19 @@ class Gateway:
         self.config = config
         self.keys = keys or ProviderKeys(settings.secret_id, settings.secret_ttl_s)
         self.usage = UsageStore(settings.usage_table, settings.usage_retention_days)
+        self.key_store = KeyStore(settings.keys_table)
+        self.limiter = Limiter(settings.counters_table)
+        self.cache = ResponseCache(settings.cache_table)
+        self.cache_settings = CacheSettings.from_config(config)
         self._routes: Routes | None = None
         # The secret the router was built from: a different one (a rotation) rebuilds it.
         self._built_from: dict[str, str] | None = None
+        self._deployment_limits: dict[str, Limits] = {}
         if settings.detailed_debug:
             enable_detailed_debug()
         apply_litellm_settings(config)
+        if self.limiter.table_name:
+            register_deployment_check()
 
     @classmethod
     def from_settings(cls, settings: Settings, default_config: Path) -> Gateway:
@@ -83,6 +122,7 @@ class Gateway:
                     if any(marker in name for marker in SECRET_PARAM_MARKERS)
                 )
             self._routes, self._built_from = routes, secret
+            self._deployment_limits = deployment_limits(routes, self.config)
         return self._routes
 
     def master_key(self) -> str:
@@ -95,7 +135,7 @@ class Gateway:
         return check_master_key(value, local=self.settings.is_local)
 
     def authenticate(self, headers: Mapping[str, str]) -> Caller:
-        return authenticate(headers, self.master_key())
+        return authenticate(headers, self.master_key(), self.key_store.authenticate)
 
     def model_names(self) -> list[str]:
         names = self.config.model_names()
@@ -127,7 +167,9 @@ class Gateway:
     ) -> Any:
         """A chat completion: litellm's ModelResponse, or a ChatStream when streaming."""
         stream = bool(body.get("stream"))
-        params = {k: v for k, v in body.items() if k not in ("model", "messages", "metadata")}
+        params = {
+            k: v for k, v in body.items() if k not in ("model", "messages", "metadata", "cache")
+        }
 
         async def call(routes: Routes, model: str) -> Any:
             call_params = dict(params)
@@ -144,15 +186,26 @@ class Gateway:
                 return response
             return await self._opened(routes, model, response, body["messages"], call_params)
 
-        response, record, routes, started = await self._routed(
-            body, caller, request_id, endpoint, call, stream=stream
-        )
+        control = CacheControl.of(body, self.cache_settings)
+        routed = await self._routed(body, caller, request_id, endpoint, call, cache=control)
+        response, record = routed.response, routed.record
         if stream:
             client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            if record.cache_hit:
+                response = replayed_stream(response)
             return ChatStream(
-                self.usage, response, record, started, routes, client_wants_usage, body["messages"]
+                routed.meter,
+                response,
+                record,
+                routed.started,
+                routed.routes,
+                client_wants_usage,
+                body["messages"],
             )
-        await self._finish(record, response, routes, started)
+        await self._finish(routed)
+        if control.store and not record.cache_hit:
+            key = cache_key(str(record.model_requested), body)
+            await asyncio.to_thread(self.cache.put, key, response, control.ttl_s)
         return response
 
     async def messages(
@@ -179,11 +232,9 @@ class Gateway:
                 )
             return await routes.router.aembedding(model=model, input=body["input"], **params)
 
-        response, record, routes, started = await self._routed(
-            body, caller, request_id, endpoint, call, stream=False
-        )
-        await self._finish(record, response, routes, started)
-        return response
+        routed = await self._routed(body, caller, request_id, endpoint, call)
+        await self._finish(routed)
+        return routed.response
 
     async def _routed(
         self,
@@ -193,10 +244,10 @@ class Gateway:
         endpoint: str,
         call: Callable[[Routes, str], Awaitable[Any]],
         *,
-        stream: bool,
-    ) -> tuple[Any, UsageRecord, Routes, float]:
-        """Check the request, make the provider call and describe it in a usage record; a
-        failure is metered here and raised as a ProxyError."""
+        cache: CacheControl | None = None,
+    ) -> Routed:
+        """Check the request, admit it, answer it from the cache or the provider, and describe
+        it in a usage record; a failure is metered here and raised as a ProxyError."""
         metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
         model = str(body.get("model") or self.settings.default_model or "")
         # An agent role asked for by name (the seed's AGENT_MODELS as model_group_alias) tags
@@ -208,9 +259,10 @@ class Gateway:
             key_id=caller.key_id,
             agent=str(agent) if agent else None,
             model_requested=model or None,
-            stream=stream,
+            stream=bool(body.get("stream")),
         )
         started = time.perf_counter()
+        admission: Admission | None = None
         try:
             refuse_forbidden_params(body)
             refuse_unencodable_text(body)
@@ -218,7 +270,20 @@ class Gateway:
                 raise invalid_request("'model' is required.", param="model", code="missing_model")
             routes = self.routes()
             self._require_model(model, routes)
-            response = await call(routes, model)
+            self._require_allowed(caller, model)
+            hit = None
+            if cache is not None and cache.lookup:
+                hit = await asyncio.to_thread(self.cache.get, cache_key(model, body))
+            admission = await asyncio.to_thread(self._admit, caller, body, model, routes, hit)
+            if hit is not None:
+                record.cache_hit = True
+                response = hit
+            else:
+                context = CURRENT_ADMISSION.set(admission)
+                try:
+                    response = await call(routes, model)
+                finally:
+                    CURRENT_ADMISSION.reset(context)
         except Exception as exc:
             error = as_proxy_error(exc, model)
             record.status, record.error_type, record.error_code = (
@@ -228,22 +293,93 @@ class Gateway:
             )
             describe_failure(record, exc, self._routes)
             record.latency_ms = (time.perf_counter() - started) * 1000
-            await self._write(record)
+            await asyncio.to_thread(self._meter, admission, record)
             raise error from None
-        describe_deployment(record, getattr(response, "_hidden_params", None) or {}, routes)
-        return response, record, routes, started
+        if record.cache_hit:
+            response._hidden_params = {CACHE_HIT: True}
+        else:
+            describe_deployment(record, getattr(response, "_hidden_params", None) or {}, routes)
+        return Routed(response, record, routes, started, partial(self._meter, admission))
 
-    async def _finish(
-        self, record: UsageRecord, response: Any, routes: Routes, started: float
-    ) -> None:
+    async def _finish(self, routed: Routed) -> None:
+        record, response = routed.record, routed.response
         usage = getattr(response, "usage", None)
         record.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         record.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         hidden_cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
-        # litellm reports 0 for a model it cannot price; the deployment may still have a price.
-        record.cost_usd = float(hidden_cost) if hidden_cost else cost(record, routes)
-        record.latency_ms = (time.perf_counter() - started) * 1000
-        await self._write(record)
+        if record.cache_hit:
+            record.cost_usd = 0.0
+        else:
+            # litellm reports 0 for a model it cannot price; the deployment may have a price.
+            record.cost_usd = float(hidden_cost) if hidden_cost else cost(record, routed.routes)
+        record.latency_ms = (time.perf_counter() - routed.started) * 1000
+        await asyncio.to_thread(routed.meter, record)
+
+    def _meter(self, admission: Admission | None, record: UsageRecord) -> None:
+        """The usage item, and the admission's estimates settled to what was really used."""
+        self.usage.write(record)
+        if admission is not None:
+            self.limiter.settle(
+                admission.reservation,
+                record.prompt_tokens + record.completion_tokens,
+                record.cost_usd,
+                admission.deployment_items,
+                record.deployment_id,
+            )
+
+    def _require_allowed(self, caller: Caller, model: str) -> None:
+        key = caller.key
+        if key is not None and not key.allows(model):
+            raise ProxyError(
+                403,
+                f"This key may not use model '{model}'. Allowed: {', '.join(key.models)}.",
+                "permission_error",
+                param="model",
+                code="model_not_allowed",
+            )
+
+    def _admit(
+        self,
+        caller: Caller,
+        body: dict[str, Any],
+        model: str,
+        routes: Routes,
+        hit: Any,
+    ) -> Admission:
+        """The key's rpm/tpm and budget, in one conditional write; the estimate it reserves
+        is the prompt plus max_tokens (nothing for a cache hit, which costs nothing)."""
+        key = caller.key
+        limits = {} if hit is not None else self._deployment_limits
+        limited_key = key is not None and bool(
+            key.rpm_limit or key.tpm_limit or key.max_budget is not None
+        )
+        tokens, estimated_cost = 0, 0.0
+        if hit is None and (limited_key or limits):
+            tokens, estimated_cost = self._estimate(body, model, routes)
+        if key is None or not limited_key:
+            return Admission(self.limiter, Reservation(tokens=tokens), limits)
+        if not self.limiter.table_name:
+            raise ProxyError(
+                503,
+                "This key has limits but no counters table is configured "
+                "(LLM_PROXY__COUNTERS_TABLE).",
+                "service_unavailable",
+                code="counters_table_missing",
+            )
+        reservation = self.limiter.admit(key, tokens, estimated_cost)
+        return Admission(self.limiter, reservation, limits)
+
+    def _estimate(self, body: dict[str, Any], model: str, routes: Routes) -> tuple[int, float]:
+        """Worst-case tokens and cost: the prompt, plus max_tokens at the group's dearest
+        output price."""
+        prompt, output = estimate_tokens(body)
+        group = self._group(model)
+        costs = [
+            cost_usd(deployment, prompt, output)
+            for deployment in routes.deployments.values()
+            if deployment.get("model_name") == group
+        ]
+        return prompt + output, max(costs, default=0.0)
 
     async def _opened(
         self,
@@ -277,6 +413,11 @@ class Gateway:
         aliases = self.config.router_settings.get("model_group_alias") or {}
         group = aliases.get(model, model)
         return str(group.get("model", model) if isinstance(group, dict) else group)
+
+    @staticmethod
+    def was_cache_hit(response: Any) -> bool:
+        hidden = getattr(response, "_hidden_params", None)
+        return isinstance(hidden, dict) and bool(hidden.get(CACHE_HIT))
 
     def _is_mock(self, routes: Routes, model: str) -> bool:
         return any(
@@ -317,6 +458,3 @@ class Gateway:
         names = self.model_names()
         if model not in names and not self.config.accepts_any_model:
             raise model_not_found(model, names)
-
-    async def _write(self, record: UsageRecord) -> None:
-        await asyncio.to_thread(self.usage.write, record)

@@ -3,8 +3,11 @@ retries, fallbacks, and the cost of the tokens."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
+
+import litellm
 
 from .pricing import cost_usd
 from .routing import Routes
@@ -47,3 +50,16 @@ def cost(record: UsageRecord, routes: Routes) -> float:
     if deployment is None:
         return 0.0
     return cost_usd(deployment, record.prompt_tokens, record.completion_tokens)
+
+
+def estimate_tokens(body: dict[str, Any]) -> tuple[int, int]:
+    """Before the call: the prompt's tokens, and the most the answer may use (max_tokens)."""
+    try:
+        prompt = int(litellm.token_counter(messages=body.get("messages") or []))
+    except Exception:
+        # About four characters a token, for content the tokenizer cannot read.
+        prompt = len(json.dumps(body.get("messages") or body.get("input") or "")) // 4
+    if "input" in body and "messages" not in body:
+        prompt = len(json.dumps(body["input"])) // 4
+    output = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    return prompt, int(output)

@@ -14,6 +14,7 @@ from litellm.router import Router
 
 from .catalog import PER_MILLION, SEED_MODELS, provider_for_bare_name
 from .config import ConfigError, ProxyConfig, resolve_references
+from .limits import Limits
 from .logs import logger
 
 ROUTER_PARAMS = frozenset(inspect.signature(Router.__init__).parameters) - {"self", "model_list"}
@@ -38,6 +39,8 @@ PROVIDER_KEY_VARIABLES: dict[str, dict[str, str]] = {
     "groq": {"api_key": "GROQ_API_KEY"},
 }
 OLLAMA_PROVIDERS = frozenset({"ollama", "ollama_chat"})
+# router_settings the gateway applies itself (the seed's shared rate limit).
+GATEWAY_ROUTER_SETTINGS = frozenset({"rate_limit"})
 
 
 @dataclass
@@ -133,7 +136,7 @@ def apply_litellm_settings(config: ProxyConfig) -> None:
         elif key not in ROUTER_PARAMS:
             logger.warning("litellm_settings key not applied", extra={"setting": key})
     for key in config.router_settings:
-        if key not in ROUTER_PARAMS:
+        if key not in ROUTER_PARAMS and key not in GATEWAY_ROUTER_SETTINGS:
             logger.warning("router_settings key not applied", extra={"setting": key})
 
 
@@ -174,6 +177,20 @@ def build_routes(
     }
     router = Router(model_list=entries, **router_kwargs(config))
     return Routes(router=router, deployments=deployments, unavailable=unavailable)
+
+
+def deployment_limits(routes: Routes, config: ProxyConfig) -> dict[str, Limits]:
+    """Each deployment's rpm/tpm (in litellm_params or on the entry, LiteLLM's two places),
+    else the seed's `router_settings.rate_limit`, which applies to every deployment."""
+    default = config.router_settings.get("rate_limit") or {}
+    limits = {}
+    for deployment_id, deployment in routes.deployments.items():
+        params = deployment["litellm_params"]
+        rpm = params.get("rpm") or deployment.get("rpm") or default.get("rpm")
+        tpm = params.get("tpm") or deployment.get("tpm") or default.get("tpm")
+        if rpm or tpm:
+            limits[deployment_id] = Limits(int(rpm) if rpm else None, int(tpm) if tpm else None)
+    return limits
 
 
 def fallbacks_for(routes: Routes, group: str) -> list[str]:

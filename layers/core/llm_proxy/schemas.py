@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from .errors import ProxyError, invalid_request
 
@@ -177,6 +177,42 @@ class AnthropicMessagesRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
     tool_choice: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+
+
+class KeyFields(BaseModel):
+    """A virtual key's settings, with LiteLLM's field names (`rpm`/`tpm` also accepted)."""
+
+    model_config = ConfigDict(extra="forbid")
+    key_alias: str | None = Field(default=None, max_length=256)
+    models: list[Annotated[str, Field(min_length=1)]] | None = None
+    max_budget: float | None = Field(default=None, ge=0)
+    budget_duration: str | None = None
+    rpm_limit: int | None = Field(
+        default=None, ge=1, validation_alias=AliasChoices("rpm_limit", "rpm")
+    )
+    tpm_limit: int | None = Field(
+        default=None, ge=1, validation_alias=AliasChoices("tpm_limit", "tpm")
+    )
+    duration: str | None = None
+    metadata: dict[str, Any] | None = None
+    team_id: str | None = None
+    # Shorthands for metadata.agent and metadata.team.
+    agent: str | None = None
+    team: str | None = None
+
+
+class KeyGenerateRequest(KeyFields):
+    pass
+
+
+class KeyUpdateRequest(KeyFields):
+    key: str = Field(min_length=1, description="The key (sk-...) or its token.")
+    blocked: bool | None = None
+
+
+class KeyDeleteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    keys: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
 
 
 class EmbeddingRequest(BaseModel):

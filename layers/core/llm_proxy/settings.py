@@ -20,6 +20,9 @@ class Settings:
     secret_id: str | None
     secret_ttl_s: int
     usage_table: str | None
+    keys_table: str | None
+    counters_table: str | None
+    cache_table: str | None
     usage_retention_days: int
     llm_mode: str
     default_model: str | None
@@ -43,6 +46,9 @@ class Settings:
             secret_id=env.get("LLM_PROXY__SECRET_ID") or None,
             secret_ttl_s=int(env.get("LLM_PROXY__SECRET_TTL_S", "300")),
             usage_table=env.get("LLM_PROXY__USAGE_TABLE") or None,
+            keys_table=env.get("LLM_PROXY__KEYS_TABLE") or None,
+            counters_table=env.get("LLM_PROXY__COUNTERS_TABLE") or None,
+            cache_table=env.get("LLM_PROXY__CACHE_TABLE") or None,
             usage_retention_days=int(env.get("LLM_PROXY__USAGE_RETENTION_DAYS", "90")),
             llm_mode=env.get("LLM_PROXY__LLM_MODE", "config").strip().lower(),
             default_model=env.get("LLM_PROXY__DEFAULT_MODEL") or None,

@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import litellm
@@ -16,7 +16,7 @@ from .errors import ProxyError, as_proxy_error
 from .logs import logger
 from .metering import cost, describe_deployment
 from .routing import Routes
-from .usage import UsageRecord, UsageStore
+from .usage import UsageRecord
 
 # nginx's status for a client that closed the connection before the answer was complete.
 CLIENT_CLOSED_REQUEST = 499
@@ -89,7 +89,7 @@ class ChatStream:
 
     def __init__(
         self,
-        usage: UsageStore,
+        meter: Callable[[UsageRecord], Any],
         stream: Any,
         record: UsageRecord,
         started: float,
@@ -97,7 +97,7 @@ class ChatStream:
         client_wants_usage: bool,
         messages: list[dict[str, Any]] | None = None,
     ) -> None:
-        self._usage = usage
+        self._meter = meter
         self._messages = messages or []
         self._text: list[str] = []
         self._answered = False
@@ -112,6 +112,10 @@ class ChatStream:
     @property
     def model(self) -> str:
         return self._record.model_requested or ""
+
+    @property
+    def cache_hit(self) -> bool:
+        return self._record.cache_hit
 
     async def chunks(self) -> AsyncIterator[Any]:
         """The provider's chunks, metered; a failure after the start raises a ProxyError."""
@@ -167,9 +171,10 @@ class ChatStream:
             if not record.prompt_tokens and not record.completion_tokens:
                 self._estimate_usage()
             record.latency_ms = (time.perf_counter() - self._started) * 1000
-            record.cost_usd = cost(record, self._routes)
+            if not record.cache_hit:
+                record.cost_usd = cost(record, self._routes)
             # A client that hangs up cancels this generator; the usage write must still land.
-            write = asyncio.ensure_future(asyncio.to_thread(self._usage.write, record))
+            write = asyncio.ensure_future(asyncio.to_thread(self._meter, record))
             _PENDING_WRITES.add(write)
             write.add_done_callback(_PENDING_WRITES.discard)
             await asyncio.shield(write)

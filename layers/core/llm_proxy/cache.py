@@ -1,0 +1,135 @@
+"""The opt-in response cache: exact-match chat completions in DynamoDB, expired by TTL.
+
+The key is a hash of the model, the messages and the generation parameters, never of the
+caller's key, so agents asking the same thing share an answer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import litellm
+
+from . import aws
+from .config import ProxyConfig
+from .errors import invalid_request
+from .logs import logger
+
+# Parameters that change how an answer is delivered or billed, not what it says.
+NOT_IN_KEY = frozenset({"stream", "stream_options", "user", "metadata", "cache"})
+CACHE_HIT_HEADER = "x-litellm-cache-hit"
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    enabled: bool = False
+    ttl_s: int = 3600
+
+    @classmethod
+    def from_config(cls, config: ProxyConfig) -> CacheSettings:
+        """The seed's `general_settings.cache: {ttl}` or LiteLLM's `litellm_settings.cache:
+        true` with `cache_params: {ttl}`. The `type` (redis, ...) is read as DynamoDB here."""
+        seed = (config.general_settings.model_extra or {}).get("cache")
+        litellm_cache = config.litellm_settings.get("cache")
+        params = config.litellm_settings.get("cache_params") or {}
+        if isinstance(seed, dict):
+            return cls(True, int(seed.get("ttl") or params.get("ttl") or cls.ttl_s))
+        if seed is True or litellm_cache:
+            ttl = params.get("ttl") if isinstance(params, dict) else None
+            return cls(True, int(ttl or cls.ttl_s))
+        return cls()
+
+
+@dataclass(frozen=True)
+class CacheControl:
+    """A request's own `cache` field (LiteLLM's): `no-cache` skips the lookup, `no-store`
+    the write, and `ttl` sets this answer's lifetime."""
+
+    lookup: bool
+    store: bool
+    ttl_s: int
+
+    @classmethod
+    def of(cls, body: dict[str, Any], settings: CacheSettings) -> CacheControl:
+        control = body.get("cache") or {}
+        if not isinstance(control, dict):
+            raise invalid_request(
+                '\'cache\' must be an object such as {"no-cache": true, "ttl": 600}.',
+                param="cache",
+                code="invalid_cache_control",
+            )
+        ttl = control.get("ttl", control.get("s-maxage", settings.ttl_s))
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl <= 0:
+            raise invalid_request(
+                "'cache.ttl' must be a positive number of seconds.",
+                param="cache.ttl",
+                code="invalid_cache_control",
+            )
+        cacheable = settings.enabled and not body.get("n", 1) > 1
+        return cls(
+            lookup=cacheable and not control.get("no-cache"),
+            store=cacheable and not control.get("no-store"),
+            ttl_s=int(ttl),
+        )
+
+
+def cache_key(model: str, body: dict[str, Any]) -> str:
+    content = {k: v for k, v in body.items() if k not in NOT_IN_KEY and k != "model"}
+    canonical = json.dumps({"model": model, **content}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, table_name: str | None) -> None:
+        self.table_name = table_name
+
+    def get(self, key: str) -> litellm.ModelResponse | None:
+        """The cached answer, or None (also when the table cannot be read: a miss)."""
+        if not self.table_name:
+            return None
+        try:
+            item = aws.resource_table(self.table_name).get_item(Key={"cache_key": key}).get("Item")
+        except Exception as exc:
+            logger.warning("cache lookup failed", extra={"error": type(exc).__name__})
+            return None
+        # DynamoDB's TTL deletes lazily; an expired entry is a miss.
+        if not item or int(item.get("expires_at", 0)) <= time.time():
+            return None
+        return litellm.ModelResponse(**json.loads(str(item["response"])))
+
+    def put(self, key: str, response: Any, ttl_s: int) -> None:
+        if not self.table_name:
+            return
+        body = response.model_dump(exclude_none=True)
+        try:
+            aws.resource_table(self.table_name).put_item(
+                Item={
+                    "cache_key": key,
+                    "response": json.dumps(body, separators=(",", ":")),
+                    "expires_at": int(time.time()) + ttl_s,
+                }
+            )
+        except Exception as exc:
+            logger.warning("cache write failed", extra={"error": type(exc).__name__})
+
+
+async def replayed_stream(response: litellm.ModelResponse) -> AsyncIterator[Any]:
+    """A cached answer as the chunks of a stream: the message, then the finish and usage."""
+    choice = response.choices[0]
+    message = choice.message
+    delta: dict[str, Any] = {"role": "assistant", "content": message.content or ""}
+    if message.tool_calls:
+        delta["tool_calls"] = [
+            {**call.model_dump(), "index": index} for index, call in enumerate(message.tool_calls)
+        ]
+    base = {"id": response.id, "created": response.created, "model": response.model}
+    yield litellm.ModelResponseStream(**base, choices=[{"index": 0, "delta": delta}])
+    yield litellm.ModelResponseStream(
+        **base,
+        choices=[{"index": 0, "delta": {}, "finish_reason": choice.finish_reason or "stop"}],
+        usage=getattr(response, "usage", None),
+    )

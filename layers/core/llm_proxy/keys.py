@@ -1,0 +1,274 @@
+"""Virtual keys: one per agent or team, each with its own models, limits and budget.
+
+Only a key's SHA-256 (LiteLLM's `token`) is stored; the raw key is shown once, at generation.
+The keys table is read on a warm container's cache miss only (KEY_CACHE_TTL_S)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from . import aws
+from .errors import ProxyError, authentication_failed, dependency_unavailable, invalid_request
+
+# How long a warm container trusts a key's metadata: a revoked or changed key takes effect
+# within this many seconds on every container.
+KEY_CACHE_TTL_S = 30.0
+KEY_PREFIX = "sk-"
+# LiteLLM's durations: "30s", "15m", "1h", "7d".
+DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+# Fields an operator may set, with LiteLLM's names.
+SETTABLE = (
+    "key_alias",
+    "models",
+    "max_budget",
+    "budget_duration",
+    "rpm_limit",
+    "tpm_limit",
+    "metadata",
+    "team_id",
+    "blocked",
+    "expires",
+)
+
+
+def token_of(raw_key: str) -> str:
+    """The stored identity of a key (LiteLLM's `token`)."""
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def duration_s(value: str, field_name: str) -> int:
+    match = DURATION.match(value)
+    if not match or int(match.group(1)) == 0:
+        raise invalid_request(
+            f"'{field_name}' must be a duration such as '30s', '15m', '1h' or '30d'; got "
+            f"{value!r}.",
+            param=field_name,
+            code="invalid_duration",
+        )
+    return int(match.group(1)) * SECONDS_PER_UNIT[match.group(2)]
+
+
+@dataclass
+class VirtualKey:
+    token: str
+    key_name: str
+    key_alias: str | None = None
+    models: list[str] = field(default_factory=list)
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    team_id: str | None = None
+    blocked: bool = False
+    expires: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
+
+    @property
+    def agent(self) -> str | None:
+        agent = self.metadata.get("agent")
+        return str(agent) if agent else None
+
+    @property
+    def budget_window_s(self) -> int | None:
+        if not self.budget_duration:
+            return None
+        return duration_s(self.budget_duration, "budget_duration")
+
+    def expired(self, now: float) -> bool:
+        return bool(self.expires) and datetime.fromisoformat(str(self.expires)).timestamp() <= now
+
+    def allows(self, model: str) -> bool:
+        # An empty list, or LiteLLM's "all-proxy-models", allows every model.
+        return not self.models or model in self.models or "all-proxy-models" in self.models
+
+    def to_item(self) -> dict[str, Any]:
+        item = {k: _to_dynamo(v) for k, v in self.__dict__.items() if v not in (None, "", [], {})}
+        item["blocked"] = self.blocked
+        return item
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> VirtualKey:
+        known = {
+            name: _from_dynamo(item[name]) for name in cls.__dataclass_fields__ if name in item
+        }
+        return cls(**known)
+
+    def public(self) -> dict[str, Any]:
+        """What the API shows: every field but nothing that could be used as the key."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def _to_dynamo(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(str(value))
+    return value
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo(v) for v in value]
+    return value
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class KeyStore:
+    """The keys table: hashed keys with their limits (spend lives in the counters table)."""
+
+    def __init__(self, table_name: str | None) -> None:
+        self.table_name = table_name
+        self._cache: dict[str, tuple[float, VirtualKey | None]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.table_name)
+
+    def _table(self) -> Any:
+        if not self.table_name:
+            raise ProxyError(
+                503,
+                "Virtual keys are not configured: set LLM_PROXY__KEYS_TABLE.",
+                "service_unavailable",
+                code="keys_table_missing",
+            )
+        return aws.resource_table(self.table_name)
+
+    # -- the request path ------------------------------------------------------------------
+
+    def authenticate(self, raw_key: str) -> VirtualKey:
+        """The key's metadata, from this container's cache when fresh; 401 when unknown,
+        blocked or expired."""
+        if not self.enabled:
+            raise authentication_failed("Invalid API key.")
+        token = token_of(raw_key)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(token)
+        if cached is None or now - cached[0] > KEY_CACHE_TTL_S:
+            key = self._read(token)
+            with self._lock:
+                self._cache[token] = (now, key)
+        else:
+            key = cached[1]
+        if key is None:
+            raise authentication_failed("Invalid API key.")
+        if key.blocked:
+            raise authentication_failed("This key has been blocked.")
+        if key.expired(time.time()):
+            raise authentication_failed(f"This key expired at {key.expires}.")
+        return key
+
+    def _read(self, token: str) -> VirtualKey | None:
+        try:
+            item = self._table().get_item(Key={"token": token}).get("Item")
+        except ProxyError:
+            raise
+        except Exception as exc:
+            raise dependency_unavailable(
+                f"The keys table cannot be read ({type(exc).__name__})."
+            ) from None
+        return VirtualKey.from_item(item) if item else None
+
+    # -- management (master key only) ----------------------------------------------------
+
+    def generate(self, fields: dict[str, Any]) -> tuple[str, VirtualKey]:
+        raw = KEY_PREFIX + secrets.token_urlsafe(32)
+        now = _now_iso()
+        key = VirtualKey(
+            token=token_of(raw),
+            key_name=f"{raw[:5]}...{raw[-4:]}",
+            created_at=now,
+            updated_at=now,
+        )
+        self._apply(key, fields)
+        self._table().put_item(
+            Item=key.to_item(),
+            ConditionExpression="attribute_not_exists(#t)",
+            ExpressionAttributeNames={"#t": "token"},
+        )
+        return raw, key
+
+    def update(self, key_or_token: str, fields: dict[str, Any]) -> VirtualKey:
+        key = self.get(key_or_token)
+        self._apply(key, fields)
+        key.updated_at = _now_iso()
+        self._table().put_item(Item=key.to_item())
+        self._forget(key.token)
+        return key
+
+    def delete(self, keys_or_tokens: list[str]) -> list[str]:
+        deleted = []
+        for value in keys_or_tokens:
+            token = self.resolve(value)
+            found = self._table().delete_item(Key={"token": token}, ReturnValues="ALL_OLD")
+            if found.get("Attributes"):
+                deleted.append(value)
+            self._forget(token)
+        return deleted
+
+    def get(self, key_or_token: str) -> VirtualKey:
+        key = self._read(self.resolve(key_or_token))
+        if key is None:
+            raise ProxyError(
+                404, "No such key.", "invalid_request_error", param="key", code="key_not_found"
+            )
+        return key
+
+    def list(self) -> list[VirtualKey]:
+        table = self._table()
+        page = table.scan()
+        items = list(page.get("Items", []))
+        while "LastEvaluatedKey" in page:
+            page = table.scan(ExclusiveStartKey=page["LastEvaluatedKey"])
+            items.extend(page.get("Items", []))
+        keys = [VirtualKey.from_item(item) for item in items]
+        return sorted(keys, key=lambda key: key.created_at)
+
+    @staticmethod
+    def resolve(key_or_token: str) -> str:
+        """A raw key (sk-...) or its token: both name a key in the management API."""
+        if key_or_token.startswith(KEY_PREFIX):
+            return token_of(key_or_token)
+        return key_or_token
+
+    def _forget(self, token: str) -> None:
+        with self._lock:
+            self._cache.pop(token, None)
+
+    @staticmethod
+    def _apply(key: VirtualKey, fields: dict[str, Any]) -> None:
+        for name in SETTABLE:
+            if name in fields:
+                setattr(key, name, fields[name])
+        if "duration" in fields:
+            seconds = duration_s(str(fields["duration"]), "duration") if fields["duration"] else 0
+            key.expires = (
+                datetime.fromtimestamp(time.time() + seconds, tz=UTC).isoformat(timespec="seconds")
+                if seconds
+                else None
+            )
+        if key.budget_duration:
+            duration_s(key.budget_duration, "budget_duration")
+        metadata = dict(key.metadata or {})
+        for name in ("agent", "team"):
+            if fields.get(name):
+                metadata[name] = fields[name]
+        key.metadata = metadata

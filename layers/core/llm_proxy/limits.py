@@ -1,0 +1,362 @@
+"""Rate limits and budgets that hold across every container: counters in DynamoDB, changed
+only by conditional atomic updates (never read-modify-write), in TTL'd windows.
+
+A request reserves its estimate when admitted (tokens against tpm, cost against the budget)
+and the reservation is settled to the real figures when the request is metered, so concurrent
+requests cannot all pass a check that only one of them fits."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import litellm
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from litellm.exceptions import RateLimitError
+from litellm.integrations.custom_logger import CustomLogger
+
+from . import aws
+from .errors import ProxyError, dependency_unavailable
+from .keys import VirtualKey
+from .logs import logger
+
+MINUTE_S = 60
+# Counters outlive their window a little, so a late settlement still finds its item.
+TTL_GRACE_S = 3600
+_SERIALIZE = TypeSerializer().serialize
+_DESERIALIZE = TypeDeserializer().deserialize
+
+
+def _value(value: Any) -> dict[str, Any]:
+    if isinstance(value, float):
+        value = Decimal(str(value))
+    serialized: dict[str, Any] = dict(_SERIALIZE(value))
+    return serialized
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one counter item may hold in its window."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass
+class Reservation:
+    """What an admission added to the counters, to be settled when the request is metered."""
+
+    minute_items: list[str] = field(default_factory=list)
+    tokens: int = 0
+    spend_item: str | None = None
+    cost: Decimal = Decimal(0)
+
+
+class Limiter:
+    def __init__(self, table_name: str | None) -> None:
+        self.table_name = table_name
+
+    def _client(self) -> Any:
+        return aws.client("dynamodb")
+
+    # -- admission --------------------------------------------------------------------------
+
+    def admit(
+        self, key: VirtualKey, tokens: int, cost: float, now: float | None = None
+    ) -> Reservation:
+        """One round trip: the key's minute counter (rpm, tpm) and its budget, together."""
+        now = time.time() if now is None else now
+        reservation = Reservation(tokens=tokens)
+        updates: list[dict[str, Any]] = []
+        limits = Limits(key.rpm_limit, key.tpm_limit)
+        if limits.rpm or limits.tpm:
+            item = f"key#{key.token}#minute#{int(now // MINUTE_S)}"
+            updates.append(self._minute_update(item, limits, tokens, now))
+            reservation.minute_items.append(item)
+        if key.max_budget is not None:
+            reservation.spend_item = spend_item(key, now)
+            reservation.cost = Decimal(str(round(cost, 10)))
+            updates.append(self._budget_update(key, reservation, now))
+        if not updates:
+            return reservation
+        self._apply(updates, key_limits=limits, key=key, now=now)
+        return reservation
+
+    def admit_deployment(
+        self, deployment_id: str, limits: Limits, tokens: int, now: float | None = None
+    ) -> str:
+        """The deployment's own rpm/tpm (shared by every key); returns the counter taken."""
+        now = time.time() if now is None else now
+        item = f"deployment#{deployment_id}#minute#{int(now // MINUTE_S)}"
+        update = self._minute_update(item, limits, tokens, now)
+        try:
+            self._client().update_item(**update)
+        except Exception as exc:
+            old = _old_item(exc)
+            if old is None:
+                raise dependency_unavailable(
+                    f"The counters table cannot be updated ({type(exc).__name__})."
+                ) from None
+            error = over_limit(f"Deployment '{deployment_id}'", limits, old, now)
+            raise RateLimitError(
+                message=error.message,
+                llm_provider="llm-proxy",
+                model=deployment_id,
+                headers=error.headers,
+            ) from None
+        return item
+
+    def _minute_update(self, item: str, limits: Limits, tokens: int, now: float) -> dict[str, Any]:
+        conditions, values = (
+            [],
+            {
+                ":one": _value(1),
+                ":zero": _value(0),
+                ":tokens": _value(tokens),
+                ":expires": _value(int(now // MINUTE_S + 1) * MINUTE_S + TTL_GRACE_S),
+            },
+        )
+        if limits.rpm:
+            conditions.append("(attribute_not_exists(n) OR n < :rpm)")
+            values[":rpm"] = _value(limits.rpm)
+        if limits.tpm:
+            # The estimate must fit in what is left; a request larger than the whole limit is
+            # admitted only into an empty window.
+            conditions.append("(attribute_not_exists(tokens) OR tokens <= :room)")
+            values[":room"] = _value(max(limits.tpm - tokens, 0))
+        return {
+            "TableName": self.table_name,
+            "Key": {"counter_id": _value(item)},
+            "UpdateExpression": (
+                "SET n = if_not_exists(n, :zero) + :one, "
+                "tokens = if_not_exists(tokens, :zero) + :tokens, expires_at = :expires"
+            ),
+            "ConditionExpression": " AND ".join(conditions),
+            "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+
+    def _budget_update(
+        self, key: VirtualKey, reservation: Reservation, now: float
+    ) -> dict[str, Any]:
+        budget = Decimal(str(key.max_budget))
+        values = {
+            ":zero": _value(0),
+            ":cost": _SERIALIZE(reservation.cost),
+            ":budget": _SERIALIZE(budget),
+            ":room": _SERIALIZE(budget - reservation.cost),
+        }
+        expression = "SET spend = if_not_exists(spend, :zero) + :cost"
+        window = key.budget_window_s
+        if window:
+            values[":expires"] = _value(window_end(now, window) + TTL_GRACE_S)
+            expression += ", expires_at = :expires"
+        return {
+            "TableName": self.table_name,
+            "Key": {"counter_id": _value(reservation.spend_item)},
+            "UpdateExpression": expression,
+            "ConditionExpression": (
+                "attribute_not_exists(spend) OR (spend < :budget AND spend <= :room)"
+            ),
+            "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+
+    def _apply(
+        self, updates: list[dict[str, Any]], *, key_limits: Limits, key: VirtualKey, now: float
+    ) -> None:
+        client = self._client()
+        try:
+            if len(updates) == 1:
+                client.update_item(**updates[0])
+            else:
+                client.transact_write_items(TransactItems=[{"Update": u} for u in updates])
+            return
+        except Exception as exc:
+            failed = _failed_updates(exc, updates)
+            if failed is None:
+                raise dependency_unavailable(
+                    f"The counters table cannot be updated ({type(exc).__name__})."
+                ) from None
+        for update, old in failed:
+            if update["Key"]["counter_id"]["S"].startswith(f"key#{key.token}#minute#"):
+                raise over_limit("This key", key_limits, old, now)
+            raise budget_exceeded(key, old, now)
+        raise dependency_unavailable("The counters table refused the update.")
+
+    # -- settlement and reading ---------------------------------------------------------------
+
+    def settle(
+        self,
+        reservation: Reservation,
+        tokens: int,
+        cost: float,
+        deployment_items: dict[str, str],
+        answered_by: str | None,
+    ) -> None:
+        """Replace the admission's estimates by what the request really used: the deployment
+        that answered keeps its real tokens, the ones that failed hand their estimate back."""
+        tokens_delta = tokens - reservation.tokens
+        changes: list[tuple[str, str, Any]] = [
+            (item, "tokens", tokens_delta) for item in reservation.minute_items if tokens_delta
+        ]
+        for deployment_id, item in deployment_items.items():
+            delta = tokens_delta if deployment_id == answered_by else -reservation.tokens
+            if delta:
+                changes.append((item, "tokens", delta))
+        if reservation.spend_item:
+            cost_delta = Decimal(str(round(cost, 10))) - reservation.cost
+            if cost_delta:
+                changes.append((reservation.spend_item, "spend", cost_delta))
+        for item, attribute, delta in changes:
+            try:
+                self._client().update_item(
+                    TableName=self.table_name,
+                    Key={"counter_id": _value(item)},
+                    UpdateExpression=f"ADD {attribute} :delta",
+                    ConditionExpression="attribute_exists(counter_id)",
+                    ExpressionAttributeValues={":delta": _value(delta)},
+                )
+            except Exception as exc:
+                logger.warning(
+                    "counter not settled", extra={"counter": item, "error": type(exc).__name__}
+                )
+
+    def spend(self, key: VirtualKey, now: float | None = None) -> float:
+        """The key's spend in its current budget window (all time without a window)."""
+        now = time.time() if now is None else now
+        item = self._client().get_item(
+            TableName=self.table_name, Key={"counter_id": _value(spend_item(key, now))}
+        )
+        spent = item.get("Item", {}).get("spend")
+        return float(_DESERIALIZE(spent)) if spent else 0.0
+
+
+def spend_item(key: VirtualKey, now: float) -> str:
+    window = key.budget_window_s
+    start = int(now // window) * window if window else "all"
+    return f"key#{key.token}#spend#{start}"
+
+
+def window_end(now: float, window_s: int) -> int:
+    return int(now // window_s + 1) * window_s
+
+
+def _old_item(exc: Exception) -> dict[str, Any] | None:
+    """The counter as it stood when a single update's condition failed; None for any other
+    failure (the table unreachable)."""
+    response = getattr(exc, "response", None) or {}
+    if response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+        return None
+    return {k: _DESERIALIZE(v) for k, v in (response.get("Item") or {}).items()}
+
+
+def _failed_updates(
+    exc: Exception, updates: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], dict[str, Any]]] | None:
+    """The updates whose condition failed, each with the item as it stood."""
+    if len(updates) == 1:
+        old = _old_item(exc)
+        return None if old is None else [(updates[0], old)]
+    response = getattr(exc, "response", None) or {}
+    reasons = response.get("CancellationReasons") or []
+    failed = [
+        (update, {k: _DESERIALIZE(v) for k, v in (reason.get("Item") or {}).items()})
+        for update, reason in zip(updates, reasons, strict=False)
+        if reason.get("Code") == "ConditionalCheckFailed"
+    ]
+    return failed or None
+
+
+def over_limit(who: str, limits: Limits, old: dict[str, Any], now: float) -> ProxyError:
+    reset_s = max(1, math.ceil(window_end(now, MINUTE_S) - now))
+    used_requests, used_tokens = int(old.get("n", 0)), int(old.get("tokens", 0))
+    headers = {"Retry-After": str(reset_s)}
+    broken = []
+    if limits.rpm:
+        headers |= {
+            "x-ratelimit-limit-requests": str(limits.rpm),
+            "x-ratelimit-remaining-requests": str(max(limits.rpm - used_requests, 0)),
+            "x-ratelimit-reset-requests": f"{reset_s}s",
+        }
+        if used_requests >= limits.rpm:
+            broken.append(f"{limits.rpm} requests per minute")
+    if limits.tpm:
+        headers |= {
+            "x-ratelimit-limit-tokens": str(limits.tpm),
+            "x-ratelimit-remaining-tokens": str(max(limits.tpm - used_tokens, 0)),
+            "x-ratelimit-reset-tokens": f"{reset_s}s",
+        }
+        if not broken or used_tokens >= limits.tpm:
+            broken.append(f"{limits.tpm} tokens per minute")
+    return ProxyError(
+        429,
+        f"{who} is over its rate limit ({' and '.join(broken)}); retry in {reset_s} s.",
+        "rate_limit_error",
+        code="rate_limit_exceeded",
+        headers=headers,
+    )
+
+
+def budget_exceeded(key: VirtualKey, old: dict[str, Any], now: float) -> ProxyError:
+    spent = float(old.get("spend", 0))
+    window = key.budget_window_s
+    headers: dict[str, str] = {}
+    message = f"Budget exceeded: this key has spent ${spent:.6f} of its ${key.max_budget}"
+    if window:
+        reset_s = max(1, math.ceil(window_end(now, window) - now))
+        headers["Retry-After"] = str(reset_s)
+        message += f" for this {key.budget_duration} window; it resets in {reset_s} s."
+    else:
+        message += "; raise max_budget to continue."
+    return ProxyError(429, message, "budget_exceeded", code="budget_exceeded", headers=headers)
+
+
+@dataclass
+class Admission:
+    """One request's admission, visible to the Router's pre-call check through a context
+    variable: the deployments it takes counters on are added to the reservation."""
+
+    limiter: Limiter
+    reservation: Reservation
+    deployment_limits: dict[str, Limits]
+    deployment_items: dict[str, str] = field(default_factory=dict)
+
+
+CURRENT_ADMISSION: ContextVar[Admission | None] = ContextVar("current_admission", default=None)
+
+
+class DeploymentLimitCheck(CustomLogger):
+    """litellm calls this for the deployment it picked, before the call: over its rpm/tpm it
+    raises a RateLimitError, and the Router moves to another deployment or a fallback."""
+
+    async def async_pre_call_check(
+        self, deployment: dict[str, Any], parent_otel_span: Any = None
+    ) -> dict[str, Any] | None:
+        admission = CURRENT_ADMISSION.get()
+        deployment_id = str((deployment.get("model_info") or {}).get("id"))
+        limits = admission.deployment_limits.get(deployment_id) if admission else None
+        if admission is None or limits is None:
+            return None
+        item = await asyncio.to_thread(
+            admission.limiter.admit_deployment,
+            deployment_id,
+            limits,
+            admission.reservation.tokens,
+        )
+        admission.deployment_items[deployment_id] = item
+        return None
+
+
+_CHECK = DeploymentLimitCheck()
+
+
+def register_deployment_check() -> None:
+    """Once per process: litellm keeps its callbacks process-wide."""
+    if _CHECK not in litellm.callbacks:
+        litellm.callbacks.append(_CHECK)
