@@ -24,7 +24,13 @@ REPO = Path(__file__).resolve().parent.parent
 MASTER_KEY = "sk-test-master-0123456789abcdef"
 UPSTREAM_KEY = "sk-upstream-secret-key-42"
 WRONG_UPSTREAM_KEY = "sk-upstream-wrong-key-99"
-TEST_NAMES = {"UsageTable": "test-usage", "ProviderKeysSecret": "test/provider-keys"}
+TEST_NAMES = {
+    "UsageTable": "test-usage",
+    "KeysTable": "test-keys",
+    "CountersTable": "test-counters",
+    "CacheTable": "test-cache",
+    "ProviderKeysSecret": "test/provider-keys",
+}
 # Every provider's key as stored in the test stack's provider-keys secret.
 PROVIDER_KEYS = {
     "OPENAI_API_KEY": UPSTREAM_KEY,
@@ -77,6 +83,9 @@ def api(aws: dict[str, str], upstream: OpenAIUpstream) -> ModuleType:
         LLM_PROXY__CONFIG_PATH=str(REPO / "tests" / "fixtures" / "gateway.yaml"),
         LLM_PROXY__SECRET_ID=aws["ProviderKeysSecret"],
         LLM_PROXY__USAGE_TABLE=aws["UsageTable"],
+        LLM_PROXY__KEYS_TABLE=aws["KeysTable"],
+        LLM_PROXY__COUNTERS_TABLE=aws["CountersTable"],
+        LLM_PROXY__CACHE_TABLE=aws["CacheTable"],
         TEST_OPENAI_BASE=f"{upstream.base_url}/v1",
     )
     os.environ.pop("LLM_PROXY__MASTER_KEY", None)
@@ -100,6 +109,9 @@ def gateway_for(
             "LLM_PROXY__ENV": "aws",
             "LLM_PROXY__SECRET_ID": aws["ProviderKeysSecret"],
             "LLM_PROXY__USAGE_TABLE": aws["UsageTable"],
+            "LLM_PROXY__KEYS_TABLE": aws["KeysTable"],
+            "LLM_PROXY__COUNTERS_TABLE": aws["CountersTable"],
+            "LLM_PROXY__CACHE_TABLE": aws["CacheTable"],
             **overrides,
         }
         if config_text is not None:

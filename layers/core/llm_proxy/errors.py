@@ -108,8 +108,21 @@ def from_litellm(exc: Exception, model: str, redact: Any) -> ProxyError:
     headers: dict[str, str] = {}
     if status == 429:
         headers["Retry-After"] = str(_retry_after(exc))
+        headers.update(_rate_limit_headers(exc))
     message = f"Model '{model}': {detail}" if detail else f"Model '{model}': provider call failed."
     return ProxyError(status, message, error_type, code=code, headers=headers)
+
+
+def _rate_limit_headers(exc: Exception) -> dict[str, str]:
+    """A deployment's own `x-ratelimit-*` figures, passed on to the client."""
+    headers: Any = getattr(exc, "litellm_response_headers", None)
+    if not hasattr(headers, "items"):
+        return {}
+    return {
+        str(name).lower(): str(value)
+        for name, value in headers.items()
+        if str(name).lower().startswith("x-ratelimit-")
+    }
 
 
 def _first_line(text: str) -> str:

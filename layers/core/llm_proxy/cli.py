@@ -1,0 +1,125 @@
+"""`llm-proxy keys ...`: the operator's command line over the key management API.
+
+It talks HTTPS to the gateway with the master key, so the same command serves the local stack
+(`make dev`) and a deployed stack (its ApiUrl output and the master key from its secret)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import httpx
+
+LOCAL_URL = "http://127.0.0.1:8000"
+LOCAL_MASTER_KEY = "sk-1234"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-proxy", description=__doc__)
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("LLM_PROXY_URL", LOCAL_URL),
+        help="the gateway's base URL (env LLM_PROXY_URL; default: make dev's)",
+    )
+    parser.add_argument(
+        "--master-key",
+        default=os.environ.get("LLM_PROXY_MASTER_KEY", LOCAL_MASTER_KEY),
+        help="the master key (env LLM_PROXY_MASTER_KEY; default: make dev's)",
+    )
+    groups = parser.add_subparsers(dest="group", required=True)
+    keys = groups.add_parser("keys", help="virtual keys").add_subparsers(
+        dest="command", required=True
+    )
+
+    def settings(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--alias", dest="key_alias")
+        command.add_argument("--agent", help="tags usage with this agent (metadata.agent)")
+        command.add_argument("--team", help="metadata.team")
+        command.add_argument("--models", nargs="+", help="models the key may use (default: all)")
+        command.add_argument("--rpm", dest="rpm_limit", type=int, help="requests per minute")
+        command.add_argument("--tpm", dest="tpm_limit", type=int, help="tokens per minute")
+        command.add_argument("--max-budget", type=float, help="USD")
+        command.add_argument("--budget-duration", help="budget window: 30s, 15m, 1h, 30d")
+        command.add_argument("--duration", help="the key expires after: 30s, 15m, 1h, 30d")
+
+    settings(keys.add_parser("create", help="generate a key (shown once)"))
+    update = keys.add_parser("update", help="change a key's settings")
+    update.add_argument("key", help="the key (sk-...) or its token")
+    settings(update)
+    update.add_argument("--block", dest="blocked", action="store_const", const=True)
+    update.add_argument("--unblock", dest="blocked", action="store_const", const=False)
+    delete = keys.add_parser("delete", help="revoke keys")
+    delete.add_argument("keys", nargs="+", help="keys (sk-...) or tokens")
+    info = keys.add_parser("info", help="a key's settings, spend and remaining budget")
+    info.add_argument("key")
+    keys.add_parser("list", help="every key, without the keys themselves")
+    return parser
+
+
+SETTINGS = (
+    "key_alias",
+    "agent",
+    "team",
+    "models",
+    "rpm_limit",
+    "tpm_limit",
+    "max_budget",
+    "budget_duration",
+    "duration",
+    "blocked",
+)
+
+
+def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
+    """(method, path, body or query) for the command."""
+    fields = {
+        name: getattr(args, name) for name in SETTINGS if getattr(args, name, None) is not None
+    }
+    match args.command:
+        case "create":
+            return "POST", "/key/generate", fields
+        case "update":
+            return "POST", "/key/update", {"key": args.key, **fields}
+        case "delete":
+            return "POST", "/key/delete", {"keys": args.keys}
+        case "info":
+            return "GET", "/key/info", {"key": args.key}
+        case _:
+            return "GET", "/key/list", {"return_full_object": "true"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    method, path, payload = _request(args)
+    headers = {"Authorization": f"Bearer {args.master_key}"}
+    try:
+        response = httpx.request(
+            method,
+            args.url.rstrip("/") + path,
+            headers=headers,
+            json=payload if method == "POST" else None,
+            params=payload if method == "GET" else None,
+            timeout=30,
+        )
+    except httpx.HTTPError as exc:
+        print(f"llm-proxy: cannot reach {args.url}: {type(exc).__name__}", file=sys.stderr)
+        return 2
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": {"message": response.text[:500]}}
+    if response.is_error:
+        message = (body.get("error") or {}).get("message") or response.reason_phrase
+        print(f"llm-proxy: {response.status_code}: {message}", file=sys.stderr)
+        return 1
+    print(json.dumps(body, indent=2))
+    if args.command == "create":
+        print("Store the key now: it is not shown again.", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
