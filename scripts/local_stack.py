@@ -10,14 +10,21 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import boto3
 import yaml
 from botocore.exceptions import ClientError
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
@@ -107,6 +114,33 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+class AtomicDynamoDB:
+    """DynamoDB applies each write atomically, conditions included; moto's server handles
+    concurrent requests on threads without a lock. This WSGI wrapper serialises DynamoDB calls,
+    so conditional updates behave under concurrency as they do in AWS."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            return self.app(environ, start_response)
+        with self.lock:
+            # Read the whole body inside the lock: the write happens while it is produced.
+            return list(self.app(environ, start_response))
+
+
+class LocalMotoServer(ThreadedMotoServer):
+    def _server_entry(self) -> None:
+        app = AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+        )
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
 def start_moto(port: int = 4566, host: str = "127.0.0.1") -> ThreadedMotoServer:
     """Start a moto server in a background thread and return it (call .stop() when done)."""
     # ThreadedMotoServer.start() waits forever if its thread cannot bind, so check first.
@@ -114,7 +148,7 @@ def start_moto(port: int = 4566, host: str = "127.0.0.1") -> ThreadedMotoServer:
         raise OSError(f"port {host}:{port} is already in use; cannot start the moto server there")
     # One access-log line per AWS call would drown the app's own output.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server = LocalMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     return server
 

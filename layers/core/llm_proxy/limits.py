@@ -103,12 +103,12 @@ class Limiter:
                     f"The counters table cannot be updated ({type(exc).__name__})."
                 ) from None
             error = over_limit(f"Deployment '{deployment_id}'", limits, old, now)
-            raise RateLimitError(
-                message=error.message,
-                llm_provider="llm-proxy",
-                model=deployment_id,
-                headers=error.headers,
-            ) from None
+            refused = RateLimitError(
+                message=error.message, llm_provider="llm-proxy", model=deployment_id
+            )
+            # Where litellm keeps a provider's own headers; the client gets them on the 429.
+            refused.litellm_response_headers = error.headers  # type: ignore[attr-defined]
+            raise refused from None
         return item
 
     def _minute_update(self, item: str, limits: Limits, tokens: int, now: float) -> dict[str, Any]:

@@ -1,0 +1,149 @@
+"""Limits that hold across containers: two gateway processes (two Lambda containers, in
+effect) share one moto DynamoDB, and threads send more requests than a key's limit through
+both at once. Exactly `limit` requests may be admitted."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import MASTER_KEY, REPO
+from tests.doubles.openai_upstream import OpenAIUpstream
+from tests.doubles.server import free_port
+
+CONFIG = """
+model_list:
+  - model_name: gpt-3.5-turbo
+    litellm_params:
+      model: openai/gpt-3.5-turbo
+      api_base: os.environ/TEST_OPENAI_BASE
+      api_key: os.environ/OPENAI_API_KEY
+  # Output tokens only, at a round price: the double answers 5 tokens, so 0.005 a request.
+  - model_name: budgeted
+    litellm_params:
+      model: openai/budgeted
+      api_base: os.environ/TEST_OPENAI_BASE
+      api_key: os.environ/OPENAI_API_KEY
+      input_cost_per_token: 0
+      output_cost_per_token: 0.001
+router_settings:
+  num_retries: 0
+  cooldown_time: 0
+general_settings:
+  master_key: os.environ/LLM_PROXY__MASTER_KEY
+"""
+THREADS = 8
+REQUESTS = 24
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+
+
+@pytest.fixture(scope="module")
+def gateways(
+    api: Any, upstream: OpenAIUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[str]]:
+    """Two gateway processes serving functions/api/app.py under uvicorn."""
+    config = tmp_path_factory.mktemp("concurrency") / "config.yaml"
+    config.write_text(CONFIG)
+    env = {**os.environ, "LLM_PROXY__CONFIG_PATH": str(config)}
+    processes, urls = [], []
+    for _ in range(2):
+        port = free_port()
+        command = [
+            sys.executable, "-m", "uvicorn", "app:app",
+            "--app-dir", str(REPO / "functions" / "api"),
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        ]  # fmt: skip
+        processes.append(subprocess.Popen(command, env=env, cwd=REPO))
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        for url in urls:
+            _wait_healthy(url)
+        yield urls
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def _wait_healthy(url: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"gateway at {url} did not start")
+
+
+def _new_key(url: str, **fields: Any) -> str:
+    response = httpx.post(
+        f"{url}/key/generate",
+        json=fields,
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["key"])
+
+
+def _flood(urls: list[str], key: str, body: dict[str, Any]) -> Counter[int]:
+    """REQUESTS requests from THREADS threads, alternating between the two processes."""
+
+    def send(index: int) -> tuple[int, dict[str, Any]]:
+        response = httpx.post(
+            f"{urls[index % len(urls)]}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=60,
+        )
+        return response.status_code, response.json()
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        results = list(pool.map(send, range(REQUESTS)))
+    for status, answer in results:
+        assert status in (200, 429), answer
+    return Counter(status for status, _ in results)
+
+
+def _inside_one_minute() -> None:
+    """Rate windows are calendar minutes: start early in one, so the flood stays inside it."""
+    if time.time() % 60 > 40:
+        time.sleep(61 - time.time() % 60)
+
+
+def test_exactly_rpm_requests_are_admitted_across_two_processes(
+    gateways: list[str], upstream: OpenAIUpstream
+) -> None:
+    key = _new_key(gateways[0], rpm_limit=10)
+    _inside_one_minute()
+    before = len(upstream.requests)
+    statuses = _flood(gateways, key, {"model": "gpt-3.5-turbo", "messages": MESSAGES})
+    assert statuses == Counter({200: 10, 429: REQUESTS - 10})
+    assert len(upstream.requests) - before == 10
+
+
+def test_exactly_the_budget_is_admitted_across_two_processes(gateways: list[str]) -> None:
+    # Four requests of 0.005 each; max_tokens makes the reservation the real cost.
+    key = _new_key(gateways[1], max_budget=0.02)
+    body = {"model": "budgeted", "messages": MESSAGES, "max_tokens": 5}
+    statuses = _flood(gateways, key, body)
+    assert statuses == Counter({200: 4, 429: REQUESTS - 4})
+    info = httpx.get(
+        f"{gateways[0]}/key/info",
+        params={"key": key},
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        timeout=30,
+    ).json()["info"]
+    assert info["spend"] == pytest.approx(0.02)
+    assert info["remaining_budget"] == pytest.approx(0.0)
