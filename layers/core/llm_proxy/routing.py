@@ -39,8 +39,10 @@ PROVIDER_KEY_VARIABLES: dict[str, dict[str, str]] = {
     "groq": {"api_key": "GROQ_API_KEY"},
 }
 OLLAMA_PROVIDERS = frozenset({"ollama", "ollama_chat"})
-# router_settings the gateway applies itself (the seed's shared rate limit).
+# Settings the gateway applies itself: the seed's shared rate limit, and the response cache
+# (kept in DynamoDB, not in litellm's in-process cache).
 GATEWAY_ROUTER_SETTINGS = frozenset({"rate_limit"})
+GATEWAY_LITELLM_SETTINGS = frozenset({"cache", "cache_params"})
 
 
 @dataclass
@@ -133,7 +135,7 @@ def apply_litellm_settings(config: ProxyConfig) -> None:
     for key, value in config.litellm_settings.items():
         if key in LITELLM_MODULE_SETTINGS:
             setattr(litellm, key, value)
-        elif key not in ROUTER_PARAMS:
+        elif key not in ROUTER_PARAMS and key not in GATEWAY_LITELLM_SETTINGS:
             logger.warning("litellm_settings key not applied", extra={"setting": key})
     for key in config.router_settings:
         if key not in ROUTER_PARAMS and key not in GATEWAY_ROUTER_SETTINGS:
