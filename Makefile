@@ -28,6 +28,7 @@ build: .venv/.installed
 
 bench: .venv/.installed
 	$(PY) -m scripts.bench
+	$(PY) -m scripts.bench_keys
 
 # Re-lock after changing pyproject.toml: runtime deps (the Lambda layer) and the dev set.
 requirements:
