@@ -6,6 +6,7 @@ The keys table is read on a warm container's cache miss only (KEY_CACHE_TTL_S)."
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 import threading
@@ -24,6 +25,8 @@ KEY_CACHE_TTL_S = 30.0
 KEY_PREFIX = "sk-"
 # LiteLLM's durations: "30s", "15m", "1h", "7d".
 DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+# A key's SHA-256 in hex, as stored.
+TOKEN = re.compile(r"^[0-9a-f]{64}$")
 SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 # Fields an operator may set, with LiteLLM's names.
 SETTABLE = (
@@ -42,7 +45,7 @@ SETTABLE = (
 
 def token_of(raw_key: str) -> str:
     """The stored identity of a key (LiteLLM's `token`)."""
-    return hashlib.sha256(raw_key.encode()).hexdigest()
+    return hashlib.sha256(raw_key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def duration_s(value: str, field_name: str) -> int:
@@ -95,6 +98,8 @@ class VirtualKey:
     def to_item(self) -> dict[str, Any]:
         item = {k: _to_dynamo(v) for k, v in self.__dict__.items() if v not in (None, "", [], {})}
         item["blocked"] = self.blocked
+        # Free-form metadata is kept as JSON text: any key or number survives as sent.
+        item["metadata"] = json.dumps(self.metadata, separators=(",", ":"))
         return item
 
     @classmethod
@@ -102,6 +107,8 @@ class VirtualKey:
         known = {
             name: _from_dynamo(item[name]) for name in cls.__dataclass_fields__ if name in item
         }
+        if isinstance(known.get("metadata"), str):
+            known["metadata"] = json.loads(known["metadata"])
         return cls(**known)
 
     def public(self) -> dict[str, Any]:
@@ -218,6 +225,8 @@ class KeyStore:
         deleted = []
         for value in keys_or_tokens:
             token = self.resolve(value)
+            if not TOKEN.match(token):
+                continue
             found = self._table().delete_item(Key={"token": token}, ReturnValues="ALL_OLD")
             if found.get("Attributes"):
                 deleted.append(value)
@@ -225,7 +234,8 @@ class KeyStore:
         return deleted
 
     def get(self, key_or_token: str) -> VirtualKey:
-        key = self._read(self.resolve(key_or_token))
+        token = self.resolve(key_or_token)
+        key = self._read(token) if TOKEN.match(token) else None
         if key is None:
             raise ProxyError(
                 404, "No such key.", "invalid_request_error", param="key", code="key_not_found"

@@ -7,6 +7,7 @@ from typing import Any
 
 from .keys import KeyStore, VirtualKey
 from .limits import Limiter
+from .schemas import refuse_unencodable_text
 
 
 class KeyAdmin:
@@ -15,11 +16,13 @@ class KeyAdmin:
         self.limiter = limiter
 
     def generate(self, fields: dict[str, Any]) -> dict[str, Any]:
+        refuse_unencodable_text(fields)
         raw, key = self.store.generate(fields)
         # The only time the raw key is ever shown.
         return {"key": raw, **key.public()}
 
     def update(self, fields: dict[str, Any]) -> dict[str, Any]:
+        refuse_unencodable_text(fields)
         key = self.store.update(fields.pop("key"), fields)
         return {"key": key.token, "info": self._info(key)}
 
