@@ -1,0 +1,103 @@
+"""The pure parts of virtual keys, limits and the cache: durations, model scopes, the cache
+key and its settings, and the 429s' headers."""
+
+from __future__ import annotations
+
+import pytest
+from llm_proxy.cache import CacheControl, CacheSettings, cache_key
+from llm_proxy.config import ProxyConfig
+from llm_proxy.errors import ProxyError
+from llm_proxy.keys import KeyStore, VirtualKey, duration_s, token_of
+from llm_proxy.limits import Limits, budget_exceeded, over_limit, spend_item
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("15m", 900), ("1h", 3600), ("30d", 2_592_000)]
+)
+def test_durations_in_litellms_form(text: str, seconds: int) -> None:
+    assert duration_s(text, "duration") == seconds
+
+
+@pytest.mark.parametrize("text", ["0s", "monthly", "5", "1y", ""])
+def test_other_durations_are_400_naming_the_field(text: str) -> None:
+    with pytest.raises(ProxyError) as refused:
+        duration_s(text, "budget_duration")
+    assert (refused.value.status, refused.value.param) == (400, "budget_duration")
+
+
+def test_a_key_allows_its_models_or_all_when_none_are_listed() -> None:
+    assert VirtualKey(token="t", key_name="k").allows("anything")
+    scoped = VirtualKey(token="t", key_name="k", models=["gpt-4"])
+    assert scoped.allows("gpt-4") and not scoped.allows("gpt-3.5-turbo")
+
+
+def test_a_key_survives_its_item_form() -> None:
+    key = VirtualKey(
+        token=token_of("sk-x"),
+        key_name="sk-x...",
+        models=["gpt-4"],
+        max_budget=2.5,
+        rpm_limit=60,
+        metadata={"agent": "coder", "nested": {"ratio": 0.5, "": [1, 2.5]}},
+    )
+    assert VirtualKey.from_item(key.to_item()) == key
+    assert key.agent == "coder"
+
+
+def test_tokens_and_raw_keys_both_name_a_key() -> None:
+    assert KeyStore.resolve("sk-abc") == token_of("sk-abc")
+    assert KeyStore.resolve(token_of("sk-abc")) == token_of("sk-abc")
+
+
+def test_the_cache_key_is_the_question_not_its_delivery() -> None:
+    base = cache_key("gpt-4", {"messages": MESSAGES, "temperature": 0})
+    assert base == cache_key(
+        "gpt-4",
+        {"messages": MESSAGES, "temperature": 0, "stream": True, "user": "u", "cache": {}},
+    )
+    assert base != cache_key("gpt-4", {"messages": MESSAGES, "temperature": 1})
+    assert base != cache_key("gpt-3.5-turbo", {"messages": MESSAGES, "temperature": 0})
+
+
+def test_cache_settings_in_the_seeds_and_litellms_forms() -> None:
+    seed = ProxyConfig.model_validate(
+        {"general_settings": {"cache": {"type": "redis", "ttl": 3600}}}
+    )
+    assert CacheSettings.from_config(seed) == CacheSettings(True, 3600)
+    litellm_form = ProxyConfig.model_validate(
+        {"litellm_settings": {"cache": True, "cache_params": {"type": "redis", "ttl": 600}}}
+    )
+    assert CacheSettings.from_config(litellm_form) == CacheSettings(True, 600)
+    assert not CacheSettings.from_config(ProxyConfig()).enabled
+
+
+def test_per_request_cache_control() -> None:
+    on = CacheSettings(True, 3600)
+    assert CacheControl.of({}, on) == CacheControl(True, True, 3600)
+    assert CacheControl.of({"cache": {"no-cache": True, "ttl": 60}}, on) == CacheControl(
+        False, True, 60
+    )
+    assert CacheControl.of({"cache": {"no-store": True}}, on).store is False
+    assert CacheControl.of({"n": 2}, on) == CacheControl(False, False, 3600)
+    assert CacheControl.of({}, CacheSettings()).lookup is False
+    with pytest.raises(ProxyError):
+        CacheControl.of({"cache": "yes"}, on)
+
+
+def test_a_rate_limit_429_carries_openais_headers() -> None:
+    error = over_limit("This key", Limits(rpm=10, tpm=1000), {"n": 10, "tokens": 400}, now=125.0)
+    assert error.status == 429
+    assert error.headers["Retry-After"] == "55"
+    assert error.headers["x-ratelimit-remaining-requests"] == "0"
+    assert error.headers["x-ratelimit-remaining-tokens"] == "600"
+    assert "10 requests per minute" in error.message
+
+
+def test_a_budget_429_says_when_the_window_resets() -> None:
+    key = VirtualKey(token="t", key_name="k", max_budget=1.0, budget_duration="1h")
+    error = budget_exceeded(key, {"spend": 1.0}, now=3600 * 5 + 600)
+    assert (error.status, error.error_type) == (429, "budget_exceeded")
+    assert error.headers["Retry-After"] == "3000"
+    assert spend_item(key, 3600 * 5 + 600) == "key#t#spend#18000"
