@@ -193,10 +193,12 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     @app.get("/v1/models")
     @app.get("/models", include_in_schema=False)
-    async def list_models(_: Authenticated) -> dict[str, Any]:
+    async def list_models(who: Authenticated) -> dict[str, Any]:
+        # A virtual key sees the models it may use.
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "llm-proxy"}
             for name in gateway.model_names()
+            if who.key is None or who.key.allows(name)
         ]
         return {"object": "list", "data": data}
 

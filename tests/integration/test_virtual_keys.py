@@ -117,6 +117,7 @@ def test_a_virtual_key_calls_its_models_and_is_metered_as_itself(
     assert raw.parse().choices[0].message.content == upstream.reply
     item = usage_item(aws["UsageTable"], raw.headers["x-request-id"])
     assert (item["key_id"], item["agent"]) == (made["token"], "coder")
+    assert [model.id for model in client.models.list()] == ["gpt-3.5-turbo"]
 
     with pytest.raises(openai.PermissionDeniedError) as denied:
         client.chat.completions.create(model="priced", messages=MESSAGES)  # type: ignore[arg-type]
