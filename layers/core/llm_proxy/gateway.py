@@ -34,7 +34,12 @@ class Gateway:
         self.settings = settings
         self.config = config
         self.keys = keys or ProviderKeys(settings.secret_id, settings.secret_ttl_s)
-        self.usage = UsageStore(settings.usage_table, settings.usage_retention_days)
+        self.usage = UsageStore(
+            settings.usage_table,
+            settings.usage_retention_days,
+            rollups_table=settings.rollups_table,
+            dead_letter_queue=settings.usage_dead_letter_queue,
+        )
         self._routes: Routes | None = None
         # The secret the router was built from: a different one (a rotation) rebuilds it.
         self._built_from: dict[str, str] | None = None

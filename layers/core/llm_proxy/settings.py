@@ -21,6 +21,8 @@ class Settings:
     secret_ttl_s: int
     usage_table: str | None
     usage_retention_days: int
+    rollups_table: str | None
+    usage_dead_letter_queue: str | None
     llm_mode: str
     default_model: str | None
     litellm_proxy_url: str | None
@@ -44,6 +46,8 @@ class Settings:
             secret_ttl_s=int(env.get("LLM_PROXY__SECRET_TTL_S", "300")),
             usage_table=env.get("LLM_PROXY__USAGE_TABLE") or None,
             usage_retention_days=int(env.get("LLM_PROXY__USAGE_RETENTION_DAYS", "90")),
+            rollups_table=env.get("LLM_PROXY__ROLLUPS_TABLE") or None,
+            usage_dead_letter_queue=env.get("LLM_PROXY__USAGE_DLQ_URL") or None,
             llm_mode=env.get("LLM_PROXY__LLM_MODE", "config").strip().lower(),
             default_model=env.get("LLM_PROXY__DEFAULT_MODEL") or None,
             litellm_proxy_url=env.get("LLM_PROXY__LITELLM_PROXY_URL") or None,
