@@ -3,8 +3,10 @@ request path lives in `llm_proxy.gateway`."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +20,7 @@ from llm_proxy.errors import ProxyError
 from llm_proxy.gateway import NOT_CONFIGURED, Gateway
 from llm_proxy.logs import logger
 from llm_proxy.messages import message_events
+from llm_proxy.report import ReportSettings, spend
 from llm_proxy.schemas import (
     AnthropicMessagesRequest,
     ChatCompletionRequest,
@@ -54,6 +57,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "Invalid request: the message and `param` name the field",
         401: "Missing or wrong key",
+        403: "The key may not use this route",
         404: "Unknown model or route",
         413: "Body too large",
         429: "Rate limited, with Retry-After",
@@ -227,6 +231,20 @@ def create_app(gateway: Gateway) -> FastAPI:
         )
         vectors: dict[str, Any] = result.model_dump(exclude_none=True)
         return vectors
+
+    # Budgets and the alert share from the environment; the rollups the gateway writes.
+    spend_settings = replace(
+        ReportSettings.from_env(), rollups_table=gateway.settings.rollups_table
+    )
+
+    @app.get("/spend/report")
+    async def spend_report(
+        who: Authenticated, start: str | None = None, end: str | None = None
+    ) -> dict[str, Any]:
+        """Cost and usage per day, model, key and agent from the daily rollups (master key).
+        `start`/`end` are UTC dates, both included; yesterday by default."""
+        report = await asyncio.to_thread(spend, who.key_id, start, end, spend_settings)
+        return report.as_dict()
 
     return app
 

@@ -12,8 +12,18 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties imp
 from . import aws, metrics
 from .errors import ProxyError
 from .logs import logger
-from .report import Period, Report, ReportSettings, money, parse_period, report_for, yesterday
-from .report import to_csv, to_json, to_text
+from .report import (
+    Period,
+    Report,
+    ReportSettings,
+    money,
+    parse_period,
+    report_for,
+    to_csv,
+    to_json,
+    to_text,
+    yesterday,
+)
 from .report_html import to_html
 
 CONTENT_TYPES = {
@@ -101,4 +111,6 @@ def _emit_metrics(report: Report) -> None:
         }
     )
     for model, totals in report.by_model.items():
-        metrics.emit({"ReportCostUSD": (MetricUnit.NoUnit, money(totals.cost_usd))}, {"model": model})
+        metrics.emit(
+            {"ReportCostUSD": (MetricUnit.NoUnit, money(totals.cost_usd))}, {"model": model}
+        )

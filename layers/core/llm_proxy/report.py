@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from . import aws
-from .errors import invalid_request
+from .errors import ProxyError, invalid_request
 from .rollups import Rollup, Rollups, days
 
 # A period longer than this is a mistake, and one Query a day would make it slow.
@@ -287,6 +287,25 @@ def report_for(period: Period, settings: ReportSettings, now: datetime | None = 
     return build(period, rows, budgets, settings.budget_share, now)
 
 
+def spend(key_id: str, start: str | None, end: str | None, settings: ReportSettings) -> Report:
+    """GET /spend/report: the master key's view of the rollups (yesterday by default)."""
+    if key_id != "master":
+        raise ProxyError(
+            403,
+            "Spend reports need the master key.",
+            "permission_error",
+            code="master_key_required",
+        )
+    if not settings.rollups_table:
+        raise ProxyError(
+            503,
+            "No rollups table is configured (LLM_PROXY__ROLLUPS_TABLE).",
+            "service_unavailable",
+            code="rollups_not_configured",
+        )
+    return report_for(parse_period(start, end, yesterday()), settings)
+
+
 # --- renderings -----------------------------------------------------------------------------
 
 CSV_COLUMNS = (
@@ -318,8 +337,7 @@ def to_csv(report: Report) -> str:
         totals.add(row)
         values = totals.as_dict()
         writer.writerow(
-            [row.day, row.model, row.key_id, row.agent]
-            + [values[name] for name in CSV_COLUMNS[4:]]
+            [row.day, row.model, row.key_id, row.agent] + [values[name] for name in CSV_COLUMNS[4:]]
         )
     return out.getvalue()
 

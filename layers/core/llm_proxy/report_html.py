@@ -51,7 +51,7 @@ def _bars(title: str, groups: Mapping[str, Totals]) -> str:
             f"${money(totals.cost_usd):.4f}</text>",
         ]
     if not items:
-        parts.append(f'<text x="10" y="20" font-size="12">No usage in this period.</text>')
+        parts.append('<text x="10" y="20" font-size="12">No usage in this period.</text>')
     parts.append("</svg>")
     return "".join(parts)
 

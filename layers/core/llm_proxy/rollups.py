@@ -160,7 +160,8 @@ class Rollups:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            old = exc.response.get("Item", {}).get("latency_ms_max", {}).get("N")
+            stored_item: dict[str, Any] = dict(exc.response.get("Item") or {})
+            old = stored_item.get("latency_ms_max", {}).get("N")
             stored = Decimal(old) if old is not None else latency
         with self._lock:
             if len(self._known_max) > 10_000:

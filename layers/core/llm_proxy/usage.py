@@ -91,7 +91,12 @@ RETRYABLE_CODES = frozenset(
     }
 )
 RETRYABLE_REASONS = frozenset(
-    {"ThrottlingError", "ProvisionedThroughputExceeded", "TransactionConflict", "RequestLimitExceeded"}
+    {
+        "ThrottlingError",
+        "ProvisionedThroughputExceeded",
+        "TransactionConflict",
+        "RequestLimitExceeded",
+    }
 )
 
 
@@ -158,8 +163,10 @@ class UsageStore:
                     return Outcome.DUPLICATE
                 delay = self.backoff.delay(attempt)
                 last = attempt + 1 == self.backoff.attempts
-                if not _retryable(exc) or last or (
-                    time.monotonic() - started + delay > self.backoff.deadline_s
+                if (
+                    not _retryable(exc)
+                    or last
+                    or (time.monotonic() - started + delay > self.backoff.deadline_s)
                 ):
                     logger.error(
                         "usage write failed",
