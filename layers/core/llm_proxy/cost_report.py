@@ -35,9 +35,12 @@ SUBJECT_LIMIT = 100  # SNS refuses longer subjects
 
 
 def period_of(event: Mapping[str, Any] | None, now: datetime | None = None) -> Period:
-    """Yesterday (UTC) for the schedule; `start`/`end` in the event (or its `detail`, as an
-    EventBridge rule's input can carry) override it for backfills."""
+    """The day before the schedule fired (the event's `time`; UTC), so a late or repeated
+    invocation reports the same day; `start`/`end` in the event (or in its `detail`) override
+    it for backfills."""
     event = event or {}
+    if now is None and isinstance(event.get("time"), str):
+        now = datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
     detail = event.get("detail") if isinstance(event.get("detail"), Mapping) else {}
     start = event.get("start") or (detail or {}).get("start")
     end = event.get("end") or (detail or {}).get("end")

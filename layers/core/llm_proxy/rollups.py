@@ -160,7 +160,7 @@ class Rollups:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            stored_item: dict[str, Any] = dict(exc.response.get("Item") or {})
+            stored_item: Any = exc.response.get("Item") or {}
             old = stored_item.get("latency_ms_max", {}).get("N")
             stored = Decimal(old) if old is not None else latency
         with self._lock:
