@@ -181,6 +181,14 @@ def create_table_request(table_name: str, properties: Mapping[str, Any]) -> dict
     return request
 
 
+def create_request_for(
+    logical_id: str, table_name: str, template: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """CreateTable arguments for one of the template's tables under another name."""
+    template = load_template() if template is None else template
+    return create_table_request(table_name, template["Resources"][logical_id]["Properties"])
+
+
 def _client(service: str, endpoint_url: str, region: str) -> Any:
     return boto3.session.Session().client(  # type: ignore[call-overload]
         service,

@@ -70,7 +70,12 @@ def summary(report: Report, location: str | None) -> tuple[str, str]:
 
 
 def run(period: Period, settings: ReportSettings, now: datetime | None = None) -> dict[str, Any]:
-    report = report_for(period, settings, now)
+    return publish(report_for(period, settings, now), settings)
+
+
+def publish(report: Report, settings: ReportSettings) -> dict[str, Any]:
+    """The report's objects to the bucket, its summary to the topic (each when configured)."""
+    period = report.period
     keys = object_keys(period, settings.prefix)
     if settings.bucket:
         s3 = aws.client("s3")
