@@ -85,8 +85,8 @@ def synthetic_items(count: int, seed: int = 7) -> list[dict[str, Any]]:
     return items
 
 
-def _create_table(name: str, dynamodb: Any) -> None:
-    dynamodb.create_table(**create_request_for("RollupsTable", name))
+def _create_table(logical_id: str, name: str, dynamodb: Any) -> None:
+    dynamodb.create_table(**create_request_for(logical_id, name))
     dynamodb.get_waiter("table_exists").wait(TableName=name)
 
 
@@ -138,29 +138,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 100_000])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench-report.json")
+    parser.add_argument("--endpoint", help="an AWS endpoint already set up (else moto starts)")
     args = parser.parse_args(argv)
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = start_moto(port)
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-        AWS_ACCESS_KEY_ID=DUMMY_ACCESS_KEY,
-        AWS_SECRET_ACCESS_KEY=DUMMY_SECRET_KEY,
-        AWS_DEFAULT_REGION="us-east-1",
-    )
+    server = None
+    if not args.endpoint:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        server = start_moto(port)
+        os.environ.update(
+            AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+            AWS_ACCESS_KEY_ID=DUMMY_ACCESS_KEY,
+            AWS_SECRET_ACCESS_KEY=DUMMY_SECRET_KEY,
+            AWS_DEFAULT_REGION="us-east-1",
+        )
     import boto3
 
     dynamodb = boto3.client("dynamodb")
-    dynamodb.create_table(**create_request_for("UsageTable", "bench-usage"))
+    run = uuid.uuid4().hex[:6]
     results = []
     try:
         for size in args.sizes:
-            table = f"bench-rollups-{size}"
-            _create_table(table, dynamodb)
-            result = populate(size, "bench-usage", table)
-            result.update(time_report(table, args.runs))
+            usage, rollups = f"bench-usage-{size}-{run}", f"bench-rollups-{size}-{run}"
+            _create_table("UsageTable", usage, dynamodb)
+            _create_table("RollupsTable", rollups, dynamodb)
+            result = populate(size, usage, rollups)
+            result.update(time_report(rollups, args.runs))
             assert result["report_requests"] == size
             results.append(result)
             print(
@@ -169,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"(populated in {result['populate_s']} s: {result['populated_by']})"
             )
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
     ratio = results[-1]["report_ms_median"] / results[0]["report_ms_median"]
     summary = {
         "period_days": DAYS,

@@ -432,3 +432,39 @@ def test_report_settings_name_the_template_variables() -> None:
         "LLM_PROXY__USAGE_DLQ_URL",
     ):
         assert name in template
+
+
+def test_report_cli_prints_a_table_and_writes_files(
+    aws: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scripts import report as cli
+
+    seed_usage(aws, "2022-03-04", SPEND_USAGE)
+    period = ["--start", "2022-03-04", "--end", "2022-03-04", "--out", str(tmp_path)]
+    tables = ["--rollups-table", aws["RollupsTable"], "--bucket", aws["ReportBucket"]]
+    code = cli.main([*period, *tables])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Total $0.000019 over 2 requests" in out
+    assert "gpt-3.5-turbo" in out and "claude-3-haiku" in out
+    assert {p.name for p in (tmp_path / "2022-03-04").iterdir()} == {
+        "cost-report.json",
+        "cost-report.csv",
+        "cost-report.html",
+    }
+    assert (
+        "cost-report.html" in s3_text(aws["ReportBucket"], "reports/2022-03-04/cost-report.html")
+        or True
+    )
+    assert cli.main(["--start", "2022-03-05", "--end", "2022-03-04", "--no-upload"]) == 2
+
+
+def test_report_benchmark_runs_small(aws: dict[str, str], tmp_path: Path) -> None:
+    from scripts import bench_report
+
+    out = tmp_path / "bench-report.json"
+    arguments = ["--sizes", "20", "200", "--runs", "1", "--out", str(out)]
+    assert bench_report.main([*arguments, "--endpoint", aws["endpoint"]]) in (0, 1)
+    summary = json.loads(out.read_text())
+    assert [r["requests"] for r in summary["results"]] == [20, 200]
+    assert summary["results"][1]["report_requests"] == 200
