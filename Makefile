@@ -3,7 +3,7 @@ PYTHON_VERSION ?= 3.12
 PY := .venv/bin/python
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: dev test lint build bench requirements clean
+.PHONY: dev test lint build bench report requirements clean
 
 # The project environment: Python 3.12, dependencies installed from hash-pinned lock files.
 .venv/.installed: requirements-dev.txt pyproject.toml
@@ -29,11 +29,17 @@ build: .venv/.installed
 bench: .venv/.installed
 	$(PY) -m scripts.bench
 	$(PY) -m scripts.bench_keys
+	$(PY) -m scripts.bench_report
+
+# The cost report of the running local stack (`make dev`), last 24 hours; the CLI takes a period.
+report: .venv/.installed
+	$(PY) -m scripts.report
 
 # Re-lock after changing pyproject.toml: runtime deps (the Lambda layer) and the dev set.
 requirements:
 	uv pip compile pyproject.toml --generate-hashes --python-version $(PYTHON_VERSION) --no-header -q -o layers/deps/requirements.txt
 	uv pip compile pyproject.toml --group dev --generate-hashes --python-version $(PYTHON_VERSION) --no-header -q -o requirements-dev.txt
+	uv pip compile layers/ops/requirements.in -c layers/deps/requirements.txt --generate-hashes --python-version $(PYTHON_VERSION) --no-header -q -o layers/ops/requirements.txt
 
 clean:
 	rm -rf .venv .tools .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,7 @@ from scripts.local_stack import (
     REPO_ROOT,
     TABLE_TYPE,
     create_resources,
+    function_environment,
     load_template,
     port_is_free,
     provider_keys_from_env,
@@ -109,6 +110,8 @@ def main() -> int:
         for logical_id, resource in template.get("Resources", {}).items():
             if resource.get("Type") == TABLE_TYPE:
                 os.environ[_table_env_name(logical_id)] = names[logical_id]
+        # The rollups table, the dead-letter queue: whatever the deployed function is given.
+        os.environ.update(function_environment(template, names, "ApiFunction"))
         os.environ.setdefault("LLM_PROXY__CONFIG_PATH", str(REPO_ROOT / "config" / "local.yaml"))
         os.environ.setdefault("LLM_PROXY__MASTER_KEY", DEFAULT_MASTER_KEY)
         os.environ.setdefault("OLLAMA_API_BASE", "http://localhost:11434")

@@ -1,6 +1,6 @@
-"""Embedded AWS for local development and tests: a moto server holding the tables and the
-secret that template.yaml declares, created from the template's own resource definitions so
-local and deployed shapes cannot drift."""
+"""Embedded AWS for local development and tests: a moto server holding the tables, secret,
+queues, buckets and topics that template.yaml declares, created from the template's own
+resource definitions so local and deployed shapes cannot drift."""
 
 from __future__ import annotations
 
@@ -54,6 +54,17 @@ PROVIDER_KEY_NAMES: tuple[str, ...] = (
 
 TABLE_TYPE = "AWS::DynamoDB::Table"
 SECRET_TYPE = "AWS::SecretsManager::Secret"  # noqa: S105 - a resource type
+QUEUE_TYPE = "AWS::SQS::Queue"
+BUCKET_TYPE = "AWS::S3::Bucket"
+TOPIC_TYPE = "AWS::SNS::Topic"
+# The suffix a logical id drops in its local name: UsageTable -> llm-proxy-usage.
+NAME_SUFFIXES = {
+    TABLE_TYPE: "Table",
+    SECRET_TYPE: "Secret",
+    QUEUE_TYPE: "Queue",
+    BUCKET_TYPE: "Bucket",
+    TOPIC_TYPE: "Topic",
+}
 
 
 # --- template loading -----------------------------------------------------------------------
@@ -158,10 +169,9 @@ def start_moto(port: int = 4566, host: str = "127.0.0.1") -> ThreadedMotoServer:
 
 def _local_name(logical_id: str, resource_type: str) -> str:
     """Physical name for a logical id missing from `names`: UsageTable -> llm-proxy-usage."""
-    suffix = "Table" if resource_type == TABLE_TYPE else "Secret"
-    stem = logical_id.removesuffix(suffix) or logical_id
+    stem = logical_id.removesuffix(NAME_SUFFIXES[resource_type]) or logical_id
     kebab = re.sub(r"(?<!^)(?=[A-Z])", "-", stem).lower()
-    return f"llm-proxy-{kebab}" if resource_type == TABLE_TYPE else f"llm-proxy/{kebab}"
+    return f"llm-proxy/{kebab}" if resource_type == SECRET_TYPE else f"llm-proxy-{kebab}"
 
 
 def _resources_of_type(template: Mapping[str, Any], resource_type: str) -> dict[str, Any]:
@@ -203,6 +213,14 @@ def create_table_request(table_name: str, properties: Mapping[str, Any]) -> dict
         # Key names differ from CloudFormation's; a KMS key id would reference a stack resource.
         request["SSESpecification"] = {"Enabled": bool(sse.get("SSEEnabled", False))}
     return request
+
+
+def create_request_for(
+    logical_id: str, table_name: str, template: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """CreateTable arguments for one of the template's tables under another name."""
+    template = load_template() if template is None else template
+    return create_table_request(table_name, template["Resources"][logical_id]["Properties"])
 
 
 def _client(service: str, endpoint_url: str, region: str) -> Any:
@@ -256,6 +274,36 @@ def _ensure_secret(secretsmanager: Any, name: str, secret_string: str) -> None:
         secretsmanager.put_secret_value(SecretId=name, SecretString=secret_string)
 
 
+def _ensure_queue(sqs: Any, name: str, properties: Mapping[str, Any]) -> str:
+    attributes = {
+        key: str(properties[key])
+        for key in ("MessageRetentionPeriod", "VisibilityTimeout")
+        if key in properties
+    }
+    try:
+        return str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "QueueAlreadyExists":
+            raise
+        return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+
+
+def _ensure_bucket(s3: Any, name: str, region: str) -> str:
+    request: dict[str, Any] = {"Bucket": name}
+    if region != "us-east-1":
+        request["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**request)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
+            raise
+    return name
+
+
+def _ensure_topic(sns: Any, name: str) -> str:
+    return str(sns.create_topic(Name=name)["TopicArn"])
+
+
 def create_resources(
     endpoint_url: str,
     provider_keys: Mapping[str, str],
@@ -263,10 +311,12 @@ def create_resources(
     region: str = "us-east-1",
     template: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
-    """Create every table and secret of the template at `endpoint_url`; idempotent.
+    """Create every table, secret, queue, bucket and topic of the template at `endpoint_url`;
+    idempotent.
 
     Secrets hold `provider_keys` as a JSON object (the deployed stack's generated master key
-    is not reproduced). Returns logical id -> physical name.
+    is not reproduced). Returns logical id -> what `!Ref` gives for it: the name of a table,
+    secret or bucket, the URL of a queue, the ARN of a topic.
     """
     template = load_template() if template is None else template
     created: dict[str, str] = {}
@@ -288,7 +338,36 @@ def create_resources(
             _ensure_secret(secretsmanager, secret_name, secret_string)
             created[logical_id] = secret_name
 
+    others = ((QUEUE_TYPE, "sqs"), (BUCKET_TYPE, "s3"), (TOPIC_TYPE, "sns"))
+    for resource_type, service in others:
+        resources = _resources_of_type(template, resource_type)
+        if not resources:
+            continue
+        client = _client(service, endpoint_url, region)
+        for logical_id, properties in resources.items():
+            name = names.get(logical_id) or _local_name(logical_id, resource_type)
+            if resource_type == QUEUE_TYPE:
+                created[logical_id] = _ensure_queue(client, name, properties)
+            elif resource_type == BUCKET_TYPE:
+                created[logical_id] = _ensure_bucket(client, name, region)
+            else:
+                created[logical_id] = _ensure_topic(client, name)
+
     return created
+
+
+def function_environment(
+    template: Mapping[str, Any], created: Mapping[str, str], function: str
+) -> dict[str, str]:
+    """A function's environment variables that `!Ref` a created resource, with local values:
+    the same names the deployed function reads."""
+    properties = template.get("Resources", {}).get(function, {}).get("Properties", {})
+    variables = properties.get("Environment", {}).get("Variables", {})
+    return {
+        name: created[value["Ref"]]
+        for name, value in variables.items()
+        if isinstance(value, dict) and value.get("Ref") in created
+    }
 
 
 def provider_keys_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:

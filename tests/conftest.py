@@ -59,7 +59,8 @@ def _fresh_upstream(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture(scope="session")
 def aws() -> Iterator[dict[str, str]]:
-    """A moto server on a free loopback port, with the template's table and secret in it."""
+    """A moto server on a free loopback port, with the template's resources in it (tables,
+    secret, dead-letter queue, report bucket and topic), by logical id."""
     port = free_port()
     server = start_moto(port=port)
     endpoint = f"http://127.0.0.1:{port}"
@@ -86,6 +87,8 @@ def api(aws: dict[str, str], upstream: OpenAIUpstream) -> ModuleType:
         LLM_PROXY__KEYS_TABLE=aws["KeysTable"],
         LLM_PROXY__COUNTERS_TABLE=aws["CountersTable"],
         LLM_PROXY__CACHE_TABLE=aws["CacheTable"],
+        LLM_PROXY__ROLLUPS_TABLE=aws["RollupsTable"],
+        LLM_PROXY__USAGE_DLQ_URL=aws["UsageDeadLetterQueue"],
         TEST_OPENAI_BASE=f"{upstream.base_url}/v1",
     )
     os.environ.pop("LLM_PROXY__MASTER_KEY", None)
@@ -99,8 +102,9 @@ def gateway_for(
     """Serve the api app with another config (YAML text, or None for the modes that need
     none) under uvicorn; returns its base URL.
 
-    The gateway reads the session's provider-keys secret and writes the session's usage table,
-    exactly like the deployed function; extra settings are `LLM_PROXY__*` overrides."""
+    The gateway reads the session's provider-keys secret and writes the session's usage and
+    rollup tables (dead letters to its queue), exactly like the deployed function; extra
+    settings are `LLM_PROXY__*` overrides."""
     servers: list[BackgroundServer] = []
     folder = tmp_path_factory.mktemp("configs")
 
@@ -112,6 +116,8 @@ def gateway_for(
             "LLM_PROXY__KEYS_TABLE": aws["KeysTable"],
             "LLM_PROXY__COUNTERS_TABLE": aws["CountersTable"],
             "LLM_PROXY__CACHE_TABLE": aws["CacheTable"],
+            "LLM_PROXY__ROLLUPS_TABLE": aws["RollupsTable"],
+            "LLM_PROXY__USAGE_DLQ_URL": aws["UsageDeadLetterQueue"],
             **overrides,
         }
         if config_text is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ from llm_proxy.gateway import NOT_CONFIGURED, Gateway
 from llm_proxy.keys_api import KeyAdmin
 from llm_proxy.logs import logger
 from llm_proxy.messages import message_events
+from llm_proxy.report import ReportSettings, spend
 from llm_proxy.schemas import (
     AnthropicMessagesRequest,
     ChatCompletionRequest,
@@ -264,6 +266,23 @@ def create_app(gateway: Gateway) -> FastAPI:
     async def key_list(who: Authenticated, return_full_object: bool = False) -> dict[str, Any]:
         who.require_master()
         return await asyncio.to_thread(admin.list, return_full_object)
+
+    # The alert share from the environment; the rollups and keys the gateway writes.
+    spend_settings = replace(
+        ReportSettings.from_env(),
+        rollups_table=gateway.settings.rollups_table,
+        keys_table=gateway.settings.keys_table,
+    )
+
+    @app.get("/spend/report")
+    async def spend_report(
+        who: Authenticated, start: str | None = None, end: str | None = None
+    ) -> dict[str, Any]:
+        """Cost and usage per day, model, key and agent from the daily rollups (master key).
+        `start`/`end` are UTC dates, both included; yesterday by default."""
+        who.require_master()
+        report = await asyncio.to_thread(spend, start, end, spend_settings)
+        return report.as_dict()
 
     return app
 

@@ -20,6 +20,7 @@ from scripts.local_stack import (
     LOCAL_NAMES,
     TEMPLATE_PATH,
     create_resources,
+    function_environment,
     load_template,
     provider_keys_from_env,
     start_moto,
@@ -418,3 +419,57 @@ def test_env_json_names_template_functions(template: dict[str, Any]) -> None:
     api = env["ApiFunction"]
     assert api["LLM_PROXY__SECRET_ID"] == LOCAL_NAMES["ProviderKeysSecret"]
     assert api["LLM_PROXY__USAGE_TABLE"] == LOCAL_NAMES["UsageTable"]
+
+
+def test_queues_buckets_and_topics_match_template(endpoint: str, template: dict[str, Any]) -> None:
+    names = create_resources(endpoint, {}, template=template)
+    queue = names["UsageDeadLetterQueue"]
+    assert queue.endswith("/llm-proxy-usage-dead-letter")
+    attributes = _client("sqs", endpoint).get_queue_attributes(
+        QueueUrl=queue, AttributeNames=["MessageRetentionPeriod"]
+    )["Attributes"]
+    assert attributes["MessageRetentionPeriod"] == "1209600"  # 14 days
+    buckets = _client("s3", endpoint).list_buckets()["Buckets"]
+    assert names["ReportBucket"] in {bucket["Name"] for bucket in buckets}
+    topics = _client("sns", endpoint).list_topics()["Topics"]
+    assert names["ReportTopic"] in {topic["TopicArn"] for topic in topics}
+    assert create_resources(endpoint, {}, template=template) == names  # idempotent
+
+
+def test_function_environment_gives_the_local_values(template: dict[str, Any]) -> None:
+    created = {
+        "UsageTable": "u",
+        "RollupsTable": "r",
+        "UsageDeadLetterQueue": "http://q",
+        "ReportBucket": "b",
+        "ReportTopic": "arn:t",
+    }
+    api = function_environment(template, created, "ApiFunction")
+    assert api["LLM_PROXY__ROLLUPS_TABLE"] == "r"
+    assert api["LLM_PROXY__USAGE_DLQ_URL"] == "http://q"
+    report = function_environment(template, created, "CostReportFunction")
+    assert report == {
+        "LLM_PROXY__ROLLUPS_TABLE": "r",
+        "LLM_PROXY__REPORT_BUCKET": "b",
+        "LLM_PROXY__REPORT_TOPIC_ARN": "arn:t",
+    }
+
+
+def test_scheduled_functions_read_least_privilege_policies(template: dict[str, Any]) -> None:
+    functions = _resources(template, "AWS::Serverless::Function")
+    report = functions["CostReportFunction"]
+    actions = {
+        statement["Sid"]: statement["Action"]
+        for policy in report["Policies"]
+        for statement in policy["Statement"]
+    }
+    assert actions == {
+        "RollupsRead": "dynamodb:Query",
+        "ReportObjects": "s3:PutObject",
+        "ReportSummary": "sns:Publish",
+    }
+    assert report["Events"]["Daily"]["Properties"]["Schedule"] == {"Ref": "ReportSchedule"}
+    assert template["Parameters"]["ReportSchedule"]["Default"] == "cron(0 6 * * ? *)"
+    # Neither scheduled function carries litellm's layer.
+    for name in ("CostReportFunction", "UsageReplayFunction"):
+        assert {"Ref": "DepsLayer"} not in functions[name]["Layers"]

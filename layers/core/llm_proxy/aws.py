@@ -23,10 +23,12 @@ def _endpoint_url() -> str | None:
 
 
 @cache
-def client(service: str) -> Any:
+def client(service: str, max_attempts: int = 3) -> Any:
+    """`max_attempts=1` for callers that retry with their own backoff and deadline."""
     session = boto3.session.Session()
+    config = CLIENT_CONFIG.merge(Config(retries={"max_attempts": max_attempts, "mode": "standard"}))
     return session.client(  # type: ignore[call-overload]
-        service, config=CLIENT_CONFIG, endpoint_url=_endpoint_url()
+        service, config=config, endpoint_url=_endpoint_url()
     )
 
 

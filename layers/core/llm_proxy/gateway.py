@@ -66,7 +66,12 @@ class Gateway:
         self.settings = settings
         self.config = config
         self.keys = keys or ProviderKeys(settings.secret_id, settings.secret_ttl_s)
-        self.usage = UsageStore(settings.usage_table, settings.usage_retention_days)
+        self.usage = UsageStore(
+            settings.usage_table,
+            settings.usage_retention_days,
+            rollups_table=settings.rollups_table,
+            dead_letter_queue=settings.usage_dead_letter_queue,
+        )
         self.key_store = KeyStore(settings.keys_table)
         self.limiter = Limiter(settings.counters_table)
         self.cache = ResponseCache(settings.cache_table)

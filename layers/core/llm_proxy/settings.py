@@ -24,6 +24,8 @@ class Settings:
     counters_table: str | None
     cache_table: str | None
     usage_retention_days: int
+    rollups_table: str | None
+    usage_dead_letter_queue: str | None
     llm_mode: str
     default_model: str | None
     litellm_proxy_url: str | None
@@ -50,6 +52,8 @@ class Settings:
             counters_table=env.get("LLM_PROXY__COUNTERS_TABLE") or None,
             cache_table=env.get("LLM_PROXY__CACHE_TABLE") or None,
             usage_retention_days=int(env.get("LLM_PROXY__USAGE_RETENTION_DAYS", "90")),
+            rollups_table=env.get("LLM_PROXY__ROLLUPS_TABLE") or None,
+            usage_dead_letter_queue=env.get("LLM_PROXY__USAGE_DLQ_URL") or None,
             llm_mode=env.get("LLM_PROXY__LLM_MODE", "config").strip().lower(),
             default_model=env.get("LLM_PROXY__DEFAULT_MODEL") or None,
             litellm_proxy_url=env.get("LLM_PROXY__LITELLM_PROXY_URL") or None,

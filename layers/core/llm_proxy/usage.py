@@ -1,15 +1,25 @@
-"""Metering: one usage item per request, success or failure, in the usage table."""
+"""Metering: one usage item per request, success or failure, in the usage table, with its
+daily rollup; never lost: retried, then dead-lettered to SQS for a replay."""
 
 from __future__ import annotations
 
+import random
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import Enum
 from typing import Any
 
-from . import aws
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties import MetricUnit
+from boto3.dynamodb.types import TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import aws, metrics
+from .deadletter import DeadLetters
 from .logs import logger
+from .rollups import Rollups, add_update
 
 SECONDS_PER_DAY = 86_400
 
@@ -62,28 +72,169 @@ def _dynamo_value(value: Any) -> Any:
     return value
 
 
+class Outcome(Enum):
+    WRITTEN = "written"
+    DUPLICATE = "duplicate"
+    FAILED = "failed"
+
+
+# Errors worth another try: throttling, DynamoDB's own failures, a lost connection.
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+        "TransactionInProgressException",
+    }
+)
+RETRYABLE_REASONS = frozenset(
+    {
+        "ThrottlingError",
+        "ProvisionedThroughputExceeded",
+        "TransactionConflict",
+        "RequestLimitExceeded",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Full-jitter exponential backoff, bounded in attempts and in total time, because the
+    response waits for the write."""
+
+    attempts: int = 4
+    base_s: float = 0.05
+    cap_s: float = 0.4
+    deadline_s: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.cap_s, self.base_s * 2**attempt))  # noqa: S311
+
+
 class UsageStore:
-    def __init__(self, table_name: str | None, retention_days: int) -> None:
+    """One usage item per request, its rollup added in the same transaction; what DynamoDB
+    refuses after the retries goes to the dead-letter queue."""
+
+    def __init__(
+        self,
+        table_name: str | None,
+        retention_days: int,
+        *,
+        rollups_table: str | None = None,
+        dead_letter_queue: str | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
         self.table_name = table_name
         self.retention_days = retention_days
-
-    def _table(self) -> Any:
-        return aws.resource_table(self.table_name)
+        self.rollups = Rollups(rollups_table) if rollups_table else None
+        self.dead_letters = DeadLetters(dead_letter_queue) if dead_letter_queue else None
+        self.backoff = backoff or Backoff()
 
     def write(self, record: UsageRecord) -> bool:
-        """Write one item; a failure is logged and never fails the response."""
+        """Meter one request; a failure is logged and never fails the response."""
+        metrics.emit_usage(record)
         if not self.table_name:
             return False
+        item = record.to_item(self.retention_days)
+        if self.store(item) is not Outcome.FAILED:
+            return True
+        if self.dead_letters is not None and self.dead_letters.send(item):
+            logger.warning("usage item dead-lettered", extra={"request_id": record.request_id})
+            metrics.emit({"UsageDeadLettered": (MetricUnit.Count, 1)})
+        else:
+            # The last copy: the log line can still be replayed by hand.
+            logger.error("usage item lost to DynamoDB and SQS", extra={"usage_item": item})
+        return False
+
+    def store(self, item: Mapping[str, Any]) -> Outcome:
+        """Write the item and its rollup once, retrying with backoff. Idempotent by request id:
+        an item already stored is a DUPLICATE and its rollup is not added again."""
+        started = time.monotonic()
+        for attempt in range(self.backoff.attempts):
+            try:
+                aws.client("dynamodb", max_attempts=1).transact_write_items(
+                    TransactItems=self._transaction(item)
+                )
+            except Exception as exc:
+                if _is_duplicate(exc):
+                    return Outcome.DUPLICATE
+                delay = self.backoff.delay(attempt)
+                last = attempt + 1 == self.backoff.attempts
+                if (
+                    not _retryable(exc)
+                    or last
+                    or (time.monotonic() - started + delay > self.backoff.deadline_s)
+                ):
+                    logger.error(
+                        "usage write failed",
+                        extra={
+                            "request_id": item.get("request_id"),
+                            "error": _error_name(exc),
+                            "attempts": attempt + 1,
+                        },
+                    )
+                    return Outcome.FAILED
+                time.sleep(delay)
+                continue
+            self._raise_latency_max(item)
+            return Outcome.WRITTEN
+        return Outcome.FAILED
+
+    def _transaction(self, item: Mapping[str, Any]) -> list[dict[str, Any]]:
+        put = {
+            "TableName": self.table_name,
+            "Item": {name: _SERIALIZER.serialize(value) for name, value in item.items()},
+            "ConditionExpression": "attribute_not_exists(request_id)",
+        }
+        actions: list[dict[str, Any]] = [{"Put": put}]
+        if self.rollups is not None:
+            actions.append({"Update": add_update(self.rollups.table_name, item)})
+        return actions
+
+    def _raise_latency_max(self, item: Mapping[str, Any]) -> None:
+        if self.rollups is None:
+            return
         try:
-            self._table().put_item(Item=record.to_item(self.retention_days))
+            self.rollups.raise_latency_max(item)
         except Exception as exc:
-            logger.error(
-                "usage write failed",
-                extra={"request_id": record.request_id, "error": type(exc).__name__},
-            )
-            return False
-        return True
+            # The counters are in; only the day's maximum may read low.
+            logger.warning("rollup latency max not raised", extra={"error": _error_name(exc)})
 
     def ping(self) -> None:
         if self.table_name:
             aws.client("dynamodb").describe_table(TableName=self.table_name)
+
+
+_SERIALIZER = TypeSerializer()
+
+
+def _error_name(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", type(exc).__name__))
+    return type(exc).__name__
+
+
+def _reasons(exc: Exception) -> list[str]:
+    if not isinstance(exc, ClientError):
+        return []
+    return [str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])]
+
+
+def _is_duplicate(exc: Exception) -> bool:
+    # The Put is the first action: its condition failing means the item is already stored.
+    reasons = _reasons(exc)
+    return bool(reasons) and reasons[0] == "ConditionalCheckFailed"
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, BotoCoreError):
+        return True  # connection refused, timeouts
+    if not isinstance(exc, ClientError):
+        return False
+    if any(reason in RETRYABLE_REASONS for reason in _reasons(exc)):
+        return True
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    return _error_name(exc) in RETRYABLE_CODES or status >= 500

@@ -1,0 +1,25 @@
+"""The usage replay Lambda function: writes the usage dead-letter queue's records into the
+usage and rollup tables, idempotently by request id. Run on a schedule, or invoked by hand
+after an incident (`{"limit": N}` caps the records one run takes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llm_proxy.deadletter import DeadLetters
+from llm_proxy.replay import replay
+from llm_proxy.settings import Settings
+from llm_proxy.usage import UsageStore
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
+    settings = Settings.from_env()
+    if not (settings.usage_table and settings.usage_dead_letter_queue):
+        raise ValueError("LLM_PROXY__USAGE_TABLE and LLM_PROXY__USAGE_DLQ_URL must be set.")
+    store = UsageStore(
+        settings.usage_table,
+        settings.usage_retention_days,
+        rollups_table=settings.rollups_table,
+    )
+    limit = int((event or {}).get("limit") or 10_000)
+    return replay(store, DeadLetters(settings.usage_dead_letter_queue), limit).as_dict()

@@ -1,0 +1,232 @@
+"""No call goes unmetered: with DynamoDB unavailable or throttled, every request is still
+served, its usage item waits in the SQS dead-letter queue (moto), and the replay function
+writes it once, with its rollup counted once, however often it is replayed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from types import ModuleType
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from fastapi import FastAPI, Request, Response
+from llm_proxy import aws as llm_aws
+from llm_proxy.rollups import Rollup, Rollups
+
+from tests.conftest import MASTER_KEY, REPO
+from tests.doubles.server import BackgroundServer
+
+M = 6
+MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
+CONFIG = """
+model_list:
+  - model_name: gpt-3.5-turbo
+    litellm_params:
+      model: openai/gpt-3.5-turbo
+      api_base: os.environ/TEST_OPENAI_BASE
+      api_key: os.environ/OPENAI_API_KEY
+router_settings:
+  num_retries: 0
+general_settings:
+  master_key: os.environ/LLM_PROXY__MASTER_KEY
+"""
+
+
+def load_function(name: str) -> ModuleType:
+    path = REPO / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_function_under_test", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def queue(aws: dict[str, str]) -> Iterator[str]:
+    """A dead-letter queue of this test's own, created like the template's."""
+    sqs = boto3.client("sqs")
+    url = str(sqs.create_queue(QueueName=f"dlq-{uuid.uuid4().hex[:8]}")["QueueUrl"])
+    yield url
+    sqs.delete_queue(QueueUrl=url)
+
+
+def queued(url: str) -> list[dict[str, Any]]:
+    sqs = boto3.client("sqs")
+    bodies = []
+    while True:
+        messages = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0
+        ).get("Messages", [])
+        new = [m for m in messages if m["MessageId"] not in {b["MessageId"] for b in bodies}]
+        if not new:
+            return bodies
+        bodies += new
+
+
+def serve(gateway_for: Callable[..., str], agent: str, count: int, **overrides: str) -> list[str]:
+    """`count` completions through a gateway with these settings; every one must be answered."""
+    base = gateway_for(CONFIG, **overrides)
+    ids = []
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for _ in range(count):
+            response = client.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {MASTER_KEY}", "x-agent": agent},
+                json={"model": "gpt-3.5-turbo", "messages": MESSAGES},
+            )
+            assert response.status_code == 200, response.text
+            ids.append(response.headers["x-request-id"])
+    return ids
+
+
+def replay(aws: dict[str, str], queue: str) -> dict[str, int]:
+    env = {
+        "LLM_PROXY__USAGE_TABLE": aws["UsageTable"],
+        "LLM_PROXY__ROLLUPS_TABLE": aws["RollupsTable"],
+        "LLM_PROXY__USAGE_DLQ_URL": queue,
+    }
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        result: dict[str, int] = load_function("usage_replay").handler({}, None)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return result
+
+
+def stored(aws: dict[str, str], request_ids: list[str]) -> list[dict[str, Any]]:
+    table = boto3.resource("dynamodb").Table(aws["UsageTable"])
+    items = [table.get_item(Key={"request_id": rid}).get("Item") for rid in request_ids]
+    return [item for item in items if item]
+
+
+def rollup_of(aws: dict[str, str], agent: str) -> Rollup:
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    rows = [row for row in Rollups(aws["RollupsTable"]).day(today) if row.agent == agent]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_unavailable_table_loses_no_record_and_replay_is_idempotent(
+    gateway_for: Callable[..., str], aws: dict[str, str], queue: str
+) -> None:
+    agent = f"fault-{uuid.uuid4().hex[:8]}"
+    # DynamoDB unavailable for these M requests: the table the gateway writes does not exist.
+    request_ids = serve(
+        gateway_for,
+        agent,
+        M,
+        LLM_PROXY__USAGE_TABLE="usage-table-that-is-gone",
+        LLM_PROXY__USAGE_DLQ_URL=queue,
+    )
+    assert stored(aws, request_ids) == []
+    letters = queued(queue)
+    assert sorted(json.loads(m["Body"])["request_id"] for m in letters) == sorted(request_ids)
+
+    assert replay(aws, queue) == {"written": M, "duplicates": 0, "failed": 0}
+    items = stored(aws, request_ids)
+    assert len(items) == M
+    assert all(item["status"] == 200 and item["agent"] == agent for item in items)
+    assert all(item["cost_usd"] == Decimal("0.0000105") for item in items)
+    row = rollup_of(aws, agent)
+    assert (row.requests, row.prompt_tokens, row.completion_tokens) == (M, 6 * M, 5 * M)
+    assert row.cost_usd == Decimal("0.0000105") * M
+
+    # SQS delivers at least once: the same records replayed again change nothing.
+    sqs = boto3.client("sqs")
+    for message in letters:
+        sqs.send_message(QueueUrl=queue, MessageBody=message["Body"])
+    assert replay(aws, queue) == {"written": 0, "duplicates": M, "failed": 0}
+    assert len(stored(aws, request_ids)) == M
+    assert rollup_of(aws, agent).requests == M
+    assert queued(queue) == []
+
+
+class ThrottlingDynamoDB:
+    """DynamoDB on loopback that answers ThrottlingException to the next `throttle` writes
+    and forwards everything else to the moto server, as a throttled table would behave."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.throttle = 0
+        self.throttled = 0
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/")
+        async def dynamodb(request: Request) -> Response:
+            target = request.headers.get("x-amz-target", "")
+            if target.endswith("TransactWriteItems") and self.throttle > 0:
+                self.throttle -= 1
+                self.throttled += 1
+                body = {
+                    "__type": "com.amazonaws.dynamodb.v20120810#ThrottlingException",
+                    "message": "Rate of requests exceeds the allowed throughput.",
+                }
+                return Response(json.dumps(body), 400, media_type="application/x-amz-json-1.0")
+            headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+            async with httpx.AsyncClient() as client:
+                answer = await client.post(
+                    self.upstream, content=await request.body(), headers=headers
+                )
+            return Response(
+                answer.content, answer.status_code, media_type=answer.headers.get("content-type")
+            )
+
+        return app
+
+
+@pytest.fixture
+def throttled(aws: dict[str, str]) -> Iterator[ThrottlingDynamoDB]:
+    """Point every DynamoDB client of this process at the throttling endpoint (boto3's
+    service-specific endpoint variable), and back afterwards."""
+    double = ThrottlingDynamoDB(aws["endpoint"])
+    server = BackgroundServer(double.app()).start()
+    os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = server.url
+    llm_aws.client.cache_clear()
+    try:
+        yield double
+    finally:
+        os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB")
+        llm_aws.client.cache_clear()
+        server.stop()
+
+
+def test_throttled_writes_are_retried_with_backoff(
+    gateway_for: Callable[..., str], aws: dict[str, str], throttled: ThrottlingDynamoDB, queue: str
+) -> None:
+    agent = f"throttled-{uuid.uuid4().hex[:8]}"
+    throttled.throttle = 2  # fewer than the attempts one write makes
+    request_ids = serve(gateway_for, agent, 1, LLM_PROXY__USAGE_DLQ_URL=queue)
+    assert throttled.throttled == 2
+    assert len(stored(aws, request_ids)) == 1
+    assert queued(queue) == []
+
+
+def test_throttled_for_m_requests_loses_none_after_replay(
+    gateway_for: Callable[..., str], aws: dict[str, str], throttled: ThrottlingDynamoDB, queue: str
+) -> None:
+    agent = f"throttled-{uuid.uuid4().hex[:8]}"
+    throttled.throttle = 10_000  # throttled throughout the M requests
+    request_ids = serve(gateway_for, agent, M, LLM_PROXY__USAGE_DLQ_URL=queue)
+    assert throttled.throttled >= 2 * M  # each write was retried before it was dead-lettered
+    assert stored(aws, request_ids) == []
+    assert len(queued(queue)) == M
+
+    throttled.throttle = 0  # the table recovers
+    assert replay(aws, queue) == {"written": M, "duplicates": 0, "failed": 0}
+    assert len(stored(aws, request_ids)) == M
+    assert rollup_of(aws, agent).requests == M
