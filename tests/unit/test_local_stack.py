@@ -465,6 +465,7 @@ def test_scheduled_functions_read_least_privilege_policies(template: dict[str, A
     }
     assert actions == {
         "RollupsRead": "dynamodb:Query",
+        "KeyBudgetsRead": "dynamodb:BatchGetItem",
         "ReportObjects": "s3:PutObject",
         "ReportSummary": "sns:Publish",
     }
