@@ -85,6 +85,10 @@ class Gateway:
             self._routes, self._built_from = routes, secret
         return self._routes
 
+    def rebuild(self) -> None:
+        """Build the router afresh on next use, with new HTTP clients (after a restore)."""
+        self._built_from = None
+
     def master_key(self) -> str:
         reference = self.config.general_settings.master_key or DEFAULT_MASTER_KEY_REFERENCE
         if reference.startswith("os.environ/"):
