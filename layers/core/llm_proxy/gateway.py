@@ -222,7 +222,8 @@ class Gateway:
                 raise invalid_request("'model' is required.", param="model", code="missing_model")
             routes = self.routes()
             self._require_model(model, routes)
-            response = await call(routes, model)
+            async with asyncio.timeout(self.settings.provider_deadline_s):
+                response = await call(routes, model)
         except Exception as exc:
             error = as_proxy_error(exc, model)
             record.status, record.error_type, record.error_code = (
