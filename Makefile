@@ -22,6 +22,7 @@ lint: .venv/.installed
 	.venv/bin/mypy
 	.venv/bin/cfn-lint template.yaml
 	scripts/sam.sh validate --lint
+	scripts/checkov.sh
 
 build: .venv/.installed
 	scripts/sam.sh build
