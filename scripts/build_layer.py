@@ -20,6 +20,7 @@ import compileall
 import os
 import py_compile
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Collection, Iterable
@@ -236,6 +237,35 @@ def build_runtime_sdk(site: Path) -> Path:
         shutil.rmtree(site)
     install(site, RUNTIME_SDK, keep=True)
     return site
+
+
+def build_opt(root: Path, compiled: bool = True) -> tuple[Path, dict[str, float]]:
+    """Both layers merged under root/opt/python as Lambda merges them into /opt, and the
+    runtime's boto3 under root/runtime; returns the PYTHONPATH and the layers' sizes."""
+    deps = build_deps(root / "opt", compiled=compiled)
+    core = build_core(root / "core", compiled=compiled)
+    figures = sizes(deps, core)
+    shutil.copytree(core / CORE_PACKAGE.name, deps / CORE_PACKAGE.name)
+    runtime = build_runtime_sdk(root / "runtime")
+    return deps, figures | {"runtime_sdk": tree_size_mb(runtime)}
+
+
+def read_only(root: Path) -> None:
+    """Lambda's /opt and /var/task: nothing under root can be written, __pycache__ included."""
+    for directory, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            path = Path(directory) / name
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    root.chmod(root.stat().st_mode & ~stat.S_IWUSR)
+
+
+def writable(root: Path) -> None:
+    """Undo read_only for the directories, so the tree can be removed."""
+    for directory, dirnames, _ in os.walk(root):
+        for name in dirnames:
+            (Path(directory) / name).chmod(0o755)
+    root.chmod(0o755)
 
 
 def _no_bytecode(_: str, names: list[str]) -> list[str]:

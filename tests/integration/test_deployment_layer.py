@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import textwrap
@@ -49,36 +48,18 @@ class Deployment:
         return f"{self.opt / 'python'}{os.pathsep}{self.runtime}"
 
 
-def _read_only(root: Path) -> None:
-    for directory, dirnames, filenames in os.walk(root):
-        for name in [*dirnames, *filenames]:
-            path = Path(directory) / name
-            if not path.is_symlink():
-                path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-    root.chmod(root.stat().st_mode & ~stat.S_IWUSR)
-
-
-def _writable(root: Path) -> None:
-    for directory, dirnames, _ in os.walk(root):
-        for name in dirnames:
-            (Path(directory) / name).chmod(0o755)
-    root.chmod(0o755)
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("lambda")
-    build_layer.build_deps(root / "opt")
-    core = build_layer.build_core(root / "core")
-    shutil.copytree(core / "llm_proxy", root / "opt" / "python" / "llm_proxy")
-    runtime = build_layer.build_runtime_sdk(root / "runtime")
+    build_layer.build_opt(root)
+    runtime = root / "runtime"
     task = root / "task"
     shutil.copytree(build_layer.API_FUNCTION, task, ignore=shutil.ignore_patterns("__pycache__"))
     for tree in (root / "opt", runtime, task):
-        _read_only(tree)
+        build_layer.read_only(tree)
     yield Deployment(root / "opt", runtime, task)
     for tree in (root / "opt", runtime, task):
-        _writable(tree)
+        build_layer.writable(tree)
 
 
 def lambda_env(deployment: Deployment, aws: dict[str, str], **extra: str) -> dict[str, str]:

@@ -61,7 +61,7 @@ def after_restore(gateway: Gateway) -> None:
     aws.resource_table.cache_clear()
     gateway.keys.reset()
     # litellm's HTTP clients hold sockets of the snapshotted environment.
-    litellm.in_memory_llm_clients_cache.flush_cache()
+    litellm.in_memory_llm_clients_cache.flush_cache()  # type: ignore[no-untyped-call]
     gateway.rebuild()
     try:
         gateway.keys.get(force=True)  # the secret as it is now, not as it was at publish time
@@ -76,9 +76,10 @@ def register(gateway: Gateway, app: Any, runtime: Any = None) -> bool:
     runtime provides; elsewhere nothing is registered."""
     if runtime is None:
         try:
-            import snapshot_restore_py as runtime
+            import snapshot_restore_py
         except ImportError:
             return False
+        runtime = snapshot_restore_py
     runtime.register_before_snapshot(lambda: before_snapshot(gateway, app))
     runtime.register_after_restore(lambda: after_restore(gateway))
     return True
