@@ -236,6 +236,7 @@ def build_runtime_sdk(site: Path) -> Path:
     if site.exists():
         shutil.rmtree(site)
     install(site, RUNTIME_SDK, keep=True)
+    compile_tree(site)  # the runtime's own copy comes compiled
     return site
 
 
