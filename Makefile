@@ -3,7 +3,7 @@ PYTHON_VERSION ?= 3.12
 PY := .venv/bin/python
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: dev test lint build bench report requirements clean
+.PHONY: dev test lint build size bench report requirements clean
 
 # The project environment: Python 3.12, dependencies installed from hash-pinned lock files.
 .venv/.installed: requirements-dev.txt pyproject.toml
@@ -22,9 +22,14 @@ lint: .venv/.installed
 	.venv/bin/mypy
 	.venv/bin/cfn-lint template.yaml
 	scripts/sam.sh validate --lint
+	scripts/checkov.sh
 
 build: .venv/.installed
 	scripts/sam.sh build
+
+# The layers as `sam build` makes them (into build/layers), and their unzipped size.
+size: .venv/.installed
+	$(PY) scripts/build_layer.py size
 
 bench: .venv/.installed
 	$(PY) -m scripts.bench
@@ -42,4 +47,4 @@ requirements:
 	uv pip compile layers/ops/requirements.in -c layers/deps/requirements.txt --generate-hashes --python-version $(PYTHON_VERSION) --no-header -q -o layers/ops/requirements.txt
 
 clean:
-	rm -rf .venv .tools .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .tools .aws-sam build .pytest_cache .mypy_cache .ruff_cache

@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -31,15 +30,12 @@ from typing import Any
 
 import httpx
 
+from scripts import build_layer
 from scripts.local_stack import REPO_ROOT, create_resources
 from tests.doubles.openai_upstream import OpenAIUpstream
 from tests.doubles.server import BackgroundServer, free_port
 
 API_APP = REPO_ROOT / "functions" / "api" / "app.py"
-DEPS_REQUIREMENTS = REPO_ROOT / "layers" / "deps" / "requirements.txt"
-CORE_LAYER = REPO_ROOT / "layers" / "core"
-API_FUNCTION = REPO_ROOT / "functions" / "api"
-VENV_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 
 MASTER_KEY = "sk-bench-master-0123456789abcdef0123"
 UPSTREAM_KEY = "sk-bench-upstream-0123456789abcdef"
@@ -415,11 +411,17 @@ module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)"""
 
 
-def _child_run(statement: str, env: Mapping[str, str]) -> dict[str, float]:
+def _child_run(statement: str, env: Mapping[str, str], layered: bool = True) -> dict[str, float]:
     code = _CHILD.format(statement=statement, marker=RESULT_MARKER)
+    # From a layer: the bare interpreter, without this environment's site-packages.
+    python = (
+        [str(getattr(sys, "_base_executable", sys.executable)), "-s"]
+        if layered
+        else [sys.executable]
+    )
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", code],
+        [*python, "-c", code],
         env=dict(env),
         cwd=REPO_ROOT,
         capture_output=True,
@@ -446,16 +448,35 @@ def _median_runs(runs: list[dict[str, float]]) -> dict[str, Any]:
     return figures
 
 
-def measure_cold_init(stack: Stack, runs: int) -> dict[str, Any]:
+def _cold_base() -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if k != "LLM_PROXY__MASTER_KEY"}
     base["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    return base
+
+
+def _layer_env(env: Mapping[str, str], pythonpath: str) -> dict[str, str]:
+    """Only the layer on the path, nothing written, as in Lambda."""
+    return {
+        **{k: v for k, v in env.items() if k != "VIRTUAL_ENV"},
+        "PYTHONPATH": pythonpath,
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+def measure_cold_init(stack: Stack, runs: int, pythonpath: str | None = None) -> dict[str, Any]:
+    """`import litellm` against importing the api module (its whole init), in fresh processes;
+    with `pythonpath`, both from the built, read-only layer alone."""
+    base = _cold_base()
     app_env = {**base, **stack.api_env}
+    if pythonpath is not None:
+        base, app_env = _layer_env(base, pythonpath), _layer_env(app_env, pythonpath)
     bare: list[dict[str, float]] = []
     api: list[dict[str, float]] = []
     # Alternate, so page-cache or machine drift touches both sides alike.
     for _ in range(runs):
-        bare.append(_child_run(_BARE_IMPORT, base))
-        api.append(_child_run(_API_IMPORT, app_env))
+        bare.append(_child_run(_BARE_IMPORT, base, layered=pythonpath is not None))
+        api.append(_child_run(_API_IMPORT, app_env, layered=pythonpath is not None))
     bare_figures, api_figures = _median_runs(bare), _median_runs(api)
     return {
         "bare_import_litellm": bare_figures,
@@ -465,60 +486,28 @@ def measure_cold_init(stack: Stack, runs: int) -> dict[str, Any]:
     }
 
 
-# --- 5: deployed size -----------------------------------------------------------------------
+# --- 5: deployed size, and the built layer the cold init runs from -------------------------
 
 
-def tree_size_mb(root: Path, skip_bytecode: bool = False) -> float:
-    """Sum of regular file sizes under `root`, in MiB (Lambda's 250 MB limit is 250 MiB)."""
-    total = 0
-    for directory, dirnames, filenames in os.walk(root):
-        if skip_bytecode:
-            dirnames[:] = [name for name in dirnames if name != "__pycache__"]
-        for filename in filenames:
-            path = Path(directory) / filename
-            if not path.is_symlink():
-                total += path.stat().st_size
-    return total / MIB
+@contextmanager
+def built_layers(compiled: bool = True) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The layers as `sam build` makes them, merged and read-only as in Lambda: yields the
+    PYTHONPATH (the layers, then the runtime's boto3) and their sizes."""
+    with tempfile.TemporaryDirectory(prefix="llm-proxy-layer-") as tmp:
+        root = Path(tmp)
+        site, sizes = build_layer.build_opt(root, compiled=compiled)
+        build_layer.read_only(root)
+        try:
+            yield f"{site}{os.pathsep}{root / 'runtime'}", sizes
+        finally:
+            build_layer.writable(root)
 
 
-def _install_deps(target: Path) -> str:
-    """Install the layer's hash-pinned requirements into `target`; returns the installer used."""
-    common = ["--target", str(target), "--require-hashes", "-r", str(DEPS_REQUIREMENTS)]
-    attempts: list[tuple[str, list[str]]] = []
-    if uv := shutil.which("uv"):
-        uv_args = ["--python-version", "3.12", "--python", str(VENV_PYTHON), "--quiet"]
-        attempts.append(("uv", [uv, "pip", "install", *common, *uv_args]))
-    # uv compiles no bytecode by default; --no-compile keeps the pip figure comparable.
-    pip_args = ["-m", "pip", "install", *common, "--no-compile", "--quiet"]
-    attempts.append(("pip", [str(VENV_PYTHON), *pip_args]))
-    errors: list[str] = []
-    for installer, command in attempts:
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir()
-        done = subprocess.run(
-            command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False
-        )
-        if done.returncode == 0:
-            return installer
-        errors.append(f"{installer} (exit {done.returncode}): {done.stderr.strip()[-1000:]}")
-    raise RuntimeError("could not install the deps layer: " + "; ".join(errors))
-
-
-def measure_size() -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="llm-proxy-deps-") as tmp:
-        target = Path(tmp) / "python"
-        installer = _install_deps(target)
-        deps = tree_size_mb(target)
-    core = tree_size_mb(CORE_LAYER, skip_bytecode=True)
-    api = tree_size_mb(API_FUNCTION, skip_bytecode=True)
+def _size_figures(sizes: Mapping[str, float]) -> dict[str, Any]:
     return {
-        "deps_layer": deps,
-        "core_layer": core,
-        "api_function": api,
-        "total": deps + core + api,
-        "installer": installer,
-        "note": "plain install of layers/deps/requirements.txt, no bytecode, no trimming; "
-        "source trees without __pycache__",
+        **sizes,
+        "note": "sam build's layers (scripts/build_layer.py): trimmed, bytecode only for "
+        "third-party code, boto3 from the runtime; unzipped MiB",
     }
 
 
@@ -547,8 +536,23 @@ def measure(
         results["latency_ms"]["added"]["median"],
         results["litellm_overhead_ms"]["overhead"]["median"],
     )
-    results["cold_init"] = measure_cold_init(stack, cold_runs) if cold_runs > 0 else None
-    results["size_mb"] = None if skip_size else measure_size()
+    results["size_mb"] = None
+    results["cold_init"] = None
+    if skip_size:
+        # Cold init from this environment: no layer is built.
+        if cold_runs > 0:
+            results["cold_init"] = measure_cold_init(stack, cold_runs)
+        return results
+    with built_layers() as (pythonpath, sizes):
+        results["size_mb"] = _size_figures(sizes)
+        if cold_runs > 0:
+            results["cold_init"] = measure_cold_init(stack, cold_runs, pythonpath)
+    if cold_runs > 0:
+        # What shipping no bytecode would cost: Lambda cannot write __pycache__.
+        with built_layers(compiled=False) as (source_only, _):
+            env = _layer_env(_cold_base(), source_only)
+            runs = [_child_run(_BARE_IMPORT, env) for _ in range(cold_runs)]
+        results["cold_init"]["bare_import_litellm_source_only"] = _median_runs(runs)
     return results
 
 
@@ -633,7 +637,19 @@ def _latency_rows(results: Mapping[str, Any]) -> list[Row]:
 
 def _cold_rows(cold: Mapping[str, Any], targets: Mapping[str, float]) -> list[Row]:
     bare, api = cold["bare_import_litellm"], cold["api_module_import"]
+    source_only: list[Row] = []
+    if plain := cold.get("bare_import_litellm_source_only"):
+        source_only.append(
+            (
+                "init: import litellm, no bytecode",
+                f"{plain['import_s']:.2f} s",
+                f"with bytecode {bare['import_s']:.2f} s",
+                f"{_ratio(plain['import_s'], bare['import_s']):.2f}x",
+                "",
+            )
+        )
     return [
+        *source_only,
         (
             "init: import app.py",
             f"{api['import_s']:.2f} s",
@@ -698,7 +714,7 @@ def render(results: Mapping[str, Any]) -> str:
         "async httpx call.",
     ]
     if size:
-        out.append(f"size: {size['note']} (installed with {size['installer']}).")
+        out.append(f"size: {size['note']}.")
     else:
         out.append("size skipped.")
     return "\n".join(out)

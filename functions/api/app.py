@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from llm_proxy import snapstart
 from llm_proxy.auth import Caller
 from llm_proxy.cache import CACHE_HIT_HEADER
 from llm_proxy.errors import ProxyError
@@ -320,5 +321,6 @@ def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
 
 gateway = Gateway.from_env(DEFAULT_CONFIG)
 app = create_app(gateway)
+snapstart.register(gateway, app)
 # lifespan "off": Mangum would otherwise run startup/shutdown on every invocation.
 handler = Mangum(app, lifespan="off")

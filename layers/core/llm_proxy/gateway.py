@@ -130,6 +130,10 @@ class Gateway:
             self._deployment_limits = deployment_limits(routes, self.config)
         return self._routes
 
+    def rebuild(self) -> None:
+        """Build the router afresh on next use, with new HTTP clients (after a restore)."""
+        self._built_from = None
+
     def master_key(self) -> str:
         reference = self.config.general_settings.master_key or DEFAULT_MASTER_KEY_REFERENCE
         if reference.startswith("os.environ/"):
@@ -286,7 +290,8 @@ class Gateway:
             else:
                 context = CURRENT_ADMISSION.set(admission)
                 try:
-                    response = await call(routes, model)
+                    async with asyncio.timeout(self.settings.provider_deadline_s):
+                        response = await call(routes, model)
                 finally:
                     CURRENT_ADMISSION.reset(context)
         except Exception as exc:

@@ -24,6 +24,10 @@ class ProviderKeys:
         self._client = client
         self._provider: SecretsProvider | None = None
 
+    def reset(self) -> None:
+        """Forget the cached value and client; the next read makes both again."""
+        self._provider = None
+
     def get(self, force: bool = False) -> dict[str, str]:
         if not self.secret_id:
             return {}

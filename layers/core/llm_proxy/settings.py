@@ -33,6 +33,16 @@ class Settings:
     ollama_api_base: str
     detailed_debug: bool
     max_body_bytes: int
+    # API Gateway's integration timeout. Provider calls stop `timeout_margin_ms` sooner, so a
+    # client gets the gateway's 504 (metered) rather than API Gateway's own. 0: no deadline.
+    api_timeout_ms: int = 29_000
+    timeout_margin_ms: int = 2_000
+
+    @property
+    def provider_deadline_s(self) -> float | None:
+        if self.api_timeout_ms <= 0:
+            return None
+        return max(self.api_timeout_ms - self.timeout_margin_ms, 1_000) / 1000
 
     @property
     def is_local(self) -> bool:
@@ -62,4 +72,6 @@ class Settings:
             detailed_debug=_flag(env.get("LLM_PROXY__DETAILED_DEBUG")),
             # API Gateway's synchronous payload limit.
             max_body_bytes=int(env.get("LLM_PROXY__MAX_BODY_BYTES", str(6 * 1024 * 1024))),
+            api_timeout_ms=int(env.get("LLM_PROXY__API_TIMEOUT_MS") or "29000"),
+            timeout_margin_ms=int(env.get("LLM_PROXY__TIMEOUT_MARGIN_MS") or "2000"),
         )

@@ -1,0 +1,267 @@
+"""The layers as they deploy: built by scripts/build_layer.py (what `sam build` runs), made
+read-only, and run alone, the way Lambda runs them.
+
+- The Mangum handler answers a chat completion with PYTHONPATH set to the layer only (plus the
+  runtime's boto3, which the layer leaves to the runtime), no network but loopback, and every
+  third-party module loaded from the shipped bytecode.
+- The Lambda Web Adapter start script serves the same app under uvicorn, and an SSE stream
+  reaches the client while the upstream is still producing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from scripts import build_layer
+from tests.conftest import MASTER_KEY, REPO, UPSTREAM_KEY
+from tests.doubles.openai_upstream import OpenAIUpstream
+from tests.doubles.server import free_port, serving
+
+pytestmark = pytest.mark.timeout(600)
+
+CONFIG = REPO / "tests" / "fixtures" / "gateway.yaml"
+EVENT = REPO / "events" / "chat_completion.json"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    opt: Path  # /opt: the layers, merged as Lambda merges them
+    runtime: Path  # the runtime's own boto3
+    task: Path  # /var/task: the function's code
+
+    @property
+    def pythonpath(self) -> str:
+        return f"{self.opt / 'python'}{os.pathsep}{self.runtime}"
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    root = tmp_path_factory.mktemp("lambda")
+    build_layer.build_opt(root)
+    runtime = root / "runtime"
+    task = root / "task"
+    shutil.copytree(build_layer.API_FUNCTION, task, ignore=shutil.ignore_patterns("__pycache__"))
+    for tree in (root / "opt", runtime, task):
+        build_layer.read_only(tree)
+    yield Deployment(root / "opt", runtime, task)
+    for tree in (root / "opt", runtime, task):
+        build_layer.writable(tree)
+
+
+def lambda_env(deployment: Deployment, aws: dict[str, str], **extra: str) -> dict[str, str]:
+    """What Lambda gives the function: its variables, the layer on PYTHONPATH, and nothing of
+    this machine's Python environment."""
+    keep = ("PATH", "HOME", "LANG", "TMPDIR")
+    env = {name: os.environ[name] for name in keep if name in os.environ}
+    env.update(
+        PYTHONPATH=deployment.pythonpath,
+        PYTHONNOUSERSITE="1",
+        PYTHONDONTWRITEBYTECODE="1",
+        LAMBDA_TASK_ROOT=str(deployment.task),
+        AWS_ENDPOINT_URL=aws["endpoint"],
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION="us-east-1",
+        AWS_DEFAULT_REGION="us-east-1",
+        LLM_PROXY__ENV="aws",
+        LLM_PROXY__CONFIG_PATH=str(CONFIG),
+        LLM_PROXY__SECRET_ID=aws["ProviderKeysSecret"],
+        LLM_PROXY__USAGE_TABLE=aws["UsageTable"],
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        **extra,
+    )
+    return env
+
+
+def base_python() -> str:
+    """The interpreter without this project's virtual environment."""
+    return str(getattr(sys, "_base_executable", sys.executable))
+
+
+PROBE = textwrap.dedent(
+    """
+    import importlib.machinery, importlib.util, json, os, socket, sys
+
+    LOOPBACK = ("127.0.0.1", "::1", "localhost")
+    refused, writes = [], []
+
+    def audit(event, args):
+        if event == "socket.connect":
+            address = args[1]
+            host = address[0] if isinstance(address, tuple) else str(address)
+            if host not in LOOPBACK:
+                refused.append(host)
+                raise ConnectionRefusedError(f"no network: {host}")
+        elif event == "socket.getaddrinfo" and args[0] not in LOOPBACK:
+            refused.append(str(args[0]))
+            raise socket.gaierror(f"no network: {args[0]}")
+        elif event == "open":
+            path, mode, flags = args
+            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                isinstance(flags, int) and flags & 0o3)
+            if writing and not str(path).startswith(("/tmp", "/dev/")):
+                writes.append(str(path))
+
+    sys.addaudithook(audit)
+    task = os.environ["LAMBDA_TASK_ROOT"]
+    sys.path.insert(0, task)
+    spec = importlib.util.spec_from_file_location("app", os.path.join(task, "app.py"))
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+
+    event = json.load(open(sys.argv[1]))
+    event["headers"]["Authorization"] = "Bearer " + sys.argv[2]
+    event["multiValueHeaders"]["Authorization"] = ["Bearer " + sys.argv[2]]
+    event["body"] = json.dumps(
+        {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}]})
+    response = app.handler(event, None)
+
+    roots = [os.path.realpath(p) for p in os.environ["PYTHONPATH"].split(os.pathsep)]
+    sources = sorted(
+        name for name, module in list(sys.modules.items())
+        if isinstance(getattr(module, "__spec__", None) and module.__spec__.loader,
+                      importlib.machinery.SourceFileLoader)
+        and os.path.realpath(module.__file__ or "").startswith(roots[0])
+        and not name.startswith("llm_proxy")
+    )
+    outside = sorted(
+        name for name, module in list(sys.modules.items())
+        if (getattr(module, "__file__", None) or "").endswith((".py", ".pyc", ".so"))
+        and "site-packages" in module.__file__
+        and not os.path.realpath(module.__file__).startswith(tuple(roots))
+    )
+    print("PROBE " + json.dumps({"response": response, "refused": refused, "writes": writes,
+                                  "from_source": sources, "outside_layer": outside}))
+    """
+)
+
+
+def test_the_built_layer_alone_serves_a_chat_completion(
+    deployment: Deployment, aws: dict[str, str], upstream: OpenAIUpstream
+) -> None:
+    env = lambda_env(deployment, aws, TEST_OPENAI_BASE=f"{upstream.base_url}/v1")
+    done = subprocess.run(
+        [base_python(), "-s", "-c", PROBE, str(EVENT), MASTER_KEY],
+        env=env,
+        cwd=deployment.task,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    line = [row for row in done.stdout.splitlines() if row.startswith("PROBE ")][-1]
+    report = json.loads(line.removeprefix("PROBE "))
+    response = report["response"]
+    assert response["statusCode"] == 200, response["body"]
+    body = json.loads(response["body"])
+    assert body["choices"][0]["message"]["content"] == upstream.reply
+    assert upstream.requests[-1].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert report["refused"] == []
+    assert report["writes"] == []
+    # Third-party code runs from the shipped bytecode; nothing was compiled from source.
+    assert report["from_source"] == []
+    assert report["outside_layer"] == []
+
+
+# --- the streaming function: Lambda Web Adapter's start script ------------------------------
+
+
+@dataclass(kw_only=True)
+class HeldUpstream(OpenAIUpstream):
+    """Streams every chunk but the last at once, then waits for `release`."""
+
+    release: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    async def _chunks(self, *args: object, **kwargs: object) -> AsyncIterator[bytes]:
+        frames = [frame async for frame in super()._chunks(*args, **kwargs)]  # type: ignore[arg-type]
+        for frame in frames[:-1]:
+            yield frame
+        await asyncio.to_thread(self.release.wait, 60)
+        self.finished.set()
+        yield frames[-1]
+
+
+def _wait_ready(url: str, process: subprocess.Popen[str], timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"run.sh exited {process.returncode}: {process.stdout}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError("run.sh did not serve /health in time")
+
+
+def test_the_adapter_start_script_streams_chunks_as_they_come(
+    deployment: Deployment, aws: dict[str, str]
+) -> None:
+    assert os.access(deployment.task / "run.sh", os.X_OK)
+    held = HeldUpstream(api_key=UPSTREAM_KEY)
+    with serving(held) as double:
+        port = free_port()
+        # Lambda Web Adapter sets PORT and runs the handler (run.sh) under /opt/bootstrap.
+        env = lambda_env(
+            deployment,
+            aws,
+            PORT=str(port),
+            TEST_OPENAI_BASE=f"{double.base_url}/v1",
+            PATH=f"{Path(base_python()).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            AWS_LWA_INVOKE_MODE="response_stream",
+        )
+        process = subprocess.Popen(
+            [str(deployment.task / "run.sh")],
+            env=env,
+            cwd=deployment.task,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_ready(url, process)
+            body = {
+                "model": "gpt-3.5-turbo",
+                "stream": True,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+            headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+            content: list[str] = []
+            with httpx.stream(
+                "POST", f"{url}/v1/chat/completions", json=body, headers=headers, timeout=60
+            ) as response:
+                assert response.status_code == 200
+                assert response.headers["content-type"].startswith("text/event-stream")
+                lines = response.iter_lines()
+                for line in lines:
+                    if line.startswith("data: {"):
+                        delta = json.loads(line[6:])["choices"][0]["delta"]
+                        content.append(delta.get("content") or "")
+                    if "".join(content).strip() == held.reply:
+                        break
+                # The whole reply reached the client while the upstream still held its end.
+                assert not held.finished.is_set()
+                held.release.set()
+                rest = [line for line in lines if line]
+            assert rest[-1] == "data: [DONE]"
+        finally:
+            held.release.set()
+            process.terminate()
+            process.wait(timeout=10)
