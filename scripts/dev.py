@@ -53,6 +53,8 @@ Try it:
 
   curl -s {url}/v1/models -H "Authorization: Bearer {key}"
 
+  .venv/bin/llm-proxy keys create --agent coder --rpm 60    # a virtual key for one agent
+
   from openai import OpenAI
   client = OpenAI(base_url="{url}/v1", api_key="{key}")
   reply = client.chat.completions.create(
