@@ -329,9 +329,11 @@ class Gateway:
         """The usage item, and the admission's estimates settled to what was really used."""
         self.usage.write(record)
         if admission is not None:
+            # A cache hit used no provider tokens, whatever its answer reports.
+            used = 0 if record.cache_hit else record.prompt_tokens + record.completion_tokens
             self.limiter.settle(
                 admission.reservation,
-                record.prompt_tokens + record.completion_tokens,
+                used,
                 record.cost_usd,
                 admission.deployment_items,
                 record.deployment_id,

@@ -213,19 +213,30 @@ class Limiter:
             cost_delta = Decimal(str(round(cost, 10))) - reservation.cost
             if cost_delta:
                 changes.append((reservation.spend_item, "spend", cost_delta))
-        for item, attribute, delta in changes:
-            try:
-                self._client().update_item(
-                    TableName=self.table_name,
-                    Key={"counter_id": _value(item)},
-                    UpdateExpression=f"ADD {attribute} :delta",
-                    ConditionExpression="attribute_exists(counter_id)",
-                    ExpressionAttributeValues={":delta": _value(delta)},
-                )
-            except Exception as exc:
-                logger.warning(
-                    "counter not settled", extra={"counter": item, "error": type(exc).__name__}
-                )
+        updates = [
+            {
+                "TableName": self.table_name,
+                "Key": {"counter_id": _value(item)},
+                "UpdateExpression": f"ADD {attribute} :delta",
+                # A counter gone with its window is not brought back without its TTL.
+                "ConditionExpression": "attribute_exists(counter_id)",
+                "ExpressionAttributeValues": {":delta": _value(delta)},
+            }
+            for item, attribute, delta in changes
+        ]
+        if not updates:
+            return
+        try:
+            # One round trip, however many counters the request touched.
+            if len(updates) == 1:
+                self._client().update_item(**updates[0])
+            else:
+                self._client().transact_write_items(TransactItems=[{"Update": u} for u in updates])
+        except Exception as exc:
+            logger.warning(
+                "counters not settled",
+                extra={"counters": [item for item, _, _ in changes], "error": type(exc).__name__},
+            )
 
     def spend(self, key: VirtualKey, now: float | None = None) -> float:
         """The key's spend in its current budget window (all time without a window)."""
