@@ -124,6 +124,8 @@ PROBE = textwrap.dedent(
     spec.loader.exec_module(app)
 
     event = json.load(open(sys.argv[1]))
+    # A request id of its own: the event file's belongs to test_lambda_handler's usage item.
+    event["requestContext"]["requestId"] = "layer-probe-" + os.urandom(8).hex()
     event["headers"]["Authorization"] = "Bearer " + sys.argv[2]
     event["multiValueHeaders"]["Authorization"] = ["Bearer " + sys.argv[2]]
     event["body"] = json.dumps(
