@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,6 +42,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
+# Threads of their own for the work left for after a response (usage writes), so that a slow
+# table delays only that work, never the worker-thread calls of the requests being served.
+AFTER_RESPONSE_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="after-response")
 
 
 # Declared for the OpenAPI schema; the gateway reads and checks the headers itself.
@@ -335,9 +339,10 @@ class RequestContext:
                 extra={"method": scope["method"], "path": scope["path"], "status": status},
             )
         finally:
+            loop = asyncio.get_running_loop()
             for work in later:
                 try:
-                    await asyncio.to_thread(work)
+                    await loop.run_in_executor(AFTER_RESPONSE_THREADS, work)
                 except Exception:
                     logger.exception("work after the response failed")
 
