@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,13 +14,13 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from llm_proxy import snapstart
 from llm_proxy.auth import Caller
 from llm_proxy.cache import CACHE_HIT_HEADER
 from llm_proxy.errors import ProxyError
-from llm_proxy.gateway import NOT_CONFIGURED, Gateway
+from llm_proxy.gateway import NOT_CONFIGURED, AfterResponse, Gateway
 from llm_proxy.keys_api import KeyAdmin
 from llm_proxy.logs import logger
 from llm_proxy.messages import message_events
@@ -36,9 +37,14 @@ from llm_proxy.schemas import (
 )
 from llm_proxy.streams import ChatStream
 from mangum import Mangum
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
+# Threads of their own for the work left for after a response (usage writes), so that a slow
+# table delays only that work, never the worker-thread calls of the requests being served.
+AFTER_RESPONSE_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="after-response")
 
 
 # Declared for the OpenAPI schema; the gateway reads and checks the headers itself.
@@ -46,13 +52,14 @@ BEARER = HTTPBearer(auto_error=False, description="The master key (or a virtual 
 API_KEY_HEADER = APIKeyHeader(name="x-api-key", auto_error=False, description="The same key.")
 
 
-def caller(
+async def caller(
     request: Request,
     _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
     _api_key: Annotated[str | None, Security(API_KEY_HEADER)],
 ) -> Caller:
+    # Async: FastAPI runs a plain `def` dependency in a worker thread, a hop per request.
     gateway: Gateway = request.app.state.gateway
-    return gateway.authenticate(request.headers)
+    return await gateway.authenticate(request.headers)
 
 
 Authenticated = Annotated[Caller, Depends(caller)]
@@ -99,47 +106,10 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.gateway = gateway
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
 
-    def request_id(request: Request) -> str:
-        return str(getattr(request.state, "request_id", "")) or uuid.uuid4().hex
-
     def error_response(request: Request, error: ProxyError) -> JSONResponse:
-        headers = {**error.headers, "x-request-id": request_id(request)}
-        body = error.body()
-        if request.url.path.endswith("/messages"):
-            # Anthropic's error envelope: OpenAI's `error` object plus `"type": "error"`.
-            body = {"type": "error", **body}
-        return JSONResponse(body, status_code=error.status, headers=headers)
+        return proxy_error_response(request.url.path, request_id(request), error)
 
-    @app.middleware("http")
-    async def request_context(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        event = request.scope.get("aws.event") or {}
-        rid = (event.get("requestContext") or {}).get("requestId") or uuid.uuid4().hex
-        request.state.request_id = rid
-        logger.set_correlation_id(rid)
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > gateway.settings.max_body_bytes:
-            return error_response(
-                request,
-                ProxyError(
-                    413,
-                    f"Request body is larger than {gateway.settings.max_body_bytes} bytes.",
-                    "invalid_request_error",
-                    code="request_too_large",
-                ),
-            )
-        response = await call_next(request)
-        response.headers["x-request-id"] = rid
-        logger.info(
-            "request",
-            extra={
-                "method": request.method,
-                "path": request.url.path,
-                "status": response.status_code,
-            },
-        )
-        return response
+    app.add_middleware(RequestContext, gateway=gateway)
 
     @app.exception_handler(ProxyError)
     async def proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
@@ -211,7 +181,11 @@ def create_app(gateway: Gateway) -> FastAPI:
         body: ChatCompletionRequest, request: Request, who: Authenticated
     ) -> JSONResponse | StreamingResponse:
         result = await gateway.chat(
-            body.model_dump(exclude_unset=True), who, request_id(request), request.url.path
+            body.model_dump(exclude_unset=True),
+            who,
+            request_id(request),
+            request.url.path,
+            after_response(request),
         )
         headers = cache_headers(gateway, result)
         if isinstance(result, ChatStream):
@@ -223,7 +197,11 @@ def create_app(gateway: Gateway) -> FastAPI:
         body: AnthropicMessagesRequest, request: Request, who: Authenticated
     ) -> JSONResponse | StreamingResponse:
         result = await gateway.messages(
-            body.model_dump(exclude_unset=True), who, request_id(request), request.url.path
+            body.model_dump(exclude_unset=True),
+            who,
+            request_id(request),
+            request.url.path,
+            after_response(request),
         )
         headers = cache_headers(gateway, result)
         if isinstance(result, ChatStream):
@@ -236,7 +214,11 @@ def create_app(gateway: Gateway) -> FastAPI:
         body: EmbeddingRequest, request: Request, who: Authenticated
     ) -> dict[str, Any]:
         result = await gateway.embeddings(
-            body.model_dump(exclude_unset=True), who, request_id(request), request.url.path
+            body.model_dump(exclude_unset=True),
+            who,
+            request_id(request),
+            request.url.path,
+            after_response(request),
         )
         vectors: dict[str, Any] = result.model_dump(exclude_none=True)
         return vectors
@@ -286,6 +268,83 @@ def create_app(gateway: Gateway) -> FastAPI:
         return report.as_dict()
 
     return app
+
+
+def request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "")) or uuid.uuid4().hex
+
+
+def after_response(request: Request) -> AfterResponse | None:
+    """Takes work to run once the response is sent (RequestContext runs it)."""
+    later: AfterResponse | None = getattr(request.state, "after_response", None)
+    return later
+
+
+def proxy_error_response(path: str, rid: str, error: ProxyError) -> JSONResponse:
+    headers = {**error.headers, "x-request-id": rid}
+    body = error.body()
+    if path.endswith("/messages"):
+        # Anthropic's error envelope: OpenAI's `error` object plus `"type": "error"`.
+        body = {"type": "error", **body}
+    return JSONResponse(body, status_code=error.status, headers=headers)
+
+
+class RequestContext:
+    """Every HTTP request: its id (API Gateway's, else a fresh one) in the request state, as
+    the log correlation id and as `x-request-id` on the response; a body larger than the limit
+    refused by its Content-Length; one access log line; then the work the route left for after
+    the response (`after_response`), run even when the route failed.
+
+    Plain ASGI rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware runs the
+    rest of the app in a task of its own and relays every response through a memory stream,
+    which costs each request more than everything this does."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        event = scope.get("aws.event") or {}
+        rid = (event.get("requestContext") or {}).get("requestId") or uuid.uuid4().hex
+        later: list[Callable[[], object]] = []
+        scope.setdefault("state", {}).update(request_id=rid, after_response=later.append)
+        logger.set_correlation_id(rid)
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["x-request-id"] = rid
+            await send(message)
+
+        limit = self.gateway.settings.max_body_bytes
+        length = Headers(scope=scope).get("content-length", "")
+        try:
+            if length.isdigit() and int(length) > limit:
+                error = ProxyError(
+                    413,
+                    f"Request body is larger than {limit} bytes.",
+                    "invalid_request_error",
+                    code="request_too_large",
+                )
+                await proxy_error_response(scope["path"], rid, error)(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+            logger.info(
+                "request",
+                extra={"method": scope["method"], "path": scope["path"], "status": status},
+            )
+        finally:
+            loop = asyncio.get_running_loop()
+            for work in later:
+                try:
+                    await loop.run_in_executor(AFTER_RESPONSE_THREADS, work)
+                except Exception:
+                    logger.exception("work after the response failed")
 
 
 def cache_headers(gateway: Gateway, result: Any) -> dict[str, str]:

@@ -26,7 +26,7 @@ from llm_proxy.keys import VirtualKey
 from llm_proxy.report import Period, ReportSettings, report_for
 from llm_proxy.usage import UsageRecord, UsageStore
 
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, REPO
+from tests.conftest import MASTER_KEY, PROVIDER_KEYS, REPO, usage_item
 from tests.doubles.anthropic_upstream import AnthropicUpstream
 from tests.doubles.ollama_upstream import OllamaUpstream
 from tests.doubles.server import serving
@@ -127,7 +127,6 @@ def test_costs_match_the_seed_price_tables(
 ) -> None:
     agent = f"oracle-{uuid.uuid4().hex[:8]}"
     base = gateway_for(oracle_config(anthropic.base_url, ollama.base_url))
-    usage = boto3.resource("dynamodb").Table(aws["UsageTable"])
     expected: dict[str, Decimal] = {}
     with httpx.Client(base_url=base, timeout=30) as client:
         for model in SEED_PRICES:
@@ -137,7 +136,7 @@ def test_costs_match_the_seed_price_tables(
                 json={"model": model, "messages": [{"role": "user", "content": "Say hi"}]},
             )
             assert response.status_code == 200, response.text
-            item = usage.get_item(Key={"request_id": response.headers["x-request-id"]})["Item"]
+            item = usage_item(aws["UsageTable"], response.headers["x-request-id"])
             tokens = response.json()["usage"]
             assert (item["prompt_tokens"], item["completion_tokens"]) == (
                 tokens["prompt_tokens"],
@@ -394,6 +393,8 @@ def test_api_emits_emf_metrics_per_model(
             json={"model": "house-gpt", "messages": [{"role": "user", "content": "Say hi"}]},
         )
         assert response.status_code == 200
+    # The metrics go out with the usage write, which may follow the response.
+    usage_item(aws["UsageTable"], response.headers["x-request-id"])
     blobs = [
         json.loads(line)
         for line in capfd.readouterr().out.splitlines()

@@ -4,9 +4,11 @@ writes it once, with its rollup counted once, however often it is replayed."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -21,7 +23,7 @@ from fastapi import FastAPI, Request, Response
 from llm_proxy import aws as llm_aws
 from llm_proxy.rollups import Rollup, Rollups
 
-from tests.conftest import MASTER_KEY, REPO
+from tests.conftest import MASTER_KEY, REPO, usage_item
 from tests.doubles.server import BackgroundServer
 
 M = 6
@@ -38,6 +40,10 @@ router_settings:
 general_settings:
   master_key: os.environ/LLM_PROXY__MASTER_KEY
 """
+# As deployed: in Lambda the usage write is done before the response; elsewhere (uvicorn) it
+# runs after it (`Settings.meter_after_response`).
+IN_LAMBDA = {"AWS_LAMBDA_FUNCTION_NAME": "llm-proxy-api"}
+OUTSIDE_LAMBDA = {"AWS_LAMBDA_FUNCTION_NAME": ""}
 
 
 def load_function(name: str) -> ModuleType:
@@ -58,7 +64,17 @@ def queue(aws: dict[str, str]) -> Iterator[str]:
     sqs.delete_queue(QueueUrl=url)
 
 
-def queued(url: str) -> list[dict[str, Any]]:
+def queued(url: str, at_least: int = 0, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """The queue's messages; waits until there are `at_least` of them (or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        bodies = _received(url)
+        if len(bodies) >= at_least or time.monotonic() > deadline:
+            return bodies
+        time.sleep(0.1)
+
+
+def _received(url: str) -> list[dict[str, Any]]:
     sqs = boto3.client("sqs")
     bodies = []
     while True:
@@ -72,8 +88,12 @@ def queued(url: str) -> list[dict[str, Any]]:
 
 
 def serve(gateway_for: Callable[..., str], agent: str, count: int, **overrides: str) -> list[str]:
-    """`count` completions through a gateway with these settings; every one must be answered."""
-    base = gateway_for(CONFIG, **overrides)
+    """`count` completions through a gateway with these settings; every one must be answered.
+    As in Lambda unless overridden: each usage write is done when its response comes."""
+    return ask(gateway_for(CONFIG, **{**IN_LAMBDA, **overrides}), agent, count)
+
+
+def ask(base: str, agent: str, count: int) -> list[str]:
     ids = []
     with httpx.Client(base_url=base, timeout=30) as client:
         for _ in range(count):
@@ -154,6 +174,23 @@ def test_unavailable_table_loses_no_record_and_replay_is_idempotent(
     assert queued(queue) == []
 
 
+def test_after_the_response_an_unavailable_table_still_loses_no_record(
+    gateway_for: Callable[..., str], aws: dict[str, str], queue: str
+) -> None:
+    # Outside Lambda the usage write runs after the response: its dead letters come later.
+    request_ids = serve(
+        gateway_for,
+        f"fault-{uuid.uuid4().hex[:8]}",
+        M,
+        LLM_PROXY__USAGE_TABLE="usage-table-that-is-gone",
+        LLM_PROXY__USAGE_DLQ_URL=queue,
+        **OUTSIDE_LAMBDA,
+    )
+    letters = queued(queue, at_least=M)
+    assert sorted(json.loads(m["Body"])["request_id"] for m in letters) == sorted(request_ids)
+    assert stored(aws, request_ids) == []
+
+
 class ThrottlingDynamoDB:
     """DynamoDB on loopback that answers ThrottlingException to the next `throttle` writes
     and forwards everything else to the moto server, as a throttled table would behave."""
@@ -162,6 +199,8 @@ class ThrottlingDynamoDB:
         self.upstream = upstream
         self.throttle = 0
         self.throttled = 0
+        # How long each forwarded transaction waits first: a slow table.
+        self.delay_s = 0.0
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -177,6 +216,8 @@ class ThrottlingDynamoDB:
                     "message": "Rate of requests exceeds the allowed throughput.",
                 }
                 return Response(json.dumps(body), 400, media_type="application/x-amz-json-1.0")
+            if target.endswith("TransactWriteItems"):
+                await asyncio.sleep(self.delay_s)
             headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
             async with httpx.AsyncClient() as client:
                 answer = await client.post(
@@ -230,3 +271,27 @@ def test_throttled_for_m_requests_loses_none_after_replay(
     assert replay(aws, queue) == {"written": M, "duplicates": 0, "failed": 0}
     assert len(stored(aws, request_ids)) == M
     assert rollup_of(aws, agent).requests == M
+
+
+def test_outside_lambda_the_answer_does_not_wait_for_the_usage_write(
+    gateway_for: Callable[..., str], aws: dict[str, str], throttled: ThrottlingDynamoDB
+) -> None:
+    base = gateway_for(CONFIG, **OUTSIDE_LAMBDA)
+    throttled.delay_s = 2.0
+    started = time.monotonic()
+    (request_id,) = ask(base, f"slow-{uuid.uuid4().hex[:8]}", 1)
+    assert time.monotonic() - started < throttled.delay_s
+    assert stored(aws, [request_id]) == []
+    assert usage_item(aws["UsageTable"], request_id)["status"] == 200
+
+
+def test_in_lambda_the_usage_item_is_written_before_the_answer(
+    gateway_for: Callable[..., str], aws: dict[str, str], throttled: ThrottlingDynamoDB
+) -> None:
+    # Lambda freezes the environment once the response is out: nothing may be left to run.
+    base = gateway_for(CONFIG, **IN_LAMBDA)
+    throttled.delay_s = 1.0
+    started = time.monotonic()
+    request_ids = ask(base, f"slow-{uuid.uuid4().hex[:8]}", 1)
+    assert time.monotonic() - started >= throttled.delay_s
+    assert len(stored(aws, request_ids)) == 1

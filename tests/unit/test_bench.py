@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -36,12 +37,14 @@ def _positive_numbers(node: Any, path: str = "", signed: bool = False) -> list[s
     return bad
 
 
-DIFFERENCES = frozenset({"added", "overhead", "ratio_added_to_litellm_overhead"})
+DIFFERENCES = frozenset(
+    {"added", "added_usage_before_response", "overhead", "ratio_added_to_litellm_overhead"}
+)
 
 
 @pytest.mark.timeout(120)
 def test_measure_reports_every_figure(
-    aws: dict[str, str], upstream: OpenAIUpstream, gateway_url: str
+    aws: dict[str, str], upstream: OpenAIUpstream, api: ModuleType, gateway_url: str
 ) -> None:
     stack = bench.Stack(
         upstream_url=upstream.base_url,
@@ -55,14 +58,23 @@ def test_measure_reports_every_figure(
             aws["UsageTable"],
             upstream.base_url,
         ),
+        gateway=api.gateway,
     )
 
     results = bench.measure(stack, requests=5, warmup=2, cold_runs=1, skip_size=True)
 
-    assert set(results["latency_ms"]) == {"direct", "gateway", "added"}
-    for side in ("direct", "gateway"):
+    assert set(results["latency_ms"]) == {
+        "direct",
+        "gateway",
+        "added",
+        "gateway_usage_before_response",
+        "added_usage_before_response",
+    }
+    for side in ("direct", "gateway", "gateway_usage_before_response"):
         assert set(results["latency_ms"][side]) >= {"median", "p99"}
-    assert set(results["latency_ms"]["added"]) == {"median", "p99"}
+    for added in ("added", "added_usage_before_response"):
+        assert set(results["latency_ms"][added]) == {"median", "p99"}
+    assert api.gateway.settings.meter_after_response
     assert set(results["litellm_overhead_ms"]) == {"direct_async", "acompletion", "overhead"}
     assert set(results["cpu_ms_per_request"]) >= {"gateway_loop", "direct_loop"}
     assert set(results["cold_init"]) == {
@@ -78,10 +90,15 @@ def test_measure_reports_every_figure(
     assert results["size_mb"] is None
     assert _positive_numbers(results) == []
 
-    # Four loops (direct, gateway, async direct, litellm) reached the double.
-    assert len(upstream.requests) >= 4 * (5 + 2)
+    # Five loops (direct, gateway twice, async direct, litellm) reached the double.
+    assert len(upstream.requests) >= 5 * (5 + 2)
     document = json.loads(json.dumps(bench._json_safe(results), allow_nan=False))
     assert document["config"]["requests"] == 5
     table = bench.render(results)
-    for figure in ("added latency median", "init: import app.py", "size skipped"):
+    for figure in (
+        "added latency median",
+        "usage write before the response",
+        "init: import app.py",
+        "size skipped",
+    ):
         assert figure in table

@@ -73,6 +73,10 @@ def check_master_key(master_key: str | None, *, local: bool) -> str:
     return master_key
 
 
+def is_master_key(key: str, master_key: str) -> bool:
+    return hmac.compare_digest(key.encode(), master_key.encode())
+
+
 def authenticate(
     headers: Mapping[str, str], master_key: str, virtual_key: Callable[[str], VirtualKey]
 ) -> Caller:
@@ -81,7 +85,7 @@ def authenticate(
         raise authentication_failed(
             "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
         )
-    if hmac.compare_digest(key.encode(), master_key.encode()):
+    if is_master_key(key, master_key):
         return Caller(key_id=MASTER, agent=headers.get("x-agent") or None)
     found = virtual_key(key)
     return Caller(

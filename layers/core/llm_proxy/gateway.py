@@ -10,7 +10,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .auth import Caller, authenticate, check_master_key
+from .auth import Caller, authenticate, check_master_key, is_master_key, presented_key
 from .cache import CacheControl, CacheSettings, ResponseCache, cache_key, replayed_stream
 from .config import ProxyConfig, config_for_mode, secret_then_env
 from .errors import ProxyError, as_proxy_error, invalid_request, model_not_found
@@ -47,6 +47,9 @@ NOT_CONFIGURED = "not configured"
 AZURE_STREAM_OPTIONS_SINCE = "2024-09-01"
 CACHE_HIT = "cache_hit"
 
+# Takes work to run once the response is sent (the app's RequestContext runs it).
+AfterResponse = Callable[[Callable[[], None]], None]
+
 
 @dataclass
 class Routed:
@@ -56,6 +59,7 @@ class Routed:
     record: UsageRecord
     routes: Routes
     started: float
+    admission: Admission | None
     meter: Callable[[UsageRecord], None]
 
 
@@ -143,8 +147,14 @@ class Gateway:
         redactor.register([value])
         return check_master_key(value, local=self.settings.is_local)
 
-    def authenticate(self, headers: Mapping[str, str]) -> Caller:
-        return authenticate(headers, self.master_key(), self.key_store.authenticate)
+    async def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        """Who is calling. A virtual key this container has not cached is read from the keys
+        table in a worker thread; the master key and cached keys are checked on the loop."""
+        master, key = self.master_key(), presented_key(headers)
+        lookup = self.key_store.authenticate
+        if key and not self.key_store.is_cached(key) and not is_master_key(key, master):
+            return await asyncio.to_thread(authenticate, headers, master, lookup)
+        return authenticate(headers, master, lookup)
 
     def model_names(self) -> list[str]:
         names = self.config.model_names()
@@ -172,9 +182,15 @@ class Gateway:
     # -- completions and embeddings --------------------------------------------------------
 
     async def chat(
-        self, body: dict[str, Any], caller: Caller, request_id: str, endpoint: str
+        self,
+        body: dict[str, Any],
+        caller: Caller,
+        request_id: str,
+        endpoint: str,
+        after_response: AfterResponse | None = None,
     ) -> Any:
-        """A chat completion: litellm's ModelResponse, or a ChatStream when streaming."""
+        """A chat completion: litellm's ModelResponse, or a ChatStream when streaming.
+        `after_response` takes the usage write of a non-streamed answer (see `_finish`)."""
         stream = bool(body.get("stream"))
         params = {
             k: v for k, v in body.items() if k not in ("model", "messages", "metadata", "cache")
@@ -211,24 +227,37 @@ class Gateway:
                 client_wants_usage,
                 body["messages"],
             )
-        await self._finish(routed)
+        store = None
         if control.store and not record.cache_hit:
             key = cache_key(str(record.model_requested), body)
-            await asyncio.to_thread(self.cache.put, key, response, control.ttl_s)
+            store = partial(self.cache.put, key, response, control.ttl_s)
+        await self._finish(routed, after_response, store)
         return response
 
     async def messages(
-        self, body: dict[str, Any], caller: Caller, request_id: str, endpoint: str
+        self,
+        body: dict[str, Any],
+        caller: Caller,
+        request_id: str,
+        endpoint: str,
+        after_response: AfterResponse | None = None,
     ) -> dict[str, Any] | ChatStream:
         """Anthropic's Messages API: a message object, or a ChatStream to re-emit as events."""
         refuse_forbidden_params(body)
-        result = await self.chat(to_chat_request(body), caller, request_id, endpoint)
+        result = await self.chat(
+            to_chat_request(body), caller, request_id, endpoint, after_response
+        )
         if isinstance(result, ChatStream):
             return result
         return to_message(result, str(body.get("model")))
 
     async def embeddings(
-        self, body: dict[str, Any], caller: Caller, request_id: str, endpoint: str
+        self,
+        body: dict[str, Any],
+        caller: Caller,
+        request_id: str,
+        endpoint: str,
+        after_response: AfterResponse | None = None,
     ) -> Any:
         params = {k: v for k, v in body.items() if k not in ("model", "input", "metadata")}
 
@@ -242,7 +271,7 @@ class Gateway:
             return await routes.router.aembedding(model=model, input=body["input"], **params)
 
         routed = await self._routed(body, caller, request_id, endpoint, call)
-        await self._finish(routed)
+        await self._finish(routed, after_response)
         return routed.response
 
     async def _routed(
@@ -283,7 +312,10 @@ class Gateway:
             hit = None
             if cache is not None and cache.lookup:
                 hit = await asyncio.to_thread(self.cache.get, cache_key(model, body))
-            admission = await asyncio.to_thread(self._admit, caller, body, model, routes, hit)
+            # Only a key with limits takes counters (a DynamoDB write); the rest is arithmetic.
+            admit = partial(self._admit, caller, body, model, routes, hit)
+            limited = caller.key is not None and caller.key.has_limits
+            admission = await asyncio.to_thread(admit) if limited else admit()
             if hit is not None:
                 record.cache_hit = True
                 response = hit
@@ -309,9 +341,19 @@ class Gateway:
             response._hidden_params = {CACHE_HIT: True}
         else:
             describe_deployment(record, getattr(response, "_hidden_params", None) or {}, routes)
-        return Routed(response, record, routes, started, partial(self._meter, admission))
+        return Routed(response, record, routes, started, admission, partial(self._meter, admission))
 
-    async def _finish(self, routed: Routed) -> None:
+    async def _finish(
+        self,
+        routed: Routed,
+        after_response: AfterResponse | None,
+        store: Callable[[], None] | None = None,
+    ) -> None:
+        """Meter an answer. The key's counters are settled, and the answer cached, before the
+        response: the caller's next request must see its spend and the cache entry. The usage
+        item is written after the response where `after_response` is given and the process
+        outlives the response (`Settings.meter_after_response`); else before it, in the same
+        worker thread."""
         record, response = routed.record, routed.response
         usage = getattr(response, "usage", None)
         record.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
@@ -323,12 +365,33 @@ class Gateway:
             # litellm reports 0 for a model it cannot price; the deployment may have a price.
             record.cost_usd = float(hidden_cost) if hidden_cost else cost(record, routed.routes)
         record.latency_ms = (time.perf_counter() - routed.started) * 1000
-        await asyncio.to_thread(routed.meter, record)
+        admission = routed.admission
+        settle = admission is not None and admission.holds_counters
+        if after_response is None or not self.settings.meter_after_response:
+            await asyncio.to_thread(self._meter, admission, record, store)
+            return
+        if settle or store is not None:
+            await asyncio.to_thread(self._settle, admission, record, store)
+        after_response(partial(self._write_usage, record))
 
-    def _meter(self, admission: Admission | None, record: UsageRecord) -> None:
-        """The usage item, and the admission's estimates settled to what was really used."""
+    def _meter(
+        self,
+        admission: Admission | None,
+        record: UsageRecord,
+        store: Callable[[], None] | None = None,
+    ) -> None:
+        """The usage item, the admission's estimates settled to what was really used, and the
+        answer cached."""
         self.usage.write(record)
-        if admission is not None:
+        self._settle(admission, record, store)
+
+    def _settle(
+        self,
+        admission: Admission | None,
+        record: UsageRecord,
+        store: Callable[[], None] | None = None,
+    ) -> None:
+        if admission is not None and admission.holds_counters:
             # A cache hit used no provider tokens, whatever its answer reports.
             used = 0 if record.cache_hit else record.prompt_tokens + record.completion_tokens
             self.limiter.settle(
@@ -338,6 +401,15 @@ class Gateway:
                 admission.deployment_items,
                 record.deployment_id,
             )
+        if store is not None:
+            store()
+
+    def _write_usage(self, record: UsageRecord) -> None:
+        """The usage item, after the response: nothing is left to fail but the log."""
+        try:
+            self.usage.write(record)
+        except Exception:
+            logger.exception("usage write failed after the response")
 
     def _require_allowed(self, caller: Caller, model: str) -> None:
         key = caller.key
@@ -362,9 +434,7 @@ class Gateway:
         is the prompt plus max_tokens (nothing for a cache hit, which costs nothing)."""
         key = caller.key
         limits = {} if hit is not None else self._deployment_limits
-        limited_key = key is not None and bool(
-            key.rpm_limit or key.tpm_limit or key.max_budget is not None
-        )
+        limited_key = key is not None and key.has_limits
         tokens, estimated_cost = 0, 0.0
         if hit is None and (limited_key or limits):
             tokens, estimated_cost = self._estimate(body, model, routes)

@@ -91,6 +91,10 @@ class VirtualKey:
     def expired(self, now: float) -> bool:
         return bool(self.expires) and datetime.fromisoformat(str(self.expires)).timestamp() <= now
 
+    @property
+    def has_limits(self) -> bool:
+        return bool(self.rpm_limit or self.tpm_limit or self.max_budget is not None)
+
     def allows(self, model: str) -> bool:
         # An empty list, or LiteLLM's "all-proxy-models", allows every model.
         return not self.models or model in self.models or "all-proxy-models" in self.models
@@ -159,6 +163,14 @@ class KeyStore:
         return aws.resource_table(self.table_name)
 
     # -- the request path ------------------------------------------------------------------
+
+    def is_cached(self, raw_key: str) -> bool:
+        """Whether `authenticate` can answer from this container's cache, without a read."""
+        if not self.enabled:
+            return True
+        with self._lock:
+            cached = self._cache.get(token_of(raw_key))
+        return cached is not None and time.monotonic() - cached[0] <= KEY_CACHE_TTL_S
 
     def authenticate(self, raw_key: str) -> VirtualKey:
         """The key's metadata, from this container's cache when fresh; 401 when unknown,

@@ -338,6 +338,12 @@ class Admission:
     deployment_limits: dict[str, Limits]
     deployment_items: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def holds_counters(self) -> bool:
+        """Whether settling it writes anything (a key or deployment with limits)."""
+        reservation = self.reservation
+        return bool(reservation.minute_items or reservation.spend_item or self.deployment_items)
+
 
 CURRENT_ADMISSION: ContextVar[Admission | None] = ContextVar("current_admission", default=None)
 

@@ -37,6 +37,11 @@ class Settings:
     # client gets the gateway's 504 (metered) rather than API Gateway's own. 0: no deadline.
     api_timeout_ms: int = 29_000
     timeout_margin_ms: int = 2_000
+    # Write a non-streamed answer's usage item after the response is sent. Only where the
+    # process outlives the response (uvicorn: `make dev`, a container): Lambda freezes the
+    # execution environment once the invocation's response is out (Lambda Web Adapter), and
+    # under Mangum the invocation waits for the write anyway, so there it stays inline.
+    meter_after_response: bool = True
 
     @property
     def provider_deadline_s(self) -> float | None:
@@ -74,4 +79,5 @@ class Settings:
             max_body_bytes=int(env.get("LLM_PROXY__MAX_BODY_BYTES", str(6 * 1024 * 1024))),
             api_timeout_ms=int(env.get("LLM_PROXY__API_TIMEOUT_MS") or "29000"),
             timeout_margin_ms=int(env.get("LLM_PROXY__TIMEOUT_MARGIN_MS") or "2000"),
+            meter_after_response=not env.get("AWS_LAMBDA_FUNCTION_NAME"),
         )

@@ -102,8 +102,8 @@ RETRYABLE_REASONS = frozenset(
 
 @dataclass(frozen=True)
 class Backoff:
-    """Full-jitter exponential backoff, bounded in attempts and in total time, because the
-    response waits for the write."""
+    """Full-jitter exponential backoff, bounded in attempts and in total time, because in
+    Lambda the response waits for the write."""
 
     attempts: int = 4
     base_s: float = 0.05
