@@ -1,7 +1,7 @@
 """What virtual keys, limits and the response cache add to a request, measured in one run.
 
-Four loops of N sequential chat completions against the same loopback upstream double, with
-moto (DynamoDB, in its own process) behind the gateway:
+Four kinds of sequential chat completion, interleaved N times, against the same loopback
+upstream double, with moto (DynamoDB, in its own process) behind the gateway:
   direct      the upstream double called straight
   master      the gateway with the master key: auth, routing, the usage write
   limited     a virtual key with rpm, tpm and a budget, and the cache on but missed (every
@@ -120,18 +120,14 @@ def _wait(probe: Callable[[], Any], timeout_s: float = 30) -> None:
             time.sleep(0.1)
 
 
-def loop(
-    client: httpx.Client, url: str, key: str, count: int, question: Callable[[], str]
-) -> list[float]:
-    samples = []
-    for _ in range(count):
-        body = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": question()}]}
-        started = time.perf_counter()
-        response = client.post(url, json=body, headers={"Authorization": f"Bearer {key}"})
-        samples.append((time.perf_counter() - started) * 1000)
-        if response.status_code != 200:
-            raise RuntimeError(f"{url} answered {response.status_code}: {response.text[:300]}")
-    return samples
+def timed(client: httpx.Client, url: str, key: str, question: str) -> float:
+    body = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": question}]}
+    started = time.perf_counter()
+    response = client.post(url, json=body, headers={"Authorization": f"Bearer {key}"})
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status_code != 200:
+        raise RuntimeError(f"{url} answered {response.status_code}: {response.text[:300]}")
+    return elapsed
 
 
 def measure(requests: int, warmup: int) -> dict[str, Any]:
@@ -155,10 +151,15 @@ def measure(requests: int, warmup: int) -> dict[str, Any]:
             "limited": (f"{gateway}/v1/chat/completions", made["key"], new),
             "cache_hit": (f"{gateway}/v1/chat/completions", made["key"], same),
         }
-        medians = {}
-        for name, (url, key, question) in loops.items():
-            loop(client, url, key, warmup, question)
-            medians[name] = statistics.median(loop(client, url, key, requests, question))
+        samples: dict[str, list[float]] = {name: [] for name in loops}
+        # Interleaved, one request of each loop in turn: the tables grow under all of them
+        # alike (moto's transactions slow down as a table grows).
+        for index in range(warmup + requests):
+            for name, (url, key, question) in loops.items():
+                elapsed = timed(client, url, key, question())
+                if index >= warmup:
+                    samples[name].append(elapsed)
+        medians = {name: statistics.median(values) for name, values in samples.items()}
     direct = medians["direct"]
     return {
         "requests": requests,
