@@ -145,8 +145,11 @@ def _wait_for_port(port: int, timeout_s: float = 30.0) -> None:
 
 
 @contextmanager
-def local_stack() -> Iterator[Stack]:
-    """moto with the template's table and secret, the upstream double, and the api app."""
+def local_stack(
+    config: str = GATEWAY_CONFIG, tables: Mapping[str, str] | None = None
+) -> Iterator[Stack]:
+    """moto with the template's tables and secret, the upstream double, and the api app.
+    `tables` maps more of the template's tables to the variables that name them to the app."""
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="llm-proxy-bench-") as tmp:
         port = free_port()
         # moto in its own process: in-process it would compete with the gateway for the GIL
@@ -172,10 +175,11 @@ def local_stack() -> Iterator[Stack]:
         double.base_url = upstream.url
 
         config_path = Path(tmp) / "gateway.yaml"
-        config_path.write_text(GATEWAY_CONFIG, encoding="utf-8")
+        config_path.write_text(config, encoding="utf-8")
         env = api_env(
             endpoint, config_path, names["ProviderKeysSecret"], names["UsageTable"], upstream.url
         )
+        env.update({variable: names[table] for table, variable in (tables or {}).items()})
         # The master key must come from the secret, as deployed.
         stack.enter_context(_environ(env, drop=["LLM_PROXY__MASTER_KEY"]))
         api = _import_api("api_app_bench")

@@ -3,9 +3,10 @@
 Four kinds of sequential chat completion, interleaved N times, against the same loopback
 upstream double, with moto (DynamoDB, in its own process) behind the gateway:
   direct      the upstream double called straight
-  master      the gateway with the master key: auth, routing, the usage write
-  limited     a virtual key with rpm, tpm and a budget, and the cache on but missed (every
-              question is new): + cache lookup, admission, settlement and the cache write
+  master      the gateway with the master key: auth, routing, the usage write, and the
+              cache's lookup (a miss: every question is new) and write
+  limited     a virtual key with rpm, tpm and a budget, asking new questions too: + the
+              admission and the settlement of its counters
   cache hit   the same key asking one question again: answered from the cache
 
 Usage: python -m scripts.bench_keys [--requests N] [--output bench-keys.json]"""
@@ -16,31 +17,22 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from scripts.local_stack import create_resources
-from tests.doubles.openai_upstream import OpenAIUpstream
-from tests.doubles.server import BackgroundServer, free_port
+from scripts.bench import local_stack
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MASTER_KEY = "sk-bench-master-0123456789abcdef0123"
-UPSTREAM_KEY = "sk-bench-upstream-0123456789abcdef"
-NAMES = {
-    "UsageTable": "bench-usage",
-    "KeysTable": "bench-keys",
-    "CountersTable": "bench-counters",
-    "CacheTable": "bench-cache",
-    "ProviderKeysSecret": "bench/provider-keys",
+# The tables keys, limits and the cache use, and the variables that name them to the app.
+KEY_TABLES = {
+    "KeysTable": "LLM_PROXY__KEYS_TABLE",
+    "CountersTable": "LLM_PROXY__COUNTERS_TABLE",
+    "CacheTable": "LLM_PROXY__CACHE_TABLE",
 }
 CONFIG = """\
 model_list:
@@ -60,66 +52,6 @@ general_settings:
 """
 
 
-@contextmanager
-def stack() -> Iterator[tuple[str, str]]:
-    """moto in its own process, the upstream double, and the gateway: (upstream, gateway)."""
-    with ExitStack() as cleanup, tempfile.TemporaryDirectory(prefix="llm-proxy-bench-") as tmp:
-        port = free_port()
-        moto = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        cleanup.callback(moto.wait, timeout=10)
-        cleanup.callback(moto.terminate)
-        endpoint = f"http://127.0.0.1:{port}"
-        _wait(lambda: httpx.get(endpoint, timeout=1))
-        names = create_resources(
-            endpoint,
-            {"OPENAI_API_KEY": UPSTREAM_KEY, "LLM_PROXY__MASTER_KEY": MASTER_KEY},
-            names=NAMES,
-        )
-        double = OpenAIUpstream(api_key=UPSTREAM_KEY)
-        upstream = BackgroundServer(double.app()).start()
-        cleanup.callback(upstream.stop)
-        config = Path(tmp) / "gateway.yaml"
-        config.write_text(CONFIG, encoding="utf-8")
-        os.environ.update(
-            AWS_ENDPOINT_URL=endpoint,
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",  # noqa: S106 - moto accepts any
-            AWS_DEFAULT_REGION="us-east-1",
-            LLM_PROXY__ENV="aws",
-            LLM_PROXY__CONFIG_PATH=str(config),
-            LLM_PROXY__SECRET_ID=names["ProviderKeysSecret"],
-            LLM_PROXY__USAGE_TABLE=names["UsageTable"],
-            LLM_PROXY__KEYS_TABLE=names["KeysTable"],
-            LLM_PROXY__COUNTERS_TABLE=names["CountersTable"],
-            LLM_PROXY__CACHE_TABLE=names["CacheTable"],
-            TEST_OPENAI_BASE=f"{upstream.url}/v1",
-        )
-        from llm_proxy.gateway import Gateway
-
-        sys.path.insert(0, str(REPO_ROOT / "functions" / "api"))
-        from app import DEFAULT_CONFIG, create_app
-
-        gateway = BackgroundServer(create_app(Gateway.from_env(DEFAULT_CONFIG))).start()
-        cleanup.callback(gateway.stop)
-        yield upstream.url, gateway.url
-
-
-def _wait(probe: Callable[[], Any], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            probe()
-            return
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 def timed(client: httpx.Client, url: str, key: str, question: str) -> float:
     body = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": question}]}
     started = time.perf_counter()
@@ -132,11 +64,12 @@ def timed(client: httpx.Client, url: str, key: str, question: str) -> float:
 
 def measure(requests: int, warmup: int) -> dict[str, Any]:
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    with stack() as (upstream, gateway), httpx.Client(timeout=30) as client:
+    with local_stack(CONFIG, KEY_TABLES) as stack, httpx.Client(timeout=30) as client:
+        upstream, gateway = stack.upstream_url, stack.gateway_url
         made = client.post(
             f"{gateway}/key/generate",
             json={"rpm_limit": 100_000, "tpm_limit": 10_000_000, "max_budget": 1000},
-            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+            headers={"Authorization": f"Bearer {stack.master_key}"},
         ).json()
 
         def new() -> str:
@@ -146,8 +79,8 @@ def measure(requests: int, warmup: int) -> dict[str, Any]:
             return "Say hello in one sentence."
 
         loops = {
-            "direct": (f"{upstream}/v1/chat/completions", UPSTREAM_KEY, new),
-            "master": (f"{gateway}/v1/chat/completions", MASTER_KEY, new),
+            "direct": (f"{upstream}/v1/chat/completions", stack.upstream_key, new),
+            "master": (f"{gateway}/v1/chat/completions", stack.master_key, new),
             "limited": (f"{gateway}/v1/chat/completions", made["key"], new),
             "cache_hit": (f"{gateway}/v1/chat/completions", made["key"], same),
         }
