@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
 import boto3
+from boto3.dynamodb.types import TypeSerializer
 from botocore.config import Config
 
 CLIENT_CONFIG = Config(
@@ -37,3 +39,16 @@ def resource_table(name: str) -> Any:
     session = boto3.session.Session()
     resource = session.resource("dynamodb", config=CLIENT_CONFIG, endpoint_url=_endpoint_url())
     return resource.Table(name)
+
+
+_SERIALIZER = TypeSerializer()
+
+
+def dynamo_number(value: Any) -> Any:
+    """DynamoDB numbers are Decimals; str() keeps a float's shortest exact form."""
+    return Decimal(str(value)) if isinstance(value, float) else value
+
+
+def attribute_value(value: Any) -> dict[str, Any]:
+    """A Python value in the low-level client's form ({"N": "1.5"}, {"S": ...})."""
+    return dict(_SERIALIZER.serialize(dynamo_number(value)))

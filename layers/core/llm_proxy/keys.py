@@ -100,7 +100,9 @@ class VirtualKey:
         return not self.models or model in self.models or "all-proxy-models" in self.models
 
     def to_item(self) -> dict[str, Any]:
-        item = {k: _to_dynamo(v) for k, v in self.__dict__.items() if v not in (None, "", [], {})}
+        item = {
+            k: aws.dynamo_number(v) for k, v in self.__dict__.items() if v not in (None, "", [], {})
+        }
         item["blocked"] = self.blocked
         # Free-form metadata is kept as JSON text: any key or number survives as sent.
         item["metadata"] = json.dumps(self.metadata, separators=(",", ":"))
@@ -118,12 +120,6 @@ class VirtualKey:
     def public(self) -> dict[str, Any]:
         """What the API shows: every field but nothing that could be used as the key."""
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-
-def _to_dynamo(value: Any) -> Any:
-    if isinstance(value, float):
-        return Decimal(str(value))
-    return value
 
 
 def _from_dynamo(value: Any) -> Any:

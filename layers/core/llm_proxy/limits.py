@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import litellm
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from boto3.dynamodb.types import TypeDeserializer
 from litellm.exceptions import RateLimitError
 from litellm.integrations.custom_logger import CustomLogger
 
@@ -28,15 +28,7 @@ from .logs import logger
 MINUTE_S = 60
 # Counters outlive their window a little, so a late settlement still finds its item.
 TTL_GRACE_S = 3600
-_SERIALIZE = TypeSerializer().serialize
 _DESERIALIZE = TypeDeserializer().deserialize
-
-
-def _value(value: Any) -> dict[str, Any]:
-    if isinstance(value, float):
-        value = Decimal(str(value))
-    serialized: dict[str, Any] = dict(_SERIALIZE(value))
-    return serialized
 
 
 @dataclass(frozen=True)
@@ -115,23 +107,23 @@ class Limiter:
         conditions, values = (
             [],
             {
-                ":one": _value(1),
-                ":zero": _value(0),
-                ":tokens": _value(tokens),
-                ":expires": _value(int(now // MINUTE_S + 1) * MINUTE_S + TTL_GRACE_S),
+                ":one": aws.attribute_value(1),
+                ":zero": aws.attribute_value(0),
+                ":tokens": aws.attribute_value(tokens),
+                ":expires": aws.attribute_value(int(now // MINUTE_S + 1) * MINUTE_S + TTL_GRACE_S),
             },
         )
         if limits.rpm:
             conditions.append("(attribute_not_exists(n) OR n < :rpm)")
-            values[":rpm"] = _value(limits.rpm)
+            values[":rpm"] = aws.attribute_value(limits.rpm)
         if limits.tpm:
             # The estimate must fit in what is left; a request larger than the whole limit is
             # admitted only into an empty window.
             conditions.append("(attribute_not_exists(tokens) OR tokens <= :room)")
-            values[":room"] = _value(max(limits.tpm - tokens, 0))
+            values[":room"] = aws.attribute_value(max(limits.tpm - tokens, 0))
         return {
             "TableName": self.table_name,
-            "Key": {"counter_id": _value(item)},
+            "Key": {"counter_id": aws.attribute_value(item)},
             "UpdateExpression": (
                 "SET n = if_not_exists(n, :zero) + :one, "
                 "tokens = if_not_exists(tokens, :zero) + :tokens, expires_at = :expires"
@@ -146,19 +138,19 @@ class Limiter:
     ) -> dict[str, Any]:
         budget = Decimal(str(key.max_budget))
         values = {
-            ":zero": _value(0),
-            ":cost": _SERIALIZE(reservation.cost),
-            ":budget": _SERIALIZE(budget),
-            ":room": _SERIALIZE(budget - reservation.cost),
+            ":zero": aws.attribute_value(0),
+            ":cost": aws.attribute_value(reservation.cost),
+            ":budget": aws.attribute_value(budget),
+            ":room": aws.attribute_value(budget - reservation.cost),
         }
         expression = "SET spend = if_not_exists(spend, :zero) + :cost"
         window = key.budget_window_s
         if window:
-            values[":expires"] = _value(window_end(now, window) + TTL_GRACE_S)
+            values[":expires"] = aws.attribute_value(window_end(now, window) + TTL_GRACE_S)
             expression += ", expires_at = :expires"
         return {
             "TableName": self.table_name,
-            "Key": {"counter_id": _value(reservation.spend_item)},
+            "Key": {"counter_id": aws.attribute_value(reservation.spend_item)},
             "UpdateExpression": expression,
             "ConditionExpression": (
                 "attribute_not_exists(spend) OR (spend < :budget AND spend <= :room)"
@@ -216,11 +208,11 @@ class Limiter:
         updates = [
             {
                 "TableName": self.table_name,
-                "Key": {"counter_id": _value(item)},
+                "Key": {"counter_id": aws.attribute_value(item)},
                 "UpdateExpression": f"ADD {attribute} :delta",
                 # A counter gone with its window is not brought back without its TTL.
                 "ConditionExpression": "attribute_exists(counter_id)",
-                "ExpressionAttributeValues": {":delta": _value(delta)},
+                "ExpressionAttributeValues": {":delta": aws.attribute_value(delta)},
             }
             for item, attribute, delta in changes
         ]
@@ -242,7 +234,7 @@ class Limiter:
         """The key's spend in its current budget window (all time without a window)."""
         now = time.time() if now is None else now
         item = self._client().get_item(
-            TableName=self.table_name, Key={"counter_id": _value(spend_item(key, now))}
+            TableName=self.table_name, Key={"counter_id": aws.attribute_value(spend_item(key, now))}
         )
         spent = item.get("Item", {}).get("spend")
         return float(_DESERIALIZE(spent)) if spent else 0.0

@@ -8,12 +8,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from enum import Enum
 from typing import Any
 
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties import MetricUnit
-from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import aws, metrics
@@ -66,10 +64,7 @@ class UsageRecord:
 
 
 def _dynamo_value(value: Any) -> Any:
-    # DynamoDB numbers must be Decimal; str() keeps the float's shortest exact form.
-    if isinstance(value, float):
-        return Decimal(str(round(value, 12)))
-    return value
+    return aws.dynamo_number(round(value, 12) if isinstance(value, float) else value)
 
 
 class Outcome(Enum):
@@ -186,7 +181,7 @@ class UsageStore:
     def _transaction(self, item: Mapping[str, Any]) -> list[dict[str, Any]]:
         put = {
             "TableName": self.table_name,
-            "Item": {name: _SERIALIZER.serialize(value) for name, value in item.items()},
+            "Item": {name: aws.attribute_value(value) for name, value in item.items()},
             "ConditionExpression": "attribute_not_exists(request_id)",
         }
         actions: list[dict[str, Any]] = [{"Put": put}]
@@ -206,9 +201,6 @@ class UsageStore:
     def ping(self) -> None:
         if self.table_name:
             aws.client("dynamodb").describe_table(TableName=self.table_name)
-
-
-_SERIALIZER = TypeSerializer()
 
 
 def _error_name(exc: Exception) -> str:
