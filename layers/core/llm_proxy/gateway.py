@@ -60,7 +60,6 @@ class Routed:
     routes: Routes
     started: float
     admission: Admission | None
-    meter: Callable[[UsageRecord], None]
 
 
 class Gateway:
@@ -219,7 +218,7 @@ class Gateway:
             if record.cache_hit:
                 response = replayed_stream(response)
             return ChatStream(
-                routed.meter,
+                partial(self._meter, routed.admission),
                 response,
                 record,
                 routed.started,
@@ -341,7 +340,7 @@ class Gateway:
             response._hidden_params = {CACHE_HIT: True}
         else:
             describe_deployment(record, getattr(response, "_hidden_params", None) or {}, routes)
-        return Routed(response, record, routes, started, admission, partial(self._meter, admission))
+        return Routed(response, record, routes, started, admission)
 
     async def _finish(
         self,
