@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from scripts.bench import local_stack
+from scripts.bench import GATEWAY_CONFIG, local_stack
 
 # The tables keys, limits and the cache use, and the variables that name them to the app.
 KEY_TABLES = {
@@ -34,22 +34,16 @@ KEY_TABLES = {
     "CountersTable": "LLM_PROXY__COUNTERS_TABLE",
     "CacheTable": "LLM_PROXY__CACHE_TABLE",
 }
-CONFIG = """\
-model_list:
-  - model_name: gpt-3.5-turbo
-    litellm_params:
-      model: openai/gpt-3.5-turbo
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-router_settings:
-  num_retries: 0
+# The bench's one-deployment catalogue with the response cache on.
+CONFIG = (
+    GATEWAY_CONFIG
+    + """\
 litellm_settings:
   cache: true
   cache_params:
     ttl: 600
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
 """
+)
 
 
 def timed(client: httpx.Client, url: str, key: str, question: str) -> float:

@@ -26,7 +26,7 @@ from llm_proxy.keys import VirtualKey
 from llm_proxy.report import Period, ReportSettings, report_for
 from llm_proxy.usage import UsageRecord, UsageStore
 
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, REPO, usage_item
+from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, PROVIDER_KEYS, REPO, usage_item
 from tests.doubles.anthropic_upstream import AnthropicUpstream
 from tests.doubles.ollama_upstream import OllamaUpstream
 from tests.doubles.server import serving
@@ -59,12 +59,7 @@ def ollama() -> Iterator[OllamaUpstream]:
 def oracle_config(anthropic: str, ollama: str) -> str:
     return f"""
 model_list:
-  - model_name: gpt-3.5-turbo
-    litellm_params:
-      model: openai/gpt-3.5-turbo
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-  - model_name: claude-3-haiku
+{DOUBLE_DEPLOYMENT}  - model_name: claude-3-haiku
     litellm_params:
       model: anthropic/claude-3-haiku-20240307
       api_base: {anthropic}

@@ -23,23 +23,12 @@ from fastapi import FastAPI, Request, Response
 from llm_proxy import aws as llm_aws
 from llm_proxy.rollups import Rollup, Rollups
 
-from tests.conftest import MASTER_KEY, REPO, usage_item
+from tests.conftest import MASTER_KEY, ONE_DEPLOYMENT_CONFIG, REPO, usage_item
 from tests.doubles.server import BackgroundServer
 
 M = 6
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
-CONFIG = """
-model_list:
-  - model_name: gpt-3.5-turbo
-    litellm_params:
-      model: openai/gpt-3.5-turbo
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-router_settings:
-  num_retries: 0
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+CONFIG = ONE_DEPLOYMENT_CONFIG
 # As deployed: in Lambda the usage write is done before the response; elsewhere (uvicorn) it
 # runs after it (`Settings.meter_after_response`).
 IN_LAMBDA = {"AWS_LAMBDA_FUNCTION_NAME": "llm-proxy-api"}

@@ -16,19 +16,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import MASTER_KEY, REPO
+from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, REPO
 from tests.doubles.openai_upstream import OpenAIUpstream
 from tests.doubles.server import free_port
 
-CONFIG = """
+# `budgeted` prices output tokens only, at a round price: the double answers 5 tokens, so
+# 0.005 a request.
+CONFIG = f"""
 model_list:
-  - model_name: gpt-3.5-turbo
-    litellm_params:
-      model: openai/gpt-3.5-turbo
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-  # Output tokens only, at a round price: the double answers 5 tokens, so 0.005 a request.
-  - model_name: budgeted
+{DOUBLE_DEPLOYMENT}  - model_name: budgeted
     litellm_params:
       model: openai/budgeted
       api_base: os.environ/TEST_OPENAI_BASE

@@ -17,18 +17,13 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import MASTER_KEY, REPO, usage_item
+from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, REPO, usage_item
 from tests.doubles.openai_upstream import OpenAIUpstream
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
-LIMITED_CONFIG = """
+LIMITED_CONFIG = f"""
 model_list:
-  - model_name: gpt-3.5-turbo
-    litellm_params:
-      model: openai/gpt-3.5-turbo
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-  - model_name: capped
+{DOUBLE_DEPLOYMENT}  - model_name: capped
     litellm_params:
       model: openai/capped
       api_base: os.environ/TEST_OPENAI_BASE
