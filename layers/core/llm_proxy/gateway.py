@@ -130,7 +130,9 @@ class Gateway:
                     if any(marker in name for marker in SECRET_PARAM_MARKERS)
                 )
             self._routes, self._built_from = routes, secret
-            self._deployment_limits = deployment_limits(routes, self.config)
+            # Deployment limits are counted in the counters table; without one there are none.
+            if self.limiter.table_name:
+                self._deployment_limits = deployment_limits(routes, self.config)
         return self._routes
 
     def rebuild(self) -> None:
@@ -435,7 +437,9 @@ class Gateway:
         limits = {} if hit is not None else self._deployment_limits
         limited_key = key is not None and key.has_limits
         tokens, estimated_cost = 0, 0.0
-        if hit is None and (limited_key or limits):
+        # Only a tpm limit or a budget needs the estimate; rpm counts requests.
+        counts_tokens = key is not None and (key.tpm_limit or key.max_budget is not None)
+        if hit is None and (counts_tokens or any(limit.tpm for limit in limits.values())):
             tokens, estimated_cost = self._estimate(body, model, routes)
         if key is None or not limited_key:
             return Admission(self.limiter, Reservation(tokens=tokens), limits)

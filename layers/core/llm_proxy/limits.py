@@ -43,6 +43,7 @@ class Limits:
 class Reservation:
     """What an admission added to the counters, to be settled when the request is metered."""
 
+    # The key's minute counters whose tokens (a tpm limit) are settled to the real count.
     minute_items: list[str] = field(default_factory=list)
     tokens: int = 0
     spend_item: str | None = None
@@ -69,7 +70,9 @@ class Limiter:
         if limits.rpm or limits.tpm:
             item = f"key#{key.token}#minute#{int(now // MINUTE_S)}"
             updates.append(self._minute_update(item, limits, tokens, now))
-            reservation.minute_items.append(item)
+            if limits.tpm:
+                # Only a token limit needs the estimate replaced by the real count.
+                reservation.minute_items.append(item)
         if key.max_budget is not None:
             reservation.spend_item = spend_item(key, now)
             reservation.cost = Decimal(str(round(cost, 10)))
@@ -328,6 +331,7 @@ class Admission:
     limiter: Limiter
     reservation: Reservation
     deployment_limits: dict[str, Limits]
+    # Deployment id -> its minute counter, for deployments with a tpm limit to settle.
     deployment_items: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -358,7 +362,8 @@ class DeploymentLimitCheck(CustomLogger):
             limits,
             admission.reservation.tokens,
         )
-        admission.deployment_items[deployment_id] = item
+        if limits.tpm:
+            admission.deployment_items[deployment_id] = item
         return None
 
 
