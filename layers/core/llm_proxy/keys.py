@@ -162,11 +162,7 @@ class KeyStore:
 
     def is_cached(self, raw_key: str) -> bool:
         """Whether `authenticate` can answer from this container's cache, without a read."""
-        if not self.enabled:
-            return True
-        with self._lock:
-            cached = self._cache.get(token_of(raw_key))
-        return cached is not None and time.monotonic() - cached[0] <= KEY_CACHE_TTL_S
+        return not self.enabled or self._cached(token_of(raw_key))[0]
 
     def authenticate(self, raw_key: str) -> VirtualKey:
         """The key's metadata, from this container's cache when fresh; 401 when unknown,
@@ -174,15 +170,11 @@ class KeyStore:
         if not self.enabled:
             raise authentication_failed("Invalid API key.")
         token = token_of(raw_key)
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(token)
-        if cached is None or now - cached[0] > KEY_CACHE_TTL_S:
+        fresh, key = self._cached(token)
+        if not fresh:
             key = self._read(token)
             with self._lock:
-                self._cache[token] = (now, key)
-        else:
-            key = cached[1]
+                self._cache[token] = (time.monotonic(), key)
         if key is None:
             raise authentication_failed("Invalid API key.")
         if key.blocked:
@@ -190,6 +182,14 @@ class KeyStore:
         if key.expired(time.time()):
             raise authentication_failed(f"This key expired at {key.expires}.")
         return key
+
+    def _cached(self, token: str) -> tuple[bool, VirtualKey | None]:
+        """(fresh, the key or None for an unknown one) from this container's cache."""
+        with self._lock:
+            cached = self._cache.get(token)
+        if cached is None or time.monotonic() - cached[0] > KEY_CACHE_TTL_S:
+            return False, None
+        return True, cached[1]
 
     def _read(self, token: str) -> VirtualKey | None:
         try:
