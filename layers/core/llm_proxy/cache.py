@@ -34,14 +34,12 @@ class CacheSettings:
         """The seed's `general_settings.cache: {ttl}` or LiteLLM's `litellm_settings.cache:
         true` with `cache_params: {ttl}`. The `type` (redis, ...) is read as DynamoDB here."""
         seed = (config.general_settings.model_extra or {}).get("cache")
-        litellm_cache = config.litellm_settings.get("cache")
-        params = config.litellm_settings.get("cache_params") or {}
-        if isinstance(seed, dict):
-            return cls(True, int(seed.get("ttl") or params.get("ttl") or cls.ttl_s))
-        if seed is True or litellm_cache:
-            ttl = params.get("ttl") if isinstance(params, dict) else None
-            return cls(True, int(ttl or cls.ttl_s))
-        return cls()
+        params = config.litellm_settings.get("cache_params")
+        params = params if isinstance(params, dict) else {}
+        if not (isinstance(seed, dict) or seed is True or config.litellm_settings.get("cache")):
+            return cls()
+        seed_ttl = seed.get("ttl") if isinstance(seed, dict) else None
+        return cls(True, int(seed_ttl or params.get("ttl") or cls.ttl_s))
 
 
 @dataclass(frozen=True)
