@@ -304,7 +304,7 @@ def measure_usage_write(stack: Stack, requests: int, warmup: int) -> dict[str, f
     accounts for where it is made before the response (real DynamoDB costs a network round
     trip; moto copies the whole table for each transaction, so its cost grows with the table)."""
     import boto3
-    from llm_proxy.usage import UsageRecord, UsageStore
+    from llm_proxy.accounting.usage import UsageRecord, UsageStore
 
     session = boto3.session.Session()
     table = session.resource(

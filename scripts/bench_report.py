@@ -31,10 +31,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from llm_proxy.cost_report import renderings
-from llm_proxy.report import Period, ReportSettings, report_for
-from llm_proxy.rollups import Rollup, Rollups, aggregate
-from llm_proxy.usage import UsageRecord, UsageStore
+from llm_proxy.accounting.rollups import Rollup, Rollups, aggregate
+from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.reports.publish import renderings
+from llm_proxy.reports.report import Period, ReportSettings, report_for
 
 from scripts.local_stack import (
     DUMMY_ACCESS_KEY,

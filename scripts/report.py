@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
-from llm_proxy.cost_report import publish, renderings
 from llm_proxy.errors import ProxyError
-from llm_proxy.report import (
+from llm_proxy.reports.publish import publish, renderings
+from llm_proxy.reports.report import (
     ReportSettings,
     last_hours,
     parse_period,

@@ -17,15 +17,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from llm_proxy import snapstart
-from llm_proxy.auth import Caller
-from llm_proxy.cache import CACHE_HIT_HEADER
+from llm_proxy.access.auth import Caller
+from llm_proxy.access.key_admin import KeyAdmin
 from llm_proxy.errors import ProxyError
 from llm_proxy.gateway import NOT_CONFIGURED, AfterResponse, Gateway
-from llm_proxy.keys_api import KeyAdmin
-from llm_proxy.logs import logger
-from llm_proxy.messages import message_events
-from llm_proxy.report import ReportSettings, spend
-from llm_proxy.schemas import (
+from llm_proxy.http.schemas import (
     AnthropicMessagesRequest,
     ChatCompletionRequest,
     EmbeddingRequest,
@@ -35,7 +31,11 @@ from llm_proxy.schemas import (
     KeyUpdateRequest,
     validation_error,
 )
-from llm_proxy.streams import ChatStream
+from llm_proxy.logs import logger
+from llm_proxy.pipeline.cache import CACHE_HIT_HEADER
+from llm_proxy.pipeline.messages import message_events
+from llm_proxy.pipeline.streams import ChatStream
+from llm_proxy.reports.report import ReportSettings, spend
 from mangum import Mangum
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_proxy.cost_report import period_of, run
-from llm_proxy.report import ReportSettings
+from llm_proxy.reports.publish import period_of, run
+from llm_proxy.reports.report import ReportSettings
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_proxy.deadletter import DeadLetters
-from llm_proxy.replay import replay
+from llm_proxy.accounting.dead_letters import DeadLetters
+from llm_proxy.accounting.replay import replay
+from llm_proxy.accounting.usage import UsageStore
 from llm_proxy.settings import Settings
-from llm_proxy.usage import UsageStore
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:

@@ -22,9 +22,9 @@ from typing import Any, ClassVar
 import boto3
 import httpx
 import pytest
-from llm_proxy.keys import VirtualKey
-from llm_proxy.report import Period, ReportSettings, report_for
-from llm_proxy.usage import UsageRecord, UsageStore
+from llm_proxy.access.virtual_keys import VirtualKey
+from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.reports.report import Period, ReportSettings, report_for
 
 from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, PROVIDER_KEYS, REPO, usage_item
 from tests.doubles.anthropic_upstream import AnthropicUpstream

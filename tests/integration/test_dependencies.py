@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from llm_proxy.config import load_config
 from llm_proxy.gateway import Gateway
-from llm_proxy.secrets import ProviderKeys
+from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.settings import Settings
 
 from tests.conftest import MASTER_KEY, REPO, UPSTREAM_KEY, usage_item

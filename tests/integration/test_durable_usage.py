@@ -21,7 +21,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 from llm_proxy import aws as llm_aws
-from llm_proxy.rollups import Rollup, Rollups
+from llm_proxy.accounting.rollups import Rollup, Rollups
 
 from tests.conftest import MASTER_KEY, ONE_DEPLOYMENT_CONFIG, REPO, usage_item
 from tests.doubles.server import BackgroundServer

@@ -3,9 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from llm_proxy.accounting.pricing import cost_usd
 from llm_proxy.config import ConfigError, load_config, resolve_references, secret_then_env
-from llm_proxy.pricing import cost_usd
-from llm_proxy.routing import Routes, build_routes, retire, router_kwargs
+from llm_proxy.pipeline.router import Routes, build_routes, retire, router_kwargs
 
 REPO = Path(__file__).resolve().parents[2]
 

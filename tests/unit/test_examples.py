@@ -15,11 +15,11 @@ import litellm
 import litellm.utils
 import pytest
 from litellm.router import Router
-from llm_proxy.auth import check_master_key
+from llm_proxy.access.auth import check_master_key
+from llm_proxy.accounting.pricing import cost_usd
 from llm_proxy.config import ProxyConfig, load_config, resolve_references
 from llm_proxy.errors import ProxyError
-from llm_proxy.pricing import cost_usd
-from llm_proxy.routing import build_routes, router_kwargs
+from llm_proxy.pipeline.router import build_routes, router_kwargs
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # Per file: (model_name, litellm_params.model) for each deployment, in the seed's order.

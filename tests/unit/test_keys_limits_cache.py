@@ -4,11 +4,11 @@ key and its settings, and the 429s' headers."""
 from __future__ import annotations
 
 import pytest
-from llm_proxy.cache import CacheControl, CacheSettings, cache_key
+from llm_proxy.access.limits import Limits, budget_exceeded, over_limit, spend_item
+from llm_proxy.access.virtual_keys import KeyStore, VirtualKey, duration_s, token_of
 from llm_proxy.config import ProxyConfig
 from llm_proxy.errors import ProxyError
-from llm_proxy.keys import KeyStore, VirtualKey, duration_s, token_of
-from llm_proxy.limits import Limits, budget_exceeded, over_limit, spend_item
+from llm_proxy.pipeline.cache import CacheControl, CacheSettings, cache_key
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

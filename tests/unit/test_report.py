@@ -9,8 +9,10 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+from llm_proxy.accounting.rollups import Rollup, aggregate
 from llm_proxy.errors import ProxyError
-from llm_proxy.report import (
+from llm_proxy.reports.html import to_html
+from llm_proxy.reports.report import (
     Budget,
     Period,
     build,
@@ -21,8 +23,6 @@ from llm_proxy.report import (
     to_text,
     yesterday,
 )
-from llm_proxy.report_html import to_html
-from llm_proxy.rollups import Rollup, aggregate
 
 NOW = datetime(2024, 5, 2, 6, 0, tzinfo=UTC)
 DAY = Period(date(2024, 5, 1), date(2024, 5, 1))

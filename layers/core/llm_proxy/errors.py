@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .logs import logger, redactor
+from llm_proxy.logs import logger, redactor
 
 
 class ProxyError(Exception):

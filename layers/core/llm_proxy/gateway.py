@@ -10,12 +10,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .auth import Caller, authenticate, check_master_key, is_master_key, presented_key
-from .cache import CacheControl, CacheSettings, ResponseCache, cache_key, replayed_stream
-from .config import ProxyConfig, config_for_mode, secret_then_env
-from .errors import ProxyError, as_proxy_error, invalid_request, model_not_found
-from .keys import KeyStore
-from .limits import (
+from llm_proxy.access.auth import (
+    Caller,
+    authenticate,
+    check_master_key,
+    is_master_key,
+    presented_key,
+)
+from llm_proxy.access.limits import (
     CURRENT_ADMISSION,
     Admission,
     Limiter,
@@ -23,11 +25,23 @@ from .limits import (
     Reservation,
     register_deployment_check,
 )
-from .logs import enable_detailed_debug, logger, redactor
-from .messages import to_chat_request, to_message
-from .metering import cost, describe_deployment, describe_failure, estimate_tokens
-from .pricing import cost_usd
-from .routing import (
+from llm_proxy.access.virtual_keys import KeyStore
+from llm_proxy.accounting.pricing import cost_usd
+from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.config import ProxyConfig, config_for_mode, secret_then_env
+from llm_proxy.errors import ProxyError, as_proxy_error, invalid_request, model_not_found
+from llm_proxy.http.schemas import refuse_forbidden_params, refuse_unencodable_text
+from llm_proxy.logs import enable_detailed_debug, logger, redactor
+from llm_proxy.pipeline.cache import (
+    CacheControl,
+    CacheSettings,
+    ResponseCache,
+    cache_key,
+    replayed_stream,
+)
+from llm_proxy.pipeline.messages import to_chat_request, to_message
+from llm_proxy.pipeline.meter import cost, describe_deployment, describe_failure, estimate_tokens
+from llm_proxy.pipeline.router import (
     Routes,
     apply_litellm_settings,
     build_routes,
@@ -35,11 +49,9 @@ from .routing import (
     fallbacks_for,
     retire,
 )
-from .schemas import refuse_forbidden_params, refuse_unencodable_text
-from .secrets import ProviderKeys
-from .settings import Settings
-from .streams import ChatStream, OpenedStream, empty_stream, open_stream
-from .usage import UsageRecord, UsageStore
+from llm_proxy.pipeline.streams import ChatStream, OpenedStream, empty_stream, open_stream
+from llm_proxy.provider_keys import ProviderKeys
+from llm_proxy.settings import Settings
 
 SECRET_PARAM_MARKERS = ("key", "token", "secret", "password", "credential")
 DEFAULT_MASTER_KEY_REFERENCE = "os.environ/LLM_PROXY__MASTER_KEY"

@@ -17,9 +17,9 @@ from typing import Any
 
 import litellm
 
-from . import aws
-from .gateway import Gateway
-from .logs import logger
+from llm_proxy import aws
+from llm_proxy.gateway import Gateway
+from llm_proxy.logs import logger
 
 Hook = Callable[[], None]
 

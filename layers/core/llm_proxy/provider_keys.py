@@ -10,9 +10,9 @@ from aws_lambda_powertools.utilities.parameters.exceptions import (
     TransformParameterError,
 )
 
-from . import aws
-from .errors import ProxyError, dependency_unavailable
-from .logs import logger, redactor
+from llm_proxy import aws
+from llm_proxy.errors import ProxyError, dependency_unavailable
+from llm_proxy.logs import logger, redactor
 
 
 class ProviderKeys:

@@ -12,11 +12,11 @@ from typing import Any
 
 import litellm
 
-from .errors import ProxyError, as_proxy_error
-from .logs import logger
-from .metering import cost, describe_deployment
-from .routing import Routes
-from .usage import UsageRecord
+from llm_proxy.accounting.usage import UsageRecord
+from llm_proxy.errors import ProxyError, as_proxy_error
+from llm_proxy.logs import logger
+from llm_proxy.pipeline.meter import cost, describe_deployment
+from llm_proxy.pipeline.router import Routes
 
 # nginx's status for a client that closed the connection before the answer was complete.
 CLIENT_CLOSED_REQUEST = 499

@@ -6,8 +6,8 @@ import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .errors import ProxyError, authentication_failed
-from .keys import VirtualKey
+from llm_proxy.access.virtual_keys import VirtualKey
+from llm_proxy.errors import ProxyError, authentication_failed
 
 # Keys printed in public docs (the seed's `sk-1234` among them) must never guard a deployment.
 PUBLICLY_KNOWN_KEYS = frozenset(

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
-from .errors import ProxyError, invalid_request
+from llm_proxy.errors import ProxyError, invalid_request
 
 # Parameters that redirect a provider call or carry credentials (the CVE-2024-6587 class), plus
 # litellm's own internals a client could use to inject a deployment. Refused wherever they

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .keys import KeyStore, VirtualKey
-from .limits import Limiter
-from .schemas import refuse_unencodable_text
+from llm_proxy.access.limits import Limiter
+from llm_proxy.access.virtual_keys import KeyStore, VirtualKey
+from llm_proxy.http.schemas import refuse_unencodable_text
 
 
 class KeyAdmin:

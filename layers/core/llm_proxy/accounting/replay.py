@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .deadletter import DeadLetters
-from .logs import logger
-from .usage import Outcome, UsageStore
+from llm_proxy.accounting.dead_letters import DeadLetters
+from llm_proxy.accounting.usage import Outcome, UsageStore
+from llm_proxy.logs import logger
 
 
 @dataclass

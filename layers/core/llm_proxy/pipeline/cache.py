@@ -14,10 +14,10 @@ from typing import Any
 
 import litellm
 
-from . import aws
-from .config import ProxyConfig
-from .errors import invalid_request
-from .logs import logger
+from llm_proxy import aws
+from llm_proxy.config import ProxyConfig
+from llm_proxy.errors import invalid_request
+from llm_proxy.logs import logger
 
 # Parameters that change how an answer is delivered or billed, not what it says.
 NOT_IN_KEY = frozenset({"stream", "stream_options", "user", "metadata", "cache"})

@@ -7,7 +7,7 @@ from typing import Any
 
 import litellm
 
-from .logs import logger
+from llm_proxy.logs import logger
 
 
 def cost_usd(deployment: Mapping[str, Any], prompt_tokens: int, completion_tokens: int) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from html import escape
 
-from .report import Report, Totals, money
+from llm_proxy.reports.report import Report, Totals, money
 
 BAR_COLOUR = "#3b6ea5"
 WIDTH = 640

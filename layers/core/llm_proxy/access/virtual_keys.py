@@ -16,8 +16,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from . import aws
-from .errors import ProxyError, authentication_failed, dependency_unavailable, invalid_request
+from llm_proxy import aws
+from llm_proxy.errors import (
+    ProxyError,
+    authentication_failed,
+    dependency_unavailable,
+    invalid_request,
+)
 
 # How long a warm container trusts a key's metadata: a revoked or changed key takes effect
 # within this many seconds on every container.

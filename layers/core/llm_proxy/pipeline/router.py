@@ -12,10 +12,10 @@ from typing import Any
 import litellm
 from litellm.router import Router
 
-from .catalog import PER_MILLION, SEED_MODELS, provider_for_bare_name
-from .config import ConfigError, ProxyConfig, resolve_references
-from .limits import Limits
-from .logs import logger
+from llm_proxy.access.limits import Limits
+from llm_proxy.accounting.price_table import PER_MILLION, SEED_MODELS, provider_for_bare_name
+from llm_proxy.config import ConfigError, ProxyConfig, resolve_references
+from llm_proxy.logs import logger
 
 ROUTER_PARAMS = frozenset(inspect.signature(Router.__init__).parameters) - {"self", "model_list"}
 # litellm_settings that are plain module switches and safe to apply as they are.

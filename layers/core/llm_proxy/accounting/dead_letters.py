@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from . import aws
-from .logs import logger
+from llm_proxy import aws
+from llm_proxy.logs import logger
 
 # SQS receives at most 10 messages a call.
 BATCH = 10

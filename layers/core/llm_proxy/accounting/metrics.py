@@ -17,10 +17,10 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
 )
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties import MetricUnit
 
-from .logs import logger
+from llm_proxy.logs import logger
 
 if TYPE_CHECKING:
-    from .usage import UsageRecord
+    from llm_proxy.accounting.usage import UsageRecord
 
 NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
 SERVICE = "llm-proxy"

@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from . import aws
+from llm_proxy import aws
 
 NONE = "-"
 # Attributes added per usage item, in the order a report lists them.

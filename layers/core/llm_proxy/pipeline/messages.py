@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from litellm.llms.anthropic.messages.adapters.transformation import AnthropicAdapter
 
-from .errors import ProxyError, invalid_request
+from llm_proxy.errors import ProxyError, invalid_request
 
 if TYPE_CHECKING:
-    from .streams import ChatStream
+    from llm_proxy.pipeline.streams import ChatStream
 
 _ADAPTER = AnthropicAdapter()
 

@@ -14,10 +14,11 @@ from typing import Any
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import aws, metrics
-from .deadletter import DeadLetters
-from .logs import logger
-from .rollups import Rollups, add_update
+from llm_proxy import aws
+from llm_proxy.accounting import metrics
+from llm_proxy.accounting.dead_letters import DeadLetters
+from llm_proxy.accounting.rollups import Rollups, add_update
+from llm_proxy.logs import logger
 
 SECONDS_PER_DAY = 86_400
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import litellm
 
-from .pricing import cost_usd
-from .routing import Routes
-from .usage import UsageRecord
+from llm_proxy.accounting.pricing import cost_usd
+from llm_proxy.accounting.usage import UsageRecord
+from llm_proxy.pipeline.router import Routes
 
 
 def describe_deployment(record: UsageRecord, hidden: Mapping[str, Any], routes: Routes) -> None:

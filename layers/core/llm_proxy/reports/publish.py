@@ -9,10 +9,12 @@ from typing import Any
 
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties import MetricUnit
 
-from . import aws, metrics
-from .errors import ProxyError
-from .logs import logger
-from .report import (
+from llm_proxy import aws
+from llm_proxy.accounting import metrics
+from llm_proxy.errors import ProxyError
+from llm_proxy.logs import logger
+from llm_proxy.reports.html import to_html
+from llm_proxy.reports.report import (
     Period,
     Report,
     ReportSettings,
@@ -24,7 +26,6 @@ from .report import (
     to_text,
     yesterday,
 )
-from .report_html import to_html
 
 CONTENT_TYPES = {
     "json": "application/json",

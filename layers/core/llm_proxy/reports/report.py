@@ -16,9 +16,9 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from . import aws
-from .errors import ProxyError, invalid_request
-from .rollups import Rollup, Rollups, days
+from llm_proxy import aws
+from llm_proxy.accounting.rollups import Rollup, Rollups, days
+from llm_proxy.errors import ProxyError, invalid_request
 
 # A period longer than this is a mistake, and one Query a day would make it slow.
 MAX_DAYS = 366

@@ -20,10 +20,10 @@ from boto3.dynamodb.types import TypeDeserializer
 from litellm.exceptions import RateLimitError
 from litellm.integrations.custom_logger import CustomLogger
 
-from . import aws
-from .errors import ProxyError, dependency_unavailable
-from .keys import VirtualKey
-from .logs import logger
+from llm_proxy import aws
+from llm_proxy.access.virtual_keys import VirtualKey
+from llm_proxy.errors import ProxyError, dependency_unavailable
+from llm_proxy.logs import logger
 
 MINUTE_S = 60
 # Counters outlive their window a little, so a late settlement still finds its item.

@@ -1,0 +1,1 @@
+"""The HTTP surface: the FastAPI app, its routes and middleware."""

@@ -1,0 +1,1 @@
+"""The request pipeline: authenticate, validate, admit, cache, route, meter."""

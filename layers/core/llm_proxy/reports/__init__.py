@@ -1,0 +1,1 @@
+"""The cost report: built from daily rollups, rendered (JSON, CSV, text, HTML), published."""
