@@ -33,8 +33,8 @@ size: .venv/.installed
 
 bench: .venv/.installed
 	$(PY) -m scripts.bench
-	$(PY) -m scripts.bench_keys
-	$(PY) -m scripts.bench_report
+	$(PY) -m scripts.bench.keys
+	$(PY) -m scripts.bench.cost_report
 
 # The cost report of the running local stack (`make dev`), last 24 hours; the CLI takes a period.
 report: .venv/.installed

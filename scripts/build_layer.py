@@ -2,10 +2,12 @@
 
     python scripts/build_layer.py deps OUT   third-party dependencies into OUT/python
     python scripts/build_layer.py core OUT   the llm_proxy package into OUT/python
+    python scripts/build_layer.py opt ROOT   both merged into ROOT/opt/python as Lambda merges
+                                             them, and the runtime's boto3 into ROOT/runtime
     python scripts/build_layer.py size       both into build/layers, then prints the size
 
 `sam build` calls the first two through layers/deps/Makefile and layers/core/Makefile; the
-read-only-layer test and `make size` call them directly, so neither needs SAM.
+read-only-layer test (`opt`), the bench and `make size` call it directly, so none needs SAM.
 
 The deps layer is installed from the hash-pinned lock, trimmed (see TRIM), and compiled to
 bytecode for the runtime's Python: Lambda's filesystem is read-only, so without shipped
@@ -20,7 +22,6 @@ import compileall
 import os
 import py_compile
 import shutil
-import stat
 import subprocess
 import sys
 from collections.abc import Collection, Iterable
@@ -251,24 +252,6 @@ def build_opt(root: Path, compiled: bool = True) -> tuple[Path, dict[str, float]
     return deps, figures | {"runtime_sdk": tree_size_mb(runtime)}
 
 
-def read_only(root: Path) -> None:
-    """Lambda's /opt and /var/task: nothing under root can be written, __pycache__ included."""
-    for directory, dirnames, filenames in os.walk(root):
-        for name in [*dirnames, *filenames]:
-            path = Path(directory) / name
-            if not path.is_symlink():
-                path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-    root.chmod(root.stat().st_mode & ~stat.S_IWUSR)
-
-
-def writable(root: Path) -> None:
-    """Undo read_only for the directories, so the tree can be removed."""
-    for directory, dirnames, _ in os.walk(root):
-        for name in dirnames:
-            (Path(directory) / name).chmod(0o755)
-    root.chmod(0o755)
-
-
 def _no_bytecode(_: str, names: list[str]) -> list[str]:
     return [name for name in names if name == "__pycache__" or name.endswith(".pyc")]
 
@@ -316,8 +299,8 @@ def report(figures: dict[str, float]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("what", choices=["deps", "core", "size"])
-    parser.add_argument("out", nargs="?", type=Path, help="the layer's root (deps, core)")
+    parser.add_argument("what", choices=["deps", "core", "opt", "size"])
+    parser.add_argument("out", nargs="?", type=Path, help="the layer's root (deps, core, opt)")
     args = parser.parse_args(argv)
     if args.what == "size":
         deps, core = build_all()
@@ -325,6 +308,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.out is None:
         parser.error(f"{args.what} needs the output directory")
+    if args.what == "opt":
+        _, figures = build_opt(args.out.resolve())
+        print(report(figures))
+        return
     build = build_deps if args.what == "deps" else build_core
     build(args.out.resolve())
 

@@ -6,31 +6,16 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
+from contextlib import ExitStack
 
 import uvicorn
 from botocore.exceptions import BotoCoreError, ClientError
 
-from scripts.local_stack import (
-    REPO_ROOT,
-    TABLE_TYPE,
-    create_resources,
-    function_environment,
-    load_template,
-    port_is_free,
-    provider_keys_from_env,
-    start_moto,
-)
+from devstack.aws import REPO_ROOT, LocalAWS, local_aws, port_is_free, provider_keys_from_env
 
 MOTO_HOST = "127.0.0.1"
 MOTO_PORT = 4566
 DEFAULT_MASTER_KEY = "sk-1234"
-
-
-def _table_env_name(logical_id: str) -> str:
-    # UsageTable -> LLM_PROXY__USAGE_TABLE, the name template.yaml passes to the function.
-    stem = logical_id.removesuffix("Table")
-    snake = "".join(f"_{c}" if c.isupper() and i else c for i, c in enumerate(stem)).upper()
-    return f"LLM_PROXY__{snake}_TABLE"
 
 
 def _banner(
@@ -66,77 +51,75 @@ Ctrl-C stops the server.
 """
 
 
+def _serve(aws: LocalAWS, described: str, provider_keys: Iterable[str], port: int) -> None:
+    """The api app under uvicorn, with the deployed function's environment pointed at `aws`."""
+    # AWS settings already in the environment win, but the endpoint is always the local one.
+    os.environ["AWS_ENDPOINT_URL"] = aws.endpoint
+    for name, value in aws.env.items():
+        os.environ.setdefault(name, value)
+    os.environ["LLM_PROXY__ENV"] = "local"
+    # The tables, the secret, the dead-letter queue: whatever the deployed function is given.
+    os.environ.update(aws.function_env("ApiFunction"))
+    os.environ.setdefault("LLM_PROXY__CONFIG_PATH", str(REPO_ROOT / "config" / "local.yaml"))
+    os.environ.setdefault("LLM_PROXY__MASTER_KEY", DEFAULT_MASTER_KEY)
+    os.environ.setdefault("OLLAMA_API_BASE", "http://localhost:11434")
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
+    # Lambda puts layer code on the path (/opt/python); do the same for the core layer.
+    sys.path.insert(0, str(REPO_ROOT / "layers" / "core"))
+
+    url = f"http://127.0.0.1:{port}"
+    key = os.environ["LLM_PROXY__MASTER_KEY"]
+    print(_banner(url, key, described, aws.resources, provider_keys))
+    uvicorn.run(
+        "app:app",
+        app_dir=str(REPO_ROOT / "functions" / "api"),
+        host="127.0.0.1",
+        port=port,
+        lifespan="off",
+    )
+
+
 def main() -> int:
     port = int(os.environ.get("PORT", "8000"))
-    moto = None
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    if endpoint is None and not port_is_free(MOTO_PORT, MOTO_HOST):
+        print(
+            f"error: port {MOTO_PORT} on {MOTO_HOST} is busy, so the embedded AWS (moto) "
+            "cannot start. Stop whatever listens there, or point at it with "
+            f"AWS_ENDPOINT_URL=http://{MOTO_HOST}:{MOTO_PORT} if it is LocalStack/moto.",
+            file=sys.stderr,
+        )
+        return 1
+    provider_keys = provider_keys_from_env()
+    region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
     try:
-        if not os.environ.get("AWS_ENDPOINT_URL"):
-            if not port_is_free(MOTO_PORT, MOTO_HOST):
+        with ExitStack() as running:
+            try:
+                aws = running.enter_context(
+                    local_aws(
+                        provider_keys,
+                        endpoint=endpoint,
+                        port=MOTO_PORT,
+                        host=MOTO_HOST,
+                        region=region,
+                    )
+                )
+            except (BotoCoreError, ClientError) as exc:
                 print(
-                    f"error: port {MOTO_PORT} on {MOTO_HOST} is busy, so the embedded AWS (moto) "
-                    "cannot start. Stop whatever listens there, or point at it with "
-                    f"AWS_ENDPOINT_URL=http://{MOTO_HOST}:{MOTO_PORT} if it is LocalStack/moto.",
+                    f"error: could not create the local tables and secret at "
+                    f"{endpoint or f'http://{MOTO_HOST}:{MOTO_PORT}'}: {exc}",
                     file=sys.stderr,
                 )
                 return 1
-            moto = start_moto(MOTO_PORT, MOTO_HOST)
-            os.environ["AWS_ENDPOINT_URL"] = f"http://{MOTO_HOST}:{MOTO_PORT}"
-            aws = f"moto (embedded) at {os.environ['AWS_ENDPOINT_URL']}"
-        else:
-            aws = f"AWS_ENDPOINT_URL={os.environ['AWS_ENDPOINT_URL']}"
-
-        # Dummy credentials: the local endpoint accepts any, and real ones must never be used.
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-
-        template = load_template()
-        provider_keys = provider_keys_from_env()
-        try:
-            names = create_resources(
-                os.environ["AWS_ENDPOINT_URL"],
-                provider_keys,
-                region=os.environ["AWS_DEFAULT_REGION"],
-                template=template,
-            )
-        except (BotoCoreError, ClientError) as exc:
-            print(
-                f"error: could not create the local tables and secret at "
-                f"{os.environ['AWS_ENDPOINT_URL']}: {exc}",
-                file=sys.stderr,
-            )
-            return 1
-
-        os.environ["LLM_PROXY__ENV"] = "local"
-        os.environ["LLM_PROXY__SECRET_ID"] = names["ProviderKeysSecret"]
-        for logical_id, resource in template.get("Resources", {}).items():
-            if resource.get("Type") == TABLE_TYPE:
-                os.environ[_table_env_name(logical_id)] = names[logical_id]
-        # The rollups table, the dead-letter queue: whatever the deployed function is given.
-        os.environ.update(function_environment(template, names, "ApiFunction"))
-        os.environ.setdefault("LLM_PROXY__CONFIG_PATH", str(REPO_ROOT / "config" / "local.yaml"))
-        os.environ.setdefault("LLM_PROXY__MASTER_KEY", DEFAULT_MASTER_KEY)
-        os.environ.setdefault("OLLAMA_API_BASE", "http://localhost:11434")
-        os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-
-        # Lambda puts layer code on the path (/opt/python); do the same for the core layer.
-        sys.path.insert(0, str(REPO_ROOT / "layers" / "core"))
-
-        url = f"http://127.0.0.1:{port}"
-        print(_banner(url, os.environ["LLM_PROXY__MASTER_KEY"], aws, names, provider_keys))
-        uvicorn.run(
-            "app:app",
-            app_dir=str(REPO_ROOT / "functions" / "api"),
-            host="127.0.0.1",
-            port=port,
-            lifespan="off",
-        )
+            if endpoint is None:
+                described = f"moto (embedded) at {aws.endpoint}"
+            else:
+                described = f"AWS_ENDPOINT_URL={endpoint}"
+            _serve(aws, described, provider_keys, port)
         return 0
     except KeyboardInterrupt:
         return 130
-    finally:
-        if moto is not None:
-            moto.stop()
 
 
 if __name__ == "__main__":

@@ -18,19 +18,16 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 from llm_proxy.errors import ProxyError
+from llm_proxy.reports.period import last_hours, parse_period
 from llm_proxy.reports.publish import publish, renderings
-from llm_proxy.reports.report import (
-    ReportSettings,
-    last_hours,
-    parse_period,
-    report_for,
-    to_text,
-)
+from llm_proxy.reports.render import to_text
+from llm_proxy.reports.report import report_for
+from llm_proxy.settings import Settings
 
-from scripts.local_stack import REPO_ROOT, function_environment, load_template
+from devstack.aws import REPO_ROOT, function_environment, load_template
 
 LOCAL_ENDPOINT = "http://127.0.0.1:4566"
-# What `make dev` names the template's resources (scripts.local_stack's naming).
+# What `make dev` names the template's resources (devstack.aws's naming).
 LOCAL_RESOURCES = {
     "RollupsTable": "llm-proxy-rollups",
     "ReportBucket": "llm-proxy-report",
@@ -60,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     local = function_environment(load_template(), LOCAL_RESOURCES, "CostReportFunction")
-    settings = ReportSettings(
+    bucket = None if args.no_upload else (args.bucket or local["LLM_PROXY__REPORT_BUCKET"])
+    settings = Settings(
         rollups_table=args.rollups_table or local["LLM_PROXY__ROLLUPS_TABLE"],
-        bucket=None if args.no_upload else (args.bucket or local["LLM_PROXY__REPORT_BUCKET"]),
-        topic_arn=None,
+        report_bucket=bucket,
         keys_table=args.keys_table,
-        budget_share=args.budget_share,
+        budget_alert_share=args.budget_share,
     )
     try:
         period = parse_period(args.start, args.end, last_hours(24))
@@ -89,11 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     for ext, text in texts.items():
         (folder / f"cost-report.{ext}").write_text(text, encoding="utf-8")
     print(f"Wrote {folder}/cost-report.{{json,csv,html}}")
-    if settings.bucket:
+    if settings.report_bucket:
         try:
             published = publish(report, settings)
         except (BotoCoreError, ClientError) as exc:
-            print(f"(not uploaded to s3://{settings.bucket}: {type(exc).__name__})")
+            print(f"(not uploaded to s3://{settings.report_bucket}: {type(exc).__name__})")
         else:
             print("Uploaded", *published["objects"], sep="\n  ")
     return 0

@@ -16,9 +16,9 @@ import pytest
 from llm_proxy.gateway import Gateway
 from llm_proxy.settings import Settings
 
-from scripts.local_stack import create_resources, start_moto
-from tests.doubles.openai_upstream import OpenAIUpstream
-from tests.doubles.server import BackgroundServer, free_port, serving
+from devstack.aws import LocalAWS, local_aws
+from devstack.doubles.openai_upstream import OpenAIUpstream
+from devstack.server import BackgroundServer, serving
 
 REPO = Path(__file__).resolve().parent.parent
 MASTER_KEY = "sk-test-master-0123456789abcdef"
@@ -74,38 +74,29 @@ def _fresh_upstream(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="session")
-def aws() -> Iterator[dict[str, str]]:
-    """A moto server on a free loopback port, with the template's resources in it (tables,
-    secret, dead-letter queue, report bucket and topic), by logical id."""
-    port = free_port()
-    server = start_moto(port=port)
-    endpoint = f"http://127.0.0.1:{port}"
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_REGION="us-east-1",
-    )
-    names = create_resources(endpoint, PROVIDER_KEYS, names=TEST_NAMES)
-    yield {"endpoint": endpoint, **names}
-    server.stop()
+def aws_stack() -> Iterator[LocalAWS]:
+    """A moto server on a free loopback port with the template's resources in it (tables,
+    secret, dead-letter queue, report bucket and topic), its endpoint in this process's
+    environment."""
+    with local_aws(PROVIDER_KEYS, TEST_NAMES) as stack:
+        os.environ.update(stack.env)
+        yield stack
 
 
 @pytest.fixture(scope="session")
-def api(aws: dict[str, str], upstream: OpenAIUpstream) -> ModuleType:
+def aws(aws_stack: LocalAWS) -> dict[str, str]:
+    """The endpoint, and the template's resources by logical id."""
+    return {"endpoint": aws_stack.endpoint, **aws_stack.resources}
+
+
+@pytest.fixture(scope="session")
+def api(aws_stack: LocalAWS, upstream: OpenAIUpstream) -> ModuleType:
     """functions/api/app.py, imported with the deployed function's environment."""
     os.environ.update(
         LLM_PROXY__ENV="aws",
         LLM_PROXY__CONFIG_PATH=str(REPO / "tests" / "fixtures" / "gateway.yaml"),
-        LLM_PROXY__SECRET_ID=aws["ProviderKeysSecret"],
-        LLM_PROXY__USAGE_TABLE=aws["UsageTable"],
-        LLM_PROXY__KEYS_TABLE=aws["KeysTable"],
-        LLM_PROXY__COUNTERS_TABLE=aws["CountersTable"],
-        LLM_PROXY__CACHE_TABLE=aws["CacheTable"],
-        LLM_PROXY__ROLLUPS_TABLE=aws["RollupsTable"],
-        LLM_PROXY__USAGE_DLQ_URL=aws["UsageDeadLetterQueue"],
         TEST_OPENAI_BASE=f"{upstream.base_url}/v1",
+        **aws_stack.function_env("ApiFunction"),
     )
     os.environ.pop("LLM_PROXY__MASTER_KEY", None)
     return import_api_module("api_app_under_test")
@@ -113,7 +104,7 @@ def api(aws: dict[str, str], upstream: OpenAIUpstream) -> ModuleType:
 
 @pytest.fixture(scope="session")
 def gateway_for(
-    api: ModuleType, aws: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    api: ModuleType, aws_stack: LocalAWS, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., str]]:
     """Serve the api app with another config (YAML text, or None for the modes that need
     none) under uvicorn; returns its base URL.
@@ -125,17 +116,7 @@ def gateway_for(
     folder = tmp_path_factory.mktemp("configs")
 
     def start(config_text: str | None, **overrides: str) -> str:
-        env = {
-            "LLM_PROXY__ENV": "aws",
-            "LLM_PROXY__SECRET_ID": aws["ProviderKeysSecret"],
-            "LLM_PROXY__USAGE_TABLE": aws["UsageTable"],
-            "LLM_PROXY__KEYS_TABLE": aws["KeysTable"],
-            "LLM_PROXY__COUNTERS_TABLE": aws["CountersTable"],
-            "LLM_PROXY__CACHE_TABLE": aws["CacheTable"],
-            "LLM_PROXY__ROLLUPS_TABLE": aws["RollupsTable"],
-            "LLM_PROXY__USAGE_DLQ_URL": aws["UsageDeadLetterQueue"],
-            **overrides,
-        }
+        env = {"LLM_PROXY__ENV": "aws", **aws_stack.function_env("ApiFunction"), **overrides}
         if config_text is not None:
             path = folder / f"config-{len(servers)}.yaml"
             path.write_text(config_text)

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import openai
 
+from devstack.doubles.openai_upstream import OpenAIUpstream
 from tests.conftest import MASTER_KEY, usage_item
-from tests.doubles.openai_upstream import OpenAIUpstream
 
 MESSAGES = [{"role": "user", "content": "Refactor this function"}]
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import httpx
 from llm_proxy.settings import Settings
 
+from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
 from tests.conftest import MASTER_KEY, REPO, usage_item
-from tests.doubles.openai_upstream import Fault, OpenAIUpstream
 
 CONFIG = (REPO / "tests" / "fixtures" / "gateway.yaml").read_text()
 BODY = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}]}

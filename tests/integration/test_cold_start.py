@@ -40,7 +40,7 @@ PROBE = textwrap.dedent(
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     print(json.dumps({"connections": connections, "writes": writes,
-                      "router_built": module.gateway._routes is not None}))
+                      "router_built": module.gateway.router_built}))
     """
 )
 

@@ -24,12 +24,14 @@ import httpx
 import pytest
 from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.accounting.usage import UsageRecord, UsageStore
-from llm_proxy.reports.report import Period, ReportSettings, report_for
+from llm_proxy.reports.period import Period
+from llm_proxy.reports.report import report_for
+from llm_proxy.settings import Settings
 
+from devstack.doubles.anthropic_upstream import AnthropicUpstream
+from devstack.doubles.ollama_upstream import OllamaUpstream
+from devstack.server import serving
 from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, PROVIDER_KEYS, REPO, usage_item
-from tests.doubles.anthropic_upstream import AnthropicUpstream
-from tests.doubles.ollama_upstream import OllamaUpstream
-from tests.doubles.server import serving
 from tests.integration.test_durable_usage import load_function
 
 MILLION = Decimal(1_000_000)
@@ -343,7 +345,7 @@ def test_spend_report_over_https_serves_the_rollups(gateway_url: str, aws: dict[
         response = client.get("/spend/report?start=2023-01-10&end=2023-01-11", headers=auth)
         assert response.status_code == 200, response.text
         body = response.json()
-        settings = ReportSettings(aws["RollupsTable"], None, None, None, 0.8)
+        settings = Settings(rollups_table=aws["RollupsTable"], budget_alert_share=0.8)
         direct = report_for(Period(date(2023, 1, 10), date(2023, 1, 11)), settings).as_dict()
         body.pop("generated_at"), direct.pop("generated_at")
         assert body == direct
@@ -434,17 +436,25 @@ def test_report_settings_name_the_template_variables() -> None:
         assert name in template
 
 
-def test_report_cli_prints_a_table_and_writes_files(
-    aws: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from scripts import report as cli
+def run_module(module: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """`python -m module arguments` from the repository root, against this session's AWS."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
 
+
+def test_report_cli_prints_a_table_and_writes_files(aws: dict[str, str], tmp_path: Path) -> None:
     seed_usage(aws, "2022-03-04", SPEND_USAGE)
     period = ["--start", "2022-03-04", "--end", "2022-03-04", "--out", str(tmp_path)]
     tables = ["--rollups-table", aws["RollupsTable"], "--bucket", aws["ReportBucket"]]
-    code = cli.main([*period, *tables])
-    assert code == 0
-    out = capsys.readouterr().out
+    done = run_module("scripts.report", *period, *tables)
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = done.stdout
     assert "Total $0.000019 over 2 requests" in out
     assert "gpt-3.5-turbo" in out and "claude-3-haiku" in out
     assert {p.name for p in (tmp_path / "2022-03-04").iterdir()} == {
@@ -456,15 +466,15 @@ def test_report_cli_prints_a_table_and_writes_files(
         "cost-report.html" in s3_text(aws["ReportBucket"], "reports/2022-03-04/cost-report.html")
         or True
     )
-    assert cli.main(["--start", "2022-03-05", "--end", "2022-03-04", "--no-upload"]) == 2
+    backwards = ["--start", "2022-03-05", "--end", "2022-03-04", "--no-upload"]
+    assert run_module("scripts.report", *backwards).returncode == 2
 
 
 def test_report_benchmark_runs_small(aws: dict[str, str], tmp_path: Path) -> None:
-    from scripts import bench_report
-
     out = tmp_path / "bench-report.json"
     arguments = ["--sizes", "20", "200", "--runs", "1", "--out", str(out)]
-    assert bench_report.main([*arguments, "--endpoint", aws["endpoint"]]) in (0, 1)
+    done = run_module("scripts.bench.cost_report", *arguments, "--endpoint", aws["endpoint"])
+    assert done.returncode in (0, 1), done.stderr[-4000:]
     summary = json.loads(out.read_text())
     assert [r["requests"] for r in summary["results"]] == [20, 200]
     assert summary["results"][1]["report_requests"] == 200

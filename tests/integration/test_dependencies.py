@@ -14,9 +14,9 @@ from llm_proxy.gateway import Gateway
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.settings import Settings
 
+from devstack.doubles.openai_upstream import OpenAIUpstream
+from devstack.server import free_port
 from tests.conftest import MASTER_KEY, REPO, UPSTREAM_KEY, usage_item
-from tests.doubles.openai_upstream import OpenAIUpstream
-from tests.doubles.server import free_port
 
 CONFIG = REPO / "tests" / "fixtures" / "gateway.yaml"
 BODY = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
@@ -28,7 +28,7 @@ def build_client(
     config_path: Path = CONFIG,
     keys: ProviderKeys | None = None,
 ) -> TestClient:
-    gateway = Gateway(settings, load_config(config_path), keys=keys)
+    gateway = Gateway(settings, load_config(config_path), provider_keys=keys)
     return TestClient(api_module.create_app(gateway))  # type: ignore[attr-defined]
 
 

@@ -1,5 +1,5 @@
-"""The layers as they deploy: built by scripts/build_layer.py (what `sam build` runs), made
-read-only, and run alone, the way Lambda runs them.
+"""The layers as they deploy: built by `scripts/build_layer.py opt` (the code `sam build`
+runs), made read-only, and run alone, the way Lambda runs them.
 
 - The Mangum handler answers a chat completion with PYTHONPATH set to the layer only (plus the
   runtime's boto3, which the layer leaves to the runtime), no network but loopback, and every
@@ -26,14 +26,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scripts import build_layer
+from devstack.doubles.openai_upstream import OpenAIUpstream
+from devstack.lambda_fs import read_only, writable
+from devstack.server import free_port, serving
 from tests.conftest import MASTER_KEY, REPO, UPSTREAM_KEY
-from tests.doubles.openai_upstream import OpenAIUpstream
-from tests.doubles.server import free_port, serving
 
 pytestmark = pytest.mark.timeout(600)
 
 CONFIG = REPO / "tests" / "fixtures" / "gateway.yaml"
+API_FUNCTION = REPO / "functions" / "api"
 EVENT = REPO / "events" / "chat_completion.json"
 
 
@@ -51,15 +52,23 @@ class Deployment:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("lambda")
-    build_layer.build_opt(root)
+    built = subprocess.run(
+        [sys.executable, "scripts/build_layer.py", "opt", str(root)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr[-4000:]
     runtime = root / "runtime"
     task = root / "task"
-    shutil.copytree(build_layer.API_FUNCTION, task, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(API_FUNCTION, task, ignore=shutil.ignore_patterns("__pycache__"))
     for tree in (root / "opt", runtime, task):
-        build_layer.read_only(tree)
+        read_only(tree)
     yield Deployment(root / "opt", runtime, task)
     for tree in (root / "opt", runtime, task):
-        build_layer.writable(tree)
+        writable(tree)
 
 
 def lambda_env(deployment: Deployment, aws: dict[str, str], **extra: str) -> dict[str, str]:

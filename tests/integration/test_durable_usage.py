@@ -23,8 +23,8 @@ from fastapi import FastAPI, Request, Response
 from llm_proxy import aws as llm_aws
 from llm_proxy.accounting.rollups import Rollup, Rollups
 
+from devstack.server import BackgroundServer
 from tests.conftest import MASTER_KEY, ONE_DEPLOYMENT_CONFIG, REPO, usage_item
-from tests.doubles.server import BackgroundServer
 
 M = 6
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]

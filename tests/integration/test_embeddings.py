@@ -5,8 +5,8 @@ from __future__ import annotations
 import openai
 import pytest
 
+from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, usage_item
-from tests.doubles.openai_upstream import Fault, OpenAIUpstream
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from typing import Any
 import openai
 import pytest
 
+from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
+from devstack.server import free_port, serving
 from tests.conftest import MASTER_KEY, PROVIDER_KEYS, UPSTREAM_KEY, WRONG_UPSTREAM_KEY, usage_item
-from tests.doubles.openai_upstream import Fault, OpenAIUpstream
-from tests.doubles.server import free_port, serving
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
 BACKUP_REPLY = "Backup answers here."

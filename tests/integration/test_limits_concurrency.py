@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.doubles.openai_upstream import OpenAIUpstream
+from devstack.server import free_port
 from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, REPO
-from tests.doubles.openai_upstream import OpenAIUpstream
-from tests.doubles.server import free_port
 
 # `budgeted` prices output tokens only, at a round price: the double answers 5 tokens, so
 # 0.005 a request.

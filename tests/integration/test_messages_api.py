@@ -6,8 +6,8 @@ from __future__ import annotations
 import anthropic
 import pytest
 
+from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, usage_item
-from tests.doubles.openai_upstream import Fault, OpenAIUpstream
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
 

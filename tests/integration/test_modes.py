@@ -11,8 +11,8 @@ import openai
 import pytest
 from llm_proxy.config import ConfigError, config_for_mode
 
+from devstack.doubles.openai_upstream import OpenAIUpstream
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, usage_item
-from tests.doubles.openai_upstream import OpenAIUpstream
 
 MESSAGES = [{"role": "user", "content": "Plan the next step"}]
 

@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
+from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, WRONG_UPSTREAM_KEY, usage_item
-from tests.doubles.openai_upstream import Fault, OpenAIUpstream
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
 

@@ -13,9 +13,9 @@ import httpx
 import openai
 import pytest
 
+from devstack.doubles.anthropic_upstream import AnthropicUpstream, Fault
+from devstack.server import serving
 from tests.conftest import MASTER_KEY, PROVIDER_KEYS, usage_item
-from tests.doubles.anthropic_upstream import AnthropicUpstream, Fault
-from tests.doubles.server import serving
 
 ANTHROPIC_KEY = PROVIDER_KEYS["ANTHROPIC_API_KEY"]
 OPENAI_KEY = PROVIDER_KEYS["OPENAI_API_KEY"]

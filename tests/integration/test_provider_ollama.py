@@ -11,9 +11,9 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from devstack.doubles.ollama_upstream import Fault, OllamaUpstream, RecordedRequest
+from devstack.server import free_port, serving
 from tests.conftest import MASTER_KEY, usage_item
-from tests.doubles.ollama_upstream import Fault, OllamaUpstream, RecordedRequest
-from tests.doubles.server import free_port, serving
 
 QUESTION = "Write a haiku about gateways"
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]

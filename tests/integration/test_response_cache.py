@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
+from devstack.doubles.openai_upstream import OpenAIUpstream
 from tests.conftest import MASTER_KEY, usage_item
-from tests.doubles.openai_upstream import OpenAIUpstream
 
 MODELS = """
 model_list:

@@ -17,10 +17,10 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from devstack.doubles.base import RecordedRequest
+from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
+from devstack.server import serving
 from tests.conftest import MASTER_KEY, PROVIDER_KEYS, usage_item
-from tests.doubles.base import RecordedRequest
-from tests.doubles.openai_upstream import Fault, OpenAIUpstream
-from tests.doubles.server import serving
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
 FIRST_REPLY = "The first deployment answers."

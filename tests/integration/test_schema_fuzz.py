@@ -30,8 +30,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from devstack.doubles.openai_upstream import OpenAIUpstream
 from tests.conftest import MASTER_KEY
-from tests.doubles.openai_upstream import OpenAIUpstream
 
 CHAT_MODELS = ("gpt-3.5-turbo", "demo")
 # `demo` is a chat mock: its canned text is no embedding vector (see the xfail below).

@@ -13,8 +13,8 @@ from llm_proxy.config import load_config
 from llm_proxy.gateway import Gateway
 from llm_proxy.settings import Settings
 
+from devstack.doubles.openai_upstream import OpenAIUpstream
 from tests.conftest import MASTER_KEY, REPO
-from tests.doubles.openai_upstream import OpenAIUpstream
 
 CONFIG = REPO / "tests" / "fixtures" / "gateway.yaml"
 BODY = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}]}
@@ -52,13 +52,13 @@ def test_before_snapshot_warms_and_after_restore_makes_unique_state_again(
     gateway = make_gateway(aws)
     app = api.create_app(gateway)
     snapstart.before_snapshot(gateway, app)
-    routes = gateway.routes()
+    router = gateway.model_router()
     secrets_client = aws_clients.client("secretsmanager")
     litellm.in_memory_llm_clients_cache.set_cache("probe", object())
 
     snapstart.after_restore(gateway)
 
-    assert gateway.routes() is not routes  # a new Router, with new HTTP clients
+    assert gateway.model_router() is not router  # a new Router, with new HTTP clients
     assert aws_clients.client("secretsmanager") is not secrets_client
     assert litellm.in_memory_llm_clients_cache.get_cache("probe") is None
     client = TestClient(app)

@@ -17,8 +17,8 @@ import httpx
 import openai
 import pytest
 
+from devstack.doubles.openai_upstream import OpenAIUpstream
 from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, REPO, usage_item
-from tests.doubles.openai_upstream import OpenAIUpstream
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
 LIMITED_CONFIG = f"""

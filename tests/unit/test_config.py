@@ -4,8 +4,17 @@ from pathlib import Path
 
 import pytest
 from llm_proxy.accounting.pricing import cost_usd
-from llm_proxy.config import ConfigError, load_config, resolve_references, secret_then_env
-from llm_proxy.pipeline.router import Routes, build_routes, retire, router_kwargs
+from llm_proxy.config import (
+    ConfigError,
+    ProxyConfig,
+    apply_environment_variables,
+    load_config,
+    resolve_references,
+    secret_then_env,
+)
+from llm_proxy.gateway import Gateway
+from llm_proxy.pipeline.router import ModelRouter, build_router, retire, router_kwargs
+from llm_proxy.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,7 +152,7 @@ model_list:
         match=r"model_list\[0\] \(model_name 'mystery'\): "
         r"litellm_params.model: litellm cannot tell the provider",
     ):
-        build_routes(config, lambda name: None, "http://127.0.0.1:11434")
+        build_router(config, lambda name: None, "http://127.0.0.1:11434")
 
 
 def test_seed_names_litellm_dropped_get_their_provider_and_seed_prices(tmp_path: Path) -> None:
@@ -159,7 +168,7 @@ model_list:
 """,
         )
     )
-    routes = build_routes(config, lambda name: None, "http://127.0.0.1:11434")
+    routes = build_router(config, lambda name: None, "http://127.0.0.1:11434")
     turbo, haiku = routes.deployments["gpt-4-turbo#0"], routes.deployments["claude-3-haiku#1"]
     assert (turbo["provider"], turbo["litellm_params"]["model"]) == (
         "openai",
@@ -205,17 +214,46 @@ router_settings:
         )
     )
 
-    def handler(routes: Routes) -> object:
+    def handler(routes: ModelRouter) -> object:
         return routes.router._sel.callback_selectors()[0]
 
-    def registered(routes: Routes) -> bool:
+    def registered(routes: ModelRouter) -> bool:
         return any(callback is handler(routes) for callback in litellm.callbacks)
 
-    first = build_routes(config, lambda name: None, "http://127.0.0.1:11434")
-    blind = build_routes(config, lambda name: None, "http://127.0.0.1:11434")
+    first = build_router(config, lambda name: None, "http://127.0.0.1:11434")
+    blind = build_router(config, lambda name: None, "http://127.0.0.1:11434")
     assert registered(first) and not registered(blind)
 
     retire(first)
-    rebuilt = build_routes(config, lambda name: None, "http://127.0.0.1:11434")
+    rebuilt = build_router(config, lambda name: None, "http://127.0.0.1:11434")
     assert registered(rebuilt) and not registered(first)
     retire(rebuilt)
+
+
+def test_environment_variables_are_set_as_the_litellm_proxy_sets_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Registered with monkeypatch first, so the process environment is restored afterwards.
+    monkeypatch.setenv("HOUSE_API_BASE", "unset")
+    config = ProxyConfig.model_validate(
+        {
+            "environment_variables": {"HOUSE_API_BASE": "http://127.0.0.1:9/v1", "EMPTY": None},
+            "model_list": [
+                {
+                    "model_name": "house",
+                    "litellm_params": {
+                        "model": "openai/house",
+                        "api_base": "os.environ/HOUSE_API_BASE",
+                        "api_key": "not-a-secret",
+                    },
+                }
+            ],
+        }
+    )
+    isolated: dict[str, str] = {}
+    apply_environment_variables(config, isolated)
+    assert isolated == {"HOUSE_API_BASE": "http://127.0.0.1:9/v1"}
+
+    gateway = Gateway(Settings(), config)
+    [house] = gateway.model_router().deployments.values()
+    assert house["litellm_params"]["api_base"] == "http://127.0.0.1:9/v1"

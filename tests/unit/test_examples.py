@@ -19,7 +19,7 @@ from llm_proxy.access.auth import check_master_key
 from llm_proxy.accounting.pricing import cost_usd
 from llm_proxy.config import ProxyConfig, load_config, resolve_references
 from llm_proxy.errors import ProxyError
-from llm_proxy.pipeline.router import build_routes, router_kwargs
+from llm_proxy.pipeline.router import build_router, router_kwargs
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # Per file: (model_name, litellm_params.model) for each deployment, in the seed's order.
@@ -239,7 +239,7 @@ def test_load_balancing_spreads_one_group_over_both_keys(network: list[Any]) -> 
 
 def test_agent_roles_resolve_to_their_model_groups(network: list[Any]) -> None:
     # Through the gateway's build: litellm alone cannot place the seed's bare model names.
-    routes = build_routes(load("agents.yaml"), secret_stand_in, OLLAMA_API_BASE)
+    routes = build_router(load("agents.yaml"), secret_stand_in, OLLAMA_API_BASE)
     registry = routes.router.registry()
     for role, model in AGENT_MODELS.items():
         assert registry.resolve(role, kind="group") == model
@@ -252,7 +252,7 @@ def test_agent_roles_resolve_to_their_model_groups(network: list[Any]) -> None:
 def test_gateway_builds_routes_offline_for_the_example(name: str, network: list[Any]) -> None:
     """The gateway's own router build, as at a cold start with every key in the secret."""
     config = load(name)
-    routes = build_routes(config, secret_stand_in, OLLAMA_API_BASE)
+    routes = build_router(config, secret_stand_in, OLLAMA_API_BASE)
     assert routes.unavailable == {}
     assert [d["provider"] for d in routes.deployments.values()] == PROVIDERS[name]
     names = {d["model_name"] for d in routes.router.registry().all()}
@@ -264,7 +264,7 @@ def test_gateway_builds_routes_offline_for_the_example(name: str, network: list[
 def test_seed_prices_survive_a_router_rebuild() -> None:
     config = load("anthropic.yaml")
     for _build in ("cold start", "key rotation"):
-        routes = build_routes(config, secret_stand_in, OLLAMA_API_BASE)
+        routes = build_router(config, secret_stand_in, OLLAMA_API_BASE)
         # The seed's table: Claude 3 Opus at $15 / $75 per million tokens.
         opus = routes.deployments["claude-3-opus#2"]
         assert cost_usd(opus, 1_000_000, 1_000_000) == pytest.approx(90.0), _build

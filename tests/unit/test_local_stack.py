@@ -16,7 +16,7 @@ import pytest
 from mangum import Mangum
 from mangum.types import LambdaContext, Receive, Scope, Send
 
-from scripts.local_stack import (
+from devstack.aws import (
     LOCAL_NAMES,
     TEMPLATE_PATH,
     create_resources,
@@ -25,7 +25,7 @@ from scripts.local_stack import (
     provider_keys_from_env,
     start_moto,
 )
-from tests.doubles.server import free_port
+from devstack.server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENTS_DIR = REPO_ROOT / "events"

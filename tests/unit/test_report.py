@@ -9,20 +9,14 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
-from llm_proxy.accounting.rollups import Rollup, aggregate
+from llm_proxy.accounting.rollups import Rollup
 from llm_proxy.errors import ProxyError
 from llm_proxy.reports.html import to_html
-from llm_proxy.reports.report import (
-    Budget,
-    Period,
-    build,
-    last_hours,
-    parse_period,
-    to_csv,
-    to_json,
-    to_text,
-    yesterday,
-)
+from llm_proxy.reports.period import Period, last_hours, parse_period, yesterday
+from llm_proxy.reports.render import to_csv, to_json, to_text
+from llm_proxy.reports.report import Budget, build
+
+from devstack.rollups import aggregate
 
 NOW = datetime(2024, 5, 2, 6, 0, tzinfo=UTC)
 DAY = Period(date(2024, 5, 1), date(2024, 5, 1))
@@ -82,16 +76,16 @@ def test_aggregate_matches_what_the_adds_count() -> None:
 def test_build_flags_keys_past_their_budget_share() -> None:
     rows = [
         Rollup("2024-05-01", "gpt-4", "k1", "coder", requests=3, cost_usd=Decimal("8.5")),
-        Rollup("2024-05-01", "gpt-4", "k2", "ask", requests=1, cost_usd=Decimal("1")),
+        Rollup("2024-05-01", "gpt-4", "k2", "ask", requests=1, cost_usd=Decimal("9.9")),
     ]
     budgets = {
         "k1": Budget("k1", Decimal(10), alias="coder key"),
-        "k2": Budget("k2", Decimal(10), spend=Decimal("9.9")),  # the key's own lifetime spend
+        "k2": Budget("k2", Decimal(10)),
         "k3": Budget("k3", Decimal(0)),  # no budget: never flagged
     }
     report = build(DAY, rows, budgets, 0.8, NOW)
     assert [(f.key_id, f.share) for f in report.flagged] == [("k2", 0.99), ("k1", 0.85)]
-    assert report.total.cost_usd == Decimal("9.5")
+    assert report.total.cost_usd == Decimal("18.4")
     data = json.loads(to_json(report))
     assert data["keys_over_budget_share"][1]["key_alias"] == "coder key"
     assert "coder key: $8.50 of $10.00 (85%)" in to_text(report)

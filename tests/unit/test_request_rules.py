@@ -7,7 +7,7 @@ from llm_proxy.access.auth import authenticate, check_master_key, presented_key
 from llm_proxy.access.virtual_keys import KeyStore
 from llm_proxy.accounting.pricing import cost_usd
 from llm_proxy.errors import ProxyError
-from llm_proxy.http.schemas import refuse_forbidden_params
+from llm_proxy.pipeline.validate import refuse_forbidden_params
 
 
 @pytest.mark.parametrize(

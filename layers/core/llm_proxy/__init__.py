@@ -1,4 +1,10 @@
-"""LLM Proxy: the gateway's domain code, shared by the Lambda handlers."""
+"""LLM Proxy: the gateway's domain code, shared by the Lambda handlers.
+
+"The seed" in this code is `llm-providers.md`, the document the gateway was built from: it
+describes the LLM Proxy this replaces (`CodeLab -> LLM Proxy -> LiteLLM Proxy -> providers`)
+with its config examples, `LLM_PROXY__*` variables, agent roles, price table and
+troubleshooting cases. "The seed's X" means X as that document gives it.
+"""
 
 import os
 

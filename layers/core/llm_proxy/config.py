@@ -1,4 +1,5 @@
-"""The model catalogue: a LiteLLM config file (`model_list`, `router_settings`, ...).
+"""The LiteLLM config file (`model_list`, `router_settings`, `litellm_settings`,
+`general_settings`, `environment_variables`): what models there are and how to route them.
 
 The file is parsed and validated once at start; a bad file fails there with a message that
 names the file, the entry and the field. `os.environ/NAME` references are resolved later, per
@@ -8,7 +9,7 @@ secret refresh, from the provider-keys secret first and then the environment.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,12 +54,17 @@ class ProxyConfig(BaseModel):
     def _none_is_empty(cls, value: Any) -> Any:
         return {} if value is None else value
 
-    def model_names(self) -> list[str]:
-        """The names a client may ask for; a wildcard entry is not one of them."""
+    def model_names(self, default_model: str | None = None) -> list[str]:
+        """The names a client may ask for (a wildcard entry is not one of them); the default
+        model first where any model name is passed through."""
         names = list(dict.fromkeys(entry.model_name for entry in self.model_list))
         aliases = self.router_settings.get("model_group_alias") or {}
-        listed = names + [alias for alias in aliases if alias not in names]
-        return [name for name in listed if name != WILDCARD]
+        listed = [
+            name for name in names + [a for a in aliases if a not in names] if name != WILDCARD
+        ]
+        if default_model and self.accepts_any_model and default_model not in listed:
+            listed.insert(0, default_model)
+        return listed
 
     @property
     def accepts_any_model(self) -> bool:
@@ -123,6 +129,18 @@ def resolve_references(value: Any, lookup: Callable[[str], str | None]) -> Resol
         return node
 
     return Resolved(walk(value), frozenset(missing))
+
+
+def apply_environment_variables(
+    config: ProxyConfig, environ: MutableMapping[str, str] | None = None
+) -> None:
+    """The config's `environment_variables`, set in the process environment as the LiteLLM
+    proxy sets them at start; `os.environ/NAME` references in the config then find them (after
+    the provider-keys secret, which comes first)."""
+    target = os.environ if environ is None else environ
+    for name, value in config.environment_variables.items():
+        if value is not None:
+            target[str(name)] = str(value)
 
 
 def secret_then_env(

@@ -1,12 +1,15 @@
-"""Process settings, read once from the environment (the seed's `LLM_PROXY__*` names)."""
+"""Process settings, read once from the environment (the seed's `LLM_PROXY__*` names): one
+set for the api, cost-report and replay functions alike, each reading what it needs."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 TRUE_VALUES = {"1", "true", "yes", "on"}
+DEFAULT_BUDGET_ALERT_SHARE = 0.8
 
 
 def _flag(value: str | None) -> bool:
@@ -15,24 +18,24 @@ def _flag(value: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    config_path: Path | None
-    environment: str
-    secret_id: str | None
-    secret_ttl_s: int
-    usage_table: str | None
-    keys_table: str | None
-    counters_table: str | None
-    cache_table: str | None
-    usage_retention_days: int
-    rollups_table: str | None
-    usage_dead_letter_queue: str | None
-    llm_mode: str
-    default_model: str | None
-    litellm_proxy_url: str | None
-    litellm_api_key: str | None
-    ollama_api_base: str
-    detailed_debug: bool
-    max_body_bytes: int
+    config_path: Path | None = None
+    environment: str = "aws"
+    secret_id: str | None = None
+    secret_ttl_s: int = 300
+    usage_table: str | None = None
+    keys_table: str | None = None
+    counters_table: str | None = None
+    cache_table: str | None = None
+    usage_retention_days: int = 90
+    rollups_table: str | None = None
+    usage_dead_letter_queue: str | None = None
+    llm_mode: str = "config"
+    default_model: str | None = None
+    litellm_proxy_url: str | None = None
+    ollama_api_base: str = "http://localhost:11434"
+    detailed_debug: bool = False
+    # API Gateway's synchronous payload limit.
+    max_body_bytes: int = 6 * 1024 * 1024
     # API Gateway's integration timeout. Provider calls stop `timeout_margin_ms` sooner, so a
     # client gets the gateway's 504 (metered) rather than API Gateway's own. 0: no deadline.
     api_timeout_ms: int = 29_000
@@ -42,6 +45,11 @@ class Settings:
     # execution environment once the invocation's response is out (Lambda Web Adapter), and
     # under Mangum the invocation waits for the write anyway, so there it stays inline.
     meter_after_response: bool = True
+    # The cost report: where it is written, and the share of a key's budget that flags it.
+    report_bucket: str | None = None
+    report_topic_arn: str | None = None
+    budget_alert_share: float = DEFAULT_BUDGET_ALERT_SHARE
+    report_prefix: str = "reports"
 
     @property
     def provider_deadline_s(self) -> float | None:
@@ -54,7 +62,7 @@ class Settings:
         return self.environment == "local"
 
     @classmethod
-    def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         config_path = env.get("LLM_PROXY__CONFIG_PATH")
         return cls(
@@ -72,12 +80,15 @@ class Settings:
             llm_mode=env.get("LLM_PROXY__LLM_MODE", "config").strip().lower(),
             default_model=env.get("LLM_PROXY__DEFAULT_MODEL") or None,
             litellm_proxy_url=env.get("LLM_PROXY__LITELLM_PROXY_URL") or None,
-            litellm_api_key=env.get("LLM_PROXY__LITELLM_API_KEY") or None,
             ollama_api_base=env.get("OLLAMA_API_BASE", "http://localhost:11434"),
             detailed_debug=_flag(env.get("LLM_PROXY__DETAILED_DEBUG")),
-            # API Gateway's synchronous payload limit.
             max_body_bytes=int(env.get("LLM_PROXY__MAX_BODY_BYTES", str(6 * 1024 * 1024))),
             api_timeout_ms=int(env.get("LLM_PROXY__API_TIMEOUT_MS") or "29000"),
             timeout_margin_ms=int(env.get("LLM_PROXY__TIMEOUT_MARGIN_MS") or "2000"),
             meter_after_response=not env.get("AWS_LAMBDA_FUNCTION_NAME"),
+            report_bucket=env.get("LLM_PROXY__REPORT_BUCKET") or None,
+            report_topic_arn=env.get("LLM_PROXY__REPORT_TOPIC_ARN") or None,
+            budget_alert_share=float(
+                env.get("LLM_PROXY__BUDGET_ALERT_SHARE") or DEFAULT_BUDGET_ALERT_SHARE
+            ),
         )

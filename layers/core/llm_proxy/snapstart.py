@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
 from typing import Any
 
 import litellm
@@ -20,8 +19,6 @@ import litellm
 from llm_proxy import aws
 from llm_proxy.gateway import Gateway
 from llm_proxy.logs import logger
-
-Hook = Callable[[], None]
 
 
 def before_snapshot(gateway: Gateway, app: Any) -> None:
@@ -59,15 +56,9 @@ def after_restore(gateway: Gateway) -> None:
     # AWS clients hold the snapshot's credentials and connections: make them again.
     aws.client.cache_clear()
     aws.resource_table.cache_clear()
-    gateway.keys.reset()
     # litellm's HTTP clients hold sockets of the snapshotted environment.
     litellm.in_memory_llm_clients_cache.flush_cache()  # type: ignore[no-untyped-call]
-    gateway.rebuild()
-    try:
-        gateway.keys.get(force=True)  # the secret as it is now, not as it was at publish time
-        gateway.routes()
-    except Exception as exc:  # the first request retries, and answers the error if it stays
-        logger.warning("refresh after restore deferred", extra={"error": type(exc).__name__})
+    gateway.refresh_after_restore()
     logger.info("refreshed after restore")
 
 

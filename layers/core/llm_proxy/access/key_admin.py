@@ -7,7 +7,6 @@ from typing import Any
 
 from llm_proxy.access.limits import Limiter
 from llm_proxy.access.virtual_keys import KeyStore, VirtualKey
-from llm_proxy.http.schemas import refuse_unencodable_text
 
 
 class KeyAdmin:
@@ -16,13 +15,11 @@ class KeyAdmin:
         self.limiter = limiter
 
     def generate(self, fields: dict[str, Any]) -> dict[str, Any]:
-        refuse_unencodable_text(fields)
         raw, key = self.store.generate(fields)
         # The only time the raw key is ever shown.
         return {"key": raw, **key.public()}
 
     def update(self, fields: dict[str, Any]) -> dict[str, Any]:
-        refuse_unencodable_text(fields)
         key = self.store.update(fields.pop("key"), fields)
         return {"key": key.token, "info": self._info(key)}
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
     AmazonCloudWatchEMFProvider,
@@ -18,9 +17,6 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties import MetricUnit
 
 from llm_proxy.logs import logger
-
-if TYPE_CHECKING:
-    from llm_proxy.accounting.usage import UsageRecord
 
 NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
 SERVICE = "llm-proxy"
@@ -49,18 +45,3 @@ def emit(
     except Exception as exc:
         # Metrics must never fail a request.
         logger.warning("metrics not emitted", extra={"error": type(exc).__name__})
-
-
-def emit_usage(record: UsageRecord) -> None:
-    model = record.model_group or record.model_requested or "unknown"
-    emit(
-        {
-            "Requests": (MetricUnit.Count, 1),
-            "Errors": (MetricUnit.Count, 1 if record.status >= 400 else 0),
-            "PromptTokens": (MetricUnit.Count, record.prompt_tokens),
-            "CompletionTokens": (MetricUnit.Count, record.completion_tokens),
-            "CostUSD": (MetricUnit.NoUnit, record.cost_usd),
-            "Latency": (MetricUnit.Milliseconds, record.latency_ms),
-        },
-        {"model": model},
-    )

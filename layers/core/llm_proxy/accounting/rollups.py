@@ -9,8 +9,8 @@ ADD: it is raised by a conditional SET, which is idempotent and may be repeated 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,18 +18,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from llm_proxy import aws
+from llm_proxy.accounting.counters import Counters
 
 NONE = "-"
-# Attributes added per usage item, in the order a report lists them.
-COUNTERS = (
-    "requests",
-    "errors",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_usd",
-    "cache_hits",
-    "latency_ms_sum",
-)
 
 
 @dataclass(frozen=True)
@@ -48,41 +39,17 @@ class RollupKey:
 
 
 @dataclass
-class Rollup:
+class Rollup(Counters):
     """One day's totals for a model, key and agent."""
 
     day: str
     model: str
     key_id: str
     agent: str
-    requests: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: Decimal = field(default_factory=Decimal)
-    cache_hits: int = 0
-    latency_ms_sum: Decimal = field(default_factory=Decimal)
-    latency_ms_max: Decimal = field(default_factory=Decimal)
 
-    @classmethod
-    def from_item(cls, item: Mapping[str, Any]) -> Rollup:
-        names = {f.name for f in fields(cls)}
-        values = {name: item[name] for name in names if name in item}
-        for name in ("requests", "errors", "prompt_tokens", "completion_tokens", "cache_hits"):
-            values[name] = int(values.get(name, 0))
-        for name in ("cost_usd", "latency_ms_sum", "latency_ms_max"):
-            values[name] = Decimal(values.get(name, 0))
-        return cls(**values)
-
-    def add(self, increments: Mapping[str, Decimal | int], latency_ms: Decimal) -> None:
-        for name, value in increments.items():
-            setattr(self, name, getattr(self, name) + value)
-        self.latency_ms_max = max(self.latency_ms_max, latency_ms)
-
-    def to_item(self) -> dict[str, Any]:
-        item = {f.name: getattr(self, f.name) for f in fields(self)}
-        item["rollup_key"] = RollupKey(self.day, self.model, self.key_id, self.agent).sort_key
-        return item
+    @property
+    def key(self) -> RollupKey:
+        return RollupKey(self.day, self.model, self.key_id, self.agent)
 
 
 def key_of(item: Mapping[str, Any]) -> RollupKey:
@@ -96,27 +63,16 @@ def key_of(item: Mapping[str, Any]) -> RollupKey:
     )
 
 
-def increments(item: Mapping[str, Any]) -> dict[str, Decimal | int]:
-    return {
-        "requests": 1,
-        "errors": 1 if int(item.get("status", 200)) >= 400 else 0,
-        "prompt_tokens": int(item.get("prompt_tokens", 0)),
-        "completion_tokens": int(item.get("completion_tokens", 0)),
-        "cost_usd": Decimal(item.get("cost_usd", 0)),
-        "cache_hits": 1 if item.get("cache_hit") else 0,
-        "latency_ms_sum": Decimal(item.get("latency_ms", 0)),
-    }
-
-
 def _number(value: Decimal | int) -> dict[str, str]:
     return {"N": str(value)}
 
 
 def add_update(table: str, item: Mapping[str, Any]) -> dict[str, Any]:
     """The UpdateItem (low-level form, for a transaction) that adds a usage item to its rollup."""
-    key = key_of(item)
-    names = {f"#{name}": name for name in COUNTERS}
-    values = {f":{name}": _number(value) for name, value in increments(item).items()}
+    key, added = key_of(item), Counters.of_usage(item)
+    counters = Counters.added_names()
+    names = {f"#{name}": name for name in counters}
+    values = {f":{name}": _number(getattr(added, name)) for name in counters}
     labels = {"model": key.model, "key_id": key.key_id, "agent": key.agent}
     names.update({f"#{name}": name for name in labels})
     values.update({f":{name}": {"S": value} for name, value in labels.items()})
@@ -126,7 +82,7 @@ def add_update(table: str, item: Mapping[str, Any]) -> dict[str, Any]:
         "UpdateExpression": "SET "
         + ", ".join(f"#{name} = :{name}" for name in labels)
         + " ADD "
-        + ", ".join(f"#{name} :{name}" for name in COUNTERS),
+        + ", ".join(f"#{name} :{name}" for name in counters),
         "ExpressionAttributeNames": names,
         "ExpressionAttributeValues": values,
     }
@@ -187,27 +143,9 @@ class Rollups:
         """Every rollup from `start` to `end`, both included: one Query per day."""
         return [row for day in days(start, end) for row in self.day(day.isoformat())]
 
-    def put(self, rows: Iterable[Rollup]) -> None:
-        """Write whole rollups (backfills and synthetic benchmarks), 25 items a batch."""
-        with aws.resource_table(self.table_name).batch_writer() as batch:
-            for row in rows:
-                batch.put_item(Item=row.to_item())
-
 
 def days(start: date, end: date) -> Iterator[date]:
     day = start
     while day <= end:
         yield day
         day += timedelta(days=1)
-
-
-def aggregate(items: Iterable[Mapping[str, Any]]) -> list[Rollup]:
-    """What the ADDs make of these usage items, computed in memory."""
-    rows: dict[RollupKey, Rollup] = {}
-    for item in items:
-        key = key_of(item)
-        row = rows.get(key) or rows.setdefault(
-            key, Rollup(key.day, key.model, key.key_id, key.agent)
-        )
-        row.add(increments(item), Decimal(item.get("latency_ms", 0)))
-    return list(rows.values())

@@ -1,5 +1,5 @@
-"""Metering: one usage item per request, success or failure, in the usage table, with its
-daily rollup; never lost: retried, then dead-lettered to SQS for a replay."""
+"""Usage records and their store: one item per request, success or failure, in the usage
+table, with its daily rollup; never lost: retried, then dead-lettered to SQS for a replay."""
 
 from __future__ import annotations
 
@@ -50,6 +50,9 @@ class UsageRecord:
     fallbacks: int = 0
     started_at: float = field(default_factory=time.time)
 
+    def fail(self, status: int, error_type: str, code: str | None) -> None:
+        self.status, self.error_type, self.error_code = status, error_type, code
+
     def to_item(self, retention_days: int) -> dict[str, Any]:
         started = datetime.fromtimestamp(self.started_at, tz=UTC)
         item: dict[str, Any] = {
@@ -62,6 +65,21 @@ class UsageRecord:
         item["day"] = started.strftime("%Y-%m-%d")
         item["expires_at"] = int(self.started_at) + retention_days * SECONDS_PER_DAY
         return item
+
+
+def emit_metrics(record: UsageRecord) -> None:
+    model = record.model_group or record.model_requested or "unknown"
+    metrics.emit(
+        {
+            "Requests": (MetricUnit.Count, 1),
+            "Errors": (MetricUnit.Count, 1 if record.status >= 400 else 0),
+            "PromptTokens": (MetricUnit.Count, record.prompt_tokens),
+            "CompletionTokens": (MetricUnit.Count, record.completion_tokens),
+            "CostUSD": (MetricUnit.NoUnit, record.cost_usd),
+            "Latency": (MetricUnit.Milliseconds, record.latency_ms),
+        },
+        {"model": model},
+    )
 
 
 def _dynamo_value(value: Any) -> Any:
@@ -131,7 +149,7 @@ class UsageStore:
 
     def write(self, record: UsageRecord) -> bool:
         """Meter one request; a failure is logged and never fails the response."""
-        metrics.emit_usage(record)
+        emit_metrics(record)
         if not self.table_name:
             return False
         item = record.to_item(self.retention_days)

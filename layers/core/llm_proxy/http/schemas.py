@@ -1,120 +1,12 @@
-"""Request bodies the gateway accepts, and the parameters it never forwards."""
+"""Request bodies the gateway accepts (FastAPI parses and checks them before any route runs)."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from llm_proxy.errors import ProxyError, invalid_request
-
-# Parameters that redirect a provider call or carry credentials (the CVE-2024-6587 class), plus
-# litellm's own internals a client could use to inject a deployment. Refused wherever they
-# appear in the body's top level or in the free-form containers litellm forwards.
-FORBIDDEN_PARAMS = frozenset(
-    {
-        "api_base",
-        "base_url",
-        "api_key",
-        "api_version",
-        "api_type",
-        "organization",
-        "custom_llm_provider",
-        "azure_ad_token",
-        "azure_ad_token_provider",
-        "azure_username",
-        "azure_password",
-        "client_id",
-        "client_secret",
-        "tenant_id",
-        "aws_access_key_id",
-        "aws_secret_access_key",
-        "aws_session_token",
-        "aws_region_name",
-        "aws_profile_name",
-        "aws_role_name",
-        "aws_web_identity_token",
-        "aws_bedrock_runtime_endpoint",
-        "vertex_credentials",
-        "vertex_project",
-        "vertex_location",
-        "vertex_ai_project",
-        "vertex_ai_location",
-        "watsonx_api_key",
-        "token",
-        "headers",
-        "extra_headers",
-        "litellm_params",
-        "user_config",
-        "model_list",
-        "deployment_id",
-        "proxy_server_request",
-        "input_cost_per_token",
-        "output_cost_per_token",
-        "mock_response",
-        "litellm_logging_obj",
-        "litellm_call_id",
-        "secret_fields",
-        "callbacks",
-        "success_callback",
-        "failure_callback",
-        # litellm's call options and test hooks: a client must not fake failures, pin a
-        # deployment, stretch timeouts or change the gateway's retry and fallback policy.
-        "client",
-        "timeout",
-        "request_timeout",
-        "stream_timeout",
-        "specific_deployment",
-        "num_retries",
-        "max_retries",
-        "fallbacks",
-        "context_window_fallbacks",
-        "content_policy_fallbacks",
-        "model_group_alias",
-        "cooldown_time",
-    }
-)
-# Every litellm test hook starts with this (mock_testing_fallbacks, mock_timeout, ...).
-FORBIDDEN_PREFIX = "mock_"
-SCANNED_CONTAINERS = ("extra_body", "metadata", "litellm_metadata")
-
-
-def refuse_unencodable_text(body: dict[str, Any]) -> None:
-    """Lone surrogates parse as JSON but cannot be sent on to any provider."""
-    try:
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise invalid_request(
-            "The request contains text that is not valid Unicode (a lone surrogate).",
-            code="invalid_text",
-        ) from None
-
-
-def refuse_forbidden_params(body: dict[str, Any]) -> None:
-    found = _find_forbidden(body, "", depth=0)
-    if found:
-        raise invalid_request(
-            f"Parameter '{found}' is not allowed: provider endpoints and credentials are set by "
-            "the gateway's configuration, never by a request.",
-            param=found,
-            code="forbidden_parameter",
-        )
-
-
-def _find_forbidden(node: Any, path: str, depth: int) -> str | None:
-    if not isinstance(node, dict):
-        return None
-    for key, value in node.items():
-        where = f"{path}.{key}" if path else str(key)
-        if key in FORBIDDEN_PARAMS or str(key).startswith(FORBIDDEN_PREFIX):
-            return where
-        if depth == 0 and key not in SCANNED_CONTAINERS:
-            continue
-        nested = _find_forbidden(value, where, depth + 1)
-        if nested:
-            return nested
-    return None
 
 
 class ContentPart(BaseModel):
@@ -179,19 +71,26 @@ class AnthropicMessagesRequest(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
+# Bounds on a key's limits: far above any real use, and numbers DynamoDB stores exactly.
+MAX_BUDGET_USD = 1_000_000_000
+MAX_RPM = 1_000_000_000
+MAX_TPM = 1_000_000_000_000
+
+
 class KeyFields(BaseModel):
     """A virtual key's settings, with LiteLLM's field names (`rpm`/`tpm` also accepted)."""
 
     model_config = ConfigDict(extra="forbid")
     key_alias: str | None = Field(default=None, max_length=256)
     models: list[Annotated[str, Field(min_length=1)]] | None = None
-    max_budget: float | None = Field(default=None, ge=0)
+    # Finite and within what a DynamoDB number holds exactly (38 significant digits).
+    max_budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
     budget_duration: str | None = None
     rpm_limit: int | None = Field(
-        default=None, ge=1, validation_alias=AliasChoices("rpm_limit", "rpm")
+        default=None, ge=1, le=MAX_RPM, validation_alias=AliasChoices("rpm_limit", "rpm")
     )
     tpm_limit: int | None = Field(
-        default=None, ge=1, validation_alias=AliasChoices("tpm_limit", "tpm")
+        default=None, ge=1, le=MAX_TPM, validation_alias=AliasChoices("tpm_limit", "tpm")
     )
     duration: str | None = None
     metadata: dict[str, Any] | None = None

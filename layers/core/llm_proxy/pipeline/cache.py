@@ -1,4 +1,5 @@
-"""The opt-in response cache: exact-match chat completions in DynamoDB, expired by TTL.
+"""The pipeline's cache step: the opt-in response cache, exact-match chat completions in
+DynamoDB, expired by TTL.
 
 The key is a hash of the model, the messages and the generation parameters, never of the
 caller's key, so agents asking the same thing share an answer."""
@@ -22,6 +23,17 @@ from llm_proxy.logs import logger
 # Parameters that change how an answer is delivered or billed, not what it says.
 NOT_IN_KEY = frozenset({"stream", "stream_options", "user", "metadata", "cache"})
 CACHE_HIT_HEADER = "x-litellm-cache-hit"
+# Marks an answer served from the cache, in its hidden params as litellm keeps them.
+CACHE_HIT = "cache_hit"
+
+
+def mark_cache_hit(response: Any) -> None:
+    response._hidden_params = {CACHE_HIT: True}
+
+
+def is_cache_hit(response: Any) -> bool:
+    hidden = getattr(response, "_hidden_params", None)
+    return isinstance(hidden, dict) and bool(hidden.get(CACHE_HIT))
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,49 @@
-"""What a usage record says about a routed call: the deployment that answered (or failed),
-retries, fallbacks, and the cost of the tokens."""
+"""The pipeline's meter step, and the one place a usage record is filled in.
+
+Every path (a JSON answer, a stream, a cache hit, a refusal, a failure) starts its record with
+`new_record`, fills it through the functions here, and hands it to `Meter`, which settles the
+key's counters, stores the answer in the cache and writes the usage item. Cost follows one
+rule for every path: the tokens at the price of the deployment that answered (its configured
+price, else the model catalogue's), computed by the gateway.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
-import litellm
-
+from llm_proxy.access.limits import Admission, Limiter
 from llm_proxy.accounting.pricing import cost_usd
-from llm_proxy.accounting.usage import UsageRecord
-from llm_proxy.pipeline.router import Routes
+from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.errors import ProxyError
+from llm_proxy.logs import logger
+from llm_proxy.pipeline.request import GatewayRequest
+from llm_proxy.pipeline.router import ModelRouter
+
+# Takes work to run once the response is sent (the HTTP layer's RequestContext runs it).
+AfterResponse = Callable[[Callable[[], None]], None]
 
 
-def describe_deployment(record: UsageRecord, hidden: Mapping[str, Any], routes: Routes) -> None:
-    """From litellm's hidden params of a response or stream."""
+def new_record(request: GatewayRequest) -> UsageRecord:
+    return UsageRecord(
+        request_id=request.request_id,
+        endpoint=request.endpoint,
+        key_id=request.caller.key_id,
+        agent=request.agent,
+        model_requested=request.model or None,
+        stream=request.stream,
+    )
+
+
+def record_answer(record: UsageRecord, hidden: Mapping[str, Any], router: ModelRouter) -> None:
+    """The deployment that answered, its retries and fallbacks, from litellm's hidden params
+    of a response or stream."""
     headers = hidden.get("additional_headers") or {}
     record.deployment_id = hidden.get("model_id")
-    deployment = routes.deployments.get(str(record.deployment_id), {})
+    deployment = router.deployments.get(str(record.deployment_id), {})
     # The answering deployment's own group: after an alias or a fallback it differs from
     # what was asked for.
     record.model_group = deployment.get("model_name") or headers.get("x-litellm-model-group")
@@ -30,14 +55,17 @@ def describe_deployment(record: UsageRecord, hidden: Mapping[str, Any], routes: 
     record.fallbacks = int(headers.get("x-litellm-attempted-fallbacks") or 0)
 
 
-def describe_failure(record: UsageRecord, exc: Exception, routes: Routes | None) -> None:
-    """What litellm's exception tells about the failed attempt: the deployment and how many
-    retries it made before giving up."""
-    retries = getattr(exc, "num_retries", None)
+def record_failure(
+    record: UsageRecord, error: ProxyError, cause: Exception, router: ModelRouter | None
+) -> None:
+    """The error the client gets, and what litellm's exception tells about the failed
+    attempt: the deployment and how many retries it made before giving up."""
+    record.fail(error.status, error.error_type, error.code)
+    retries = getattr(cause, "num_retries", None)
     if isinstance(retries, int):
         record.retries = retries
-    deployment_id = getattr(exc, "failed_deployment_id", None)
-    deployment = (routes.deployments if routes else {}).get(str(deployment_id))
+    deployment_id = getattr(cause, "failed_deployment_id", None)
+    deployment = (router.deployments if router else {}).get(str(deployment_id))
     if deployment is not None:
         record.deployment_id = str(deployment_id)
         record.model_group = deployment.get("model_name")
@@ -45,21 +73,86 @@ def describe_failure(record: UsageRecord, exc: Exception, routes: Routes | None)
         record.provider = deployment.get("provider")
 
 
-def cost(record: UsageRecord, routes: Routes) -> float:
-    deployment = routes.deployments.get(str(record.deployment_id))
-    if deployment is None:
-        return 0.0
-    return cost_usd(deployment, record.prompt_tokens, record.completion_tokens)
+def record_usage(record: UsageRecord, usage: Any) -> None:
+    """Token counts from an answer's (or a stream chunk's) `usage`."""
+    record.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+    record.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
 
 
-def estimate_tokens(body: dict[str, Any]) -> tuple[int, int]:
-    """Before the call: the prompt's tokens, and the most the answer may use (max_tokens)."""
-    try:
-        prompt = int(litellm.token_counter(messages=body.get("messages") or []))
-    except Exception:
-        # About four characters a token, for content the tokenizer cannot read.
-        prompt = len(json.dumps(body.get("messages") or body.get("input") or "")) // 4
-    if "input" in body and "messages" not in body:
-        prompt = len(json.dumps(body["input"])) // 4
-    output = body.get("max_completion_tokens") or body.get("max_tokens") or 0
-    return prompt, int(output)
+def record_cost(record: UsageRecord, router: ModelRouter | None) -> None:
+    """The one cost rule: nothing for a cache hit; else the tokens at the answering
+    deployment's price."""
+    deployment = router.deployments.get(str(record.deployment_id)) if router else None
+    if record.cache_hit or deployment is None:
+        record.cost_usd = 0.0
+        return
+    record.cost_usd = cost_usd(deployment, record.prompt_tokens, record.completion_tokens)
+
+
+def record_latency(record: UsageRecord, started: float) -> None:
+    record.latency_ms = (time.perf_counter() - started) * 1000
+
+
+class Meter:
+    """Settles the admission's estimates to what was used, stores the answer in the cache and
+    writes the usage item.
+
+    The counters and the cache are written before the response: the caller's next request must
+    see its spend and the cache entry. The usage item is written after the response where an
+    `after_response` is given and the process outlives the response (`write_after_response`:
+    uvicorn, not Lambda); else before it, in the same worker thread."""
+
+    def __init__(self, usage: UsageStore, limiter: Limiter, write_after_response: bool) -> None:
+        self.usage = usage
+        self.limiter = limiter
+        self.write_after_response = write_after_response
+
+    async def __call__(
+        self,
+        record: UsageRecord,
+        admission: Admission | None,
+        *,
+        cache_write: Callable[[], None] | None = None,
+        after_response: AfterResponse | None = None,
+    ) -> None:
+        if after_response is None or not self.write_after_response:
+            await asyncio.to_thread(self._settle_and_write, record, admission, cache_write)
+            return
+        if (admission is not None and admission.holds_counters) or cache_write is not None:
+            await asyncio.to_thread(self._settle, record, admission, cache_write)
+        after_response(partial(self._write_after_response, record))
+
+    def _settle_and_write(
+        self,
+        record: UsageRecord,
+        admission: Admission | None,
+        cache_write: Callable[[], None] | None,
+    ) -> None:
+        self.usage.write(record)
+        self._settle(record, admission, cache_write)
+
+    def _settle(
+        self,
+        record: UsageRecord,
+        admission: Admission | None,
+        cache_write: Callable[[], None] | None,
+    ) -> None:
+        if admission is not None and admission.holds_counters:
+            # A cache hit used no provider tokens, whatever its answer reports.
+            used = 0 if record.cache_hit else record.prompt_tokens + record.completion_tokens
+            self.limiter.settle(
+                admission.reservation,
+                used,
+                record.cost_usd,
+                admission.deployment_items,
+                record.deployment_id,
+            )
+        if cache_write is not None:
+            cache_write()
+
+    def _write_after_response(self, record: UsageRecord) -> None:
+        """Nothing is left to fail but the log."""
+        try:
+            self.usage.write(record)
+        except Exception:
+            logger.exception("usage write failed after the response")

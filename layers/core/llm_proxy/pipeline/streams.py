@@ -1,5 +1,6 @@
-"""A provider stream re-emitted to the client (OpenAI's SSE, or chunks for other formats) and
-metered when it ends, however it ends."""
+"""A provider stream: opened up to its first chunk that carries something, re-emitted to the
+client (OpenAI's SSE, or chunks for other formats), and metered when it ends, however it
+ends."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import litellm
@@ -15,13 +16,15 @@ import litellm
 from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.errors import ProxyError, as_proxy_error
 from llm_proxy.logs import logger
-from llm_proxy.pipeline.meter import cost, describe_deployment
-from llm_proxy.pipeline.router import Routes
+from llm_proxy.pipeline.meter import record_latency, record_usage
 
 # nginx's status for a client that closed the connection before the answer was complete.
 CLIENT_CLOSED_REQUEST = 499
-# Usage writes shielded from a disconnecting client's cancellation, kept referenced until done.
-_PENDING_WRITES: set[asyncio.Future[bool]] = set()
+# Metering shielded from a disconnecting client's cancellation, kept referenced until done.
+_PENDING_WRITES: set[asyncio.Future[None]] = set()
+# Meters a stream's record once the stream ends; the hidden params of a stream that completed
+# name the deployment that finished it (None when it failed or the client left).
+StreamFinish = Callable[[UsageRecord, Mapping[str, Any] | None], Awaitable[None]]
 
 
 class OpenedStream:
@@ -89,23 +92,21 @@ class ChatStream:
 
     def __init__(
         self,
-        meter: Callable[[UsageRecord], Any],
         stream: Any,
         record: UsageRecord,
         started: float,
-        routes: Routes,
         client_wants_usage: bool,
-        messages: list[dict[str, Any]] | None = None,
+        messages: list[dict[str, Any]] | None,
+        finish: StreamFinish,
     ) -> None:
-        self._meter = meter
-        self._messages = messages or []
-        self._text: list[str] = []
-        self._answered = False
         self._stream = stream
         self._record = record
         self._started = started
-        self._routes = routes
         self._client_wants_usage = client_wants_usage
+        self._messages = messages or []
+        self._finish = finish
+        self._text: list[str] = []
+        self._answered = False
         self._done = False
         self._stream_id = ""
 
@@ -126,8 +127,7 @@ class ChatStream:
                     record.ttft_ms = (time.perf_counter() - self._started) * 1000
                 usage = getattr(chunk, "usage", None)
                 if usage is not None:
-                    record.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-                    record.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+                    record_usage(record, usage)
                 # One id for the whole stream, as OpenAI sends it (some providers vary it).
                 self._stream_id = self._stream_id or str(getattr(chunk, "id", "") or "")
                 if not self._stream_id.startswith("chatcmpl-"):
@@ -142,18 +142,10 @@ class ChatStream:
                 yield chunk
             if not self._answered and not "".join(self._text):
                 raise empty_stream(self.model, self._stream)
-            # After a mid-stream fallback the stream carries the deployment that finished it.
-            describe_deployment(
-                record, getattr(self._stream, "_hidden_params", None) or {}, self._routes
-            )
             self._done = True
         except (asyncio.CancelledError, GeneratorExit):
             if record.status == 200 and not self._done:
-                record.status, record.error_type, record.error_code = (
-                    CLIENT_CLOSED_REQUEST,
-                    "client_closed",
-                    "client_disconnected",
-                )
+                record.fail(CLIENT_CLOSED_REQUEST, "client_closed", "client_disconnected")
             raise
         except Exception as exc:
             error = as_proxy_error(exc, self.model)
@@ -161,20 +153,16 @@ class ChatStream:
                 # Once the stream has started, the request was accepted: a failure now is the
                 # provider's, whatever status litellm gives it.
                 error = ProxyError(502, error.message, "upstream_error", code="provider_error")
-            record.status, record.error_type, record.error_code = (
-                error.status,
-                error.error_type,
-                error.code,
-            )
+            record.fail(error.status, error.error_type, error.code)
             raise error from None
         finally:
             if not record.prompt_tokens and not record.completion_tokens:
                 self._estimate_usage()
-            record.latency_ms = (time.perf_counter() - self._started) * 1000
-            if not record.cache_hit:
-                record.cost_usd = cost(record, self._routes)
-            # A client that hangs up cancels this generator; the usage write must still land.
-            write = asyncio.ensure_future(asyncio.to_thread(self._meter, record))
+            record_latency(record, self._started)
+            # After a mid-stream fallback the stream carries the deployment that finished it.
+            hidden = getattr(self._stream, "_hidden_params", None) or {}
+            # A client that hangs up cancels this generator; the metering must still land.
+            write = asyncio.ensure_future(self._finish(record, hidden if self._done else None))
             _PENDING_WRITES.add(write)
             write.add_done_callback(_PENDING_WRITES.discard)
             await asyncio.shield(write)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from html import escape
 
-from llm_proxy.reports.report import Report, Totals, money
+from llm_proxy.accounting.counters import Counters, money
+from llm_proxy.reports.report import Report
 
 BAR_COLOUR = "#3b6ea5"
 WIDTH = 640
@@ -27,7 +28,7 @@ th:first-child, td:first-child { text-align: left; }
 """
 
 
-def _bars(title: str, groups: Mapping[str, Totals]) -> str:
+def _bars(title: str, groups: Mapping[str, Counters]) -> str:
     """A horizontal bar chart of cost, one bar per group (the costliest first)."""
     items = list(groups.items())[:CHART_LIMIT]
     height = ROW_HEIGHT * max(len(items), 1) + 10
@@ -56,7 +57,7 @@ def _bars(title: str, groups: Mapping[str, Totals]) -> str:
     return "".join(parts)
 
 
-def _table(title: str, groups: Mapping[str, Totals]) -> str:
+def _table(title: str, groups: Mapping[str, Counters]) -> str:
     head = (
         f"<tr><th>{escape(title)}</th><th>requests</th><th>errors</th><th>prompt tokens</th>"
         "<th>completion tokens</th><th>cost USD</th><th>cache hits</th><th>avg ms</th>"

@@ -11,21 +11,14 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties imp
 
 from llm_proxy import aws
 from llm_proxy.accounting import metrics
+from llm_proxy.accounting.counters import money
 from llm_proxy.errors import ProxyError
 from llm_proxy.logs import logger
 from llm_proxy.reports.html import to_html
-from llm_proxy.reports.report import (
-    Period,
-    Report,
-    ReportSettings,
-    money,
-    parse_period,
-    report_for,
-    to_csv,
-    to_json,
-    to_text,
-    yesterday,
-)
+from llm_proxy.reports.period import Period, parse_period, yesterday
+from llm_proxy.reports.render import to_csv, to_json, to_text
+from llm_proxy.reports.report import Report, report_for
+from llm_proxy.settings import Settings
 
 CONTENT_TYPES = {
     "json": "application/json",
@@ -70,35 +63,35 @@ def summary(report: Report, location: str | None) -> tuple[str, str]:
     return subject, body
 
 
-def run(period: Period, settings: ReportSettings, now: datetime | None = None) -> dict[str, Any]:
+def run(period: Period, settings: Settings, now: datetime | None = None) -> dict[str, Any]:
     return publish(report_for(period, settings, now), settings)
 
 
-def publish(report: Report, settings: ReportSettings) -> dict[str, Any]:
+def publish(report: Report, settings: Settings) -> dict[str, Any]:
     """The report's objects to the bucket, its summary to the topic (each when configured)."""
     period = report.period
-    keys = object_keys(period, settings.prefix)
-    if settings.bucket:
+    keys = object_keys(period, settings.report_prefix)
+    if settings.report_bucket:
         s3 = aws.client("s3")
         for ext, text in renderings(report).items():
             s3.put_object(
-                Bucket=settings.bucket,
+                Bucket=settings.report_bucket,
                 Key=keys[ext],
                 Body=text.encode(),
                 ContentType=CONTENT_TYPES[ext],
             )
-    location = f"s3://{settings.bucket}/{keys['html']}" if settings.bucket else None
+    location = f"s3://{settings.report_bucket}/{keys['html']}" if settings.report_bucket else None
     message_id = None
-    if settings.topic_arn:
+    if settings.report_topic_arn:
         subject, body = summary(report, location)
         message_id = aws.client("sns").publish(
-            TopicArn=settings.topic_arn, Subject=subject, Message=body
+            TopicArn=settings.report_topic_arn, Subject=subject, Message=body
         )["MessageId"]
     _emit_metrics(report)
     result = {
         "period": {"start": period.start.isoformat(), "end": period.end.isoformat()},
-        "objects": [f"s3://{settings.bucket}/{key}" for key in keys.values()]
-        if settings.bucket
+        "objects": [f"s3://{settings.report_bucket}/{key}" for key in keys.values()]
+        if settings.report_bucket
         else [],
         "message_id": message_id,
         "cost_usd": money(report.total.cost_usd),

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from tests.doubles.base import RecordedRequest, UpstreamDouble
+from devstack.doubles.base import RecordedRequest, UpstreamDouble
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from tests.doubles.base import RecordedRequest, UpstreamDouble
+from devstack.doubles.base import RecordedRequest, UpstreamDouble
 
 NDJSON = "application/x-ndjson"
 # Fixed durations (nanoseconds, as Ollama reports them) keep answers reproducible.

@@ -20,8 +20,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from tests.doubles.base import RecordedRequest, UpstreamDouble
-from tests.doubles.openai_upstream import Fault, OpenAIUpstream, _count_tokens
+from devstack.doubles.base import RecordedRequest, UpstreamDouble
+from devstack.doubles.openai_upstream import Fault, OpenAIUpstream, _count_tokens
 
 # Data-plane inference versions (azure-rest-api-specs) this double accepts.
 API_VERSIONS = frozenset(

@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from tests.doubles.base import RecordedRequest, UpstreamDouble
+from devstack.doubles.base import RecordedRequest, UpstreamDouble
 
 # The error `type` Anthropic sends with each HTTP status.
 ERROR_TYPES = {

@@ -9,7 +9,7 @@ upstream double, with moto (DynamoDB, in its own process) behind the gateway:
               admission and the settlement of its counters
   cache hit   the same key asking one question again: answered from the cache
 
-Usage: python -m scripts.bench_keys [--requests N] [--output bench-keys.json]"""
+Usage: python -m scripts.bench.keys [--requests N] [--output bench-keys.json]"""
 
 from __future__ import annotations
 
@@ -26,14 +26,10 @@ from typing import Any
 
 import httpx
 
-from scripts.bench import GATEWAY_CONFIG, local_stack
+from scripts.bench.stack import GATEWAY_CONFIG, bench_stack
 
-# The tables keys, limits and the cache use, and the variables that name them to the app.
-KEY_TABLES = {
-    "KeysTable": "LLM_PROXY__KEYS_TABLE",
-    "CountersTable": "LLM_PROXY__COUNTERS_TABLE",
-    "CacheTable": "LLM_PROXY__CACHE_TABLE",
-}
+# The variables that name the tables keys, limits and the cache use to the app.
+KEY_TABLES = ("LLM_PROXY__KEYS_TABLE", "LLM_PROXY__COUNTERS_TABLE", "LLM_PROXY__CACHE_TABLE")
 # The bench's one-deployment catalogue with the response cache on.
 CONFIG = (
     GATEWAY_CONFIG
@@ -58,7 +54,7 @@ def timed(client: httpx.Client, url: str, key: str, question: str) -> float:
 
 def measure(requests: int, warmup: int) -> dict[str, Any]:
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    with local_stack(CONFIG, KEY_TABLES) as stack, httpx.Client(timeout=30) as client:
+    with bench_stack(CONFIG, KEY_TABLES) as stack, httpx.Client(timeout=30) as client:
         upstream, gateway = stack.upstream_url, stack.gateway_url
         made = client.post(
             f"{gateway}/key/generate",
@@ -108,7 +104,7 @@ def render(results: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.bench_keys", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench.keys", description=__doc__)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--output", type=Path, default=Path("bench-keys.json"))

@@ -1,4 +1,4 @@
-"""`make bench`, second step: the cost report's time over synthetic usage of 1,000 and of
+"""`make bench`, third step: the cost report's time over synthetic usage of 1,000 and of
 100,000 requests (writes bench-report.json).
 
 The report reads daily rollups, never the usage table, so its time follows the number of
@@ -8,9 +8,9 @@ rollup table in a moto server on loopback:
 - 1,000 requests go through the real write path: one transaction per usage item (the item
   and its rollup ADD), as the api function writes them. The rollups the ADDs produced are
   checked against the in-memory aggregation of the same items.
-- 100,000 requests are aggregated in memory by the same rollup code (`rollups.aggregate`) and
-  the resulting items written with BatchWriteItem: 100,000 transactions against moto would
-  take many minutes and measure moto, not the report.
+- 100,000 requests are aggregated in memory by the same rollup code
+  (`devstack.rollups.aggregate`) and the resulting items written with BatchWriteItem: 100,000
+  transactions against moto would take many minutes and measure moto, not the report.
 
 The report is then built `--runs` times for a 7-day period (one Query per day, totals, JSON,
 CSV and HTML) and the median compared.
@@ -22,27 +22,27 @@ import argparse
 import json
 import os
 import random
-import socket
 import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterable
+from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from llm_proxy.accounting.rollups import Rollup, Rollups, aggregate
+import boto3
+from llm_proxy.accounting.rollups import Rollup, Rollups
 from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.reports.period import Period
 from llm_proxy.reports.publish import renderings
-from llm_proxy.reports.report import Period, ReportSettings, report_for
+from llm_proxy.reports.report import report_for
+from llm_proxy.settings import Settings
 
-from scripts.local_stack import (
-    DUMMY_ACCESS_KEY,
-    DUMMY_SECRET_KEY,
-    REPO_ROOT,
-    create_request_for,
-    start_moto,
-)
+from devstack.aws import REPO_ROOT, aws_env, create_request_for, start_moto
+from devstack.rollups import aggregate
+from devstack.server import free_port
 
 DAYS = 7
 MODELS = {  # model group: (input, output) USD per 1M tokens, the seed's tables
@@ -102,7 +102,7 @@ def populate(size: int, usage_table: str, rollups_table: str) -> dict[str, Any]:
         expected = {_key(row): row for row in aggregate(items)}
         assert {_key(row): row for row in written} == expected, "ADDs differ from aggregate()"
     else:
-        Rollups(rollups_table).put(aggregate(items))
+        put_rollups(rollups_table, aggregate(items))
         how = "rollups.aggregate() in memory, then BatchWriteItem of the rollup items"
     return {
         "requests": size,
@@ -111,12 +111,19 @@ def populate(size: int, usage_table: str, rollups_table: str) -> dict[str, Any]:
     }
 
 
+def put_rollups(table_name: str, rows: Iterable[Rollup]) -> None:
+    """Write whole rollups, 25 items a batch."""
+    with boto3.resource("dynamodb").Table(table_name).batch_writer() as batch:
+        for row in rows:
+            batch.put_item(Item={**asdict(row), "rollup_key": row.key.sort_key})
+
+
 def _key(row: Rollup) -> tuple[str, str, str, str]:
     return (row.day, row.model, row.key_id, row.agent)
 
 
 def time_report(rollups_table: str, runs: int) -> dict[str, Any]:
-    settings = ReportSettings(rollups_table, None, None, None, 0.8)
+    settings = Settings(rollups_table=rollups_table, budget_alert_share=0.8)
     period = Period(START, START + timedelta(days=DAYS - 1))
     samples = []
     for _ in range(runs):
@@ -134,7 +141,9 @@ def time_report(rollups_table: str, runs: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.bench.cost_report", description=__doc__
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 100_000])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench-report.json")
@@ -143,18 +152,10 @@ def main(argv: list[str] | None = None) -> int:
 
     server = None
     if not args.endpoint:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
+        # Only DynamoDB is needed, under a table name per size: moto alone, none of the stack.
+        port = free_port()
         server = start_moto(port)
-        os.environ.update(
-            AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-            AWS_ACCESS_KEY_ID=DUMMY_ACCESS_KEY,
-            AWS_SECRET_ACCESS_KEY=DUMMY_SECRET_KEY,
-            AWS_DEFAULT_REGION="us-east-1",
-        )
-    import boto3
-
+        os.environ.update(aws_env(f"http://127.0.0.1:{port}"))
     dynamodb = boto3.client("dynamodb")
     run = uuid.uuid4().hex[:6]
     results = []

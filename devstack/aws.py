@@ -1,6 +1,9 @@
-"""Embedded AWS for local development and tests: a moto server holding the tables, secret,
-queues, buckets and topics that template.yaml declares, created from the template's own
-resource definitions so local and deployed shapes cannot drift."""
+"""Embedded AWS for `make dev`, the tests and the benches: a moto server holding the tables,
+secret, queues, buckets and topics that template.yaml declares, created from the template's
+own resource definitions so local and deployed shapes cannot drift.
+
+`local_aws` stands it all up; the rest are its parts, for callers that need only one.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,13 @@ import logging
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +34,14 @@ from moto.moto_server.werkzeug_app import (
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
+from devstack.server import free_port
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 
 DUMMY_ACCESS_KEY = "testing"
 DUMMY_SECRET_KEY = "testing"  # noqa: S105 - moto accepts any credentials
+DEFAULT_REGION = "us-east-1"
 
 LOCAL_NAMES: dict[str, str] = {
     "UsageTable": "llm-proxy-usage",
@@ -162,6 +173,35 @@ def start_moto(port: int = 4566, host: str = "127.0.0.1") -> ThreadedMotoServer:
     server = LocalMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     return server
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout_s: float = 30.0) -> None:
+    """Return once something accepts connections on host:port."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@contextmanager
+def moto_process(port: int, host: str = "127.0.0.1") -> Iterator[None]:
+    """moto's own server in a process of its own, for the block's duration."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, host)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 # --- resources ------------------------------------------------------------------------------
@@ -308,7 +348,7 @@ def create_resources(
     endpoint_url: str,
     provider_keys: Mapping[str, str],
     names: Mapping[str, str] = LOCAL_NAMES,
-    region: str = "us-east-1",
+    region: str = DEFAULT_REGION,
     template: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """Create every table, secret, queue, bucket and topic of the template at `endpoint_url`;
@@ -373,3 +413,71 @@ def function_environment(
 def provider_keys_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """Provider variables that are set and non-empty, to seed the local secret."""
     return {name: environ[name] for name in PROVIDER_KEY_NAMES if environ.get(name)}
+
+
+# --- the stack ------------------------------------------------------------------------------
+
+
+def aws_env(endpoint: str, region: str = DEFAULT_REGION) -> dict[str, str]:
+    """The variables that point boto3 at a local endpoint. The credentials are dummies: the
+    local endpoint accepts any, and real ones must never be sent there."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_KEY,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
+    }
+
+
+@dataclass(frozen=True)
+class LocalAWS:
+    """A running local AWS and the template's resources in it."""
+
+    endpoint: str
+    region: str
+    template: dict[str, Any]
+    # Logical id -> what `!Ref` gives for it: a table's name, a queue's URL, a topic's ARN.
+    resources: dict[str, str]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The AWS variables a process needs to use this endpoint."""
+        return aws_env(self.endpoint, self.region)
+
+    def function_env(self, function: str = "ApiFunction") -> dict[str, str]:
+        """The function's variables that name these resources, as template.yaml passes them."""
+        return function_environment(self.template, self.resources, function)
+
+
+@contextmanager
+def local_aws(
+    provider_keys: Mapping[str, str],
+    names: Mapping[str, str] = LOCAL_NAMES,
+    *,
+    endpoint: str | None = None,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    in_process: bool = True,
+    region: str = DEFAULT_REGION,
+) -> Iterator[LocalAWS]:
+    """Stand the local AWS up for the block's duration: every resource of template.yaml,
+    named by `names` (a derived name for the others), the provider-keys secret holding
+    `provider_keys`.
+
+    With `endpoint` the resources are created there (LocalStack, say) and nothing is started.
+    Otherwise a moto server starts on host:`port` (a free port if None): in a thread of this
+    process with DynamoDB made atomic, or with `in_process=False` moto's own server in a
+    process of its own, where it does not compete for this process's GIL.
+    """
+    with ExitStack() as running:
+        if endpoint is None:
+            port = port or free_port()
+            endpoint = f"http://{host}:{port}"
+            if in_process:
+                running.callback(start_moto(port, host).stop)
+            else:
+                running.enter_context(moto_process(port, host))
+        template = load_template()
+        resources = create_resources(endpoint, provider_keys, names, region, template)
+        yield LocalAWS(endpoint, region, template, resources)

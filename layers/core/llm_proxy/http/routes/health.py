@@ -1,0 +1,26 @@
+"""Liveness and readiness: no key needed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from llm_proxy.gateway import NOT_CONFIGURED
+from llm_proxy.http.dependencies import GatewayDep
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/health/readiness", response_model=None)
+async def readiness(gateway: GatewayDep) -> dict[str, Any] | JSONResponse:
+    checks = gateway.readiness()
+    ready = all(value in ("ok", NOT_CONFIGURED) for value in checks.values())
+    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    return body if ready else JSONResponse(body, status_code=503)

@@ -1,0 +1,189 @@
+"""The request pipeline: every endpoint's request passes through the same steps, in order.
+
+    validate -> admit -> cache -> route -> meter
+
+(authentication comes first, in the HTTP layer, and makes the request's `caller`). A request
+that fails at any step is metered as a failure and raised as a ProxyError; one that succeeds
+is metered when its answer is complete: at once for a JSON answer, when the stream ends for a
+stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from llm_proxy.access.auth import Caller
+from llm_proxy.access.limits import Admission, Limiter
+from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.config import ProxyConfig
+from llm_proxy.errors import as_proxy_error
+from llm_proxy.pipeline import meter as usage
+from llm_proxy.pipeline.admit import admit, needs_counters
+from llm_proxy.pipeline.cache import (
+    CacheControl,
+    CacheSettings,
+    ResponseCache,
+    cache_key,
+    mark_cache_hit,
+    replayed_stream,
+)
+from llm_proxy.pipeline.meter import AfterResponse, Meter
+from llm_proxy.pipeline.request import Call, GatewayRequest
+from llm_proxy.pipeline.route import route
+from llm_proxy.pipeline.router import ModelRouter, RouterCache
+from llm_proxy.pipeline.streams import ChatStream
+from llm_proxy.pipeline.validate import validate_body, validate_model
+from llm_proxy.settings import Settings
+
+
+@dataclass
+class Stores:
+    """Where the pipeline keeps state: counters, usage items and cached answers."""
+
+    limiter: Limiter
+    usage: UsageStore
+    cache: ResponseCache
+
+
+class Pipeline:
+    def __init__(
+        self, settings: Settings, config: ProxyConfig, routers: RouterCache, stores: Stores
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.routers = routers
+        self.stores = stores
+        self.cache_settings = CacheSettings.from_config(config)
+        self.meter = Meter(stores.usage, stores.limiter, settings.meter_after_response)
+
+    def model_names(self) -> list[str]:
+        return self.config.model_names(self.settings.default_model)
+
+    def request(
+        self,
+        endpoint: str,
+        call: Call,
+        caller: Caller,
+        body: dict[str, Any],
+        request_id: str,
+        sent: dict[str, Any] | None = None,
+    ) -> GatewayRequest:
+        """The request object, with the model (or the default) and the agent resolved: the
+        key's agent, else the one the body names, else an agent role asked for by name (the
+        seed's AGENT_MODELS as model_group_alias)."""
+        model = str(body.get("model") or self.settings.default_model or "")
+        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        aliases = self.config.router_settings.get("model_group_alias") or {}
+        agent = caller.agent or (metadata or {}).get("agent") or (model in aliases and model)
+        return GatewayRequest(
+            endpoint=endpoint,
+            call=call,
+            caller=caller,
+            body=body,
+            request_id=request_id,
+            model=model,
+            agent=str(agent) if agent else None,
+            sent=sent,
+        )
+
+    async def run(self, request: GatewayRequest, after_response: AfterResponse | None) -> Any:
+        """litellm's answer (a ModelResponse or EmbeddingResponse), or a ChatStream."""
+        record = usage.new_record(request)
+        started = time.perf_counter()
+        router: ModelRouter | None = None
+        admission: Admission | None = None
+        cache: CacheControl | None = None
+        try:
+            cache = self._cache_control(request)
+            validate_body(request)
+            router = self.routers.get()
+            validate_model(request, router, self.model_names(), self.config.accepts_any_model)
+            hit = await self._cached(request, cache)
+            admitting = partial(admit, self.stores.limiter, request, router, hit is not None)
+            admission = (
+                await asyncio.to_thread(admitting) if needs_counters(request) else admitting()
+            )
+            if hit is not None:
+                record.cache_hit = True
+                response = hit
+            else:
+                deadline = self.settings.provider_deadline_s
+                response = await route(router, request, admission, deadline)
+        except Exception as exc:
+            error = as_proxy_error(exc, request.model)
+            usage.record_failure(record, error, exc, router or self.routers.last_built)
+            usage.record_latency(record, started)
+            await self.meter(record, admission)
+            raise error from None
+        if record.cache_hit:
+            mark_cache_hit(response)
+        else:
+            usage.record_answer(record, getattr(response, "_hidden_params", None) or {}, router)
+        if request.stream:
+            return self._stream(request, response, record, started, router, admission)
+        usage.record_usage(record, getattr(response, "usage", None))
+        usage.record_cost(record, router)
+        usage.record_latency(record, started)
+        await self.meter(
+            record,
+            admission,
+            cache_write=self._cache_write(request, cache, response, record),
+            after_response=after_response,
+        )
+        return response
+
+    def _cache_control(self, request: GatewayRequest) -> CacheControl | None:
+        if request.call != "chat":
+            return None
+        return CacheControl.of(request.body, self.cache_settings)
+
+    async def _cached(self, request: GatewayRequest, cache: CacheControl | None) -> Any:
+        if cache is None or not cache.lookup:
+            return None
+        return await asyncio.to_thread(
+            self.stores.cache.get, cache_key(request.model, request.body)
+        )
+
+    def _cache_write(
+        self,
+        request: GatewayRequest,
+        cache: CacheControl | None,
+        response: Any,
+        record: UsageRecord,
+    ) -> Callable[[], None] | None:
+        if cache is None or not cache.store or record.cache_hit:
+            return None
+        key = cache_key(str(record.model_requested), request.body)
+        return partial(self.stores.cache.put, key, response, cache.ttl_s)
+
+    def _stream(
+        self,
+        request: GatewayRequest,
+        response: Any,
+        record: UsageRecord,
+        started: float,
+        router: ModelRouter,
+        admission: Admission | None,
+    ) -> ChatStream:
+        if record.cache_hit:
+            response = replayed_stream(response)
+
+        async def finish(record: UsageRecord, completed: Mapping[str, Any] | None) -> None:
+            if completed is not None and not record.cache_hit:
+                usage.record_answer(record, completed, router)
+            usage.record_cost(record, router)
+            await self.meter(record, admission)
+
+        return ChatStream(
+            response,
+            record,
+            started,
+            request.client_wants_usage,
+            request.body.get("messages"),
+            finish,
+        )

@@ -1,0 +1,81 @@
+"""The pipeline's route step, and the only caller of the litellm Router: chat completions
+(a stream opened up to its first chunk, with the fallbacks litellm skips for an empty stream)
+and embeddings, under the admission's deployment limits and the provider deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from llm_proxy.access.limits import CURRENT_ADMISSION, Admission
+from llm_proxy.errors import invalid_request
+from llm_proxy.logs import logger
+from llm_proxy.pipeline.request import GatewayRequest
+from llm_proxy.pipeline.router import ModelRouter
+from llm_proxy.pipeline.streams import OpenedStream, empty_stream, open_stream
+
+
+async def route(
+    router: ModelRouter,
+    request: GatewayRequest,
+    admission: Admission | None,
+    deadline_s: float | None,
+) -> Any:
+    """litellm's ModelResponse or EmbeddingResponse, or an OpenedStream when streaming."""
+    # The Router's pre-call check reads the admission to take deployment counters.
+    context = CURRENT_ADMISSION.set(admission)
+    try:
+        async with asyncio.timeout(deadline_s):
+            if request.call == "embedding":
+                return await _embedding(router, request)
+            return await _completion(router, request)
+    finally:
+        CURRENT_ADMISSION.reset(context)
+
+
+async def _embedding(router: ModelRouter, request: GatewayRequest) -> Any:
+    model = request.model
+    if router.is_mock(model):
+        raise invalid_request(
+            f"Model '{model}' is a mock chat model and has no embeddings.",
+            param="model",
+            code="model_not_embedding",
+        )
+    return await router.router.aembedding(
+        model=model, input=request.body["input"], **request.call_params()
+    )
+
+
+async def _completion(router: ModelRouter, request: GatewayRequest) -> Any:
+    model, messages, params = request.model, request.body["messages"], request.call_params()
+    if request.stream and router.streams_usage(model):
+        # Usage comes in the stream's last chunk only when asked for.
+        params["stream_options"] = {**(params.get("stream_options") or {}), "include_usage": True}
+    response = await router.router.acompletion(model=model, messages=messages, **params)
+    if not request.stream:
+        return response
+    return await _opened(router, model, response, messages, params)
+
+
+async def _opened(
+    router: ModelRouter, model: str, response: Any, messages: Any, params: dict[str, Any]
+) -> OpenedStream:
+    """The stream, its first chunk read. litellm reads a body that is not SSE as an empty
+    stream and raises nothing, so the Router never tries the fallbacks: they are tried here."""
+    opened = await open_stream(response)
+    if opened is not None:
+        return opened
+    error = empty_stream(model, response)
+    for taken, fallback in enumerate(router.fallbacks(model), start=1):
+        try:
+            retry = await router.router.acompletion(model=fallback, messages=messages, **params)
+            opened = await open_stream(retry, fallbacks=taken)
+        except Exception as exc:
+            logger.warning(
+                "fallback after an empty stream failed",
+                extra={"fallback": fallback, "error": type(exc).__name__},
+            )
+            continue
+        if opened is not None:
+            return opened
+    raise error

@@ -1,0 +1,72 @@
+"""The cost report as JSON, CSV (one row per rollup) and readable text; the HTML page is
+`reports.html`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping
+
+from llm_proxy.accounting.counters import Counters, money
+from llm_proxy.reports.report import Report
+
+CSV_COLUMNS = ("day", "model", "key_id", "agent", *Counters.columns())
+
+
+def to_json(report: Report) -> str:
+    return json.dumps(report.as_dict(), indent=2)
+
+
+def to_csv(report: Report) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in report.rows:
+        values = row.as_dict()
+        writer.writerow(
+            [row.day, row.model, row.key_id, row.agent]
+            + [values[name] for name in Counters.columns()]
+        )
+    return out.getvalue()
+
+
+def _table(title: str, groups: Mapping[str, Counters], limit: int | None = None) -> list[str]:
+    header = f"{title:<32} {'requests':>9} {'errors':>7} {'tokens':>12} {'cost USD':>14}"
+    lines = [header, "-" * len(header)]
+    for name, totals in list(groups.items())[:limit]:
+        tokens = totals.prompt_tokens + totals.completion_tokens
+        lines.append(
+            f"{name[:32]:<32} {totals.requests:>9} {totals.errors:>7} {tokens:>12} "
+            f"{money(totals.cost_usd):>14.6f}"
+        )
+    return lines
+
+
+def to_text(report: Report, limit: int | None = None) -> str:
+    """A readable summary: totals, then per model, key, agent and day."""
+    total = report.total
+    lines = [
+        f"LLM Proxy cost report {report.period.start} to {report.period.end} (UTC days)",
+        f"Total ${money(total.cost_usd):.6f} over {total.requests} requests "
+        f"({total.errors} errors, {total.prompt_tokens + total.completion_tokens} tokens, "
+        f"{total.cache_hits} cache hits)",
+        "",
+    ]
+    for title, groups in (
+        ("model", report.by_model),
+        ("key", report.by_key),
+        ("agent", report.by_agent),
+        ("day", report.by_day),
+    ):
+        lines += [*_table(title, groups, limit), ""]
+    if report.flagged:
+        lines.append(f"Keys past {report.budget_share:.0%} of their budget:")
+        lines += [
+            f"  {flag.alias or flag.key_id}: ${money(flag.spend):.2f} of "
+            f"${money(flag.max_budget):.2f} ({flag.share:.0%})"
+            for flag in report.flagged
+        ]
+    else:
+        lines.append(f"No key past {report.budget_share:.0%} of its budget.")
+    return "\n".join(lines)

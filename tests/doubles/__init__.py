@@ -1,1 +1,0 @@
-"""Loopback servers that stand in for AWS and LLM providers in tests."""

@@ -1,0 +1,125 @@
+"""The layout's rules, checked on the source: handlers only wire, modules and classes stay small
+enough to read, the core has no import cycle, and tests and scripts keep out of each other."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CORE = REPO / "layers" / "core"
+PACKAGE = CORE / "llm_proxy"
+MAX_MODULE_LINES = 400
+MAX_CLASS_LINES = 250
+MAX_HANDLER_LINES = 80
+
+
+def core_modules() -> Iterator[tuple[str, Path]]:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(CORE).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        yield name, path
+
+
+def package_of(name: str, path: Path) -> str:
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
+def imported_modules(path: Path, package: str) -> set[str]:
+    """Modules a file imports when it is loaded (not those under `if TYPE_CHECKING:`)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                base = f"{base}.{node.module}" if node.module else base
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            if not isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                visit(child)
+
+    visit(tree)
+    return found
+
+
+def test_core_modules_and_classes_stay_readable() -> None:
+    too_long = []
+    for name, path in core_modules():
+        source = path.read_text(encoding="utf-8")
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"module {name}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ClassDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_CLASS_LINES:
+                    too_long.append(f"class {name}.{node.name}: {length} lines")
+    assert too_long == []
+
+
+def test_the_core_has_no_import_cycle() -> None:
+    modules = dict(core_modules())
+    graph = {
+        name: {
+            imported
+            for imported in imported_modules(path, package_of(name, path))
+            if imported in modules and imported != name
+        }
+        for name, path in modules.items()
+    }
+    # A package's __init__ is loaded before its modules; it imports none of them here.
+    visiting: list[str] = []
+    done: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def walk(name: str) -> None:
+        if name in done:
+            return
+        if name in visiting:
+            cycles.append([*visiting[visiting.index(name) :], name])
+            return
+        visiting.append(name)
+        for dependency in sorted(graph[name]):
+            walk(dependency)
+        visiting.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        walk(name)
+    assert cycles == []
+
+
+@pytest.mark.parametrize("function", ["api", "cost_report", "usage_replay"])
+def test_handlers_only_wire(function: str) -> None:
+    handler = REPO / "functions" / function / "app.py"
+    assert len(handler.read_text(encoding="utf-8").splitlines()) <= MAX_HANDLER_LINES
+    tree = ast.parse(handler.read_text(encoding="utf-8"))
+    defined = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    assert defined == [], "classes belong in llm_proxy"
+
+
+def test_the_core_never_imports_functions_tests_or_scripts() -> None:
+    for name, path in core_modules():
+        imported = imported_modules(path, package_of(name, path))
+        assert not {m for m in imported if m.split(".")[0] in ("functions", "tests", "scripts")}
+
+
+@pytest.mark.parametrize(("folder", "forbidden"), [("tests", "scripts"), ("scripts", "tests")])
+def test_tests_and_scripts_keep_out_of_each_other(folder: str, forbidden: str) -> None:
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in (REPO / folder).rglob("*.py")
+        if any(m.split(".")[0] == forbidden for m in imported_modules(path, folder))
+    ]
+    assert offenders == []

@@ -1,0 +1,248 @@
+"""The request pipeline on its own: in-memory stores, and litellm's Router over `mock_response`
+deployments (litellm's whole call path, no provider and no AWS)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import litellm
+import pytest
+from llm_proxy.access.auth import Caller
+from llm_proxy.access.limits import Limiter, Reservation
+from llm_proxy.access.virtual_keys import VirtualKey
+from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.config import ProxyConfig
+from llm_proxy.errors import ProxyError
+from llm_proxy.pipeline.cache import ResponseCache, is_cache_hit
+from llm_proxy.pipeline.pipeline import Pipeline, Stores
+from llm_proxy.pipeline.request import Call, GatewayRequest
+from llm_proxy.pipeline.router import RouterCache
+from llm_proxy.pipeline.streams import ChatStream
+from llm_proxy.provider_keys import ProviderKeys
+from llm_proxy.settings import Settings
+
+INPUT_PRICE, OUTPUT_PRICE = 1e-6, 2e-6
+CONFIG = {
+    "model_list": [
+        {
+            "model_name": "demo",
+            "litellm_params": {
+                "model": "openai/demo-model",
+                "mock_response": "Hello there",
+                "api_key": "not-used",
+                "input_cost_per_token": INPUT_PRICE,
+                "output_cost_per_token": OUTPUT_PRICE,
+            },
+        },
+        {
+            "model_name": "other",
+            "litellm_params": {"model": "openai/other", "mock_response": "x", "api_key": "n"},
+        },
+    ],
+    "router_settings": {"num_retries": 0, "model_group_alias": {"coder": "demo"}},
+    "litellm_settings": {"cache": True},
+}
+MASTER = Caller(key_id="master")
+QUESTION = [{"role": "user", "content": "hi"}]
+
+
+class MemoryUsage(UsageStore):
+    def __init__(self) -> None:
+        super().__init__("memory", 90)
+        self.records: list[UsageRecord] = []
+
+    def write(self, record: UsageRecord) -> bool:
+        self.records.append(record)
+        return True
+
+
+class MemoryLimiter(Limiter):
+    """Admits everything; keeps what was reserved and settled."""
+
+    def __init__(self) -> None:
+        super().__init__("memory")
+        self.admitted: list[tuple[str, int, float]] = []
+        self.settled: list[tuple[int, float]] = []
+
+    def admit(
+        self, key: VirtualKey, tokens: int, cost: float, now: float | None = None
+    ) -> Reservation:
+        self.admitted.append((key.token, tokens, cost))
+        return Reservation(tokens=tokens, spend_item=f"key#{key.token}#spend#all")
+
+    def settle(
+        self,
+        reservation: Reservation,
+        tokens: int,
+        cost: float,
+        deployment_items: dict[str, str],
+        answered_by: str | None,
+    ) -> None:
+        self.settled.append((tokens, cost))
+
+
+class MemoryCache(ResponseCache):
+    """Keeps answers as their JSON, as the table does."""
+
+    def __init__(self) -> None:
+        super().__init__("memory")
+        self.entries: dict[str, dict[str, Any]] = {}
+
+    def get(self, key: str) -> Any:
+        entry = self.entries.get(key)
+        return None if entry is None else litellm.ModelResponse(**entry)
+
+    def put(self, key: str, response: Any, ttl_s: int) -> None:
+        self.entries[key] = response.model_dump(exclude_none=True)
+
+
+@pytest.fixture
+def stores() -> Stores:
+    return Stores(limiter=MemoryLimiter(), usage=MemoryUsage(), cache=MemoryCache())
+
+
+@pytest.fixture
+def pipeline(stores: Stores) -> Pipeline:
+    config = ProxyConfig.model_validate(CONFIG)
+    routers = RouterCache(config, ProviderKeys(None, 300), "http://127.0.0.1:11434")
+    return Pipeline(Settings(meter_after_response=False), config, routers, stores)
+
+
+def usage_of(stores: Stores) -> list[UsageRecord]:
+    records: list[UsageRecord] = stores.usage.records  # type: ignore[attr-defined]
+    return records
+
+
+def ask(
+    pipeline: Pipeline,
+    body: dict[str, Any],
+    caller: Caller = MASTER,
+    call: Call = "chat",
+    after_response: Callable[[Callable[[], None]], None] | None = None,
+) -> Any:
+    request = pipeline.request("/v1/chat/completions", call, caller, body, "rid-1")
+    return asyncio.run(pipeline.run(request, after_response))
+
+
+def test_a_json_answer_is_metered_at_the_deployments_price(
+    pipeline: Pipeline, stores: Stores
+) -> None:
+    answer = ask(pipeline, {"model": "demo", "messages": QUESTION})
+    assert answer.choices[0].message.content == "Hello there"
+    [record] = usage_of(stores)
+    assert (record.status, record.model_group, record.provider) == (200, "demo", "openai")
+    assert (record.prompt_tokens, record.completion_tokens) == (10, 20)
+    assert record.cost_usd == pytest.approx(10 * INPUT_PRICE + 20 * OUTPUT_PRICE)
+    assert record.latency_ms > 0 and record.key_id == "master"
+
+
+def test_a_stream_is_priced_by_the_same_rule_when_it_ends(
+    pipeline: Pipeline, stores: Stores
+) -> None:
+    async def consume() -> list[str]:
+        body = {"model": "demo", "messages": QUESTION, "stream": True}
+        request = pipeline.request("/v1/chat/completions", "chat", MASTER, body, "rid-2")
+        stream = await pipeline.run(request, None)
+        assert isinstance(stream, ChatStream)
+        assert usage_of(stores) == []  # metered when the stream ends, not before
+        return [event async for event in stream.events()]
+
+    events = asyncio.run(consume())
+    assert events[-1] == "data: [DONE]\n\n"
+    [record] = usage_of(stores)
+    assert record.stream and record.status == 200 and record.ttft_ms is not None
+    expected = record.prompt_tokens * INPUT_PRICE + record.completion_tokens * OUTPUT_PRICE
+    assert record.prompt_tokens > 0 and record.cost_usd == pytest.approx(expected)
+
+
+def test_the_usage_item_waits_for_the_response_where_the_process_outlives_it(
+    pipeline: Pipeline, stores: Stores
+) -> None:
+    pipeline.meter.write_after_response = True
+    later: list[Callable[[], None]] = []
+    ask(pipeline, {"model": "demo", "messages": QUESTION}, after_response=later.append)
+    assert usage_of(stores) == [] and len(later) == 1
+    later[0]()
+    assert len(usage_of(stores)) == 1
+
+
+def test_an_agent_role_asked_for_by_name_tags_the_usage(pipeline: Pipeline, stores: Stores) -> None:
+    ask(pipeline, {"model": "coder", "messages": QUESTION})
+    [record] = usage_of(stores)
+    assert (record.agent, record.model_requested, record.model_group) == ("coder", "coder", "demo")
+
+
+@pytest.mark.parametrize(
+    ("body", "caller", "status", "code"),
+    [
+        ({"model": "demo", "messages": QUESTION, "api_base": "http://x"}, MASTER, 400, None),
+        ({"model": "nope", "messages": QUESTION}, MASTER, 404, "model_not_found"),
+        (
+            {"model": "other", "messages": QUESTION},
+            Caller("k", key=VirtualKey(token="k", key_name="sk-k", models=["demo"])),
+            403,
+            "model_not_allowed",
+        ),
+    ],
+)
+def test_a_refusal_is_raised_and_metered(
+    pipeline: Pipeline,
+    stores: Stores,
+    body: dict[str, Any],
+    caller: Caller,
+    status: int,
+    code: str | None,
+) -> None:
+    with pytest.raises(ProxyError) as refused:
+        ask(pipeline, body, caller)
+    assert refused.value.status == status
+    [record] = usage_of(stores)
+    assert record.status == status and record.error_code == refused.value.code
+    assert code is None or refused.value.code == code
+
+
+def test_a_limited_key_reserves_its_estimate_and_settles_what_was_used(
+    pipeline: Pipeline, stores: Stores
+) -> None:
+    key = VirtualKey(token="k", key_name="sk-k", max_budget=1.0)
+    ask(pipeline, {"model": "demo", "messages": QUESTION, "max_tokens": 50}, Caller("k", key=key))
+    limiter: MemoryLimiter = stores.limiter  # type: ignore[assignment]
+    [(token, tokens, cost)] = limiter.admitted
+    assert token == "k" and tokens > 50
+    assert cost == pytest.approx((tokens - 50) * INPUT_PRICE + 50 * OUTPUT_PRICE)
+    assert limiter.settled == [(30, pytest.approx(10 * INPUT_PRICE + 20 * OUTPUT_PRICE))]
+
+
+def test_a_cache_hit_costs_nothing_and_settles_no_tokens(
+    pipeline: Pipeline, stores: Stores
+) -> None:
+    key = VirtualKey(token="k", key_name="sk-k", max_budget=1.0)
+    body = {"model": "demo", "messages": QUESTION}
+    first = ask(pipeline, dict(body), Caller("k", key=key))
+    again = ask(pipeline, dict(body), Caller("k", key=key))
+    assert not is_cache_hit(first) and is_cache_hit(again)
+    assert again.choices[0].message.content == "Hello there"
+    miss, hit = usage_of(stores)
+    assert hit.cache_hit and hit.cost_usd == 0 and miss.cost_usd > 0
+    limiter: MemoryLimiter = stores.limiter  # type: ignore[assignment]
+    assert limiter.settled[-1] == (0, 0.0)
+    assert limiter.admitted[-1][1:] == (0, 0.0)  # a hit reserves nothing
+
+
+def test_a_mock_chat_model_has_no_embeddings(pipeline: Pipeline, stores: Stores) -> None:
+    with pytest.raises(ProxyError) as refused:
+        ask(pipeline, {"model": "demo", "input": "hi"}, call="embedding")
+    assert refused.value.code == "model_not_embedding"
+    assert usage_of(stores)[0].status == 400
+
+
+def test_the_request_object_resolves_model_and_agent(pipeline: Pipeline) -> None:
+    caller = Caller("k", agent="debug")
+    body = {"model": "coder", "messages": QUESTION, "metadata": {"agent": "ask"}}
+    request = pipeline.request("/v1/messages", "chat", caller, body, "rid", sent={"x": 1})
+    assert isinstance(request, GatewayRequest)
+    assert (request.model, request.agent, request.endpoint) == ("coder", "debug", "/v1/messages")
+    anonymous = pipeline.request("/v1/chat/completions", "chat", MASTER, body, "rid")
+    assert anonymous.agent == "ask"
