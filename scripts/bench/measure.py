@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -53,12 +52,12 @@ def _timed_loop(client: httpx.Client, url: str, key: str, count: int) -> tuple[l
 @contextmanager
 def _metering_inline(gateway: Any) -> Iterator[None]:
     """The gateway writing each usage item before its response, as it does in Lambda."""
-    saved = gateway.settings
-    gateway.settings = replace(saved, meter_after_response=False)
+    saved = gateway.meter_after_response
+    gateway.meter_after_response = False
     try:
         yield
     finally:
-        gateway.settings = saved
+        gateway.meter_after_response = saved
 
 
 def _added(gateway: Mapping[str, float], direct: Mapping[str, float]) -> dict[str, float]:
@@ -74,7 +73,7 @@ def measure_latency(stack: Stack, requests: int, warmup: int) -> dict[str, Any]:
         _timed_loop(client, gateway_url, stack.master_key, warmup)
         direct, direct_cpu_s = _timed_loop(client, direct_url, stack.upstream_key, requests)
         gateway, gateway_cpu_s = _timed_loop(client, gateway_url, stack.master_key, requests)
-        if stack.gateway is not None and stack.gateway.settings.meter_after_response:
+        if stack.gateway is not None and stack.gateway.meter_after_response:
             with _metering_inline(stack.gateway):
                 _timed_loop(client, gateway_url, stack.master_key, warmup)
                 inline, _ = _timed_loop(client, gateway_url, stack.master_key, requests)
