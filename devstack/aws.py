@@ -223,6 +223,16 @@ def _resources_of_type(template: Mapping[str, Any], resource_type: str) -> dict[
     }
 
 
+def _parameter_default(template: Mapping[str, Any], value: Any) -> Any:
+    """A value as deployed with default parameters: `!Ref Parameter` gives its Default."""
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        parameter = template.get("Parameters", {}).get(value["Ref"])
+        if parameter is None or "Default" not in parameter:
+            raise ValueError(f"{value['Ref']} is not a parameter with a default")
+        return parameter["Default"]
+    return value
+
+
 def _pick(source: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {key: source[key] for key in keys if key in source}
 
@@ -314,18 +324,65 @@ def _ensure_secret(secretsmanager: Any, name: str, secret_string: str) -> None:
         secretsmanager.put_secret_value(SecretId=name, SecretString=secret_string)
 
 
-def _ensure_queue(sqs: Any, name: str, properties: Mapping[str, Any]) -> str:
+def _redrive_target(properties: Mapping[str, Any]) -> str | None:
+    """The logical id of the queue a queue's RedrivePolicy sends to (`!GetAtt Queue.Arn`)."""
+    target = properties.get("RedrivePolicy", {}).get("deadLetterTargetArn")
+    if target is None:
+        return None
+    if isinstance(target, dict) and list(target.get("Fn::GetAtt", ())[1:]) == ["Arn"]:
+        return str(target["Fn::GetAtt"][0])
+    raise ValueError(f"RedrivePolicy.deadLetterTargetArn must be !GetAtt <Queue>.Arn: {target!r}")
+
+
+def _redrive_order(queues: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Logical ids with every redrive target before the queues that send to it."""
+    ordered: list[str] = []
+
+    def visit(logical_id: str) -> None:
+        if logical_id in ordered:
+            return
+        target = _redrive_target(queues[logical_id])
+        if target is not None:
+            if target not in queues:
+                raise ValueError(f"{logical_id}: its redrive target {target} is not a queue")
+            visit(target)
+        ordered.append(logical_id)
+
+    for logical_id in queues:
+        visit(logical_id)
+    return ordered
+
+
+def _ensure_queue(
+    sqs: Any,
+    name: str,
+    properties: Mapping[str, Any],
+    arns: Mapping[str, str],
+    template: Mapping[str, Any],
+) -> tuple[str, str]:
+    """Create the queue (or bring an existing one to the template's attributes); returns its
+    URL and ARN. `arns` holds the ARNs of the queues created so far, by logical id."""
     attributes = {
-        key: str(properties[key])
+        key: str(_parameter_default(template, properties[key]))
         for key in ("MessageRetentionPeriod", "VisibilityTimeout")
         if key in properties
     }
+    target = _redrive_target(properties)
+    if target is not None:
+        receives = _parameter_default(template, properties["RedrivePolicy"]["maxReceiveCount"])
+        attributes["RedrivePolicy"] = json.dumps(
+            {"deadLetterTargetArn": arns[target], "maxReceiveCount": int(receives)}
+        )
     try:
-        return str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+        url = str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "QueueAlreadyExists":
             raise
-        return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+        url = str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+        if attributes:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    return url, str(arn["QueueArn"])
 
 
 def _ensure_bucket(s3: Any, name: str, region: str) -> str:
@@ -351,8 +408,8 @@ def create_resources(
     region: str = DEFAULT_REGION,
     template: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
-    """Create every table, secret, queue, bucket and topic of the template at `endpoint_url`;
-    idempotent.
+    """Create every table, secret, queue (with its redrive policy), bucket and topic of the
+    template at `endpoint_url`; idempotent.
 
     Secrets hold `provider_keys` as a JSON object (the deployed stack's generated master key
     is not reproduced). Returns logical id -> what `!Ref` gives for it: the name of a table,
@@ -378,17 +435,25 @@ def create_resources(
             _ensure_secret(secretsmanager, secret_name, secret_string)
             created[logical_id] = secret_name
 
-    others = ((QUEUE_TYPE, "sqs"), (BUCKET_TYPE, "s3"), (TOPIC_TYPE, "sns"))
-    for resource_type, service in others:
+    queues = _resources_of_type(template, QUEUE_TYPE)
+    if queues:
+        sqs = _client("sqs", endpoint_url, region)
+        arns: dict[str, str] = {}
+        # A redrive policy names its target's ARN, so targets are created first.
+        for logical_id in _redrive_order(queues):
+            name = names.get(logical_id) or _local_name(logical_id, QUEUE_TYPE)
+            created[logical_id], arns[logical_id] = _ensure_queue(
+                sqs, name, queues[logical_id], arns, template
+            )
+
+    for resource_type, service in ((BUCKET_TYPE, "s3"), (TOPIC_TYPE, "sns")):
         resources = _resources_of_type(template, resource_type)
         if not resources:
             continue
         client = _client(service, endpoint_url, region)
-        for logical_id, properties in resources.items():
+        for logical_id in resources:
             name = names.get(logical_id) or _local_name(logical_id, resource_type)
-            if resource_type == QUEUE_TYPE:
-                created[logical_id] = _ensure_queue(client, name, properties)
-            elif resource_type == BUCKET_TYPE:
+            if resource_type == BUCKET_TYPE:
                 created[logical_id] = _ensure_bucket(client, name, region)
             else:
                 created[logical_id] = _ensure_topic(client, name)

@@ -60,6 +60,9 @@ def _serve(aws: LocalAWS, described: str, provider_keys: Iterable[str], port: in
     os.environ["LLM_PROXY__ENV"] = "local"
     # The tables, the secret, the dead-letter queue: whatever the deployed function is given.
     os.environ.update(aws.function_env("ApiFunction"))
+    # One process serves the api and key management, with its OpenAPI schema at /docs.
+    os.environ["LLM_PROXY__KEY_MANAGEMENT"] = "true"
+    os.environ.setdefault("LLM_PROXY__OPENAPI", "true")
     os.environ.setdefault("LLM_PROXY__CONFIG_PATH", str(REPO_ROOT / "config" / "local.yaml"))
     os.environ.setdefault("LLM_PROXY__MASTER_KEY", DEFAULT_MASTER_KEY)
     os.environ.setdefault("OLLAMA_API_BASE", "http://localhost:11434")

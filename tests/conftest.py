@@ -61,6 +61,11 @@ PROVIDER_KEYS = {
 }
 
 
+# The tests serve the api and key management from one process, as `make dev` does, with the
+# OpenAPI schema on (the schema tests read it).
+ONE_PROCESS = {"LLM_PROXY__KEY_MANAGEMENT": "true", "LLM_PROXY__OPENAPI": "true"}
+
+
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[OpenAIUpstream]:
     with serving(OpenAIUpstream(api_key=UPSTREAM_KEY)) as double:
@@ -97,6 +102,7 @@ def api(aws_stack: LocalAWS, upstream: OpenAIUpstream) -> ModuleType:
         LLM_PROXY__CONFIG_PATH=str(REPO / "tests" / "fixtures" / "gateway.yaml"),
         TEST_OPENAI_BASE=f"{upstream.base_url}/v1",
         **aws_stack.function_env("ApiFunction"),
+        **ONE_PROCESS,
     )
     os.environ.pop("LLM_PROXY__MASTER_KEY", None)
     return import_api_module("api_app_under_test")
@@ -116,7 +122,12 @@ def gateway_for(
     folder = tmp_path_factory.mktemp("configs")
 
     def start(config_text: str | None, **overrides: str) -> str:
-        env = {"LLM_PROXY__ENV": "aws", **aws_stack.function_env("ApiFunction"), **overrides}
+        env = {
+            "LLM_PROXY__ENV": "aws",
+            **aws_stack.function_env("ApiFunction"),
+            **ONE_PROCESS,
+            **overrides,
+        }
         if config_text is not None:
             path = folder / f"config-{len(servers)}.yaml"
             path.write_text(config_text)

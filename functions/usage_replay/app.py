@@ -1,6 +1,7 @@
 """The usage replay Lambda function: writes the usage dead-letter queue's records into the
-usage and rollup tables, idempotently by request id. Run on a schedule, or invoked by hand
-after an incident (`{"limit": N}` caps the records one run takes)."""
+usage and rollup tables, idempotently by request id; records that can never be written go to
+the quarantine queue with their reason. Run on a schedule, or invoked by hand after an
+incident (`{"limit": N}` caps the records one run takes)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
         settings.usage_table,
         settings.usage_retention_days,
         rollups_table=settings.rollups_table,
+        quarantine_queue=settings.usage_quarantine_queue,
     )
     limit = int((event or {}).get("limit") or 10_000)
     return replay(store, DeadLetters(settings.usage_dead_letter_queue), limit).as_dict()

@@ -96,11 +96,13 @@ def ask(base: str, agent: str, count: int) -> list[str]:
     return ids
 
 
-def replay(aws: dict[str, str], queue: str) -> dict[str, int]:
+def replay(aws: dict[str, str], queue: str, **overrides: str) -> dict[str, int]:
     env = {
         "LLM_PROXY__USAGE_TABLE": aws["UsageTable"],
         "LLM_PROXY__ROLLUPS_TABLE": aws["RollupsTable"],
         "LLM_PROXY__USAGE_DLQ_URL": queue,
+        "LLM_PROXY__USAGE_QUARANTINE_URL": "",
+        **overrides,
     }
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
@@ -144,7 +146,7 @@ def test_unavailable_table_loses_no_record_and_replay_is_idempotent(
     letters = queued(queue)
     assert sorted(json.loads(m["Body"])["request_id"] for m in letters) == sorted(request_ids)
 
-    assert replay(aws, queue) == {"written": M, "duplicates": 0, "failed": 0}
+    assert replay(aws, queue) == {"written": M, "duplicates": 0, "failed": 0, "quarantined": 0}
     items = stored(aws, request_ids)
     assert len(items) == M
     assert all(item["status"] == 200 and item["agent"] == agent for item in items)
@@ -157,10 +159,44 @@ def test_unavailable_table_loses_no_record_and_replay_is_idempotent(
     sqs = boto3.client("sqs")
     for message in letters:
         sqs.send_message(QueueUrl=queue, MessageBody=message["Body"])
-    assert replay(aws, queue) == {"written": 0, "duplicates": M, "failed": 0}
+    assert replay(aws, queue) == {"written": 0, "duplicates": M, "failed": 0, "quarantined": 0}
     assert len(stored(aws, request_ids)) == M
     assert rollup_of(aws, agent).requests == M
     assert queued(queue) == []
+
+
+def test_replay_while_the_table_is_still_unavailable_keeps_every_letter(
+    gateway_for: Callable[..., str], aws: dict[str, str], queue: str
+) -> None:
+    request_ids = serve(
+        gateway_for,
+        f"fault-{uuid.uuid4().hex[:8]}",
+        M,
+        LLM_PROXY__USAGE_TABLE="usage-table-that-is-gone",
+        LLM_PROXY__USAGE_DLQ_URL=queue,
+    )
+    sqs = boto3.client("sqs")
+    # Letters a run leaves come back after this long.
+    sqs.set_queue_attributes(QueueUrl=queue, Attributes={"VisibilityTimeout": "1"})
+    quarantine = str(sqs.create_queue(QueueName=f"quarantine-{uuid.uuid4().hex[:8]}")["QueueUrl"])
+    try:
+        # A missing table is an outage, not an invalid record: nothing is quarantined, the run
+        # ends after the batch DynamoDB refused, and every letter waits for the next run.
+        result = replay(
+            aws,
+            queue,
+            LLM_PROXY__USAGE_TABLE="usage-table-that-is-gone",
+            LLM_PROXY__USAGE_QUARANTINE_URL=quarantine,
+        )
+        assert result == {"written": 0, "duplicates": 0, "failed": M, "quarantined": 0}
+        assert queued(quarantine) == []
+    finally:
+        sqs.delete_queue(QueueUrl=quarantine)
+    time.sleep(1.1)
+    assert len(queued(queue, at_least=M)) == M
+
+    assert replay(aws, queue) == {"written": M, "duplicates": 0, "failed": 0, "quarantined": 0}
+    assert len(stored(aws, request_ids)) == M
 
 
 def test_after_the_response_an_unavailable_table_still_loses_no_record(
@@ -257,7 +293,7 @@ def test_throttled_for_m_requests_loses_none_after_replay(
     assert len(queued(queue)) == M
 
     throttled.throttle = 0  # the table recovers
-    assert replay(aws, queue) == {"written": M, "duplicates": 0, "failed": 0}
+    assert replay(aws, queue) == {"written": M, "duplicates": 0, "failed": 0, "quarantined": 0}
     assert len(stored(aws, request_ids)) == M
     assert rollup_of(aws, agent).requests == M
 

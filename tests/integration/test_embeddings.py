@@ -42,7 +42,7 @@ def test_embedding_errors_are_openai_shaped(
         client.embeddings.create(model="no-such-embedder", input="x")
     with pytest.raises(openai.BadRequestError) as caught:
         client.embeddings.create(model="priced", input="x", extra_body={"api_base": "http://x"})
-    assert caught.value.body["code"] == "forbidden_parameter"  # type: ignore[index]
+    assert caught.value.body["code"] == "unsupported_parameter"  # type: ignore[index]
     # litellm's OpenAI client retries embeddings itself; every attempt fails here.
     upstream.fail_next(Fault(status=500), times=5)
     with pytest.raises(openai.APIStatusError) as failed:

@@ -83,7 +83,7 @@ def test_messages_errors_use_anthropics_envelope(
             messages=MESSAGES,  # type: ignore[arg-type]
             extra_body={"api_base": "http://127.0.0.1:9"},
         )
-    assert refused.value.body["error"]["code"] == "forbidden_parameter"  # type: ignore[index]
+    assert refused.value.body["error"]["code"] == "unsupported_parameter"  # type: ignore[index]
 
     bad_key = anthropic.Anthropic(base_url=client.base_url, api_key="sk-nope", max_retries=0)
     with pytest.raises(anthropic.AuthenticationError):

@@ -134,7 +134,7 @@ def test_redirecting_parameters_are_refused_and_never_forwarded(
                 messages=MESSAGES,
                 extra_body=extra,  # type: ignore[arg-type]
             )
-        assert caught.value.body["code"] == "forbidden_parameter"  # type: ignore[index]
+        assert caught.value.body["code"] == "unsupported_parameter"  # type: ignore[index]
     assert upstream.requests == []
 
 

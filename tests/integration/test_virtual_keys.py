@@ -172,12 +172,13 @@ def test_over_its_rpm_a_key_gets_429_with_retry_after_and_rate_limit_headers(
 def test_a_spent_budget_gets_429_budget_exceeded_and_key_info_shows_the_spend(
     gateway_url: str,
 ) -> None:
-    # `priced` costs 0.001 per prompt token and 0.002 per completion token: 6 + 5 tokens.
+    # `priced` costs 0.001 per prompt token and 0.002 per completion token: 6 + 5 tokens. The
+    # reservation (a prompt estimate of 14 tokens plus max_tokens) fits the budget once.
     made = new_key(gateway_url, max_budget=0.02, budget_duration="1d")
     client = sdk(gateway_url, made["key"])
-    client.chat.completions.create(model="priced", messages=MESSAGES)  # type: ignore[arg-type]
+    client.chat.completions.create(model="priced", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
     with pytest.raises(openai.RateLimitError) as refused:
-        client.chat.completions.create(model="priced", messages=MESSAGES)  # type: ignore[arg-type]
+        client.chat.completions.create(model="priced", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
     assert refused.value.body["type"] == "budget_exceeded"  # type: ignore[index]
     assert int(refused.value.response.headers["retry-after"]) <= 86_400
     info = admin(gateway_url, "GET", "/key/info", params={"key": made["key"]}).json()["info"]

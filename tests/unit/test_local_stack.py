@@ -416,9 +416,16 @@ def test_env_json_names_template_functions(template: dict[str, Any]) -> None:
     for logical_id, variables in env.items():
         assert logical_id in functions, f"env.json: {logical_id} is not a function in the template"
         assert all(isinstance(v, str) for v in variables.values())
+        # `sam local` only overrides variables the template declares.
+        declared = functions[logical_id]["Environment"]["Variables"]
+        undeclared = set(variables) - set(declared)
+        assert not undeclared, f"env.json: {logical_id} does not declare {undeclared}"
     api = env["ApiFunction"]
     assert api["LLM_PROXY__SECRET_ID"] == LOCAL_NAMES["ProviderKeysSecret"]
     assert api["LLM_PROXY__USAGE_TABLE"] == LOCAL_NAMES["UsageTable"]
+    keys = env["KeysFunction"]
+    assert keys["LLM_PROXY__SECRET_ID"] == api["LLM_PROXY__SECRET_ID"]
+    assert keys["LLM_PROXY__KEYS_TABLE"] == api["LLM_PROXY__KEYS_TABLE"]
 
 
 def test_queues_buckets_and_topics_match_template(endpoint: str, template: dict[str, Any]) -> None:
@@ -429,6 +436,18 @@ def test_queues_buckets_and_topics_match_template(endpoint: str, template: dict[
         QueueUrl=queue, AttributeNames=["MessageRetentionPeriod"]
     )["Attributes"]
     assert attributes["MessageRetentionPeriod"] == "1209600"  # 14 days
+    quarantine = names["UsageQuarantineQueue"]
+    assert quarantine.endswith("/llm-proxy-usage-quarantine")
+    sqs = _client("sqs", endpoint)
+    quarantine_attributes = sqs.get_queue_attributes(
+        QueueUrl=quarantine, AttributeNames=["MessageRetentionPeriod", "QueueArn"]
+    )["Attributes"]
+    assert quarantine_attributes["MessageRetentionPeriod"] == "1209600"
+    redrive = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["RedrivePolicy"])
+    assert json.loads(redrive["Attributes"]["RedrivePolicy"]) == {
+        "deadLetterTargetArn": quarantine_attributes["QueueArn"],
+        "maxReceiveCount": template["Parameters"]["UsageDeadLetterMaxReceives"]["Default"],
+    }
     buckets = _client("s3", endpoint).list_buckets()["Buckets"]
     assert names["ReportBucket"] in {bucket["Name"] for bucket in buckets}
     topics = _client("sns", endpoint).list_topics()["Topics"]
@@ -436,22 +455,54 @@ def test_queues_buckets_and_topics_match_template(endpoint: str, template: dict[
     assert create_resources(endpoint, {}, template=template) == names  # idempotent
 
 
+def test_the_dead_letter_queue_sets_aside_what_the_replay_keeps_failing(
+    endpoint: str, template: dict[str, Any]
+) -> None:
+    names = create_resources(endpoint, {}, template=template)
+    sqs = _client("sqs", endpoint)
+    dead_letters, quarantine = names["UsageDeadLetterQueue"], names["UsageQuarantineQueue"]
+    sqs.purge_queue(QueueUrl=dead_letters)
+    sqs.purge_queue(QueueUrl=quarantine)
+    sqs.send_message(QueueUrl=dead_letters, MessageBody='{"request_id": "req-poison"}')
+    limit = template["Parameters"]["UsageDeadLetterMaxReceives"]["Default"]
+
+    def receive(url: str) -> list[dict[str, Any]]:
+        # A replay run that fails leaves the message to come back: visible again at once here.
+        answer = sqs.receive_message(QueueUrl=url, VisibilityTimeout=0, MaxNumberOfMessages=1)
+        return list(answer.get("Messages", []))
+
+    for _ in range(limit):
+        assert len(receive(dead_letters)) == 1
+    assert receive(dead_letters) == []
+    [moved] = receive(quarantine)
+    assert json.loads(moved["Body"]) == {"request_id": "req-poison"}
+
+
 def test_function_environment_gives_the_local_values(template: dict[str, Any]) -> None:
     created = {
         "UsageTable": "u",
         "RollupsTable": "r",
+        "KeysTable": "k",
+        "CountersTable": "c",
         "UsageDeadLetterQueue": "http://q",
+        "UsageQuarantineQueue": "http://quarantine",
         "ReportBucket": "b",
         "ReportTopic": "arn:t",
     }
     api = function_environment(template, created, "ApiFunction")
     assert api["LLM_PROXY__ROLLUPS_TABLE"] == "r"
     assert api["LLM_PROXY__USAGE_DLQ_URL"] == "http://q"
+    assert api["LLM_PROXY__USAGE_QUARANTINE_URL"] == "http://quarantine"
+    replay = function_environment(template, created, "UsageReplayFunction")
+    assert replay["LLM_PROXY__USAGE_QUARANTINE_URL"] == "http://quarantine"
+    keys = function_environment(template, created, "KeysFunction")
+    assert keys == {"LLM_PROXY__KEYS_TABLE": "k", "LLM_PROXY__COUNTERS_TABLE": "c"}
     report = function_environment(template, created, "CostReportFunction")
     assert report == {
         "LLM_PROXY__ROLLUPS_TABLE": "r",
         "LLM_PROXY__REPORT_BUCKET": "b",
         "LLM_PROXY__REPORT_TOPIC_ARN": "arn:t",
+        "LLM_PROXY__KEYS_TABLE": "k",
     }
 
 

@@ -17,7 +17,7 @@ from llm_proxy.config import ProxyConfig
 from llm_proxy.errors import ProxyError
 from llm_proxy.pipeline.cache import ResponseCache, is_cache_hit
 from llm_proxy.pipeline.pipeline import Pipeline, Stores
-from llm_proxy.pipeline.request import Call, GatewayRequest
+from llm_proxy.pipeline.request import Api, GatewayRequest
 from llm_proxy.pipeline.router import RouterCache
 from llm_proxy.pipeline.streams import ChatStream
 from llm_proxy.provider_keys import ProviderKeys
@@ -119,10 +119,10 @@ def ask(
     pipeline: Pipeline,
     body: dict[str, Any],
     caller: Caller = MASTER,
-    call: Call = "chat",
+    api: Api = "chat",
     after_response: Callable[[Callable[[], None]], None] | None = None,
 ) -> Any:
-    request = pipeline.request("/v1/chat/completions", call, caller, body, "rid-1")
+    request = pipeline.request("/v1/chat/completions", api, caller, body, "rid-1")
     return asyncio.run(pipeline.run(request, after_response))
 
 
@@ -233,15 +233,16 @@ def test_a_cache_hit_costs_nothing_and_settles_no_tokens(
 
 def test_a_mock_chat_model_has_no_embeddings(pipeline: Pipeline, stores: Stores) -> None:
     with pytest.raises(ProxyError) as refused:
-        ask(pipeline, {"model": "demo", "input": "hi"}, call="embedding")
+        ask(pipeline, {"model": "demo", "input": "hi"}, api="embeddings")
     assert refused.value.code == "model_not_embedding"
     assert usage_of(stores)[0].status == 400
 
 
 def test_the_request_object_resolves_model_and_agent(pipeline: Pipeline) -> None:
-    caller = Caller("k", agent="debug")
+    key = VirtualKey(token="k", key_name="sk-k", metadata={"agent": "debug"})
+    caller = Caller("k", key=key, claimed_agent="intruder")
     body = {"model": "coder", "messages": QUESTION, "metadata": {"agent": "ask"}}
-    request = pipeline.request("/v1/messages", "chat", caller, body, "rid", sent={"x": 1})
+    request = pipeline.request("/v1/messages", "messages", caller, body, "rid", sent=body)
     assert isinstance(request, GatewayRequest)
     assert (request.model, request.agent, request.endpoint) == ("coder", "debug", "/v1/messages")
     anonymous = pipeline.request("/v1/chat/completions", "chat", MASTER, body, "rid")

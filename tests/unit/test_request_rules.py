@@ -7,37 +7,6 @@ from llm_proxy.access.auth import authenticate, check_master_key, presented_key
 from llm_proxy.access.virtual_keys import KeyStore
 from llm_proxy.accounting.pricing import cost_usd
 from llm_proxy.errors import ProxyError
-from llm_proxy.pipeline.validate import refuse_forbidden_params
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"api_base": "http://evil"},
-        {"extra_body": {"base_url": "http://evil"}},
-        {"metadata": {"nested": {"api_key": "sk-x"}}},
-        {"custom_llm_provider": "openai"},
-        {"api_version": "2024-01-01"},
-        {"extra_headers": {"Authorization": "Bearer x"}},
-        {"user_config": {"model_list": []}},
-    ],
-)
-def test_redirecting_or_credential_parameters_are_refused(body: dict[str, object]) -> None:
-    with pytest.raises(ProxyError) as caught:
-        refuse_forbidden_params({"model": "m", "messages": [], **body})
-    assert caught.value.status == 400
-    assert caught.value.code == "forbidden_parameter"
-
-
-def test_tool_schemas_may_name_such_fields() -> None:
-    tool = {
-        "type": "function",
-        "function": {
-            "name": "call_api",
-            "parameters": {"type": "object", "properties": {"api_key": {"type": "string"}}},
-        },
-    }
-    refuse_forbidden_params({"model": "m", "messages": [], "tools": [tool]})
 
 
 def test_key_comes_from_bearer_or_x_api_key() -> None:

@@ -31,14 +31,14 @@ from llm_proxy.logs import logger, redactor
 from llm_proxy.pipeline.cache import ResponseCache
 from llm_proxy.pipeline.meter import AfterResponse
 from llm_proxy.pipeline.pipeline import Pipeline, Stores
-from llm_proxy.pipeline.request import Call, GatewayRequest
+from llm_proxy.pipeline.request import Api, GatewayRequest
 from llm_proxy.pipeline.router import ModelRouter, RouterCache, configure_litellm
 from llm_proxy.provider_keys import ProviderKeys
+from llm_proxy.readiness import Readiness
 from llm_proxy.reports.report import Report, spend
 from llm_proxy.settings import Settings
 
 DEFAULT_MASTER_KEY_REFERENCE = "os.environ/LLM_PROXY__MASTER_KEY"
-NOT_CONFIGURED = "not configured"
 
 
 class Gateway:
@@ -54,7 +54,9 @@ class Gateway:
         self.settings = settings
         self.config = config
         self.provider_keys = provider_keys or ProviderKeys(
-            settings.secret_id, settings.secret_ttl_s
+            settings.secret_id,
+            settings.secret_ttl_s,
+            max_staleness_s=settings.secret_max_staleness_s,
         )
         self.virtual_keys = virtual_keys or KeyStore(settings.keys_table)
         self.stores = stores or Stores(
@@ -64,6 +66,7 @@ class Gateway:
                 settings.usage_retention_days,
                 rollups_table=settings.rollups_table,
                 dead_letter_queue=settings.usage_dead_letter_queue,
+                quarantine_queue=settings.usage_quarantine_queue,
             ),
             cache=ResponseCache(settings.cache_table),
         )
@@ -76,6 +79,7 @@ class Gateway:
         self.routers = RouterCache(config, self.provider_keys, settings.ollama_api_base)
         self.pipeline = Pipeline(settings, config, self.routers, self.stores)
         self.key_admin = KeyAdmin(self.virtual_keys, self.stores.limiter)
+        self._readiness = Readiness(settings, self.provider_keys, self.stores.usage)
 
     @classmethod
     def from_settings(cls, settings: Settings, default_config: Path) -> Gateway:
@@ -147,13 +151,13 @@ class Gateway:
     def request(
         self,
         endpoint: str,
-        call: Call,
+        api: Api,
         caller: Caller,
         body: dict[str, Any],
         request_id: str,
         sent: dict[str, Any] | None = None,
     ) -> GatewayRequest:
-        return self.pipeline.request(endpoint, call, caller, body, request_id, sent)
+        return self.pipeline.request(endpoint, api, caller, body, request_id, sent)
 
     async def run(self, request: GatewayRequest, after_response: AfterResponse | None) -> Any:
         return await self.pipeline.run(request, after_response)
@@ -181,20 +185,7 @@ class Gateway:
     # -- operations --------------------------------------------------------------------------
 
     def readiness(self) -> dict[str, str]:
-        checks = {"config": "ok", "secret": "ok", "usage_table": "ok"}
-        if not self.settings.secret_id:
-            checks["secret"] = NOT_CONFIGURED
-        if not self.settings.usage_table:
-            checks["usage_table"] = NOT_CONFIGURED
-        try:
-            self.provider_keys.get(force=True)
-        except ProxyError as exc:
-            checks["secret"] = exc.message
-        try:
-            self.stores.usage.ping()
-        except Exception as exc:
-            checks["usage_table"] = f"unreachable ({type(exc).__name__})"
-        return checks
+        return self._readiness.checks()
 
     def spend_report(self, start: str | None, end: str | None) -> Report:
         return spend(start, end, self.settings)

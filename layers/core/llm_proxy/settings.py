@@ -22,6 +22,9 @@ class Settings:
     environment: str = "aws"
     secret_id: str | None = None
     secret_ttl_s: int = 300
+    # How long the last good provider-keys secret keeps serving while Secrets Manager is
+    # unreachable (readiness says "degraded" meanwhile).
+    secret_max_staleness_s: int = 86_400
     usage_table: str | None = None
     keys_table: str | None = None
     counters_table: str | None = None
@@ -29,6 +32,8 @@ class Settings:
     usage_retention_days: int = 90
     rollups_table: str | None = None
     usage_dead_letter_queue: str | None = None
+    # Usage records that can never be written as they are, each with its reason.
+    usage_quarantine_queue: str | None = None
     llm_mode: str = "config"
     default_model: str | None = None
     litellm_proxy_url: str | None = None
@@ -50,6 +55,10 @@ class Settings:
     report_topic_arn: str | None = None
     budget_alert_share: float = DEFAULT_BUDGET_ALERT_SHARE
     report_prefix: str = "reports"
+    # The HTTP surface: `/openapi.json` and `/docs` only where enabled; the `/key/*` routes
+    # where this process manages keys (deployed, a function of its own does).
+    openapi: bool = False
+    key_management: bool = True
 
     @property
     def provider_deadline_s(self) -> float | None:
@@ -70,6 +79,7 @@ class Settings:
             environment=env.get("LLM_PROXY__ENV", "aws").strip().lower(),
             secret_id=env.get("LLM_PROXY__SECRET_ID") or None,
             secret_ttl_s=int(env.get("LLM_PROXY__SECRET_TTL_S", "300")),
+            secret_max_staleness_s=int(env.get("LLM_PROXY__SECRET_MAX_STALENESS_S") or "86400"),
             usage_table=env.get("LLM_PROXY__USAGE_TABLE") or None,
             keys_table=env.get("LLM_PROXY__KEYS_TABLE") or None,
             counters_table=env.get("LLM_PROXY__COUNTERS_TABLE") or None,
@@ -77,6 +87,7 @@ class Settings:
             usage_retention_days=int(env.get("LLM_PROXY__USAGE_RETENTION_DAYS", "90")),
             rollups_table=env.get("LLM_PROXY__ROLLUPS_TABLE") or None,
             usage_dead_letter_queue=env.get("LLM_PROXY__USAGE_DLQ_URL") or None,
+            usage_quarantine_queue=env.get("LLM_PROXY__USAGE_QUARANTINE_URL") or None,
             llm_mode=env.get("LLM_PROXY__LLM_MODE", "config").strip().lower(),
             default_model=env.get("LLM_PROXY__DEFAULT_MODEL") or None,
             litellm_proxy_url=env.get("LLM_PROXY__LITELLM_PROXY_URL") or None,
@@ -86,6 +97,8 @@ class Settings:
             api_timeout_ms=int(env.get("LLM_PROXY__API_TIMEOUT_MS") or "29000"),
             timeout_margin_ms=int(env.get("LLM_PROXY__TIMEOUT_MARGIN_MS") or "2000"),
             meter_after_response=not env.get("AWS_LAMBDA_FUNCTION_NAME"),
+            openapi=_flag(env.get("LLM_PROXY__OPENAPI")),
+            key_management=_flag(env.get("LLM_PROXY__KEY_MANAGEMENT") or "true"),
             report_bucket=env.get("LLM_PROXY__REPORT_BUCKET") or None,
             report_topic_arn=env.get("LLM_PROXY__REPORT_TOPIC_ARN") or None,
             budget_alert_share=float(

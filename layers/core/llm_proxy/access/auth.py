@@ -22,9 +22,15 @@ MASTER = "master"
 @dataclass(frozen=True)
 class Caller:
     key_id: str
-    agent: str | None = None
     # The virtual key's metadata and limits; None for the master key.
     key: VirtualKey | None = None
+    # The agent the `x-agent` header names: honoured only where the key has no agent of its own.
+    claimed_agent: str | None = None
+
+    @property
+    def agent(self) -> str | None:
+        """The key's own agent, which no request can change."""
+        return self.key.agent if self.key is not None else None
 
     @property
     def is_master(self) -> bool:
@@ -85,9 +91,8 @@ def authenticate(
         raise authentication_failed(
             "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
         )
+    claimed = headers.get("x-agent") or None
     if is_master_key(key, master_key):
-        return Caller(key_id=MASTER, agent=headers.get("x-agent") or None)
+        return Caller(key_id=MASTER, claimed_agent=claimed)
     found = virtual_key(key)
-    return Caller(
-        key_id=found.token, agent=found.agent or headers.get("x-agent") or None, key=found
-    )
+    return Caller(key_id=found.token, key=found, claimed_agent=claimed)

@@ -26,6 +26,7 @@ from llm_proxy.errors import ProxyError, dependency_unavailable
 from llm_proxy.logs import logger
 
 MINUTE_S = 60
+MAX_STORED_LIMIT = 10**15
 # Counters outlive their window a little, so a late settlement still finds its item.
 TTL_GRACE_S = 3600
 _DESERIALIZE = TypeDeserializer().deserialize
@@ -66,7 +67,7 @@ class Limiter:
         now = time.time() if now is None else now
         reservation = Reservation(tokens=tokens)
         updates: list[dict[str, Any]] = []
-        limits = Limits(key.rpm_limit, key.tpm_limit)
+        limits = Limits(_bounded(key.rpm_limit), _bounded(key.tpm_limit))
         if limits.rpm or limits.tpm:
             item = f"key#{key.token}#minute#{int(now // MINUTE_S)}"
             updates.append(self._minute_update(item, limits, tokens, now))
@@ -139,7 +140,8 @@ class Limiter:
     def _budget_update(
         self, key: VirtualKey, reservation: Reservation, now: float
     ) -> dict[str, Any]:
-        budget = Decimal(str(key.max_budget))
+        # Through float: a stored budget may be an integer too long for a DynamoDB number.
+        budget = Decimal(str(float(key.max_budget or 0)))
         values = {
             ":zero": aws.attribute_value(0),
             ":cost": aws.attribute_value(reservation.cost),
@@ -241,6 +243,12 @@ class Limiter:
         )
         spent = item.get("Item", {}).get("spend")
         return float(_DESERIALIZE(spent)) if spent else 0.0
+
+
+def _bounded(limit: int | None) -> int | None:
+    """A stored limit, capped where it is longer than a DynamoDB number holds (keys made before
+    limits were bounded)."""
+    return None if limit is None else min(int(limit), MAX_STORED_LIMIT)
 
 
 def spend_item(key: VirtualKey, now: float) -> str:

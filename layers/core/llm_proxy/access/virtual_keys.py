@@ -11,6 +11,7 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,9 +28,11 @@ from llm_proxy.errors import (
 # How long a warm container trusts a key's metadata: a revoked or changed key takes effect
 # within this many seconds on every container.
 KEY_CACHE_TTL_S = 30.0
+KEY_CACHE_SIZE = 10_000
 KEY_PREFIX = "sk-"
-# LiteLLM's durations: "30s", "15m", "1h", "7d".
-DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+# LiteLLM's durations: "30s", "15m", "1h", "7d"; ten years at most.
+DURATION = re.compile(r"^\s*(\d{1,12})\s*([smhd])\s*$")
+MAX_DURATION_S = 3650 * 86_400
 # A key's SHA-256 in hex, as stored.
 TOKEN = re.compile(r"^[0-9a-f]{64}$")
 SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
@@ -55,14 +58,15 @@ def token_of(raw_key: str) -> str:
 
 def duration_s(value: str, field_name: str) -> int:
     match = DURATION.match(value)
-    if not match or int(match.group(1)) == 0:
+    seconds = int(match.group(1)) * SECONDS_PER_UNIT[match.group(2)] if match else 0
+    if not 0 < seconds <= MAX_DURATION_S:
         raise invalid_request(
-            f"'{field_name}' must be a duration such as '30s', '15m', '1h' or '30d'; got "
-            f"{value!r}.",
+            f"'{field_name}' must be a duration such as '30s', '15m', '1h' or '30d', at most "
+            f"{MAX_DURATION_S // SECONDS_PER_UNIT['d']}d; got {value[:40]!r}.",
             param=field_name,
             code="invalid_duration",
         )
-    return int(match.group(1)) * SECONDS_PER_UNIT[match.group(2)]
+    return seconds
 
 
 @dataclass
@@ -100,9 +104,13 @@ class VirtualKey:
     def has_limits(self) -> bool:
         return bool(self.rpm_limit or self.tpm_limit or self.max_budget is not None)
 
-    def allows(self, model: str) -> bool:
+    @property
+    def allows_all(self) -> bool:
         # An empty list, or LiteLLM's "all-proxy-models", allows every model.
-        return not self.models or model in self.models or "all-proxy-models" in self.models
+        return not self.models or "all-proxy-models" in self.models
+
+    def allows(self, model: str) -> bool:
+        return self.allows_all or model in self.models
 
     def to_item(self) -> dict[str, Any]:
         item = {
@@ -146,7 +154,9 @@ class KeyStore:
 
     def __init__(self, table_name: str | None) -> None:
         self.table_name = table_name
-        self._cache: dict[str, tuple[float, VirtualKey | None]] = {}
+        # Known and unknown keys alike, the oldest read dropped first past KEY_CACHE_SIZE: a
+        # caller trying keys at random costs a read each, never unbounded memory.
+        self._cache: OrderedDict[str, tuple[float, VirtualKey | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -180,6 +190,9 @@ class KeyStore:
             key = self._read(token)
             with self._lock:
                 self._cache[token] = (time.monotonic(), key)
+                self._cache.move_to_end(token)
+                while len(self._cache) > KEY_CACHE_SIZE:
+                    self._cache.popitem(last=False)
         if key is None:
             raise authentication_failed("Invalid API key.")
         if key.blocked:

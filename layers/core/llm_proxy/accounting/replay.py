@@ -2,8 +2,11 @@
 
 Idempotent by request id: each item is written with its rollup in one transaction guarded by
 `attribute_not_exists(request_id)`, so a record replayed twice (SQS delivers at least once)
-leaves one item and is counted once. A record that still cannot be written stays in the queue
-and comes back after the queue's visibility timeout.
+leaves one item and is counted once. A record DynamoDB refuses as invalid is repaired and
+written, or else quarantined with its reason, as is a message that is no usage item; either
+way it leaves the queue, so no bad letter holds the good ones back. A record that cannot be
+written for now (DynamoDB down) stays in the queue and comes back after the queue's
+visibility timeout.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from llm_proxy.accounting.dead_letters import DeadLetters
-from llm_proxy.accounting.usage import Outcome, UsageStore
+from llm_proxy.accounting.usage import Outcome, Stored, UsageStore
 from llm_proxy.logs import logger
 
 
@@ -19,7 +22,13 @@ from llm_proxy.logs import logger
 class ReplayResult:
     written: int = 0
     duplicates: int = 0
+    # Left in the queue: DynamoDB refused them for now, or SQS refused their quarantine.
     failed: int = 0
+    quarantined: int = 0
+
+    @property
+    def taken(self) -> int:
+        return self.written + self.duplicates + self.failed + self.quarantined
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -27,25 +36,36 @@ class ReplayResult:
 
 def replay(store: UsageStore, dead_letters: DeadLetters, limit: int = 10_000) -> ReplayResult:
     """Drain the queue (up to `limit` records); each record's message is deleted only once its
-    item is stored."""
+    item is stored or quarantined."""
     result = ReplayResult()
-    while result.written + result.duplicates + result.failed < limit:
+    while result.taken < limit:
         letters = dead_letters.receive()
         if not letters:
             break
         done: list[str] = []
+        unavailable = 0
         for letter in letters:
-            outcome = store.store(letter.item)
-            if outcome is Outcome.FAILED:
+            if letter.item is None:
+                stored = Stored(Outcome.INVALID, letter.problem)
+            else:
+                stored = store.store(letter.item)
+            if stored.outcome is Outcome.WRITTEN:
+                result.written += 1
+            elif stored.outcome is Outcome.DUPLICATE:
+                result.duplicates += 1
+            elif stored.outcome is Outcome.FAILED:
+                result.failed += 1
+                unavailable += 1
+                continue
+            elif store.quarantine(stored.reason, item=letter.item, body=letter.body):
+                result.quarantined += 1
+            else:
+                # No quarantine took it: it stays, and the queue's redrive policy moves it on.
                 result.failed += 1
                 continue
             done.append(letter.receipt)
-            if outcome is Outcome.WRITTEN:
-                result.written += 1
-            else:
-                result.duplicates += 1
         dead_letters.delete(done)
-        if not done:
-            break  # a whole batch refused: DynamoDB is still down, try again later
+        if unavailable == len(letters):
+            break  # a whole batch refused for now: DynamoDB is still down, try again later
     logger.info("usage dead letters replayed", extra=result.as_dict())
     return result

@@ -8,6 +8,7 @@ ADD: it is raised by a conditional SET, which is idempotent and may be repeated 
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -21,6 +22,25 @@ from llm_proxy import aws
 from llm_proxy.accounting.counters import Counters
 
 NONE = "-"
+# DynamoDB caps a sort key at 1,024 bytes: each of the three labels of `model#key_id#agent` is
+# cut to this many, so every usage item has a rollup key that fits.
+LABEL_BYTES = 256
+
+
+def cut(value: str, limit: int) -> str:
+    """`value` if it fits in `limit` UTF-8 bytes; else its start, marked with the whole value's
+    size and digest, in `limit` bytes. The same long value always gives the same result, so
+    its requests still add up in one rollup."""
+    try:
+        raw = value.encode()
+    except UnicodeEncodeError:
+        # Lone surrogates (a JSON "\ud800") are not UTF-8, so DynamoDB cannot store them.
+        raw = value.encode(errors="replace")
+        value = raw.decode()
+    if len(raw) <= limit:
+        return value
+    mark = f"...[{len(raw)} bytes, sha256:{hashlib.sha256(raw).hexdigest()[:16]}]"
+    return raw[: max(limit - len(mark), 0)].decode(errors="ignore") + mark
 
 
 @dataclass(frozen=True)
@@ -53,17 +73,20 @@ class Rollup(Counters):
 
 
 def key_of(item: Mapping[str, Any]) -> RollupKey:
-    """A usage item's rollup: the model group that answered (or was asked for), key, agent."""
+    """A usage item's rollup: the model group that answered (or was asked for), key, agent,
+    each cut to `LABEL_BYTES` (a usage item's own labels already are; see `usage.bounded`)."""
     model = item.get("model_group") or item.get("model_requested") or "unknown"
     return RollupKey(
         day=str(item["day"]),
-        model=str(model),
-        key_id=str(item.get("key_id") or NONE),
-        agent=str(item.get("agent") or NONE),
+        model=cut(str(model), LABEL_BYTES),
+        key_id=cut(str(item.get("key_id") or NONE), LABEL_BYTES),
+        agent=cut(str(item.get("agent") or NONE), LABEL_BYTES),
     )
 
 
 def _number(value: Decimal | int) -> dict[str, str]:
+    if not Decimal(value).is_finite():
+        raise ValueError(f"not a number DynamoDB can store: {value}")
     return {"N": str(value)}
 
 

@@ -1,5 +1,7 @@
 """Usage records and their store: one item per request, success or failure, in the usage
-table, with its daily rollup; never lost: retried, then dead-lettered to SQS for a replay."""
+table, with its daily rollup; never lost: retried, then dead-lettered to SQS for a replay.
+A record DynamoDB refuses as invalid is repaired (its strings cut to their bounds) and
+written, or quarantined with the reason when even that is refused."""
 
 from __future__ import annotations
 
@@ -12,15 +14,25 @@ from enum import Enum
 from typing import Any
 
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties import MetricUnit
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from llm_proxy import aws
 from llm_proxy.accounting import metrics
-from llm_proxy.accounting.dead_letters import DeadLetters
-from llm_proxy.accounting.rollups import Rollups, add_update
+from llm_proxy.accounting.dead_letters import REASON_BYTES, DeadLetters, Quarantine
+from llm_proxy.accounting.rollups import LABEL_BYTES, Rollups, add_update, cut
 from llm_proxy.logs import logger
 
 SECONDS_PER_DAY = 86_400
+# Bounds on a usage item's strings, in UTF-8 bytes. Callers choose the agent and the model they
+# ask for, so without a bound a request could make its item too large to store (400 KB) or its
+# rollup key too long (1,024 bytes), or simply costly to write. The rollup's labels share the
+# rollup key's bound; any other string gets FIELD_BYTES.
+FIELD_BYTES = 1024
+LABEL_FIELDS = frozenset({"agent", "model_requested", "model_group", "key_id"})
+# What identifies the item is never cut: a cut request id could meet another request's.
+IDENTITY_FIELDS = frozenset({"request_id", "day"})
+# Lists the names of the fields that were cut.
+TRUNCATED = "truncated"
 
 
 @dataclass
@@ -40,6 +52,9 @@ class UsageRecord:
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     ttft_ms: float | None = None
+    # The part of the latency spent in the provider call (litellm and the provider), from
+    # routing to the answer or the stream's end; the rest is the gateway's own.
+    upstream_ms: float | None = None
     status: int = 200
     error_type: str | None = None
     error_code: str | None = None
@@ -64,11 +79,32 @@ class UsageRecord:
         item["timestamp"] = started.isoformat(timespec="milliseconds")
         item["day"] = started.strftime("%Y-%m-%d")
         item["expires_at"] = int(self.started_at) + retention_days * SECONDS_PER_DAY
-        return item
+        return bounded(item)
+
+
+def bounded(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The item with every string but its identity cut to its bound (`rollups.cut`: the start
+    of the value, marked with its size and digest), and the cut fields' names in `truncated`."""
+    result: dict[str, Any] = {}
+    was_cut: list[str] = []
+    for name, value in item.items():
+        if isinstance(value, str) and name not in IDENTITY_FIELDS:
+            short = cut(value, LABEL_BYTES if name in LABEL_FIELDS else FIELD_BYTES)
+            if short != value:
+                was_cut.append(name)
+            value = short
+        result[name] = value
+    if was_cut:
+        earlier = item.get(TRUNCATED)
+        earlier_names = [str(n) for n in earlier] if isinstance(earlier, list) else []
+        result[TRUNCATED] = sorted({*earlier_names, *was_cut})
+    return result
 
 
 def emit_metrics(record: UsageRecord) -> None:
-    model = record.model_group or record.model_requested or "unknown"
+    # The group that answered: a bounded set. A request refused before routing names no group,
+    # so a caller cannot mint a metric per model name it makes up.
+    model = cut(record.model_group or "unrouted", LABEL_BYTES)
     metrics.emit(
         {
             "Requests": (MetricUnit.Count, 1),
@@ -89,7 +125,17 @@ def _dynamo_value(value: Any) -> Any:
 class Outcome(Enum):
     WRITTEN = "written"
     DUPLICATE = "duplicate"
+    # Refused for now (DynamoDB down, throttled, missing): a later replay may write it.
     FAILED = "failed"
+    # Refused as it is (ValidationException): no retry or replay can write it.
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class Stored:
+    outcome: Outcome
+    # Why DynamoDB refused an INVALID item.
+    reason: str = ""
 
 
 # Errors worth another try: throttling, DynamoDB's own failures, a lost connection.
@@ -128,9 +174,15 @@ class Backoff:
         return random.uniform(0, min(self.cap_s, self.base_s * 2**attempt))  # noqa: S311
 
 
+def _invalid(reason: str) -> Stored:
+    # Bounded: an error can quote the value it refused.
+    return Stored(Outcome.INVALID, cut(reason, REASON_BYTES))
+
+
 class UsageStore:
-    """One usage item per request, its rollup added in the same transaction; what DynamoDB
-    refuses after the retries goes to the dead-letter queue."""
+    """One usage item per request, its rollup added in the same transaction. What DynamoDB
+    refuses after the retries goes to the dead-letter queue; what it refuses as invalid is
+    repaired, or else quarantined with the reason."""
 
     def __init__(
         self,
@@ -139,12 +191,14 @@ class UsageStore:
         *,
         rollups_table: str | None = None,
         dead_letter_queue: str | None = None,
+        quarantine_queue: str | None = None,
         backoff: Backoff | None = None,
     ) -> None:
         self.table_name = table_name
         self.retention_days = retention_days
         self.rollups = Rollups(rollups_table) if rollups_table else None
         self.dead_letters = DeadLetters(dead_letter_queue) if dead_letter_queue else None
+        self.quarantine_queue = Quarantine(quarantine_queue) if quarantine_queue else None
         self.backoff = backoff or Backoff()
 
     def write(self, record: UsageRecord) -> bool:
@@ -153,8 +207,18 @@ class UsageStore:
         if not self.table_name:
             return False
         item = record.to_item(self.retention_days)
-        if self.store(item) is not Outcome.FAILED:
+        if TRUNCATED in item:
+            logger.warning(
+                "usage item fields cut to their bounds",
+                extra={"request_id": record.request_id, "fields": item[TRUNCATED]},
+            )
+        stored = self.store(item)
+        if stored.outcome in (Outcome.WRITTEN, Outcome.DUPLICATE):
             return True
+        if stored.outcome is Outcome.INVALID and self.quarantine(stored.reason, item=item):
+            return False
+        # Without a quarantine queue an invalid item waits in the dead-letter queue too: the
+        # replay, or the queue's redrive policy, moves it on.
         if self.dead_letters is not None and self.dead_letters.send(item):
             logger.warning("usage item dead-lettered", extra={"request_id": record.request_id})
             metrics.emit({"UsageDeadLettered": (MetricUnit.Count, 1)})
@@ -163,18 +227,66 @@ class UsageStore:
             logger.error("usage item lost to DynamoDB and SQS", extra={"usage_item": item})
         return False
 
-    def store(self, item: Mapping[str, Any]) -> Outcome:
+    def store(self, item: Mapping[str, Any]) -> Stored:
         """Write the item and its rollup once, retrying with backoff. Idempotent by request id:
-        an item already stored is a DUPLICATE and its rollup is not added again."""
+        an item already stored is a DUPLICATE and its rollup is not added again. An item
+        refused as invalid is written again with its strings cut to their bounds."""
+        first = self._store_once(item)
+        if first.outcome is not Outcome.INVALID:
+            return first
+        repaired = bounded(item)
+        fields = tuple(n for n, v in item.items() if n != TRUNCATED and repaired[n] != v)
+        if not fields:
+            return first
+        second = self._store_once(repaired)
+        if second.outcome is Outcome.INVALID:
+            reason = f"{first.reason}; after cutting {', '.join(fields)}: {second.reason}"
+            return _invalid(reason)
+        if second.outcome is not Outcome.FAILED:
+            logger.warning(
+                "usage item repaired",
+                extra={
+                    "request_id": item.get("request_id"),
+                    "fields": fields,
+                    "reason": first.reason,
+                },
+            )
+            metrics.emit({"UsageRepaired": (MetricUnit.Count, 1)})
+        return second
+
+    def quarantine(
+        self, reason: str, *, item: Mapping[str, Any] | None = None, body: str | None = None
+    ) -> bool:
+        """Park a record that can never be written as it is (or, with no `item`, a message
+        `body` that is no record) in the quarantine queue, with the reason; False when there is
+        no quarantine queue or SQS refuses."""
+        if self.quarantine_queue is None or not self.quarantine_queue.send(
+            reason, item=item, body=body
+        ):
+            return False
+        request_id = item.get("request_id") if item is not None else None
+        logger.error("usage record quarantined", extra={"request_id": request_id, "reason": reason})
+        metrics.emit({"UsageQuarantined": (MetricUnit.Count, 1)})
+        return True
+
+    def _store_once(self, item: Mapping[str, Any]) -> Stored:
+        try:
+            transaction = self._transaction(item)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            # Not a usage item's shape (a missing day, a number that is not one).
+            return _invalid(f"malformed usage item: {type(exc).__name__}: {exc}")
         started = time.monotonic()
         for attempt in range(self.backoff.attempts):
             try:
                 aws.client("dynamodb", max_attempts=1).transact_write_items(
-                    TransactItems=self._transaction(item)
+                    TransactItems=transaction
                 )
             except Exception as exc:
                 if _is_duplicate(exc):
-                    return Outcome.DUPLICATE
+                    return Stored(Outcome.DUPLICATE)
+                reason = _invalid_reason(exc)
+                if reason is not None:
+                    return _invalid(reason)
                 delay = self.backoff.delay(attempt)
                 last = attempt + 1 == self.backoff.attempts
                 if (
@@ -190,14 +302,16 @@ class UsageStore:
                             "attempts": attempt + 1,
                         },
                     )
-                    return Outcome.FAILED
+                    return Stored(Outcome.FAILED)
                 time.sleep(delay)
                 continue
             self._raise_latency_max(item)
-            return Outcome.WRITTEN
-        return Outcome.FAILED
+            return Stored(Outcome.WRITTEN)
+        return Stored(Outcome.FAILED)
 
     def _transaction(self, item: Mapping[str, Any]) -> list[dict[str, Any]]:
+        if "request_id" not in item:
+            raise KeyError("request_id")
         put = {
             "TableName": self.table_name,
             "Item": {name: aws.attribute_value(value) for name, value in item.items()},
@@ -238,6 +352,21 @@ def _is_duplicate(exc: Exception) -> bool:
     # The Put is the first action: its condition failing means the item is already stored.
     reasons = _reasons(exc)
     return bool(reasons) and reasons[0] == "ConditionalCheckFailed"
+
+
+def _invalid_reason(exc: Exception) -> str | None:
+    """DynamoDB's (or botocore's) word on why the item can never be written as it is; None for
+    an error a retry or a later replay may get past."""
+    if isinstance(exc, ParamValidationError):
+        return f"ParamValidationError: {exc}"
+    if not isinstance(exc, ClientError):
+        return None
+    if _error_name(exc) == "ValidationException":
+        return f"ValidationException: {exc.response.get('Error', {}).get('Message', '')}"
+    for reason in exc.response.get("CancellationReasons", []):
+        if reason.get("Code") == "ValidationError":
+            return f"ValidationError: {reason.get('Message', '')}"
+    return None
 
 
 def _retryable(exc: Exception) -> bool:

@@ -3,6 +3,9 @@ middleware, and an OpenAPI schema without FastAPI's 422."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from types import ModuleType
+
 from fastapi import FastAPI
 
 from llm_proxy.gateway import Gateway
@@ -11,12 +14,23 @@ from llm_proxy.http.middleware import RequestContext
 from llm_proxy.http.openapi import ERROR_RESPONSES, openapi_without_422
 from llm_proxy.http.routes import completions, health, keys, messages, models, spend
 
+# The routes of each function: the api functions serve agents; key management is a function
+# of its own where deployed, the only one that may write the keys table.
+API_ROUTES = (health, models, completions, messages, spend)
+KEY_ROUTES = (health, keys)
 
-def create_app(gateway: Gateway) -> FastAPI:
+
+def create_app(gateway: Gateway, resources: Sequence[ModuleType] | None = None) -> FastAPI:
+    """The app serving `resources` (routers); by default the api's, with key management
+    where the settings say this process manages keys."""
+    settings = gateway.settings
+    if resources is None:
+        resources = (*API_ROUTES, keys) if settings.key_management else API_ROUTES
     app = FastAPI(
         title="LLM Proxy",
         version="0.1.0",
-        docs_url=None,
+        openapi_url="/openapi.json" if settings.openapi else None,
+        docs_url="/docs" if settings.openapi else None,
         redoc_url=None,
         responses=ERROR_RESPONSES,
     )
@@ -24,6 +38,6 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
     app.add_middleware(RequestContext, max_body_bytes=gateway.max_body_bytes)
     install_error_handlers(app)
-    for resource in (health, models, completions, messages, keys, spend):
+    for resource in dict.fromkeys(resources):
         app.include_router(resource.router)
     return app

@@ -54,7 +54,12 @@ class RequestContext:
         limit = self.max_body_bytes
         length = Headers(scope=scope).get("content-length", "")
         try:
-            if length.isdigit() and int(length) > limit:
+            too_large = length.isdigit() and int(length) > limit
+            if not length.isdigit() and not too_large:
+                # No Content-Length (a chunked body): read it here, up to the limit.
+                body, too_large = await read_body(receive, limit)
+                receive = replay(body, receive)
+            if too_large:
                 error = ProxyError(
                     413,
                     f"Request body is larger than {limit} bytes.",
@@ -75,3 +80,36 @@ class RequestContext:
                     await loop.run_in_executor(AFTER_RESPONSE_THREADS, work)
                 except Exception:
                     logger.exception("work after the response failed")
+
+
+async def read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The whole body, or as much as was read when it passed `limit` (then True)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return b"", True
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks), False
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the app the body already read, then the server's own messages
+    (a disconnect, which a streamed response listens for)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llm_proxy.errors import ProxyError, invalid_request
 
@@ -71,6 +73,8 @@ class AnthropicMessagesRequest(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
+# An agent's name, as usage items, rollups and metrics carry it.
+AGENT_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 # Bounds on a key's limits: far above any real use, and numbers DynamoDB stores exactly.
 MAX_BUDGET_USD = 1_000_000_000
 MAX_RPM = 1_000_000_000
@@ -82,7 +86,9 @@ class KeyFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     key_alias: str | None = Field(default=None, max_length=256)
-    models: list[Annotated[str, Field(min_length=1)]] | None = None
+    models: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        default=None, max_length=1000
+    )
     # Finite and within what a DynamoDB number holds exactly (38 significant digits).
     max_budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
     budget_duration: str | None = None
@@ -94,10 +100,22 @@ class KeyFields(BaseModel):
     )
     duration: str | None = None
     metadata: dict[str, Any] | None = None
-    team_id: str | None = None
+    team_id: str | None = Field(default=None, max_length=256)
     # Shorthands for metadata.agent and metadata.team.
-    agent: str | None = None
-    team: str | None = None
+    agent: str | None = Field(default=None, pattern=AGENT_NAME_PATTERN)
+    team: str | None = Field(default=None, max_length=256)
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded_metadata(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+        if metadata is None:
+            return None
+        if len(json.dumps(metadata, default=str).encode("utf-8", "surrogatepass")) > 8192:
+            raise ValueError("metadata is larger than 8192 bytes")
+        agent = metadata.get("agent")
+        if agent is not None and not re.fullmatch(AGENT_NAME_PATTERN, str(agent)):
+            raise ValueError("metadata.agent must be 1 to 64 letters, digits, '.', '_' or '-'")
+        return metadata
 
 
 class KeyGenerateRequest(KeyFields):

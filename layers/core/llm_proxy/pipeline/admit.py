@@ -15,6 +15,9 @@ from llm_proxy.errors import ProxyError
 from llm_proxy.pipeline.request import GatewayRequest
 from llm_proxy.pipeline.router import ModelRouter
 
+# What an answer of unknown length is reserved at, where the model's own limit is unknown.
+DEFAULT_OUTPUT_RESERVE = 4096
+
 
 def needs_counters(request: GatewayRequest) -> bool:
     """Only a key with limits takes counters (a DynamoDB write); the rest is arithmetic."""
@@ -25,8 +28,9 @@ def needs_counters(request: GatewayRequest) -> bool:
 def admit(
     limiter: Limiter, request: GatewayRequest, router: ModelRouter, cache_hit: bool
 ) -> Admission:
-    """The estimate it reserves is the prompt plus max_tokens, at the group's dearest price
-    (nothing for a cache hit, which costs nothing)."""
+    """The estimate it reserves is the worst case (see `estimate`; nothing for a cache hit,
+    which costs nothing). A request whose worst case can never fit the key's tpm limit or
+    budget is refused outright, the first of a window like any other."""
     key = request.caller.key
     limits = {} if cache_hit or not limiter.table_name else router.deployment_limits
     tokens, estimated_cost = 0, 0.0
@@ -43,14 +47,33 @@ def admit(
             "service_unavailable",
             code="counters_table_missing",
         )
+    if key.tpm_limit and tokens > key.tpm_limit:
+        raise never_fits(f"{tokens} tokens", f"limit of {key.tpm_limit} tokens per minute")
+    if key.max_budget is not None and estimated_cost > key.max_budget:
+        raise never_fits(f"${estimated_cost:.6f}", f"budget of ${key.max_budget}")
     reservation = limiter.admit(key, tokens, estimated_cost)
     return Admission(limiter, reservation, limits)
 
 
+def never_fits(estimate: str, limit: str) -> ProxyError:
+    return ProxyError(
+        400,
+        f"This request may use up to {estimate}, more than this key's {limit}: lower "
+        "max_tokens (or n).",
+        "invalid_request_error",
+        param="max_tokens",
+        code="request_exceeds_limit",
+    )
+
+
 def estimate(request: GatewayRequest, router: ModelRouter) -> tuple[int, float]:
-    """Worst-case tokens and cost: the prompt, plus max_tokens at the group's dearest output
-    price."""
+    """Worst-case tokens and cost: n answers, each the prompt plus max_tokens (or the model's
+    longest answer when the request sets none), at the group's dearest price."""
     prompt, output = estimate_tokens(request.body)
+    if request.call == "chat" and not output:
+        output = router.max_output_tokens(request.model) or DEFAULT_OUTPUT_RESERVE
+    choices = int(request.body.get("n") or 1)
+    prompt, output = prompt * choices, output * choices
     costs = [cost_usd(deployment, prompt, output) for deployment in router.in_group(request.model)]
     return prompt + output, max(costs, default=0.0)
 

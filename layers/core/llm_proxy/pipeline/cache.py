@@ -23,6 +23,7 @@ from llm_proxy.logs import logger
 # Parameters that change how an answer is delivered or billed, not what it says.
 NOT_IN_KEY = frozenset({"stream", "stream_options", "user", "metadata", "cache"})
 CACHE_HIT_HEADER = "x-litellm-cache-hit"
+MAX_TTL_S = 365 * 86_400
 # Marks an answer served from the cache, in its hidden params as litellm keeps them.
 CACHE_HIT = "cache_hit"
 
@@ -73,9 +74,9 @@ class CacheControl:
                 code="invalid_cache_control",
             )
         ttl = control.get("ttl", control.get("s-maxage", settings.ttl_s))
-        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl <= 0:
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 0 < ttl <= MAX_TTL_S:
             raise invalid_request(
-                "'cache.ttl' must be a positive number of seconds.",
+                f"'cache.ttl' must be a positive number of seconds, at most {MAX_TTL_S}.",
                 param="cache.ttl",
                 code="invalid_cache_control",
             )

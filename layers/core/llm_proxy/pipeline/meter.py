@@ -89,8 +89,13 @@ def record_cost(record: UsageRecord, router: ModelRouter | None) -> None:
     record.cost_usd = cost_usd(deployment, record.prompt_tokens, record.completion_tokens)
 
 
-def record_latency(record: UsageRecord, started: float) -> None:
-    record.latency_ms = (time.perf_counter() - started) * 1000
+def record_latency(record: UsageRecord, started: float, routed: float | None = None) -> None:
+    """The request's latency since `started`, and the provider call's since `routed` (when the
+    request was routed)."""
+    now = time.perf_counter()
+    record.latency_ms = (now - started) * 1000
+    if routed is not None:
+        record.upstream_ms = (now - routed) * 1000
 
 
 class Meter:

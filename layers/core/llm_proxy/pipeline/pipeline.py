@@ -33,11 +33,17 @@ from llm_proxy.pipeline.cache import (
     replayed_stream,
 )
 from llm_proxy.pipeline.meter import AfterResponse, Meter
-from llm_proxy.pipeline.request import Call, GatewayRequest
+from llm_proxy.pipeline.request import Api, GatewayRequest
 from llm_proxy.pipeline.route import route
-from llm_proxy.pipeline.router import ModelRouter, RouterCache
+from llm_proxy.pipeline.router import ModelRouter, Permission, RouterCache
 from llm_proxy.pipeline.streams import ChatStream
-from llm_proxy.pipeline.validate import validate_body, validate_model
+from llm_proxy.pipeline.validate import (
+    AGENT_NAME,
+    claimed_agents,
+    permitted_groups,
+    validate_model,
+    validate_request,
+)
 from llm_proxy.settings import Settings
 
 
@@ -67,27 +73,30 @@ class Pipeline:
     def request(
         self,
         endpoint: str,
-        call: Call,
+        api: Api,
         caller: Caller,
         body: dict[str, Any],
         request_id: str,
         sent: dict[str, Any] | None = None,
     ) -> GatewayRequest:
         """The request object, with the model (or the default) and the agent resolved: the
-        key's agent, else the one the body names, else an agent role asked for by name (the
+        key's own agent; else one the caller names (`x-agent`, `metadata.agent`) where it is a
+        valid name (validation refuses the others); else an agent role asked for by name (the
         seed's AGENT_MODELS as model_group_alias)."""
         model = str(body.get("model") or self.settings.default_model or "")
-        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
         aliases = self.config.router_settings.get("model_group_alias") or {}
-        agent = caller.agent or (metadata or {}).get("agent") or (model in aliases and model)
+        agent = caller.agent or next(
+            (name for name in claimed_agents(caller, sent or body) if AGENT_NAME.match(name)),
+            model if model in aliases else None,
+        )
         return GatewayRequest(
             endpoint=endpoint,
-            call=call,
+            api=api,
             caller=caller,
             body=body,
             request_id=request_id,
             model=model,
-            agent=str(agent) if agent else None,
+            agent=agent,
             sent=sent,
         )
 
@@ -97,12 +106,13 @@ class Pipeline:
         started = time.perf_counter()
         router: ModelRouter | None = None
         admission: Admission | None = None
+        routed: float | None = None
         cache: CacheControl | None = None
         try:
-            cache = self._cache_control(request)
-            validate_body(request)
             router = self.routers.get()
             validate_model(request, router, self.model_names(), self.config.accepts_any_model)
+            validate_request(request, router)
+            cache = self._cache_control(request)
             hit = await self._cached(request, cache)
             admitting = partial(admit, self.stores.limiter, request, router, hit is not None)
             admission = (
@@ -112,12 +122,14 @@ class Pipeline:
                 record.cache_hit = True
                 response = hit
             else:
+                permission = Permission(permitted_groups(request.caller, router))
                 deadline = self.settings.provider_deadline_s
-                response = await route(router, request, admission, deadline)
+                routed = time.perf_counter()
+                response = await route(router, request, admission, permission, deadline)
         except Exception as exc:
             error = as_proxy_error(exc, request.model)
             usage.record_failure(record, error, exc, router or self.routers.last_built)
-            usage.record_latency(record, started)
+            usage.record_latency(record, started, routed)
             await self.meter(record, admission)
             raise error from None
         if record.cache_hit:
@@ -125,10 +137,10 @@ class Pipeline:
         else:
             usage.record_answer(record, getattr(response, "_hidden_params", None) or {}, router)
         if request.stream:
-            return self._stream(request, response, record, started, router, admission)
+            return self._stream(request, response, record, (started, routed), router, admission)
         usage.record_usage(record, getattr(response, "usage", None))
         usage.record_cost(record, router)
-        usage.record_latency(record, started)
+        usage.record_latency(record, started, routed)
         await self.meter(
             record,
             admission,
@@ -138,7 +150,7 @@ class Pipeline:
         return response
 
     def _cache_control(self, request: GatewayRequest) -> CacheControl | None:
-        if request.call != "chat":
+        if request.api != "chat":
             return None
         return CacheControl.of(request.body, self.cache_settings)
 
@@ -166,7 +178,7 @@ class Pipeline:
         request: GatewayRequest,
         response: Any,
         record: UsageRecord,
-        started: float,
+        timing: tuple[float, float | None],
         router: ModelRouter,
         admission: Admission | None,
     ) -> ChatStream:
@@ -182,7 +194,7 @@ class Pipeline:
         return ChatStream(
             response,
             record,
-            started,
+            timing,
             request.client_wants_usage,
             request.body.get("messages"),
             finish,

@@ -7,14 +7,15 @@ from typing import Any, Literal
 
 from llm_proxy.access.auth import Caller
 
-# What the Router is asked for: a chat completion or embeddings.
+# The API a request came in on, and what the Router is asked for.
+Api = Literal["chat", "embeddings", "messages"]
 Call = Literal["chat", "embedding"]
 
 
 @dataclass(frozen=True)
 class GatewayRequest:
     endpoint: str
-    call: Call
+    api: Api
     caller: Caller
     # The body in the form the Router takes (OpenAI's chat or embeddings parameters).
     body: dict[str, Any]
@@ -25,6 +26,10 @@ class GatewayRequest:
     agent: str | None
     # The body as the client sent it, where it was translated (Anthropic's Messages API).
     sent: dict[str, Any] | None = None
+
+    @property
+    def call(self) -> Call:
+        return "embedding" if self.api == "embeddings" else "chat"
 
     @property
     def stream(self) -> bool:

@@ -8,10 +8,10 @@ import asyncio
 from typing import Any
 
 from llm_proxy.access.limits import CURRENT_ADMISSION, Admission
-from llm_proxy.errors import invalid_request
+from llm_proxy.errors import ProxyError, invalid_request
 from llm_proxy.logs import logger
 from llm_proxy.pipeline.request import GatewayRequest
-from llm_proxy.pipeline.router import ModelRouter
+from llm_proxy.pipeline.router import CURRENT_PERMISSION, ModelRouter, Permission
 from llm_proxy.pipeline.streams import OpenedStream, empty_stream, open_stream
 
 
@@ -19,18 +19,36 @@ async def route(
     router: ModelRouter,
     request: GatewayRequest,
     admission: Admission | None,
+    permission: Permission,
     deadline_s: float | None,
 ) -> Any:
     """litellm's ModelResponse or EmbeddingResponse, or an OpenedStream when streaming."""
-    # The Router's pre-call check reads the admission to take deployment counters.
-    context = CURRENT_ADMISSION.set(admission)
+    # The Router's pre-call and fallback checks read the admission (to take deployment
+    # counters) and the permission (to skip fallbacks the key may not use).
+    admitted, permitted = CURRENT_ADMISSION.set(admission), CURRENT_PERMISSION.set(permission)
     try:
         async with asyncio.timeout(deadline_s):
             if request.call == "embedding":
                 return await _embedding(router, request)
-            return await _completion(router, request)
+            return await _completion(router, request, permission)
+    except Exception:
+        fallbacks = router.fallbacks(request.model)
+        if fallbacks and set(fallbacks) <= set(permission.skipped):
+            raise fallbacks_not_allowed(request.model, fallbacks) from None
+        raise
     finally:
-        CURRENT_ADMISSION.reset(context)
+        CURRENT_ADMISSION.reset(admitted)
+        CURRENT_PERMISSION.reset(permitted)
+
+
+def fallbacks_not_allowed(model: str, fallbacks: list[str]) -> ProxyError:
+    return ProxyError(
+        403,
+        f"Model '{model}' failed, and this key may not use its fallbacks ({', '.join(fallbacks)}).",
+        "permission_error",
+        param="model",
+        code="model_not_allowed",
+    )
 
 
 async def _embedding(router: ModelRouter, request: GatewayRequest) -> Any:
@@ -46,7 +64,7 @@ async def _embedding(router: ModelRouter, request: GatewayRequest) -> Any:
     )
 
 
-async def _completion(router: ModelRouter, request: GatewayRequest) -> Any:
+async def _completion(router: ModelRouter, request: GatewayRequest, permission: Permission) -> Any:
     model, messages, params = request.model, request.body["messages"], request.call_params()
     if request.stream and router.streams_usage(model):
         # Usage comes in the stream's last chunk only when asked for.
@@ -54,11 +72,16 @@ async def _completion(router: ModelRouter, request: GatewayRequest) -> Any:
     response = await router.router.acompletion(model=model, messages=messages, **params)
     if not request.stream:
         return response
-    return await _opened(router, model, response, messages, params)
+    return await _opened(router, model, response, messages, params, permission)
 
 
 async def _opened(
-    router: ModelRouter, model: str, response: Any, messages: Any, params: dict[str, Any]
+    router: ModelRouter,
+    model: str,
+    response: Any,
+    messages: Any,
+    params: dict[str, Any],
+    permission: Permission,
 ) -> OpenedStream:
     """The stream, its first chunk read. litellm reads a body that is not SSE as an empty
     stream and raises nothing, so the Router never tries the fallbacks: they are tried here."""
@@ -67,6 +90,9 @@ async def _opened(
         return opened
     error = empty_stream(model, response)
     for taken, fallback in enumerate(router.fallbacks(model), start=1):
+        if not permission.allows(fallback):
+            permission.skipped.append(fallback)
+            continue
         try:
             retry = await router.router.acompletion(model=fallback, messages=messages, **params)
             opened = await open_stream(retry, fallbacks=taken)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,31 @@ SECRET_PARAM_MARKERS = ("key", "token", "secret", "password", "credential")
 
 
 @dataclass
+class Permission:
+    """The model groups a request may be served by (None: any), visible to the Router's
+    fallback check through a context variable; the fallbacks it skipped are noted."""
+
+    groups: frozenset[str] | None
+    skipped: list[str] = field(default_factory=list)
+
+    def allows(self, group: str) -> bool:
+        return self.groups is None or group in self.groups
+
+
+CURRENT_PERMISSION: ContextVar[Permission | None] = ContextVar("current_permission", default=None)
+
+
+async def fallback_allowed(*, model: str, request_kwargs: Mapping[str, object], ctx: Any) -> bool:
+    """litellm awaits this before each fallback to another model group: a key's model list
+    holds on every deployment a request reaches, fallbacks included."""
+    permission = CURRENT_PERMISSION.get()
+    if permission is None or permission.allows(model):
+        return True
+    permission.skipped.append(model)
+    return False
+
+
+@dataclass
 class ModelRouter:
     """The litellm Router built from the config, with every deployment as resolved."""
 
@@ -80,6 +106,28 @@ class ModelRouter:
     def in_group(self, model: str) -> Iterable[dict[str, Any]]:
         group = self.group_of(model)
         return (d for d in self.deployments.values() if d.get("model_name") == group)
+
+    def allowed_params(self, model: str) -> frozenset[str]:
+        """Parameters the operator lets callers send to this group beyond the endpoint's API
+        (`model_info.allowed_params` of its deployments: `top_k`, `thinking`, ...)."""
+        return frozenset(
+            str(name)
+            for deployment in self.in_group(model)
+            for name in deployment.get("model_info", {}).get("allowed_params") or ()
+        )
+
+    def max_output_tokens(self, model: str) -> int | None:
+        """The most tokens the group's deployments may answer with, where known: the
+        deployment's `max_output_tokens` (model_info), else litellm's model map."""
+        limits = []
+        for deployment in self.in_group(model):
+            limit = deployment.get("model_info", {}).get("max_output_tokens")
+            if limit is None:
+                limit = _mapped_max_output(str(deployment["litellm_params"]["model"]))
+            if limit is None:
+                return None  # one deployment of unknown size: no bound can be told
+            limits.append(int(limit))
+        return max(limits, default=None)
 
     def is_mock(self, model: str) -> bool:
         """A `mock_response` deployment (a canned chat reply, no provider)."""
@@ -119,6 +167,15 @@ def provider_of(model: str) -> str | None:
         return str(litellm.get_llm_provider(model)[1])
     except Exception:
         return None
+
+
+def _mapped_max_output(model: str) -> int | None:
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:
+        return None
+    limit = info.get("max_output_tokens") or info.get("max_tokens")
+    return int(limit) if limit else None
 
 
 def _bare_name_provider(model: str) -> str | None:
@@ -250,7 +307,9 @@ def build_router(
     unavailable = {
         name: frozenset(names) for name, names in missing_by_model.items() if name not in served
     }
-    router = Router(model_list=entries, **router_kwargs(config))
+    router = Router(
+        model_list=entries, fallback_access_check=fallback_allowed, **router_kwargs(config)
+    )
     return ModelRouter(
         router=router,
         deployments=deployments,

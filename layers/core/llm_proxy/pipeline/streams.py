@@ -94,14 +94,15 @@ class ChatStream:
         self,
         stream: Any,
         record: UsageRecord,
-        started: float,
+        timing: tuple[float, float | None],
         client_wants_usage: bool,
         messages: list[dict[str, Any]] | None,
         finish: StreamFinish,
     ) -> None:
         self._stream = stream
         self._record = record
-        self._started = started
+        # When the request started, and when it was routed (None: answered from the cache).
+        self._started, self._routed = timing
         self._client_wants_usage = client_wants_usage
         self._messages = messages or []
         self._finish = finish
@@ -158,7 +159,7 @@ class ChatStream:
         finally:
             if not record.prompt_tokens and not record.completion_tokens:
                 self._estimate_usage()
-            record_latency(record, self._started)
+            record_latency(record, self._started, self._routed)
             # After a mid-stream fallback the stream carries the deployment that finished it.
             hidden = getattr(self._stream, "_hidden_params", None) or {}
             # A client that hangs up cancels this generator; the metering must still land.

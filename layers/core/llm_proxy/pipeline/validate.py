@@ -1,140 +1,98 @@
-"""The pipeline's validate step: a request names a model this caller may use, and carries
-nothing that would redirect the call or that no provider can take."""
+"""The pipeline's validate step. A caller chooses a model it may use and the parameters the
+endpoint's public API defines, nothing else: each endpoint's parameters come from the official
+SDKs' request types (`api_params`), plus the few the gateway itself defines and those the
+operator enables for a model group (`model_info.allowed_params`). Everything a caller controls
+is bounded: names, metadata, numbers."""
 
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from llm_proxy.access.auth import Caller
 from llm_proxy.errors import ProxyError, invalid_request, model_not_found
-from llm_proxy.pipeline.request import GatewayRequest
+from llm_proxy.pipeline import api_params
+from llm_proxy.pipeline.request import Api, GatewayRequest
 from llm_proxy.pipeline.router import ModelRouter
 
-# Parameters that redirect a provider call or carry credentials (the CVE-2024-6587 class), plus
-# litellm's own internals a client could use to inject a deployment. Refused wherever they
-# appear in the body's top level or in the free-form containers litellm forwards.
-FORBIDDEN_PARAMS = frozenset(
-    {
-        "api_base",
-        "base_url",
-        "api_key",
-        "api_version",
-        "api_type",
-        "organization",
-        "custom_llm_provider",
-        "azure_ad_token",
-        "azure_ad_token_provider",
-        "azure_username",
-        "azure_password",
-        "client_id",
-        "client_secret",
-        "tenant_id",
-        "aws_access_key_id",
-        "aws_secret_access_key",
-        "aws_session_token",
-        "aws_region_name",
-        "aws_profile_name",
-        "aws_role_name",
-        "aws_web_identity_token",
-        "aws_bedrock_runtime_endpoint",
-        "vertex_credentials",
-        "vertex_project",
-        "vertex_location",
-        "vertex_ai_project",
-        "vertex_ai_location",
-        "watsonx_api_key",
-        "token",
-        "headers",
-        "extra_headers",
-        "litellm_params",
-        "user_config",
-        "model_list",
-        "deployment_id",
-        "proxy_server_request",
-        "input_cost_per_token",
-        "output_cost_per_token",
-        "mock_response",
-        "litellm_logging_obj",
-        "litellm_call_id",
-        "secret_fields",
-        "callbacks",
-        "success_callback",
-        "failure_callback",
-        # litellm's call options and test hooks: a client must not fake failures, pin a
-        # deployment, stretch timeouts or change the gateway's retry and fallback policy.
-        "client",
-        "timeout",
-        "request_timeout",
-        "stream_timeout",
-        "specific_deployment",
-        "num_retries",
-        "max_retries",
-        "fallbacks",
-        "context_window_fallbacks",
-        "content_policy_fallbacks",
-        "model_group_alias",
-        "cooldown_time",
-    }
+SDK_PARAMS: dict[Api, frozenset[str]] = {
+    "chat": api_params.CHAT_COMPLETIONS,
+    "embeddings": api_params.EMBEDDINGS,
+    "messages": api_params.MESSAGES,
+}
+# What the gateway accepts beyond the SDK types, and why.
+GATEWAY_PARAMS: dict[Api, frozenset[str]] = {
+    # LiteLLM's per-request cache control (the response cache); a container of more
+    # parameters, checked against the same list.
+    "chat": frozenset({"cache", "extra_body"}),
+    "embeddings": frozenset({"extra_body"}),
+    # The Messages API's sampling parameters, which SDK versions before the current types send.
+    "messages": frozenset({"temperature", "top_p", "top_k"}),
+}
+# What `metadata` may hold: the gateway's and LiteLLM's documented keys, Anthropic's user id.
+METADATA_KEYS = frozenset(
+    {"agent", "tags", "trace_id", "trace_name", "session_id", "generation_name", "user_id"}
 )
-# Every litellm test hook starts with this (mock_testing_fallbacks, mock_timeout, ...).
-FORBIDDEN_PREFIX = "mock_"
-SCANNED_CONTAINERS = ("extra_body", "metadata", "litellm_metadata")
+MAX_METADATA_BYTES = 8 * 1024
+MAX_MODEL_NAME = 256
+# The parameters that bound an answer's length, and the bound where a model's own is unknown.
+OUTPUT_TOKEN_PARAMS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+MAX_OUTPUT_TOKENS = 1_000_000
+AGENT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-def refuse_unencodable_text(body: dict[str, Any]) -> None:
-    """Lone surrogates parse as JSON but cannot be sent on to any provider."""
-    try:
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise invalid_request(
-            "The request contains text that is not valid Unicode (a lone surrogate).",
-            code="invalid_text",
-        ) from None
+def validate_request(request: GatewayRequest, router: ModelRouter) -> None:
+    """Everything about the request but the model: its parameters, text and numbers."""
+    sent = request.sent if request.sent is not None else request.body
+    allowed = allowed_params(request.api, router.allowed_params(request.model))
+    refuse_unsupported(sent, allowed)
+    check_metadata(sent.get("metadata"))
+    if request.caller.claimed_agent is not None:
+        check_agent_name(request.caller.claimed_agent, "x-agent")
+    refuse_non_finite(sent)
+    refuse_unencodable_text(sent)
+    check_output_tokens(sent, router.max_output_tokens(request.model))
 
 
-def refuse_forbidden_params(body: dict[str, Any]) -> None:
-    found = _find_forbidden(body, "", depth=0)
-    if found:
-        raise invalid_request(
-            f"Parameter '{found}' is not allowed: provider endpoints and credentials are set by "
-            "the gateway's configuration, never by a request.",
-            param=found,
-            code="forbidden_parameter",
-        )
+def claimed_agents(caller: Caller, body: dict[str, Any]) -> list[str]:
+    """The agents a caller names for itself: the `x-agent` header, then `metadata.agent`."""
+    metadata = body.get("metadata")
+    named = [caller.claimed_agent, metadata.get("agent") if isinstance(metadata, dict) else None]
+    return [name for name in named if isinstance(name, str)]
 
 
-def _find_forbidden(node: Any, path: str, depth: int) -> str | None:
-    if not isinstance(node, dict):
-        return None
-    for key, value in node.items():
-        where = f"{path}.{key}" if path else str(key)
-        if key in FORBIDDEN_PARAMS or str(key).startswith(FORBIDDEN_PREFIX):
-            return where
-        if depth == 0 and key not in SCANNED_CONTAINERS:
-            continue
-        nested = _find_forbidden(value, where, depth + 1)
-        if nested:
-            return nested
-    return None
-
-
-def validate_body(request: GatewayRequest) -> None:
-    """What can be checked before the router is read: parameters, text, a model named."""
-    if request.sent is not None:
-        refuse_forbidden_params(request.sent)
-    refuse_forbidden_params(request.body)
-    refuse_unencodable_text(request.body)
-    if not request.model:
-        raise invalid_request("'model' is required.", param="model", code="missing_model")
+def check_output_tokens(body: dict[str, Any], model_limit: int | None) -> None:
+    """An answer may not be asked to be longer than the model can answer (or than any model,
+    where the model's limit is unknown)."""
+    limit = model_limit or MAX_OUTPUT_TOKENS
+    for name in OUTPUT_TOKEN_PARAMS:
+        value = body.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > limit:
+            raise invalid_request(
+                f"'{name}' is {value:.0f}, more than the model's limit of {limit} tokens.",
+                param=name,
+                code="max_tokens_too_large",
+            )
 
 
 def validate_model(
     request: GatewayRequest, router: ModelRouter, served: list[str], accepts_any: bool
 ) -> None:
-    """The model can be served (its provider key is set, it is configured) and the caller's
-    key may use it."""
+    """The caller's key may use the model (checked first: a key learns nothing about models it
+    may not use), and the model can be served: it is configured and its provider key is set."""
     model = request.model
+    if not model:
+        raise invalid_request("'model' is required.", param="model", code="missing_model")
+    if len(model) > MAX_MODEL_NAME:
+        raise invalid_request(
+            f"'model' is longer than {MAX_MODEL_NAME} characters.",
+            param="model",
+            code="invalid_model_name",
+        )
+    require_allowed(request.caller, model)
     if model in router.unavailable:
         missing = ", ".join(sorted(router.unavailable[model]))
         raise ProxyError(
@@ -147,16 +105,108 @@ def validate_model(
         )
     if model not in served and not accepts_any:
         raise model_not_found(model, served)
-    require_allowed(request.caller, model)
 
 
 def require_allowed(caller: Caller, model: str) -> None:
-    key = caller.key
-    if key is not None and not key.allows(model):
+    if caller.key is not None and not caller.key.allows(model):
         raise ProxyError(
             403,
-            f"This key may not use model '{model}'. Allowed: {', '.join(key.models)}.",
+            f"This key may not use model '{model}'. Allowed: {', '.join(caller.key.models)}.",
             "permission_error",
             param="model",
             code="model_not_allowed",
         )
+
+
+def permitted_groups(caller: Caller, router: ModelRouter) -> frozenset[str] | None:
+    """The model groups the caller's key may be served by, fallbacks included (None: any):
+    the names it lists, and the groups that aliases among them stand for."""
+    key = caller.key
+    if key is None or key.allows_all:
+        return None
+    return frozenset(key.models) | {router.group_of(name) for name in key.models}
+
+
+def allowed_params(api: Api, operator_enabled: Iterable[str] = ()) -> frozenset[str]:
+    return SDK_PARAMS[api] | GATEWAY_PARAMS[api] | frozenset(operator_enabled)
+
+
+def refuse_unsupported(body: dict[str, Any], allowed: frozenset[str]) -> None:
+    """Any parameter the endpoint's API does not define is refused, at the top level and inside
+    `extra_body` (which litellm would merge into the provider's request)."""
+    for name in body:
+        if name not in allowed:
+            raise unsupported(name)
+    extra = body.get("extra_body")
+    if extra is None:
+        return
+    if not isinstance(extra, dict):
+        raise invalid_request("'extra_body' must be an object.", param="extra_body")
+    for name in extra:
+        if name not in allowed or name == "extra_body":
+            raise unsupported(f"extra_body.{name}")
+
+
+def unsupported(name: str) -> ProxyError:
+    return invalid_request(
+        f"Parameter '{name[:100]}' is not supported: a request may carry the parameters of the "
+        "endpoint's public API, and those the gateway's operator enables for the model.",
+        param=name[:100],
+        code="unsupported_parameter",
+    )
+
+
+def check_metadata(metadata: Any) -> None:
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise invalid_request("'metadata' must be an object.", param="metadata")
+    for name in metadata:
+        if name not in METADATA_KEYS:
+            raise unsupported(f"metadata.{name}")
+    size = len(json.dumps(metadata, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size > MAX_METADATA_BYTES:
+        raise invalid_request(
+            f"'metadata' is larger than {MAX_METADATA_BYTES} bytes.",
+            param="metadata",
+            code="metadata_too_large",
+        )
+    if "agent" in metadata:
+        check_agent_name(metadata["agent"], "metadata.agent")
+
+
+def check_agent_name(agent: Any, param: str) -> str:
+    if not isinstance(agent, str) or not AGENT_NAME.match(agent):
+        raise invalid_request(
+            f"'{param}' must be 1 to 64 letters, digits, '.', '_' or '-'.",
+            param=param,
+            code="invalid_agent_name",
+        )
+    return agent
+
+
+def refuse_non_finite(body: Any, path: str = "") -> None:
+    """NaN and Infinity parse as JSON numbers here but are not JSON: no provider takes them."""
+    if isinstance(body, float) and not math.isfinite(body):
+        raise invalid_request(
+            f"'{path or 'body'}' is not a finite number.",
+            param=path or None,
+            code="invalid_number",
+        )
+    if isinstance(body, dict):
+        for name, value in body.items():
+            refuse_non_finite(value, f"{path}.{name}" if path else str(name))
+    elif isinstance(body, list):
+        for index, value in enumerate(body):
+            refuse_non_finite(value, f"{path}[{index}]")
+
+
+def refuse_unencodable_text(body: dict[str, Any]) -> None:
+    """Lone surrogates parse as JSON but cannot be sent on to any provider."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid_request(
+            "The request contains text that is not valid Unicode (a lone surrogate).",
+            code="invalid_text",
+        ) from None

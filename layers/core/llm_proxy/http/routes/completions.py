@@ -37,7 +37,11 @@ async def embeddings(
     body: EmbeddingRequest, request: Request, gateway: GatewayDep, who: Authenticated
 ) -> dict[str, Any]:
     call = gateway.request(
-        request.url.path, "embedding", who, body.model_dump(exclude_unset=True), request_id(request)
+        request.url.path,
+        "embeddings",
+        who,
+        body.model_dump(exclude_unset=True),
+        request_id(request),
     )
     result = await gateway.run(call, after_response(request))
     vectors: dict[str, Any] = result.model_dump(exclude_none=True)

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from llm_proxy.gateway import NOT_CONFIGURED
 from llm_proxy.http.dependencies import GatewayDep
+from llm_proxy.readiness import DEGRADED, UNREACHABLE
 
 router = APIRouter()
 
@@ -21,6 +21,7 @@ async def health() -> dict[str, str]:
 @router.get("/health/readiness", response_model=None)
 async def readiness(gateway: GatewayDep) -> dict[str, Any] | JSONResponse:
     checks = gateway.readiness()
-    ready = all(value in ("ok", NOT_CONFIGURED) for value in checks.values())
-    body = {"status": "ready" if ready else "not ready", "checks": checks}
-    return body if ready else JSONResponse(body, status_code=503)
+    if any(value == UNREACHABLE for value in checks.values()):
+        return JSONResponse({"status": "not ready", "checks": checks}, status_code=503)
+    degraded = any(value == DEGRADED for value in checks.values())
+    return {"status": "degraded" if degraded else "ready", "checks": checks}

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from llm_proxy.http.dependencies import Authenticated, GatewayDep
 from llm_proxy.http.schemas import KeyDeleteRequest, KeyGenerateRequest, KeyUpdateRequest
-from llm_proxy.pipeline.validate import refuse_unencodable_text
+from llm_proxy.pipeline.validate import refuse_non_finite, refuse_unencodable_text
 
 router = APIRouter(tags=["keys"])
 
@@ -21,6 +21,7 @@ async def key_generate(
     who.require_master()
     fields = body.model_dump(exclude_unset=True)
     refuse_unencodable_text(fields)
+    refuse_non_finite(fields)
     return await asyncio.to_thread(gateway.key_admin.generate, fields)
 
 
@@ -31,6 +32,7 @@ async def key_update(
     who.require_master()
     fields = body.model_dump(exclude_unset=True)
     refuse_unencodable_text(fields)
+    refuse_non_finite(fields)
     return await asyncio.to_thread(gateway.key_admin.update, fields)
 
 

@@ -22,7 +22,7 @@ async def messages(
 ) -> JSONResponse | StreamingResponse:
     sent = body.model_dump(exclude_unset=True)
     chat = to_chat_request(sent)
-    call = gateway.request(request.url.path, "chat", who, chat, request_id(request), sent)
+    call = gateway.request(request.url.path, "messages", who, chat, request_id(request), sent)
     result = await gateway.run(call, after_response(request))
     headers = cache_headers(gateway, result)
     if isinstance(result, ChatStream):
