@@ -6,6 +6,7 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import litellm
+import pytest
 from fastapi.testclient import TestClient
 from llm_proxy import aws as aws_clients
 from llm_proxy import snapstart
@@ -47,11 +48,17 @@ def test_hooks_register_only_where_the_runtime_provides_them(
 
 
 def test_before_snapshot_warms_and_after_restore_makes_unique_state_again(
-    api: ModuleType, aws: dict[str, str], upstream: OpenAIUpstream
+    api: ModuleType,
+    aws: dict[str, str],
+    upstream: OpenAIUpstream,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     gateway = make_gateway(aws)
     app = api.create_app(gateway)
     snapstart.before_snapshot(gateway, app)
+    # Every rehearsed path (chat, stream, messages, count_tokens, responses) answered.
+    assert "warm-up request failed" not in caplog.text
+    assert upstream.requests == []  # no provider was called
     router = gateway.model_router()
     secrets_client = aws_clients.client("secretsmanager")
     litellm.in_memory_llm_clients_cache.set_cache("probe", object())
@@ -60,6 +67,8 @@ def test_before_snapshot_warms_and_after_restore_makes_unique_state_again(
 
     assert gateway.model_router() is not router  # a new Router, with new HTTP clients
     assert aws_clients.client("secretsmanager") is not secrets_client
+    # The request path's clients were made during the restore, not left to the first request.
+    assert aws_clients.client.cache_info().currsize >= 3
     assert litellm.in_memory_llm_clients_cache.get_cache("probe") is None
     client = TestClient(app)
     headers = {"Authorization": f"Bearer {MASTER_KEY}"}

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import xml.etree.ElementTree as ET
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
 from llm_proxy.accounting.rollups import Rollup
 from llm_proxy.errors import ProxyError
-from llm_proxy.reports.html import to_html
+from llm_proxy.reports.html import OTHER, OTHER_COLOUR, PALETTE, to_html
 from llm_proxy.reports.period import Period, last_hours, parse_period, yesterday
 from llm_proxy.reports.render import to_csv, to_json, to_text
 from llm_proxy.reports.report import Budget, build
@@ -102,3 +103,63 @@ def test_html_escapes_names() -> None:
     rows = [Rollup("2024-05-01", "<script>x</script>", "k&1", "a", requests=1, cost_usd=Decimal(1))]
     page = to_html(build(DAY, rows, None, 0.8, NOW))
     assert "<script>" not in page and "&lt;script&gt;" in page and "k&amp;1" in page
+
+
+def day_rows(models: int, days: int = 3) -> list[Rollup]:
+    """`models` models a day for `days` days; model m<n> costs n + 1 dollars a day."""
+    return [
+        Rollup(f"2024-05-0{d + 1}", f"m{n}", "k1", "coder", requests=1, cost_usd=Decimal(n + 1))
+        for d in range(days)
+        for n in range(models)
+    ]
+
+
+def svgs(page: str) -> list[str]:
+    found, start = [], 0
+    while (start := page.find("<svg", start)) >= 0:
+        end = page.index("</svg>", start) + len("</svg>")
+        found.append(page[start:end])
+        start = end
+    return found
+
+
+def test_cost_per_day_is_stacked_by_model_with_its_table_beside() -> None:
+    period = Period(date(2024, 5, 1), date(2024, 5, 3))
+    page = to_html(build(period, day_rows(3), None, 0.8, NOW))
+    day_chart = svgs(page)[0]
+    ET.fromstring(day_chart)  # noqa: S314 - the page under test
+    # The costliest model first, in the first colour: a bar a day, and its legend swatch.
+    assert [day_chart.count(f'fill="{colour}"') for colour in PALETTE[:4]] == [4, 4, 4, 0]
+    assert "2024-05-02 m2: $3.000000" in day_chart
+    table = page[page.index("<table>", page.index(day_chart)) :]
+    header = table[: table.index("</tr>")]
+    assert [header.index(m) for m in ("m2", "m1", "m0")] == sorted(
+        header.index(m) for m in ("m2", "m1", "m0")
+    )
+    assert "<tr><td>2024-05-03</td><td>3.000000</td><td>2.000000</td><td>1.000000</td>" in table
+    assert "<td>6.000000</td></tr>" in table  # each day's total
+
+
+def test_models_past_the_palette_are_other_models_in_every_chart() -> None:
+    models = len(PALETTE) + 2
+    page = to_html(build(DAY, day_rows(models, days=1), None, 0.8, NOW))
+    day_chart, model_chart = svgs(page)[:2]
+    assert OTHER in day_chart
+    # The three cheapest models stack as one bar: $1 + $2 + $3.
+    assert f"2024-05-01 {OTHER}: $6.000000" in day_chart
+    assert day_chart.count(f'fill="{OTHER_COLOUR}"') == 2  # its bar and its legend swatch
+    # In the model chart each model keeps its day-chart colour; the grouped ones are grey.
+    assert f'fill="{PALETTE[0]}"><title>m{models - 1}:' in model_chart
+    assert model_chart.count(f'fill="{OTHER_COLOUR}"') == 3
+
+
+def test_the_day_axis_reads_small_costs() -> None:
+    rows = [Rollup("2024-05-01", "m", "k", "a", requests=1, cost_usd=Decimal("0.000021"))]
+    day_chart = svgs(to_html(build(DAY, rows, None, 0.8, NOW)))[0]
+    # $0.00005 at the top, in ticks of $0.0000125.
+    assert ">$0.0000500</text>" in day_chart and ">$0.0000125</text>" in day_chart
+
+
+def test_a_period_without_cost_says_so() -> None:
+    rows = [Rollup("2024-05-01", "llama2", "k", "a", requests=2, cost_usd=Decimal(0))]
+    assert "No cost in this period." in to_html(build(DAY, rows, None, 0.8, NOW))

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 import pytest
 from llm_proxy.access.auth import authenticate, check_master_key, presented_key
 from llm_proxy.access.virtual_keys import KeyStore
 from llm_proxy.accounting.pricing import cost_usd
+from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.errors import ProxyError
+from llm_proxy.pipeline.meter import record_usage
 
 
 def test_key_comes_from_bearer_or_x_api_key() -> None:
@@ -63,3 +66,38 @@ def test_prices_come_from_the_deployment_then_the_cost_map() -> None:
     mapped = cost_usd({"litellm_params": {"model": "gpt-3.5-turbo"}}, 1_000_000, 1_000_000)
     assert mapped == pytest.approx(2.0)
     assert cost_usd({"litellm_params": {"model": "openai/unknown-model-xyz"}}, 10, 10) == 0.0
+
+
+def test_prompt_cache_reads_and_writes_have_their_own_prices() -> None:
+    priced = {
+        "litellm_params": {
+            "model": "anthropic/x",
+            "input_cost_per_token": 1.0,
+            "output_cost_per_token": 2.0,
+            "cache_read_input_token_cost": 0.1,
+            "cache_creation_input_token_cost": 1.25,
+        }
+    }
+    # 100 prompt tokens: 60 read from the cache, 20 written to it, 20 uncached.
+    assert cost_usd(priced, 100, 10, 60, 20) == pytest.approx(20 * 1.0 + 60 * 0.1 + 20 * 1.25 + 20)
+    no_cache_price = {"litellm_params": {"model": "openai/x", "input_cost_per_token": 1.0}}
+    assert cost_usd(no_cache_price, 100, 0, 60, 0) == pytest.approx(100.0)
+
+
+CHAT = {"prompt_tokens": 100, "completion_tokens": 5}
+CACHED_40 = {"cached_tokens": 40}
+
+
+@pytest.mark.parametrize(
+    ("usage", "cached", "written"),
+    [
+        ({**CHAT, "prompt_tokens_details": {"cached_tokens": 60}}, 60, 0),
+        ({**CHAT, "cache_read_input_tokens": 50, "cache_creation_input_tokens": 30}, 50, 30),
+        ({"input_tokens": 100, "output_tokens": 5, "input_tokens_details": CACHED_40}, 40, 0),
+    ],
+)
+def test_usage_counts_prompt_cache_tokens(usage: dict[str, Any], cached: int, written: int) -> None:
+    record = UsageRecord(request_id="r", endpoint="/v1/chat/completions")
+    record_usage(record, usage)
+    assert (record.prompt_tokens, record.completion_tokens) == (100, 5)
+    assert (record.cached_tokens, record.cache_write_tokens) == (cached, written)

@@ -11,5 +11,8 @@ import os
 # litellm reads these at import, and every module here may import it: keep it offline (no cost
 # map fetch, which hangs in a VPC without NAT) and its caches on Lambda's only writable path.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# ...and every other catalogue litellm would fetch for itself (Anthropic's beta headers among
+# them) comes from its bundled copy.
+os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
 os.environ.setdefault("LITELLM_TELEMETRY", "False")
 os.environ.setdefault("XDG_CACHE_HOME", "/tmp/.cache")  # noqa: S108 - Lambda writes only /tmp

@@ -28,11 +28,13 @@ from llm_proxy.config import (
 )
 from llm_proxy.errors import ProxyError
 from llm_proxy.logs import logger, redactor
+from llm_proxy.pipeline.anthropic_native import NativeParts
 from llm_proxy.pipeline.cache import ResponseCache
 from llm_proxy.pipeline.meter import AfterResponse
 from llm_proxy.pipeline.pipeline import Pipeline, Stores
 from llm_proxy.pipeline.request import Api, GatewayRequest
 from llm_proxy.pipeline.router import ModelRouter, RouterCache, configure_litellm
+from llm_proxy.pipeline.stored_responses import ResponseStore
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.readiness import Readiness
 from llm_proxy.reports.report import Report, spend
@@ -69,6 +71,7 @@ class Gateway:
                 quarantine_queue=settings.usage_quarantine_queue,
             ),
             cache=ResponseCache(settings.cache_table),
+            responses=ResponseStore(settings.responses_table, settings.responses_retention_days),
         )
         apply_environment_variables(config)
         configure_litellm(
@@ -156,14 +159,23 @@ class Gateway:
         body: dict[str, Any],
         request_id: str,
         sent: dict[str, Any] | None = None,
+        native: NativeParts | None = None,
     ) -> GatewayRequest:
-        return self.pipeline.request(endpoint, api, caller, body, request_id, sent)
+        return self.pipeline.request(endpoint, api, caller, body, request_id, sent, native)
 
     async def run(self, request: GatewayRequest, after_response: AfterResponse | None) -> Any:
         return await self.pipeline.run(request, after_response)
 
+    async def check(self, request: GatewayRequest) -> None:
+        await self.pipeline.check(request)
+
     def model_names(self) -> list[str]:
         return self.pipeline.model_names()
+
+    @property
+    def stored_responses(self) -> ResponseStore:
+        """The Responses API's stored responses (`GET`/`DELETE /v1/responses/{id}`)."""
+        return self.stores.responses
 
     @property
     def cache_enabled(self) -> bool:

@@ -29,6 +29,9 @@ class Settings:
     keys_table: str | None = None
     counters_table: str | None = None
     cache_table: str | None = None
+    # Stored responses of the Responses API (`store`, `previous_response_id`).
+    responses_table: str | None = None
+    responses_retention_days: int = 30
     usage_retention_days: int = 90
     rollups_table: str | None = None
     usage_dead_letter_queue: str | None = None
@@ -84,6 +87,8 @@ class Settings:
             keys_table=env.get("LLM_PROXY__KEYS_TABLE") or None,
             counters_table=env.get("LLM_PROXY__COUNTERS_TABLE") or None,
             cache_table=env.get("LLM_PROXY__CACHE_TABLE") or None,
+            responses_table=env.get("LLM_PROXY__RESPONSES_TABLE") or None,
+            responses_retention_days=int(env.get("LLM_PROXY__RESPONSES_RETENTION_DAYS") or "30"),
             usage_retention_days=int(env.get("LLM_PROXY__USAGE_RETENTION_DAYS", "90")),
             rollups_table=env.get("LLM_PROXY__ROLLUPS_TABLE") or None,
             usage_dead_letter_queue=env.get("LLM_PROXY__USAGE_DLQ_URL") or None,

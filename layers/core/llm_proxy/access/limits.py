@@ -49,6 +49,9 @@ class Reservation:
     tokens: int = 0
     spend_item: str | None = None
     cost: Decimal = Decimal(0)
+    # The key's budget, and what its budget metric is named after (its alias, else its agent).
+    budget: Decimal | None = None
+    budget_owner: str | None = None
 
 
 class Limiter:
@@ -77,6 +80,8 @@ class Limiter:
         if key.max_budget is not None:
             reservation.spend_item = spend_item(key, now)
             reservation.cost = Decimal(str(round(cost, 10)))
+            reservation.budget = Decimal(str(float(key.max_budget)))
+            reservation.budget_owner = key.key_alias or key.agent
             updates.append(self._budget_update(key, reservation, now))
         if not updates:
             return reservation
@@ -195,9 +200,10 @@ class Limiter:
         cost: float,
         deployment_items: dict[str, str],
         answered_by: str | None,
-    ) -> None:
+    ) -> Decimal | None:
         """Replace the admission's estimates by what the request really used: the deployment
-        that answered keeps its real tokens, the ones that failed hand their estimate back."""
+        that answered keeps its real tokens, the ones that failed hand their estimate back.
+        Returns the key's spend once its budget counter is settled (None when it was not)."""
         tokens_delta = tokens - reservation.tokens
         changes: list[tuple[str, str, Any]] = [
             (item, "tokens", tokens_delta) for item in reservation.minute_items if tokens_delta
@@ -206,34 +212,28 @@ class Limiter:
             delta = tokens_delta if deployment_id == answered_by else -reservation.tokens
             if delta:
                 changes.append((item, "tokens", delta))
-        if reservation.spend_item:
-            cost_delta = Decimal(str(round(cost, 10))) - reservation.cost
-            if cost_delta:
-                changes.append((reservation.spend_item, "spend", cost_delta))
-        updates = [
-            {
-                "TableName": self.table_name,
-                "Key": {"counter_id": aws.attribute_value(item)},
-                "UpdateExpression": f"ADD {attribute} :delta",
-                # A counter gone with its window is not brought back without its TTL.
-                "ConditionExpression": "attribute_exists(counter_id)",
-                "ExpressionAttributeValues": {":delta": aws.attribute_value(delta)},
-            }
-            for item, attribute, delta in changes
-        ]
-        if not updates:
-            return
+        cost_delta = Decimal(str(round(cost, 10))) - reservation.cost
+        # The spend apart from the tokens: a transaction cannot return the new spend.
+        spend: tuple[str, str, Any] | None = None
+        if reservation.spend_item and cost_delta:
+            spend = (reservation.spend_item, "spend", cost_delta)
+        updates = [_settle_update(self.table_name, *change) for change in changes]
         try:
-            # One round trip, however many counters the request touched.
+            # One round trip, however many token counters the request touched.
             if len(updates) == 1:
                 self._client().update_item(**updates[0])
-            else:
+            elif updates:
                 self._client().transact_write_items(TransactItems=[{"Update": u} for u in updates])
+            if spend is not None:
+                update = _settle_update(self.table_name, *spend)
+                answer = self._client().update_item(**update, ReturnValues="UPDATED_NEW")
+                return Decimal(_DESERIALIZE(answer["Attributes"]["spend"]))
         except Exception as exc:
+            unsettled = [item for item, _, _ in changes] + ([spend[0]] if spend else [])
             logger.warning(
-                "counters not settled",
-                extra={"counters": [item for item, _, _ in changes], "error": type(exc).__name__},
+                "counters not settled", extra={"counters": unsettled, "error": type(exc).__name__}
             )
+        return None
 
     def spend(self, key: VirtualKey, now: float | None = None) -> float:
         """The key's spend in its current budget window (all time without a window)."""
@@ -243,6 +243,17 @@ class Limiter:
         )
         spent = item.get("Item", {}).get("spend")
         return float(_DESERIALIZE(spent)) if spent else 0.0
+
+
+def _settle_update(table_name: str | None, item: str, attribute: str, delta: Any) -> dict[str, Any]:
+    return {
+        "TableName": table_name,
+        "Key": {"counter_id": aws.attribute_value(item)},
+        "UpdateExpression": f"ADD {attribute} :delta",
+        # A counter gone with its window is not brought back without its TTL.
+        "ConditionExpression": "attribute_exists(counter_id)",
+        "ExpressionAttributeValues": {":delta": aws.attribute_value(delta)},
+    }
 
 
 def _bounded(limit: int | None) -> int | None:

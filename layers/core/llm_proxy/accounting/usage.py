@@ -14,12 +14,17 @@ from enum import Enum
 from typing import Any
 
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties import MetricUnit
-from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from llm_proxy import aws
 from llm_proxy.accounting import metrics
 from llm_proxy.accounting.dead_letters import REASON_BYTES, DeadLetters, Quarantine
 from llm_proxy.accounting.rollups import LABEL_BYTES, Rollups, add_update, cut
+from llm_proxy.accounting.write_errors import (
+    error_name,
+    invalid_reason,
+    is_duplicate,
+    retryable,
+)
 from llm_proxy.logs import logger
 
 SECONDS_PER_DAY = 86_400
@@ -49,6 +54,9 @@ class UsageRecord:
     stream: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Of the prompt tokens: those read from and written to the provider's prompt cache.
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     ttft_ms: float | None = None
@@ -102,20 +110,48 @@ def bounded(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def emit_metrics(record: UsageRecord) -> None:
+    """A request's metrics: per model group, agent and status class, and in total; its error's
+    type and code; the provider's share of the latency and the gateway's own."""
     # The group that answered: a bounded set. A request refused before routing names no group,
     # so a caller cannot mint a metric per model name it makes up.
-    model = cut(record.model_group or "unrouted", LABEL_BYTES)
+    model = {"model": record.model_group or "unrouted"}
+    status_class = f"{record.status // 100}xx"
+    failed = record.status >= 400
     metrics.emit(
         {
             "Requests": (MetricUnit.Count, 1),
-            "Errors": (MetricUnit.Count, 1 if record.status >= 400 else 0),
+            "Errors": (MetricUnit.Count, 1 if failed else 0),
             "PromptTokens": (MetricUnit.Count, record.prompt_tokens),
             "CompletionTokens": (MetricUnit.Count, record.completion_tokens),
             "CostUSD": (MetricUnit.NoUnit, record.cost_usd),
             "Latency": (MetricUnit.Milliseconds, record.latency_ms),
         },
-        {"model": model},
+        model,
+        {},
+        {"agent": record.agent or metrics.NONE},
+        {"status_class": status_class},
     )
+    # What a provider caused: its error or timeout, or its own rate limit (the router's
+    # cooldown follows from those).
+    provider_failed = record.error_type in ("upstream_error", "timeout_error") or (
+        record.error_code in ("provider_rate_limited", "all_deployments_cooling_down")
+    )
+    # Counted 0 or 1 per request, so a period's Average is a rate.
+    detail: dict[str, tuple[MetricUnit, float]] = {
+        "ProviderErrors": (MetricUnit.Count, 1 if provider_failed else 0),
+        "CacheHits": (MetricUnit.Count, 1 if record.cache_hit else 0),
+    }
+    if record.upstream_ms is not None:
+        detail["UpstreamLatency"] = (MetricUnit.Milliseconds, record.upstream_ms)
+        gateway_ms = max(record.latency_ms - record.upstream_ms, 0.0)
+        detail["GatewayLatency"] = (MetricUnit.Milliseconds, gateway_ms)
+    metrics.emit(detail, model, {})
+    if failed:
+        metrics.emit(
+            {"Errors": (MetricUnit.Count, 1)},
+            {"status_class": status_class, "error_type": record.error_type or metrics.NONE},
+            {"status": str(record.status), "error_code": record.error_code or str(record.status)},
+        )
 
 
 def _dynamo_value(value: Any) -> Any:
@@ -136,28 +172,6 @@ class Stored:
     outcome: Outcome
     # Why DynamoDB refused an INVALID item.
     reason: str = ""
-
-
-# Errors worth another try: throttling, DynamoDB's own failures, a lost connection.
-RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionConflictException",
-        "TransactionInProgressException",
-    }
-)
-RETRYABLE_REASONS = frozenset(
-    {
-        "ThrottlingError",
-        "ProvisionedThroughputExceeded",
-        "TransactionConflict",
-        "RequestLimitExceeded",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -282,15 +296,15 @@ class UsageStore:
                     TransactItems=transaction
                 )
             except Exception as exc:
-                if _is_duplicate(exc):
+                if is_duplicate(exc):
                     return Stored(Outcome.DUPLICATE)
-                reason = _invalid_reason(exc)
+                reason = invalid_reason(exc)
                 if reason is not None:
                     return _invalid(reason)
                 delay = self.backoff.delay(attempt)
                 last = attempt + 1 == self.backoff.attempts
                 if (
-                    not _retryable(exc)
+                    not retryable(exc)
                     or last
                     or (time.monotonic() - started + delay > self.backoff.deadline_s)
                 ):
@@ -298,7 +312,7 @@ class UsageStore:
                         "usage write failed",
                         extra={
                             "request_id": item.get("request_id"),
-                            "error": _error_name(exc),
+                            "error": error_name(exc),
                             "attempts": attempt + 1,
                         },
                     )
@@ -329,52 +343,8 @@ class UsageStore:
             self.rollups.raise_latency_max(item)
         except Exception as exc:
             # The counters are in; only the day's maximum may read low.
-            logger.warning("rollup latency max not raised", extra={"error": _error_name(exc)})
+            logger.warning("rollup latency max not raised", extra={"error": error_name(exc)})
 
     def ping(self) -> None:
         if self.table_name:
             aws.client("dynamodb").describe_table(TableName=self.table_name)
-
-
-def _error_name(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", type(exc).__name__))
-    return type(exc).__name__
-
-
-def _reasons(exc: Exception) -> list[str]:
-    if not isinstance(exc, ClientError):
-        return []
-    return [str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])]
-
-
-def _is_duplicate(exc: Exception) -> bool:
-    # The Put is the first action: its condition failing means the item is already stored.
-    reasons = _reasons(exc)
-    return bool(reasons) and reasons[0] == "ConditionalCheckFailed"
-
-
-def _invalid_reason(exc: Exception) -> str | None:
-    """DynamoDB's (or botocore's) word on why the item can never be written as it is; None for
-    an error a retry or a later replay may get past."""
-    if isinstance(exc, ParamValidationError):
-        return f"ParamValidationError: {exc}"
-    if not isinstance(exc, ClientError):
-        return None
-    if _error_name(exc) == "ValidationException":
-        return f"ValidationException: {exc.response.get('Error', {}).get('Message', '')}"
-    for reason in exc.response.get("CancellationReasons", []):
-        if reason.get("Code") == "ValidationError":
-            return f"ValidationError: {reason.get('Message', '')}"
-    return None
-
-
-def _retryable(exc: Exception) -> bool:
-    if isinstance(exc, BotoCoreError):
-        return True  # connection refused, timeouts
-    if not isinstance(exc, ClientError):
-        return False
-    if any(reason in RETRYABLE_REASONS for reason in _reasons(exc)):
-        return True
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-    return _error_name(exc) in RETRYABLE_CODES or status >= 500

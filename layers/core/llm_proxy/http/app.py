@@ -12,11 +12,19 @@ from llm_proxy.gateway import Gateway
 from llm_proxy.http.errors import install_error_handlers
 from llm_proxy.http.middleware import RequestContext
 from llm_proxy.http.openapi import ERROR_RESPONSES, openapi_without_422
-from llm_proxy.http.routes import completions, health, keys, messages, models, spend
+from llm_proxy.http.routes import (
+    completions,
+    health,
+    keys,
+    messages,
+    models,
+    responses,
+    spend,
+)
 
 # The routes of each function: the api functions serve agents; key management is a function
 # of its own where deployed, the only one that may write the keys table.
-API_ROUTES = (health, models, completions, messages, spend)
+API_ROUTES = (health, models, completions, messages, responses, spend)
 KEY_ROUTES = (health, keys)
 
 

@@ -12,15 +12,20 @@ from llm_proxy.errors import ProxyError
 from llm_proxy.http.dependencies import request_id
 from llm_proxy.http.schemas import validation_error
 from llm_proxy.logs import logger
+from llm_proxy.pipeline.messages import anthropic_error
 
 
 def proxy_error_response(path: str, rid: str, error: ProxyError) -> JSONResponse:
     headers = {**error.headers, "x-request-id": rid}
-    body = error.body()
-    if path.endswith("/messages"):
-        # Anthropic's error envelope: OpenAI's `error` object plus `"type": "error"`.
-        body = {"type": "error", **body}
+    # Anthropic's envelope and error types on the Messages API, OpenAI's shape elsewhere.
+    body = anthropic_error(error) if is_messages_path(path) else error.body()
     return JSONResponse(body, status_code=error.status, headers=headers)
+
+
+def is_messages_path(path: str) -> bool:
+    """`/v1/messages` and everything under it (`count_tokens`, routes it does not serve)."""
+    unversioned = path.removeprefix("/v1")
+    return unversioned == "/messages" or unversioned.startswith("/messages/")
 
 
 def install_error_handlers(app: FastAPI) -> None:

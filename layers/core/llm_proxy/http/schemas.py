@@ -81,6 +81,31 @@ MAX_RPM = 1_000_000_000
 MAX_TPM = 1_000_000_000_000
 
 
+class CountTokensRequest(BaseModel):
+    """Anthropic's count-tokens body (`POST /v1/messages/count_tokens`)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    system: str | list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+class ResponsesRequest(BaseModel):
+    """OpenAI's Responses API body (`POST /v1/responses`); its other fields are checked by the
+    pipeline's allow-list."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = Field(default=None, min_length=1)
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = None
+    stream: bool = False
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    previous_response_id: str | None = Field(default=None, min_length=1, max_length=200)
+    store: bool | None = None
+    metadata: dict[str, Any] | None = None
+
+
 class KeyFields(BaseModel):
     """A virtual key's settings, with LiteLLM's field names (`rpm`/`tpm` also accepted)."""
 

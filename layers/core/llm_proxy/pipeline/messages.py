@@ -8,9 +8,11 @@ and the answer is translated back: a message object, or Anthropic's SSE events.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import litellm
 from litellm.llms.anthropic.messages.adapters.transformation import AnthropicAdapter
 
 from llm_proxy.errors import ProxyError, invalid_request
@@ -37,24 +39,80 @@ def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
     return chat
 
 
+def message_id(chat_id: str | None) -> str:
+    """Anthropic's `msg_` id for a chat completion's id."""
+    suffix = str(chat_id or "").removeprefix("chatcmpl-").replace("-", "") or uuid.uuid4().hex
+    return f"msg_{suffix}"
+
+
 def to_message(response: Any, model: str) -> dict[str, Any]:
     message = dict(_ADAPTER.translate_completion_output_params(response) or {})
     message["model"] = model
+    message["id"] = message_id(getattr(response, "id", None))
     return message
 
 
+# Anthropic's error `type` for each status.
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error(error: ProxyError) -> dict[str, Any]:
+    """Anthropic's error envelope; the gateway's `code` and `param` ride along."""
+    return {
+        "type": "error",
+        "error": {
+            "type": ANTHROPIC_ERROR_TYPES.get(error.status, "api_error"),
+            "message": error.message,
+            "code": error.code if error.code is not None else str(error.status),
+            "param": error.param,
+        },
+    }
+
+
 def error_event(error: ProxyError) -> bytes:
-    body = {"type": "error", "error": {"type": error.error_type, "message": error.message}}
-    return f"event: error\ndata: {json.dumps(body)}\n\n".encode()
+    return f"event: error\ndata: {json.dumps(anthropic_error(error))}\n\n".encode()
 
 
-async def message_events(stream: ChatStream) -> AsyncIterator[bytes]:
-    """Anthropic's event sequence (message_start ... message_stop) from a metered chat stream."""
+async def message_events(stream: ChatStream, input_tokens: int) -> AsyncIterator[bytes]:
+    """Anthropic's event sequence (message_start ... message_stop) from a metered chat stream;
+    `message_start` carries the `msg_` id and the prompt's tokens, counted before the answer."""
     events = _ADAPTER.translate_completion_output_params_streaming(
         stream.chunks(), model=stream.model
     )
     try:
         async for event in events:  # type: ignore[union-attr]
-            yield event if isinstance(event, bytes) else str(event).encode()
+            raw = event if isinstance(event, bytes) else str(event).encode()
+            yield _started(raw, input_tokens) if raw.startswith(b"event: message_start") else raw
     except ProxyError as error:
         yield error_event(error)
+
+
+def _started(raw: bytes, input_tokens: int) -> bytes:
+    head, _, data = raw.decode().partition("data: ")
+    event = json.loads(data)
+    message = event.get("message") or {}
+    message["id"] = message_id(message.get("id"))
+    message.setdefault("usage", {})["input_tokens"] = input_tokens
+    event["message"] = message
+    return f"{head}data: {json.dumps(event)}\n\n".encode()
+
+
+def count_input_tokens(chat: dict[str, Any], model: str) -> int:
+    """The prompt's tokens as litellm counts them for `model`: messages and tool definitions."""
+    try:
+        return int(
+            litellm.token_counter(
+                model=model, messages=chat.get("messages") or [], tools=chat.get("tools")
+            )
+        )
+    except Exception:
+        return int(litellm.token_counter(messages=chat.get("messages") or []))

@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 
 from llm_proxy.access.limits import Admission, Limiter
+from llm_proxy.accounting.metrics import emit_budget
 from llm_proxy.accounting.pricing import cost_usd
 from llm_proxy.accounting.usage import UsageRecord, UsageStore
 from llm_proxy.errors import ProxyError
@@ -74,9 +75,29 @@ def record_failure(
 
 
 def record_usage(record: UsageRecord, usage: Any) -> None:
-    """Token counts from an answer's (or a stream chunk's) `usage`."""
-    record.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-    record.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+    """Token counts from an answer's (or a stream chunk's) `usage`: chat's prompt and
+    completion tokens, or the Responses API's input and output tokens, with the prompt-cache
+    reads and writes among them."""
+
+    def count(source: Any, *names: str) -> int:
+        for name in names:
+            value = source.get(name) if isinstance(source, dict) else getattr(source, name, None)
+            if value:
+                return int(value)
+        return 0
+
+    record.prompt_tokens = count(usage, "prompt_tokens", "input_tokens")
+    record.completion_tokens = count(usage, "completion_tokens", "output_tokens")
+    # Prompt-cache reads: Anthropic's count, else OpenAI's (chat or Responses API) details.
+    record.cached_tokens = count(usage, "cache_read_input_tokens") or count(
+        _field(usage, "prompt_tokens_details") or _field(usage, "input_tokens_details"),
+        "cached_tokens",
+    )
+    record.cache_write_tokens = count(usage, "cache_creation_input_tokens")
+
+
+def _field(source: Any, name: str) -> Any:
+    return source.get(name) if isinstance(source, dict) else getattr(source, name, None)
 
 
 def record_cost(record: UsageRecord, router: ModelRouter | None) -> None:
@@ -86,7 +107,13 @@ def record_cost(record: UsageRecord, router: ModelRouter | None) -> None:
     if record.cache_hit or deployment is None:
         record.cost_usd = 0.0
         return
-    record.cost_usd = cost_usd(deployment, record.prompt_tokens, record.completion_tokens)
+    record.cost_usd = cost_usd(
+        deployment,
+        record.prompt_tokens,
+        record.completion_tokens,
+        record.cached_tokens,
+        record.cache_write_tokens,
+    )
 
 
 def record_latency(record: UsageRecord, started: float, routed: float | None = None) -> None:
@@ -99,13 +126,14 @@ def record_latency(record: UsageRecord, started: float, routed: float | None = N
 
 
 class Meter:
-    """Settles the admission's estimates to what was used, stores the answer in the cache and
-    writes the usage item.
+    """Settles the admission's estimates to what was used, writes the state a next request must
+    see (a cache entry, a stored response) and writes the usage item.
 
-    The counters and the cache are written before the response: the caller's next request must
-    see its spend and the cache entry. The usage item is written after the response where an
-    `after_response` is given and the process outlives the response (`write_after_response`:
-    uvicorn, not Lambda); else before it, in the same worker thread."""
+    The counters and that state are written before the response: the caller's next request
+    must see its spend, the cache entry and the stored response. The usage item is written
+    after the response where an `after_response` is given and the process outlives the
+    response (`write_after_response`: uvicorn, not Lambda); else before it, in the same
+    worker thread."""
 
     def __init__(self, usage: UsageStore, limiter: Limiter, write_after_response: bool) -> None:
         self.usage = usage
@@ -117,43 +145,44 @@ class Meter:
         record: UsageRecord,
         admission: Admission | None,
         *,
-        cache_write: Callable[[], None] | None = None,
+        state_write: Callable[[], None] | None = None,
         after_response: AfterResponse | None = None,
     ) -> None:
         if after_response is None or not self.write_after_response:
-            await asyncio.to_thread(self._settle_and_write, record, admission, cache_write)
+            await asyncio.to_thread(self._settle_and_write, record, admission, state_write)
             return
-        if (admission is not None and admission.holds_counters) or cache_write is not None:
-            await asyncio.to_thread(self._settle, record, admission, cache_write)
+        if (admission is not None and admission.holds_counters) or state_write is not None:
+            await asyncio.to_thread(self._settle, record, admission, state_write)
         after_response(partial(self._write_after_response, record))
 
     def _settle_and_write(
         self,
         record: UsageRecord,
         admission: Admission | None,
-        cache_write: Callable[[], None] | None,
+        state_write: Callable[[], None] | None,
     ) -> None:
         self.usage.write(record)
-        self._settle(record, admission, cache_write)
+        self._settle(record, admission, state_write)
 
     def _settle(
         self,
         record: UsageRecord,
         admission: Admission | None,
-        cache_write: Callable[[], None] | None,
+        state_write: Callable[[], None] | None,
     ) -> None:
         if admission is not None and admission.holds_counters:
             # A cache hit used no provider tokens, whatever its answer reports.
             used = 0 if record.cache_hit else record.prompt_tokens + record.completion_tokens
-            self.limiter.settle(
+            spend = self.limiter.settle(
                 admission.reservation,
                 used,
                 record.cost_usd,
                 admission.deployment_items,
                 record.deployment_id,
             )
-        if cache_write is not None:
-            cache_write()
+            emit_budget(admission.reservation.budget_owner, admission.reservation.budget, spend)
+        if state_write is not None:
+            state_write()
 
     def _write_after_response(self, record: UsageRecord) -> None:
         """Nothing is left to fail but the log."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -24,6 +24,7 @@ from llm_proxy.config import ProxyConfig
 from llm_proxy.errors import as_proxy_error
 from llm_proxy.pipeline import meter as usage
 from llm_proxy.pipeline.admit import admit, needs_counters
+from llm_proxy.pipeline.anthropic_native import NativeParts
 from llm_proxy.pipeline.cache import (
     CacheControl,
     CacheSettings,
@@ -34,8 +35,16 @@ from llm_proxy.pipeline.cache import (
 )
 from llm_proxy.pipeline.meter import AfterResponse, Meter
 from llm_proxy.pipeline.request import Api, GatewayRequest
+from llm_proxy.pipeline.responses import (
+    ResponsesStream,
+    new_response_id,
+    stores,
+    to_stored,
+    with_conversation,
+)
 from llm_proxy.pipeline.route import route
 from llm_proxy.pipeline.router import ModelRouter, Permission, RouterCache
+from llm_proxy.pipeline.stored_responses import ResponseStore
 from llm_proxy.pipeline.streams import ChatStream
 from llm_proxy.pipeline.validate import (
     AGENT_NAME,
@@ -49,11 +58,13 @@ from llm_proxy.settings import Settings
 
 @dataclass
 class Stores:
-    """Where the pipeline keeps state: counters, usage items and cached answers."""
+    """Where the pipeline keeps state: counters, usage items, cached answers and stored
+    responses (the Responses API)."""
 
     limiter: Limiter
     usage: UsageStore
     cache: ResponseCache
+    responses: ResponseStore = field(default_factory=lambda: ResponseStore(None, 30))
 
 
 class Pipeline:
@@ -78,6 +89,7 @@ class Pipeline:
         body: dict[str, Any],
         request_id: str,
         sent: dict[str, Any] | None = None,
+        native: NativeParts | None = None,
     ) -> GatewayRequest:
         """The request object, with the model (or the default) and the agent resolved: the
         key's own agent; else one the caller names (`x-agent`, `metadata.agent`) where it is a
@@ -98,10 +110,18 @@ class Pipeline:
             model=model,
             agent=agent,
             sent=sent,
+            native=native,
         )
 
+    async def check(self, request: GatewayRequest) -> None:
+        """Validation alone, for requests that call no model (Anthropic's count_tokens)."""
+        router = self.routers.get()
+        validate_model(request, router, self.model_names(), self.config.accepts_any_model)
+        validate_request(request, router)
+
     async def run(self, request: GatewayRequest, after_response: AfterResponse | None) -> Any:
-        """litellm's answer (a ModelResponse or EmbeddingResponse), or a ChatStream."""
+        """litellm's answer (a ModelResponse, EmbeddingResponse or ResponsesAPIResponse), or a
+        ChatStream or ResponsesStream."""
         record = usage.new_record(request)
         started = time.perf_counter()
         router: ModelRouter | None = None
@@ -112,6 +132,9 @@ class Pipeline:
             router = self.routers.get()
             validate_model(request, router, self.model_names(), self.config.accepts_any_model)
             validate_request(request, router)
+            if request.call == "responses":
+                store = self.stores.responses
+                request = await asyncio.to_thread(with_conversation, request, store)
             cache = self._cache_control(request)
             hit = await self._cached(request, cache)
             admitting = partial(admit, self.stores.limiter, request, router, hit is not None)
@@ -136,18 +159,46 @@ class Pipeline:
             mark_cache_hit(response)
         else:
             usage.record_answer(record, getattr(response, "_hidden_params", None) or {}, router)
+        if request.stream and request.call == "responses":
+            return self._responses_stream(
+                request, response, record, (started, routed), router, admission
+            )
         if request.stream:
             return self._stream(request, response, record, (started, routed), router, admission)
+        state_write = self._cache_write(request, cache, response, record)
+        if request.call == "responses":
+            response.id = new_response_id()
+            state_write = self._store_write(request, response.model_dump(exclude_none=True))
         usage.record_usage(record, getattr(response, "usage", None))
         usage.record_cost(record, router)
         usage.record_latency(record, started, routed)
-        await self.meter(
-            record,
-            admission,
-            cache_write=self._cache_write(request, cache, response, record),
-            after_response=after_response,
-        )
+        await self.meter(record, admission, state_write=state_write, after_response=after_response)
         return response
+
+    def _store_write(
+        self, request: GatewayRequest, response: dict[str, Any]
+    ) -> Callable[[], None] | None:
+        if not stores(request) or not self.stores.responses.enabled:
+            return None
+        return partial(self.stores.responses.put, to_stored(request, response))
+
+    def _responses_stream(
+        self,
+        request: GatewayRequest,
+        response: Any,
+        record: UsageRecord,
+        timing: tuple[float, float | None],
+        router: ModelRouter,
+        admission: Admission | None,
+    ) -> ResponsesStream:
+        async def finish(record: UsageRecord, completed: dict[str, Any] | None) -> None:
+            if completed is not None:
+                usage.record_answer(record, getattr(response, "_hidden_params", {}), router)
+            usage.record_cost(record, router)
+            state_write = self._store_write(request, completed) if completed else None
+            await self.meter(record, admission, state_write=state_write)
+
+        return ResponsesStream(response, record, timing, new_response_id(), finish)
 
     def _cache_control(self, request: GatewayRequest) -> CacheControl | None:
         if request.api != "chat":

@@ -6,10 +6,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llm_proxy.access.auth import Caller
+from llm_proxy.pipeline.anthropic_native import NativeParts
 
 # The API a request came in on, and what the Router is asked for.
-Api = Literal["chat", "embeddings", "messages"]
-Call = Literal["chat", "embedding"]
+Api = Literal["chat", "embeddings", "messages", "responses", "count_tokens"]
+Call = Literal["chat", "embedding", "responses"]
+# What clients send about themselves, accepted and never passed on (Codex CLI's
+# `client_metadata` on the Responses API).
+CLIENT_ONLY_PARAMS = frozenset({"client_metadata"})
 
 
 @dataclass(frozen=True)
@@ -26,10 +30,14 @@ class GatewayRequest:
     agent: str | None
     # The body as the client sent it, where it was translated (Anthropic's Messages API).
     sent: dict[str, Any] | None = None
+    # What only Anthropic deployments get as sent (Messages API headers and tools).
+    native: NativeParts | None = None
 
     @property
     def call(self) -> Call:
-        return "embedding" if self.api == "embeddings" else "chat"
+        if self.api == "embeddings":
+            return "embedding"
+        return "responses" if self.api == "responses" else "chat"
 
     @property
     def stream(self) -> bool:
@@ -48,5 +56,5 @@ class GatewayRequest:
 
     def call_params(self) -> dict[str, Any]:
         """The body's parameters other than what the pipeline passes on itself."""
-        own = ("model", "messages", "input", "metadata", "cache")
+        own = {"model", "messages", "input", "metadata", "cache", *CLIENT_ONLY_PARAMS}
         return {name: value for name, value in self.body.items() if name not in own}

@@ -18,6 +18,7 @@ from llm_proxy.access.limits import Limits, register_deployment_check
 from llm_proxy.accounting.price_table import PER_MILLION, SEED_PRICE_TABLE
 from llm_proxy.config import ConfigError, ProxyConfig, resolve_references, secret_then_env
 from llm_proxy.logs import enable_detailed_debug, logger, redactor
+from llm_proxy.pipeline.anthropic_native import register_anthropic_native
 from llm_proxy.provider_keys import ProviderKeys
 
 ROUTER_PARAMS = frozenset(inspect.signature(Router.__init__).parameters) - {"self", "model_list"}
@@ -253,10 +254,12 @@ def router_kwargs(config: ProxyConfig) -> dict[str, Any]:
 
 def configure_litellm(config: ProxyConfig, *, detailed_debug: bool, limits: bool) -> None:
     """litellm's process-wide state: its module settings from the config, verbose logging when
-    asked for, and the deployment limit check where a counters table holds the counters."""
+    asked for, the hook that gives Anthropic deployments what only they understand, and the
+    deployment limit check where a counters table holds the counters."""
     if detailed_debug:
         enable_detailed_debug()
     apply_litellm_settings(config)
+    register_anthropic_native()
     if limits:
         register_deployment_check()
 

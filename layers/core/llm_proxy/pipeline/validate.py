@@ -15,13 +15,15 @@ from typing import Any
 from llm_proxy.access.auth import Caller
 from llm_proxy.errors import ProxyError, invalid_request, model_not_found
 from llm_proxy.pipeline import api_params
-from llm_proxy.pipeline.request import Api, GatewayRequest
+from llm_proxy.pipeline.request import CLIENT_ONLY_PARAMS, Api, GatewayRequest
 from llm_proxy.pipeline.router import ModelRouter
 
 SDK_PARAMS: dict[Api, frozenset[str]] = {
     "chat": api_params.CHAT_COMPLETIONS,
     "embeddings": api_params.EMBEDDINGS,
     "messages": api_params.MESSAGES,
+    "responses": api_params.RESPONSES,
+    "count_tokens": api_params.MESSAGES_COUNT_TOKENS,
 }
 # What the gateway accepts beyond the SDK types, and why.
 GATEWAY_PARAMS: dict[Api, frozenset[str]] = {
@@ -31,6 +33,8 @@ GATEWAY_PARAMS: dict[Api, frozenset[str]] = {
     "embeddings": frozenset({"extra_body"}),
     # The Messages API's sampling parameters, which SDK versions before the current types send.
     "messages": frozenset({"temperature", "top_p", "top_k"}),
+    "responses": frozenset({"extra_body", *CLIENT_ONLY_PARAMS}),
+    "count_tokens": frozenset(),
 }
 # What `metadata` may hold: the gateway's and LiteLLM's documented keys, Anthropic's user id.
 METADATA_KEYS = frozenset(

@@ -1,0 +1,194 @@
+"""OpenAI's Responses API over the pipeline: the conversation a `previous_response_id` names,
+the gateway's own response ids, and a stream re-emitted as the API's named SSE events,
+metered (and stored) when it ends.
+
+litellm's `aresponses` forwards to deployments that serve the Responses API natively (OpenAI)
+and bridges the others through chat completions; either way the gateway keeps the
+conversation itself (`stored_responses`), so a follow-up may be answered by any deployment."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from llm_proxy.accounting.usage import UsageRecord
+from llm_proxy.errors import ProxyError, as_proxy_error
+from llm_proxy.pipeline.meter import record_latency, record_usage
+from llm_proxy.pipeline.request import GatewayRequest
+from llm_proxy.pipeline.stored_responses import ResponseStore, StoredResponse
+
+# Metering and storing, shielded from a disconnecting client's cancellation until done.
+_PENDING: set[asyncio.Future[None]] = set()
+# Meters (and stores) a stream's record once it ends, with the completed response, if any.
+ResponseFinish = Callable[[UsageRecord, dict[str, Any] | None], Awaitable[None]]
+
+
+def new_response_id() -> str:
+    return f"resp_{uuid.uuid4().hex}"
+
+
+def as_items(value: Any) -> list[Any]:
+    """A Responses API `input`: a string is one user message."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    return list(value)
+
+
+def with_conversation(request: GatewayRequest, store: ResponseStore) -> GatewayRequest:
+    """The request with the stored conversation of its `previous_response_id` before its own
+    input; the provider sees a whole conversation and nothing it must remember."""
+    previous = request.body.get("previous_response_id")
+    if not previous:
+        return request
+    stored = store.get(str(previous), request.caller.key_id, param="previous_response_id")
+    body = {**request.body, "input": [*stored.conversation, *as_items(request.body.get("input"))]}
+    return replace(request, body=body)
+
+
+def stores(request: GatewayRequest) -> bool:
+    """The API's default: a response is stored unless `store` is false."""
+    return request.body.get("store") is not False
+
+
+def to_stored(request: GatewayRequest, response: dict[str, Any]) -> StoredResponse:
+    return StoredResponse(
+        response_id=str(response["id"]),
+        key_id=request.caller.key_id,
+        input=as_items(request.body.get("input")),
+        response=response,
+    )
+
+
+async def replayed_events(response: Any) -> AsyncIterator[dict[str, Any]]:
+    """A whole response as the events of a stream (a deployment that answers a stream with one
+    response, such as a `mock_response`): created, each output item with its text, completed."""
+    whole = _as_dict(response)
+    pending = {**whole, "status": "in_progress", "output": [], "usage": None}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": pending},
+        {"type": "response.in_progress", "response": pending},
+    ]
+    for index, item in enumerate(whole.get("output") or []):
+        events.append({"type": "response.output_item.added", "output_index": index, "item": item})
+        for part_index, part in enumerate(item.get("content") or []):
+            where = {"item_id": item.get("id"), "output_index": index, "content_index": part_index}
+            events.append({"type": "response.content_part.added", **where, "part": part})
+            if part.get("type") == "output_text":
+                text = part.get("text", "")
+                events.append({"type": "response.output_text.delta", **where, "delta": text})
+                events.append({"type": "response.output_text.done", **where, "text": text})
+            events.append({"type": "response.content_part.done", **where, "part": part})
+        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+    events.append({"type": "response.completed", "response": whole})
+    for number, event in enumerate(events):
+        yield {**event, "sequence_number": number}
+
+
+def complete_usage(response: dict[str, Any]) -> dict[str, Any]:
+    """A response's usage with every field the API always sends (Codex CLI refuses a usage
+    without `output_tokens_details.reasoning_tokens`); litellm leaves some out."""
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
+        return response
+    for name in ("input_tokens", "output_tokens"):
+        usage[name] = int(usage.get(name) or 0)
+    usage["total_tokens"] = int(usage.get("total_tokens") or 0) or (
+        usage["input_tokens"] + usage["output_tokens"]
+    )
+    usage.pop("cost", None)  # litellm's estimate; the gateway meters the cost itself
+    inputs = usage.get("input_tokens_details") or {}
+    inputs["cached_tokens"] = int(inputs.get("cached_tokens") or 0)
+    outputs = usage.get("output_tokens_details") or {}
+    outputs["reasoning_tokens"] = int(outputs.get("reasoning_tokens") or 0)
+    usage["input_tokens_details"], usage["output_tokens_details"] = inputs, outputs
+    return response
+
+
+def sse(event_type: str, data: Mapping[str, Any]) -> str:
+    return f"event: {event_type}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+class ResponsesStream:
+    """litellm's Responses API events, re-emitted as named SSE events under the gateway's
+    response id; usage comes from `response.completed`."""
+
+    def __init__(
+        self,
+        stream: Any,
+        record: UsageRecord,
+        timing: tuple[float, float | None],
+        response_id: str,
+        finish: ResponseFinish,
+    ) -> None:
+        self._stream = stream
+        self._record = record
+        self._started, self._routed = timing
+        self._response_id = response_id
+        self._finish = finish
+        self._sequence = 0
+        self.cache_hit = False
+
+    async def events(self) -> AsyncIterator[str]:
+        record, completed = self._record, None
+        try:
+            async for event in self._stream:
+                data = _as_dict(event)
+                if record.ttft_ms is None:
+                    record.ttft_ms = (time.perf_counter() - self._started) * 1000
+                self._sequence = int(data.get("sequence_number") or self._sequence)
+                response = data.get("response")
+                if isinstance(response, dict):
+                    response["id"] = self._response_id
+                    complete_usage(response)
+                    if data.get("type") == "response.completed":
+                        completed = response
+                        record_usage(record, response.get("usage"))
+                yield sse(str(data.get("type") or "message"), data)
+            if completed is None:
+                raise ProxyError(
+                    502,
+                    f"Model '{record.model_requested}': the stream ended before the response "
+                    "completed.",
+                    "upstream_error",
+                    code="provider_bad_response",
+                )
+        except (asyncio.CancelledError, GeneratorExit):
+            if completed is None and record.status == 200:
+                record.fail(499, "client_closed", "client_disconnected")
+            raise
+        except Exception as exc:
+            error = as_proxy_error(exc, record.model_requested or "")
+            if error.status < 500 and error.status != 429:
+                error = ProxyError(502, error.message, "upstream_error", code="provider_error")
+            record.fail(error.status, error.error_type, error.code)
+            self._sequence += 1
+            yield sse(
+                "error",
+                {
+                    "type": "error",
+                    "code": error.code,
+                    "message": error.message,
+                    "param": None,
+                    "sequence_number": self._sequence,
+                },
+            )
+        finally:
+            record_latency(record, self._started, self._routed)
+            done = asyncio.ensure_future(self._finish(record, completed))
+            _PENDING.add(done)
+            done.add_done_callback(_PENDING.discard)
+            await asyncio.shield(done)
+
+
+def _as_dict(event: Any) -> dict[str, Any]:
+    if isinstance(event, dict):
+        return dict(event)
+    dumped: dict[str, Any] = event.model_dump(exclude_none=True)
+    return dumped
