@@ -8,12 +8,17 @@ from pathlib import Path
 from llm_proxy import snapstart
 from llm_proxy.gateway import Gateway
 from llm_proxy.http.app import create_app
+from llm_proxy.lambda_extension import AfterResponseExtension
 from mangum import Mangum
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 
+# Registered during init, as Lambda requires of extensions; None outside Lambda.
+extension = AfterResponseExtension.start_in_lambda()
 gateway = Gateway.from_env(DEFAULT_CONFIG)
-app = create_app(gateway)
+if extension is not None:
+    gateway.meter_in_extension()
+app = create_app(gateway, extension=extension)
 snapstart.register(gateway, app)
 # lifespan "off": Mangum would otherwise run startup/shutdown on every invocation.
 handler = Mangum(app, lifespan="off")

@@ -194,6 +194,12 @@ class Gateway:
     def meter_after_response(self, value: bool) -> None:
         self.pipeline.meter.write_after_response = value
 
+    def meter_in_extension(self) -> None:
+        """Lambda with the after-response extension: the usage item, the settlement and the
+        cache write all wait for the response."""
+        self.pipeline.meter.write_after_response = True
+        self.pipeline.meter.settle_after_response = True
+
     # -- operations --------------------------------------------------------------------------
 
     def readiness(self) -> dict[str, str]:

@@ -11,6 +11,7 @@ done, so restored environments start warm.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from typing import Any
 
@@ -122,9 +123,11 @@ def reconnect(settings: Settings) -> None:
 
 
 def register(gateway: Gateway, app: Any, runtime: Any = None) -> bool:
-    """Register the hooks with Lambda's `snapshot_restore_py`, which only the Lambda Python
-    runtime provides; elsewhere nothing is registered."""
+    """Register the hooks with Lambda's `snapshot_restore_py`, which the Lambda Python runtime
+    provides; outside Lambda (no runtime API) nothing is registered."""
     if runtime is None:
+        if not os.environ.get("AWS_LAMBDA_RUNTIME_API"):
+            return False
         try:
             import snapshot_restore_py
         except ImportError:

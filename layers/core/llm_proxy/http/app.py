@@ -21,6 +21,7 @@ from llm_proxy.http.routes import (
     responses,
     spend,
 )
+from llm_proxy.lambda_extension import AfterResponseExtension
 
 # The routes of each function: the api functions serve agents; key management is a function
 # of its own where deployed, the only one that may write the keys table.
@@ -28,9 +29,14 @@ API_ROUTES = (health, models, completions, messages, responses, spend)
 KEY_ROUTES = (health, keys)
 
 
-def create_app(gateway: Gateway, resources: Sequence[ModuleType] | None = None) -> FastAPI:
+def create_app(
+    gateway: Gateway,
+    resources: Sequence[ModuleType] | None = None,
+    extension: AfterResponseExtension | None = None,
+) -> FastAPI:
     """The app serving `resources` (routers); by default the api's, with key management
-    where the settings say this process manages keys."""
+    where the settings say this process manages keys. In Lambda, `extension` runs the work
+    left for after each response."""
     settings = gateway.settings
     if resources is None:
         resources = (*API_ROUTES, keys) if settings.key_management else API_ROUTES
@@ -44,7 +50,7 @@ def create_app(gateway: Gateway, resources: Sequence[ModuleType] | None = None) 
     )
     app.state.gateway = gateway
     app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
-    app.add_middleware(RequestContext, max_body_bytes=gateway.max_body_bytes)
+    app.add_middleware(RequestContext, max_body_bytes=gateway.max_body_bytes, extension=extension)
     install_error_handlers(app)
     for resource in dict.fromkeys(resources):
         app.include_router(resource.router)

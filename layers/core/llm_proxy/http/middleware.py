@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm_proxy.errors import ProxyError
 from llm_proxy.http.errors import proxy_error_response
+from llm_proxy.lambda_extension import AfterResponseExtension
 from llm_proxy.logs import logger
 
 # Threads of their own for the work left for after a response (usage writes), so that a slow
@@ -29,9 +31,16 @@ class RequestContext:
     rest of the app in a task of its own and relays every response through a memory stream,
     which costs each request more than everything this does."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        extension: AfterResponseExtension | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # In Lambda: the extension that runs the work after the invocation's response.
+        self.extension = extension
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,12 +83,36 @@ class RequestContext:
                 extra={"method": scope["method"], "path": scope["path"], "status": status},
             )
         finally:
-            loop = asyncio.get_running_loop()
+            await self._after_response(scope, later)
+
+    async def _after_response(self, scope: Scope, later: list[Callable[[], object]]) -> None:
+        invocation = invocation_id(scope)
+        if self.extension is not None and invocation:
             for work in later:
-                try:
-                    await loop.run_in_executor(AFTER_RESPONSE_THREADS, work)
-                except Exception:
-                    logger.exception("work after the response failed")
+                self.extension.submit(work)
+            self.extension.handed_over(invocation)
+            return
+        loop = asyncio.get_running_loop()
+        for work in later:
+            try:
+                await loop.run_in_executor(AFTER_RESPONSE_THREADS, work)
+            except Exception:
+                logger.exception("work after the response failed")
+
+
+def invocation_id(scope: Scope) -> str | None:
+    """The Lambda request id of the invocation serving this request: Mangum's context, or the
+    context Lambda Web Adapter passes as a header."""
+    context = scope.get("aws.context")
+    if context is not None:
+        return str(getattr(context, "aws_request_id", "") or "") or None
+    header = Headers(scope=scope).get("x-amzn-lambda-context")
+    if header:
+        try:
+            return str(json.loads(header).get("request_id") or "") or None
+        except ValueError:
+            return None
+    return None
 
 
 async def read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:

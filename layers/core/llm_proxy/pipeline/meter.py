@@ -129,16 +129,19 @@ class Meter:
     """Settles the admission's estimates to what was used, writes the state a next request must
     see (a cache entry, a stored response) and writes the usage item.
 
-    The counters and that state are written before the response: the caller's next request
-    must see its spend, the cache entry and the stored response. The usage item is written
-    after the response where an `after_response` is given and the process outlives the
-    response (`write_after_response`: uvicorn, not Lambda); else before it, in the same
-    worker thread."""
+    The usage item is written after the response where an `after_response` is given and the
+    process outlives the response (`write_after_response`: uvicorn, or Lambda with the
+    after-response extension); else before it, in the same worker thread. The counters and
+    the state a caller's next request must see stay before the response, except where an
+    extension holds the invocation until they are written (`settle_after_response`): the
+    container's next request cannot start before, and other containers see them moments
+    later, as a DynamoDB read would anyway."""
 
     def __init__(self, usage: UsageStore, limiter: Limiter, write_after_response: bool) -> None:
         self.usage = usage
         self.limiter = limiter
         self.write_after_response = write_after_response
+        self.settle_after_response = False
 
     async def __call__(
         self,
@@ -150,6 +153,9 @@ class Meter:
     ) -> None:
         if after_response is None or not self.write_after_response:
             await asyncio.to_thread(self._settle_and_write, record, admission, state_write)
+            return
+        if self.settle_after_response:
+            after_response(partial(self._settle_and_write, record, admission, state_write))
             return
         if (admission is not None and admission.holds_counters) or state_write is not None:
             await asyncio.to_thread(self._settle, record, admission, state_write)

@@ -1,0 +1,164 @@
+"""A loopback Lambda Runtime API and Extensions API, enough to run a function under the
+runtime's own client (`awslambdaric`): it hands invocations to the runtime and INVOKE events
+to extensions, and notes when each side is done with an invocation, which is when Lambda would
+freeze the environment."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+RUNTIME = "/2018-06-01/runtime"
+EXTENSION = "/2020-01-01/extension"
+
+
+@dataclass
+class Invocation:
+    request_id: str
+    event: dict[str, Any]
+    deadline_ms: int
+    handed_at: float = 0.0
+    response: bytes | None = None
+    responded_at: float = 0.0
+    # When each side asked for its next event after this invocation: the freeze is the later.
+    runtime_done_at: float = 0.0
+    extension_done_at: float = 0.0
+    answered: threading.Event = field(default_factory=threading.Event)
+    frozen: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def frozen_at(self) -> float:
+        return max(self.runtime_done_at, self.extension_done_at)
+
+
+class RuntimeApi:
+    def __init__(self) -> None:
+        self.invocations: queue.Queue[Invocation] = queue.Queue()
+        self.extension_events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.current: Invocation | None = None
+        self.extension_current: Invocation | None = None
+        self.extensions: list[str] = []
+        self.errors: list[bytes] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+
+    @property
+    def address(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"{host}:{port}"
+
+    def start(self) -> RuntimeApi:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+    def invoke(self, event: dict[str, Any], timeout_s: float = 60) -> Invocation:
+        invocation = Invocation(
+            request_id=str(uuid.uuid4()),
+            event=event,
+            deadline_ms=int((time.time() + timeout_s) * 1000),
+        )
+        self.invocations.put(invocation)
+        return invocation
+
+    def shutdown_extensions(self) -> None:
+        self.extension_events.put({"eventType": "SHUTDOWN", "shutdownReason": "spindown"})
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _body(self) -> bytes:
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _answer(
+                self, status: int, body: Any, headers: dict[str, str] | None = None
+            ) -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path == f"{RUNTIME}/invocation/next":
+                    if api.current is not None:
+                        api.current.runtime_done_at = time.monotonic()
+                        _maybe_frozen(api.current)
+                    invocation = api.invocations.get()
+                    invocation.handed_at = time.monotonic()
+                    api.current = invocation
+                    if api.extensions:
+                        # Extensions register during init, before the runtime's first next:
+                        # each gets the INVOKE as the runtime gets the invocation.
+                        api.extension_events.put(
+                            {
+                                "eventType": "INVOKE",
+                                "requestId": invocation.request_id,
+                                "deadlineMs": invocation.deadline_ms,
+                                "invocation": invocation,
+                            }
+                        )
+                    self._answer(
+                        200,
+                        invocation.event,
+                        {
+                            "Lambda-Runtime-Aws-Request-Id": invocation.request_id,
+                            "Lambda-Runtime-Deadline-Ms": str(invocation.deadline_ms),
+                            "Lambda-Runtime-Invoked-Function-Arn": (
+                                "arn:aws:lambda:us-east-1:123456789012:function:api"
+                            ),
+                            "Lambda-Runtime-Trace-Id": "Root=1-00000000-000000000000000000000000",
+                        },
+                    )
+                elif self.path == f"{EXTENSION}/event/next":
+                    if api.extension_current is not None:
+                        api.extension_current.extension_done_at = time.monotonic()
+                        _maybe_frozen(api.extension_current)
+                    event = dict(api.extension_events.get())
+                    api.extension_current = event.pop("invocation", None)
+                    self._answer(200, event)
+                else:
+                    self._answer(404, {"message": "no such route"})
+
+            def do_POST(self) -> None:
+                body = self._body()
+                if self.path == f"{EXTENSION}/register":
+                    name = self.headers.get("Lambda-Extension-Name", "")
+                    api.extensions.append(name)
+                    self._answer(
+                        200, {"functionName": "api"}, {"Lambda-Extension-Identifier": name}
+                    )
+                elif self.path.endswith("/response") and api.current is not None:
+                    api.current.response = body
+                    api.current.responded_at = time.monotonic()
+                    api.current.answered.set()
+                    self._answer(202, {})
+                elif self.path.endswith("/error"):
+                    api.errors.append(body)
+                    if api.current is not None:
+                        api.current.answered.set()
+                    self._answer(202, {})
+                else:
+                    self._answer(404, {"message": "no such route"})
+
+        return Handler
+
+
+def _maybe_frozen(invocation: Invocation) -> None:
+    if invocation.runtime_done_at and invocation.extension_done_at:
+        invocation.frozen.set()
