@@ -3,7 +3,7 @@ PYTHON_VERSION ?= 3.12
 PY := .venv/bin/python
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: dev test lint build size bench report requirements clean
+.PHONY: dev test lint build size bench profile report requirements clean
 
 # The project environment: Python 3.12, dependencies installed from hash-pinned lock files.
 .venv/.installed: requirements-dev.txt pyproject.toml
@@ -31,10 +31,16 @@ build: .venv/.installed
 size: .venv/.installed
 	$(PY) scripts/build_layer.py size
 
+# The gateway against the LiteLLM proxy and Portkey (installed under .tools on first use), a
+# soak, keys and limits, the cost report. `python -m scripts.bench --help` sizes it down.
 bench: .venv/.installed
 	$(PY) -m scripts.bench
 	$(PY) -m scripts.bench.keys
 	$(PY) -m scripts.bench.cost_report
+
+# Where the gateway's time goes under the bench's load (cProfile; see docs/performance.md).
+profile: .venv/.installed
+	$(PY) -m scripts.bench.profile
 
 # The cost report of the running local stack (`make dev`), last 24 hours; the CLI takes a period.
 report: .venv/.installed
@@ -45,6 +51,7 @@ requirements:
 	uv pip compile pyproject.toml --generate-hashes --python-version $(PYTHON_VERSION) --no-header -q -o layers/deps/requirements.txt
 	uv pip compile pyproject.toml --group dev --generate-hashes --python-version $(PYTHON_VERSION) --no-header -q -o requirements-dev.txt
 	uv pip compile layers/ops/requirements.in -c layers/deps/requirements.txt --generate-hashes --python-version $(PYTHON_VERSION) --no-header -q -o layers/ops/requirements.txt
+	uv pip compile scripts/bench/litellm-proxy-requirements.in --generate-hashes --python-version $(PYTHON_VERSION) --no-header -q -o scripts/bench/litellm-proxy-requirements.txt
 
 clean:
 	rm -rf .venv .tools .aws-sam build .pytest_cache .mypy_cache .ruff_cache

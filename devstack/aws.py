@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +23,10 @@ from typing import Any
 import boto3
 import yaml
 from botocore.exceptions import ClientError
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication,
-    MotoRequestHandler,
-    create_backend_app,
-)
 from moto.server import ThreadedMotoServer
-from werkzeug.serving import make_server
 
+from devstack.moto_server import make_local_server
+from devstack.processes import port_is_free, stop_process, wait_for_port
 from devstack.server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -125,40 +118,11 @@ def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
 # --- moto server ----------------------------------------------------------------------------
 
 
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # Same option the server sets, so a socket in TIME_WAIT does not count as busy.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-class AtomicDynamoDB:
-    """DynamoDB applies each write atomically, conditions included; moto's server handles
-    concurrent requests on threads without a lock. This WSGI wrapper serialises DynamoDB calls,
-    so conditional updates behave under concurrency as they do in AWS."""
-
-    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
-        self.app = app
-        self.lock = threading.Lock()
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
-            return self.app(environ, start_response)
-        with self.lock:
-            # Read the whole body inside the lock: the write happens while it is produced.
-            return list(self.app(environ, start_response))
-
-
 class LocalMotoServer(ThreadedMotoServer):
+    """moto in a thread of this process, as `devstack.moto_server` serves it."""
+
     def _server_entry(self) -> None:
-        app = AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server(
-            self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
-        )
+        self._server = make_local_server(self._ip_address, self._port)
         self._server_ready_event.set()
         self._server.serve_forever()
 
@@ -168,40 +132,34 @@ def start_moto(port: int = 4566, host: str = "127.0.0.1") -> ThreadedMotoServer:
     # ThreadedMotoServer.start() waits forever if its thread cannot bind, so check first.
     if not port_is_free(port, host):
         raise OSError(f"port {host}:{port} is already in use; cannot start the moto server there")
-    # One access-log line per AWS call would drown the app's own output.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = LocalMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     return server
 
 
-def wait_for_port(port: int, host: str = "127.0.0.1", timeout_s: float = 30.0) -> None:
-    """Return once something accepts connections on host:port."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 @contextmanager
-def moto_process(port: int, host: str = "127.0.0.1") -> Iterator[None]:
-    """moto's own server in a process of its own, for the block's duration."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, host)
-        yield
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+def moto_process(port: int, host: str = "127.0.0.1") -> Iterator[int]:
+    """The local moto server (`devstack.moto_server`) in a process of its own, for the
+    block's duration; yields its process id. It also exits if this process dies."""
+    if not port_is_free(port, host):
+        raise OSError(f"port {host}:{port} is already in use; cannot start the moto server there")
+    command = [sys.executable, "-m", "devstack.moto_server", "--host", host, "--port", str(port)]
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(
+            [*command, "--parent", str(os.getpid())],
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+        try:
+            try:
+                wait_for_port(port, host, process=process)
+            except (OSError, RuntimeError) as exc:
+                errors.seek(0)
+                raise RuntimeError(f"{exc}\n{errors.read().decode()[-2000:]}") from exc
+            yield process.pid
+        finally:
+            stop_process(process)
 
 
 # --- resources ------------------------------------------------------------------------------
@@ -504,6 +462,8 @@ class LocalAWS:
     template: dict[str, Any]
     # Logical id -> what `!Ref` gives for it: a table's name, a queue's URL, a topic's ARN.
     resources: dict[str, str]
+    # The moto server's process, where it runs in one of its own.
+    pid: int | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -531,18 +491,19 @@ def local_aws(
     `provider_keys`.
 
     With `endpoint` the resources are created there (LocalStack, say) and nothing is started.
-    Otherwise a moto server starts on host:`port` (a free port if None): in a thread of this
-    process with DynamoDB made atomic, or with `in_process=False` moto's own server in a
-    process of its own, where it does not compete for this process's GIL.
+    Otherwise the local moto server (`devstack.moto_server`) starts on host:`port` (a free
+    port if None): in a thread of this process, or with `in_process=False` in a process of its
+    own, where it competes for no one's GIL and its memory is its own (`make dev`, benches).
     """
     with ExitStack() as running:
+        pid = None
         if endpoint is None:
             port = port or free_port()
             endpoint = f"http://{host}:{port}"
             if in_process:
                 running.callback(start_moto(port, host).stop)
             else:
-                running.enter_context(moto_process(port, host))
+                pid = running.enter_context(moto_process(port, host))
         template = load_template()
         resources = create_resources(endpoint, provider_keys, names, region, template)
-        yield LocalAWS(endpoint, region, template, resources)
+        yield LocalAWS(endpoint, region, template, resources, pid)

@@ -22,6 +22,7 @@ import compileall
 import os
 import py_compile
 import shutil
+import struct
 import subprocess
 import sys
 from collections.abc import Collection, Iterable
@@ -36,7 +37,9 @@ RUNTIME_PYTHON = (3, 12)
 # Lambda's python3.12 runtime runs on Amazon Linux 2023 (glibc 2.34), x86_64.
 PLATFORM = "x86_64-manylinux_2_34"
 MIB = 1024 * 1024
-SIZE_TARGET_MB = 150.0
+# The budget for the function and its layers, and the margin kept under it for what grows.
+SIZE_BUDGET_MB = 150.0
+SIZE_MARGIN_MB = 10.0
 LAMBDA_LIMIT_MB = 250.0
 
 # Distributions left out of the layer: (distribution, its top-level names, why).
@@ -71,6 +74,7 @@ RUNTIME_SDK = frozenset({"boto3", "botocore", "s3transfer"})
 # Paths under the layer's python/ removed after install: (glob, why).
 TRIM: tuple[tuple[str, str], ...] = (
     ("bin", "console scripts, with the build machine's interpreter in their shebangs"),
+    (".lock", "uv's lock on the target directory"),
     ("**/__pycache__", "bytecode of whatever Python installed it; compiled afresh below"),
     ("**/*.pyi", "type stubs: nothing type-checks in Lambda"),
     ("**/py.typed", "type-checker marker"),
@@ -101,11 +105,38 @@ def _python_ok() -> None:
         sys.exit(f"build the layers with Python {wanted}: bytecode is version-specific")
 
 
-def _uv() -> list[str]:
+def _uv() -> str | None:
+    """uv from PATH or the dev environment; None where there is neither (a fresh clone)."""
     found = shutil.which("uv") or str(REPO_ROOT / ".venv" / "bin" / "uv")
-    if Path(found).exists():
-        return [found]
-    return [sys.executable, "-m", "uv"]
+    return found if Path(found).exists() else None
+
+
+def _installer(site: Path, requirements: Path) -> list[str]:
+    """The install command: uv where it is at hand, else the pip of the Python running this
+    (sam build's python3.12). Either way: the lock's wheels for Lambda's platform, hashes
+    checked, no dependency resolution, files copied into `site`."""
+    python_version = ".".join(map(str, RUNTIME_PYTHON))
+    uv = _uv()
+    if uv is not None:
+        return [
+            *(uv, "pip", "install", "--quiet", "--target", str(site)),
+            *("--require-hashes", "--no-deps", "--only-binary", ":all:"),
+            # Copies, not links into uv's cache: the files are compiled, trimmed, read-only.
+            *("--link-mode", "copy", "--python-version", python_version),
+            *("--python-platform", PLATFORM, "--python", sys.executable),
+            *("-r", str(requirements)),
+        ]
+    # pip takes exact platform tags: every manylinux tag that glibc 2.34 runs.
+    glibc = [f"manylinux_2_{minor}_x86_64" for minor in range(34, 4, -1)]
+    legacy = ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+    platforms = [option for tag in (*glibc, *legacy) for option in ("--platform", tag)]
+    return [
+        *(sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"),
+        *("--target", str(site), "--require-hashes", "--no-deps", "--no-compile"),
+        *("--only-binary", ":all:", "--implementation", "cp"),
+        *("--python-version", python_version, *platforms),
+        *("-r", str(requirements)),
+    ]
 
 
 def _select(lock: Path, into: Path, names: Collection[str], keep: bool) -> Path:
@@ -126,29 +157,7 @@ def install(site: Path, names: Collection[str] = EXCLUDED_NAMES, keep: bool = Fa
     By default everything but the excluded distributions."""
     site.mkdir(parents=True, exist_ok=True)
     reqs = _select(DEPS_REQUIREMENTS, site.parent / f"requirements.{site.name}.txt", names, keep)
-    command = [
-        *_uv(),
-        "pip",
-        "install",
-        "--quiet",
-        "--target",
-        str(site),
-        "--require-hashes",
-        "--no-deps",
-        # Copies, not links into uv's cache: the files are compiled, trimmed and made read-only.
-        "--link-mode",
-        "copy",
-        "--only-binary",
-        ":all:",
-        "--python-version",
-        ".".join(map(str, RUNTIME_PYTHON)),
-        "--python-platform",
-        PLATFORM,
-        "--python",
-        sys.executable,
-        "-r",
-        str(reqs),
-    ]
+    command = _installer(site, reqs)
     subprocess.run(command, check=True, cwd=REPO_ROOT)
     reqs.unlink()
 
@@ -174,6 +183,88 @@ def trim(site: Path) -> None:
                 path.unlink()
             elif path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
+
+
+# ELF constants for strip_debug_info.
+_SHF_ALLOC = 0x2
+_SHF_INFO_LINK = 0x40
+_SHT_SYMTAB, _SHT_NOBITS, _SHT_RELA, _SHT_REL = 2, 8, 4, 9
+_SECTION = struct.Struct("<IIQQQQIIQQ")  # Elf64_Shdr
+_SEGMENT = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr
+
+
+def strip_debug_info(site: Path) -> int:
+    """Debug information and symbol tables dropped from the shared libraries (what
+    `strip --strip-debug --strip-unneeded` removes): nothing the loader reads. Several wheels
+    ship their extensions unstripped. Pure Python, so the layer builds where binutils are
+    missing. Returns the bytes saved."""
+    return sum(_strip_elf(path) for path in sorted(site.rglob("*.so")) if path.is_file())
+
+
+def _strip_elf(path: Path) -> int:
+    data = path.read_bytes()
+    # 64-bit little-endian ELF only (Lambda's x86_64); anything else is left as it is.
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return 0
+    phoff, shoff = struct.unpack_from("<QQ", data, 0x20)
+    phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", data, 0x36)
+    if shnum == 0 or shstrndx >= shnum or shentsize != _SECTION.size:
+        return 0
+    sections = [list(_SECTION.unpack_from(data, shoff + i * shentsize)) for i in range(shnum)]
+    names_at = sections[shstrndx][4]
+
+    def name(section: list[int]) -> bytes:
+        start = names_at + section[0]
+        return data[start : data.index(b"\0", start)]
+
+    removed = {
+        index
+        for index, section in enumerate(sections)
+        if index not in (0, shstrndx)
+        and not section[2] & _SHF_ALLOC
+        and (
+            section[1] == _SHT_SYMTAB
+            or name(section) in (b".strtab",)
+            or name(section).startswith(b".debug")
+        )
+    }
+    loaded = [index for index, section in enumerate(sections) if section[2] & _SHF_ALLOC]
+    # Only a tail of non-loaded sections goes: no loaded section's index may change, so the
+    # dynamic symbols' section numbers stay right.
+    if not removed or (loaded and min(removed) < max(loaded)):
+        return 0
+    end = phoff + phnum * phentsize
+    for index in range(phnum):
+        segment = _SEGMENT.unpack_from(data, phoff + index * phentsize)
+        end = max(end, segment[2] + segment[5])  # p_offset + p_filesz
+    for section in sections:
+        if section[2] & _SHF_ALLOC and section[1] != _SHT_NOBITS:
+            end = max(end, section[4] + section[5])
+    out = bytearray(data[:end])
+    renumbered: dict[int, int] = {}
+    kept: list[list[int]] = []
+    for index, section in enumerate(sections):
+        if index in removed:
+            continue
+        renumbered[index] = len(kept)
+        offset, size = section[4], section[5]
+        if index and section[1] != _SHT_NOBITS and offset + size > end:
+            # A kept section past the loaded part (.comment, .shstrtab): moved up.
+            out += b"\0" * (-len(out) % max(section[8], 1))
+            section[4] = len(out)
+            out += data[offset : offset + size]
+        kept.append(section)
+    for section in kept:
+        section[6] = renumbered.get(section[6], 0)
+        if section[1] in (_SHT_REL, _SHT_RELA) or section[2] & _SHF_INFO_LINK:
+            section[7] = renumbered.get(section[7], 0)
+    out += b"\0" * (-len(out) % 8)
+    struct.pack_into("<Q", out, 0x28, len(out))
+    struct.pack_into("<HH", out, 0x3C, len(kept), renumbered[shstrndx])
+    for section in kept:
+        out += _SECTION.pack(*section)
+    path.write_bytes(out)
+    return len(data) - len(out)
 
 
 def compile_tree(site: Path) -> None:
@@ -216,6 +307,7 @@ def build_deps(out: Path, compiled: bool = True) -> Path:
         shutil.rmtree(site)
     install(site)
     trim(site)
+    strip_debug_info(site)
     if compiled:
         compile_sourceless(site)
     return site
@@ -285,14 +377,16 @@ def build_all(root: Path = BUILD_DIR) -> tuple[Path, Path]:
 
 def report(figures: dict[str, float]) -> str:
     total = figures["total"]
-    verdict = "met" if total <= SIZE_TARGET_MB else "MISSED"
+    margin = SIZE_BUDGET_MB - total
+    verdict = "met" if margin >= SIZE_MARGIN_MB else "MISSED"
     return "\n".join(
         [
             f"deps layer     {figures['deps_layer']:8.1f} MB",
             f"core layer     {figures['core_layer']:8.2f} MB",
             f"api function   {figures['api_function']:8.2f} MB",
-            f"total          {total:8.1f} MB unzipped  (target <= {SIZE_TARGET_MB:g} MB: "
-            f"{verdict}; Lambda's limit {LAMBDA_LIMIT_MB:g} MB)",
+            f"total          {total:8.1f} MB unzipped (Lambda's limit {LAMBDA_LIMIT_MB:g} MB)",
+            f"margin         {margin:8.1f} MB under the {SIZE_BUDGET_MB:g} MB budget "
+            f"(at least {SIZE_MARGIN_MB:g} MB: {verdict})",
         ]
     )
 

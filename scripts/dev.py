@@ -1,28 +1,36 @@
-"""`make dev`: the API under uvicorn on 127.0.0.1, with AWS embedded (a moto server holding the
-template's tables and secret) unless AWS_ENDPOINT_URL already points somewhere."""
+"""`make dev`: the API under uvicorn on 127.0.0.1, with AWS embedded (a moto server in a process
+of its own, holding the template's tables and secret) unless AWS_ENDPOINT_URL already points
+somewhere. Ctrl-C or SIGTERM stops everything it started."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterable
 from contextlib import ExitStack
+from types import FrameType
 
-import uvicorn
 from botocore.exceptions import BotoCoreError, ClientError
 
-from devstack.aws import REPO_ROOT, LocalAWS, local_aws, port_is_free, provider_keys_from_env
+from devstack.aws import LocalAWS, local_aws, provider_keys_from_env
+from devstack.gateway import gateway_env, serve
+from devstack.processes import port_is_free
 
 MOTO_HOST = "127.0.0.1"
-MOTO_PORT = 4566
-DEFAULT_MASTER_KEY = "sk-1234"
+DEFAULT_MOTO_PORT = 4566
 
 
 def _banner(
     url: str, key: str, aws: str, names: dict[str, str], provider_keys: Iterable[str]
 ) -> str:
+    from datetime import UTC, datetime, timedelta
+
     written = ", ".join(provider_keys) or "none (set e.g. OPENAI_API_KEY before `make dev`)"
     resources = "\n".join(f"  {logical_id:<20} {name}" for logical_id, name in names.items())
+    # The spend page's period: yesterday and today (UTC), where this stack's traffic is.
+    today = datetime.now(UTC).date()
+    yesterday = today - timedelta(days=1)
     return f"""
 LLM Proxy (local) on {url}
   master key           {key}
@@ -38,6 +46,10 @@ Try it:
 
   curl -s {url}/v1/models -H "Authorization: Bearer {key}"
 
+  # Spend, yesterday and today: the cost report's page (format=csv for its CSV)
+  curl -s "{url}/spend/report?format=html&start={yesterday}&end={today}" \\
+    -H "Authorization: Bearer {key}" -o spend.html    # then open spend.html in a browser
+
   .venv/bin/llm-proxy keys create --agent coder --rpm 60    # a virtual key for one agent
 
   from openai import OpenAI
@@ -47,50 +59,34 @@ Try it:
   )
   print(reply.choices[0].message.content)
 
-Ctrl-C stops the server.
+Ctrl-C (or SIGTERM) stops the server and the local AWS.
 """
 
 
 def _serve(aws: LocalAWS, described: str, provider_keys: Iterable[str], port: int) -> None:
     """The api app under uvicorn, with the deployed function's environment pointed at `aws`."""
-    # AWS settings already in the environment win, but the endpoint is always the local one.
-    os.environ["AWS_ENDPOINT_URL"] = aws.endpoint
-    for name, value in aws.env.items():
-        os.environ.setdefault(name, value)
-    os.environ["LLM_PROXY__ENV"] = "local"
-    # The tables, the secret, the dead-letter queue: whatever the deployed function is given.
-    os.environ.update(aws.function_env("ApiFunction"))
-    # One process serves the api and key management, with its OpenAPI schema at /docs.
-    os.environ["LLM_PROXY__KEY_MANAGEMENT"] = "true"
-    os.environ.setdefault("LLM_PROXY__OPENAPI", "true")
-    os.environ.setdefault("LLM_PROXY__CONFIG_PATH", str(REPO_ROOT / "config" / "local.yaml"))
-    os.environ.setdefault("LLM_PROXY__MASTER_KEY", DEFAULT_MASTER_KEY)
-    os.environ.setdefault("OLLAMA_API_BASE", "http://localhost:11434")
-    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-
-    # Lambda puts layer code on the path (/opt/python); do the same for the core layer.
-    sys.path.insert(0, str(REPO_ROOT / "layers" / "core"))
-
+    os.environ.update(gateway_env(aws, os.environ))
     url = f"http://127.0.0.1:{port}"
     key = os.environ["LLM_PROXY__MASTER_KEY"]
-    print(_banner(url, key, described, aws.resources, provider_keys))
-    uvicorn.run(
-        "app:app",
-        app_dir=str(REPO_ROOT / "functions" / "api"),
-        host="127.0.0.1",
-        port=port,
-        lifespan="off",
-    )
+    print(_banner(url, key, described, aws.resources, provider_keys), flush=True)
+    serve(port)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM stops the stack as Ctrl-C does: uvicorn shuts down, then the moto process.
+    raise KeyboardInterrupt
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     port = int(os.environ.get("PORT", "8000"))
+    moto_port = int(os.environ.get("MOTO_PORT", str(DEFAULT_MOTO_PORT)))
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
-    if endpoint is None and not port_is_free(MOTO_PORT, MOTO_HOST):
+    if endpoint is None and not port_is_free(moto_port, MOTO_HOST):
         print(
-            f"error: port {MOTO_PORT} on {MOTO_HOST} is busy, so the embedded AWS (moto) "
+            f"error: port {moto_port} on {MOTO_HOST} is busy, so the embedded AWS (moto) "
             "cannot start. Stop whatever listens there, or point at it with "
-            f"AWS_ENDPOINT_URL=http://{MOTO_HOST}:{MOTO_PORT} if it is LocalStack/moto.",
+            f"AWS_ENDPOINT_URL=http://{MOTO_HOST}:{moto_port} if it is LocalStack/moto.",
             file=sys.stderr,
         )
         return 1
@@ -103,20 +99,21 @@ def main() -> int:
                     local_aws(
                         provider_keys,
                         endpoint=endpoint,
-                        port=MOTO_PORT,
+                        port=moto_port,
                         host=MOTO_HOST,
+                        in_process=False,
                         region=region,
                     )
                 )
             except (BotoCoreError, ClientError) as exc:
                 print(
                     f"error: could not create the local tables and secret at "
-                    f"{endpoint or f'http://{MOTO_HOST}:{MOTO_PORT}'}: {exc}",
+                    f"{endpoint or f'http://{MOTO_HOST}:{moto_port}'}: {exc}",
                     file=sys.stderr,
                 )
                 return 1
             if endpoint is None:
-                described = f"moto (embedded) at {aws.endpoint}"
+                described = f"moto at {aws.endpoint} (pid {aws.pid})"
             else:
                 described = f"AWS_ENDPOINT_URL={endpoint}"
             _serve(aws, described, provider_keys, port)

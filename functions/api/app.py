@@ -19,7 +19,9 @@ gateway = Gateway.from_env(DEFAULT_CONFIG)
 if extension is not None:
     gateway.meter_in_extension()
 app = create_app(gateway, extension=extension)
+# SnapStart's hooks: the runtime's in the Mangum function, Lambda Web Adapter's under run.sh.
 snapstart.register(gateway, app)
+snapstart.add_adapter_hooks(gateway, app)
 # lifespan "off": Mangum would otherwise run startup/shutdown on every invocation.
 handler = Mangum(app, lifespan="off")
 

@@ -19,7 +19,9 @@ from devstack.aws import REPO_ROOT
 from devstack.lambda_fs import read_only, writable
 from devstack.stats import ratio
 from scripts import build_layer
-from scripts.bench.stack import API_APP, Stack
+from scripts.bench.stack import Stack
+
+API_APP = REPO_ROOT / "functions" / "api" / "app.py"
 
 RESULT_MARKER = "BENCH_RESULT "
 

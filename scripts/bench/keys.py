@@ -1,7 +1,7 @@
 """What virtual keys, limits and the response cache add to a request, measured in one run.
 
 Four kinds of sequential chat completion, interleaved N times, against the same loopback
-upstream double, with moto (DynamoDB, in its own process) behind the gateway:
+upstream double, with `make dev`'s stack (the gateway and moto, each in a process of its own):
   direct      the upstream double called straight
   master      the gateway with the master key: auth, routing, the usage write, and the
               cache's lookup (a miss: every question is new) and write
@@ -28,8 +28,6 @@ import httpx
 
 from scripts.bench.stack import GATEWAY_CONFIG, bench_stack
 
-# The variables that name the tables keys, limits and the cache use to the app.
-KEY_TABLES = ("LLM_PROXY__KEYS_TABLE", "LLM_PROXY__COUNTERS_TABLE", "LLM_PROXY__CACHE_TABLE")
 # The bench's one-deployment catalogue with the response cache on.
 CONFIG = (
     GATEWAY_CONFIG
@@ -54,7 +52,7 @@ def timed(client: httpx.Client, url: str, key: str, question: str) -> float:
 
 def measure(requests: int, warmup: int) -> dict[str, Any]:
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    with bench_stack(CONFIG, KEY_TABLES) as stack, httpx.Client(timeout=30) as client:
+    with bench_stack(CONFIG) as stack, httpx.Client(timeout=30) as client:
         upstream, gateway = stack.upstream_url, stack.gateway_url
         made = client.post(
             f"{gateway}/key/generate",
@@ -75,8 +73,7 @@ def measure(requests: int, warmup: int) -> dict[str, Any]:
             "cache_hit": (f"{gateway}/v1/chat/completions", made["key"], same),
         }
         samples: dict[str, list[float]] = {name: [] for name in loops}
-        # Interleaved, one request of each loop in turn: the tables grow under all of them
-        # alike (moto's transactions slow down as a table grows).
+        # Interleaved, one request of each loop in turn, so drift touches all alike.
         for index in range(warmup + requests):
             for name, (url, key, question) in loops.items():
                 elapsed = timed(client, url, key, question())

@@ -1,5 +1,5 @@
-"""How the gateway bench reports: its figures as a plain-text table with the targets beside
-the ratios, and as JSON."""
+"""How the gateway bench reports: its figures as plain-text tables with the targets beside the
+ratios, and as JSON."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from devstack.stats import ratio
+from scripts.bench.references import LITELLM_PROXY
+
+Row = tuple[str, str, str, str, str]
 
 
 def to_json(results: Mapping[str, Any]) -> str:
@@ -32,89 +35,139 @@ def ms(value: float) -> str:
 
 
 def _target(value: float, limit: float, unit: str = "x") -> str:
+    if not math.isfinite(value):
+        return f"<= {limit:g}{unit} (no figure)"
     return f"<= {limit:g}{unit} ({'met' if value <= limit else 'missed'})"
 
 
-Row = tuple[str, str, str, str, str]
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+
+    return [
+        line(header),
+        line(["-" * width for width in widths]),
+        *(line(r).rstrip() for r in rows),
+    ]
 
 
-def _latency_rows(results: Mapping[str, Any]) -> list[Row]:
-    latency, sdk = results["latency_ms"], results["litellm_overhead_ms"]
-    added, overhead = latency["added"], sdk["overhead"]
-    write, cpu = results["usage_write_ms"], results["cpu_ms_per_request"]
-    added_ratio = results["ratio_added_to_litellm_overhead"]
-    limit = results["targets"]["added_median_vs_litellm_overhead"]
-    rows: list[Row] = [
-        (
-            f"gateway latency {stat}",
-            ms(latency["gateway"][stat]),
-            f"direct {ms(latency['direct'][stat])}",
-            f"{ratio(latency['gateway'][stat], latency['direct'][stat]):.2f}x",
+# --- the comparison -----------------------------------------------------------------------
+
+
+def _comparison(results: Mapping[str, Any]) -> list[str]:
+    comparison, limit = results["comparison"], results["targets"]["added_vs_litellm_proxy_c1"]
+    out: list[str] = []
+    for name, status in comparison["references"].items():
+        if status["status"] != "ran":
+            out.append(f"{name}: skipped ({status['reason']})")
+    for phase in comparison["phases"].values():
+        latency, added, cpu = phase["latency_ms"], phase["added_ms"], phase["cpu_ms_per_request"]
+        kind = "streamed" if phase["stream"] else "JSON"
+        out += [
             "",
-        )
-        for stat in ("median", "p99")
-    ]
-    rows += [
-        (
-            "added latency median",
-            ms(added["median"]),
-            f"litellm overhead {ms(overhead['median'])}",
-            f"{added_ratio:.2f}x",
-            _target(added_ratio, limit),
-        ),
-        (
-            "added latency p99",
-            ms(added["p99"]),
-            f"litellm overhead {ms(overhead['p99'])}",
-            f"{ratio(added['p99'], overhead['p99']):.2f}x",
-            "",
-        ),
-    ]
-    inline = latency.get("added_usage_before_response")
-    if inline:
-        rows += [
-            (
-                f"added latency {stat}, usage write before the response (as in Lambda)",
-                ms(inline[stat]),
-                f"litellm overhead {ms(overhead[stat])}",
-                f"{ratio(inline[stat], overhead[stat]):.2f}x",
-                "",
-            )
-            for stat in ("median", "p99")
+            f"concurrency {phase['concurrency']}, {kind}, {phase['requests']} requests each",
         ]
-    # The usage write is in the client's wait only where it is made before the response.
-    before = inline or added
-    rows += [
+        rows = []
+        for target, figures in latency.items():
+            extra = added.get(target)
+            rows.append(
+                (
+                    target,
+                    ms(figures["median"]),
+                    ms(figures["p99"]),
+                    ms(extra["median"]) if extra else "",
+                    ms(extra["p99"]) if extra else "",
+                    ms(cpu[target]) if target in cpu else "",
+                )
+            )
+        if "moto" in cpu:
+            rows.append(("  moto, for the gateway", "", "", "", "", ms(cpu["moto"])))
+        header = ("target", "median", "p99", "added median", "added p99", "CPU/request")
+        out += table(header, rows)
+        for reference, value in phase["ratio_to"].items():
+            target = (
+                _target(value, limit)
+                if phase["concurrency"] == 1 and reference == LITELLM_PROXY
+                else ""
+            )
+            out.append(f"gateway's added latency / {reference}'s: {value:.2f}x {target}".rstrip())
+    return out
+
+
+# --- the soak -----------------------------------------------------------------------------
+
+
+def _soak(soak: Mapping[str, Any] | None, targets: Mapping[str, float]) -> list[str]:
+    if not soak:
+        return ["", "soak skipped"]
+    size, median = soak["window"], soak["gateway_median_ms"]
+    added = soak["added_median_ms"]
+    rows = [
         (
-            "usage write alone (transaction), median",
+            f"gateway median, last {size} / first {size}",
+            f"{ms(median['last'])} / {ms(median['first'])}",
+            f"{soak['ratio_last_to_first']:.2f}x",
+            _target(soak["ratio_last_to_first"], targets["soak_last_vs_first"]),
+        ),
+        (
+            "added median, last / first",
+            f"{ms(added['last'])} / {ms(added['first'])}",
+            f"{soak['ratio_added_last_to_first']:.2f}x",
+            "",
+        ),
+    ]
+    for name, rss in soak["rss_mb"].items():
+        rows.append(
+            (
+                f"{name} RSS, end / start",
+                f"{rss['end']:.0f} MB / {rss['start']:.0f} MB",
+                f"{rss['growth']:+.0f} MB",
+                _target(rss["growth"], targets["soak_rss_growth_mb"], " MB"),
+            )
+        )
+    header = ("figure", "value", "change", "target")
+    return ["", f"soak: {soak['requests']} requests at concurrency 1, JSON", *table(header, rows)]
+
+
+# --- the rest -----------------------------------------------------------------------------
+
+
+def _other_rows(results: Mapping[str, Any]) -> list[Row]:
+    inline, write = results["usage_before_response"], results["usage_write_ms"]
+    sdk = results["litellm_overhead_ms"]
+    before, after = inline["added_ms"]["before"], inline["added_ms"]["after"]
+    return [
+        (
+            "added, usage written before the response (as in Lambda)",
+            ms(before["median"]),
+            f"written after {ms(after['median'])}",
+            f"{ratio(before['median'], after['median']):.2f}x",
+            "",
+        ),
+        (
+            "usage write alone (item + rollup transaction), median",
             ms(write["median"]),
-            f"added median {ms(before['median'])}",
+            f"added, before {ms(before['median'])}",
             f"{ratio(write['median'], before['median']):.2f}x",
             "",
         ),
         (
-            "litellm.acompletion median",
-            ms(sdk["acompletion"]["median"]),
+            "litellm.acompletion overhead, median",
+            ms(sdk["overhead"]["median"]),
             f"direct async {ms(sdk['direct_async']['median'])}",
-            f"{ratio(sdk['acompletion']['median'], sdk['direct_async']['median']):.2f}x",
             "",
-        ),
-        (
-            "CPU per gateway request *",
-            ms(cpu["gateway_loop"]),
-            f"direct loop {ms(cpu['direct_loop'])}",
-            f"{ratio(cpu['gateway_loop'], cpu['direct_loop']):.2f}x",
             "",
         ),
     ]
-    return rows
 
 
 def _cold_rows(cold: Mapping[str, Any], targets: Mapping[str, float]) -> list[Row]:
     bare, api = cold["bare_import_litellm"], cold["api_module_import"]
-    source_only: list[Row] = []
+    rows = []
     if plain := cold.get("bare_import_litellm_source_only"):
-        source_only.append(
+        rows.append(
             (
                 "init: import litellm, no bytecode",
                 f"{plain['import_s']:.2f} s",
@@ -124,7 +177,7 @@ def _cold_rows(cold: Mapping[str, Any], targets: Mapping[str, float]) -> list[Ro
             )
         )
     return [
-        *source_only,
+        *rows,
         (
             "init: import app.py",
             f"{api['import_s']:.2f} s",
@@ -147,8 +200,8 @@ def _size_rows(size: Mapping[str, Any], limit_mb: float) -> list[Row]:
         (
             "size: deps + core + api",
             f"{size['total']:.1f} MB",
-            f"target {limit_mb:g} MB",
-            f"{size['total'] / limit_mb:.2f}x",
+            "budget 150 MB",
+            f"margin {150 - size['total']:.1f} MB",
             _target(size["total"], limit_mb, " MB"),
         ),
         ("  deps layer", f"{size['deps_layer']:.1f} MB", "", "", ""),
@@ -158,38 +211,25 @@ def _size_rows(size: Mapping[str, Any], limit_mb: float) -> list[Row]:
 
 
 def render(results: Mapping[str, Any]) -> str:
-    """The figures as a plain-text table, with the targets beside the ratios."""
-    targets = results["targets"]
+    """The figures as plain-text tables, with the targets beside the ratios."""
+    targets, config = results["targets"], results["config"]
     cold, size = results["cold_init"], results["size_mb"]
-    rows = _latency_rows(results)
+    rows = _other_rows(results)
     if cold:
         rows += _cold_rows(cold, targets)
     if size:
         rows += _size_rows(size, targets["size_mb"])
-
-    header: Row = ("figure", "value", "baseline", "ratio", "target (informational)")
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
-
-    config = results["config"]
     cold_text = f"cold init median of {config['cold_runs']} runs" if cold else "cold init skipped"
     out = [
-        f"LLM Proxy bench: N={config['requests']} sequential requests per loop "
-        f"(warm-up {config['warmup']}), {cold_text}; litellm {config['litellm']}, "
-        f"Python {config['python']}, {config['cpus']} CPUs",
+        f"LLM Proxy bench: litellm {config['litellm']}, Python {config['python']}, "
+        f"{config['cpus']} CPUs; {cold_text}",
+        "added = target minus a direct call to the same upstream, measured interleaved; "
+        "CPU/request = the target process's CPU time per request",
+        *_comparison(results),
+        *_soak(results["soak"], targets),
         "",
-        line(header),
-        line(["-" * width for width in widths]),
-        *(line(row).rstrip() for row in rows),
-        "",
-        f"* {results['cpu_ms_per_request']['note']}.",
-        "added = gateway minus direct; litellm overhead = litellm.acompletion minus a direct "
-        "async httpx call.",
+        *table(("figure", "value", "baseline", "ratio", "target"), rows),
     ]
-    if size:
-        out.append(f"size: {size['note']}.")
-    else:
+    if not size:
         out.append("size skipped.")
     return "\n".join(out)

@@ -1,31 +1,25 @@
-"""The stack the gateway benches run against, on loopback: moto in its own process with the
-template's resources, the OpenAI-format upstream double, and the api function's module served
-by uvicorn, imported with the deployed function's environment."""
+"""The stack the gateway benches run against: the one `make dev` runs (the local moto server in
+a process of its own, the api module under uvicorn in another, given every variable
+template.yaml gives the api function: usage, rollups, keys, counters, cache, queues), with a
+catalogue whose one deployment is the OpenAI-format upstream double, served in this process."""
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
-from devstack.aws import REPO_ROOT, LocalAWS, local_aws
+from devstack.aws import LocalAWS, local_aws
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from devstack.server import BackgroundServer, serving
-
-API_APP = REPO_ROOT / "functions" / "api" / "app.py"
+from devstack.gateway import GatewayProcess, gateway_env, gateway_process
+from devstack.server import serving
+from scripts.bench.load import Target
 
 MASTER_KEY = "sk-bench-master-0123456789abcdef0123"
 UPSTREAM_KEY = "sk-bench-upstream-0123456789abcdef"
-NAMES = {"UsageTable": "bench-usage", "ProviderKeysSecret": "bench/provider-keys"}
-MODEL = "gpt-3.5-turbo"
-MESSAGES: list[dict[str, str]] = [{"role": "user", "content": "Say hello in one sentence."}]
 
 # One deployment on the double: the route under test, and nothing that logs warnings at init.
 GATEWAY_CONFIG = """\
@@ -41,93 +35,84 @@ general_settings:
   master_key: os.environ/LLM_PROXY__MASTER_KEY
 """
 
-# Of the api function's variables, the ones every bench's gateway gets: no rollups table and
-# no dead-letter queue, so its usage transaction holds the usage Put only.
-API_VARIABLES = ("LLM_PROXY__SECRET_ID", "LLM_PROXY__USAGE_TABLE")
-
 
 @dataclass(frozen=True)
 class Stack:
-    """Where the running stack listens, and the environment the api function imports with."""
-
     upstream: OpenAIUpstream
-    gateway_url: str
-    upstream_key: str
-    master_key: str
-    api_env: dict[str, str]
-    # The served app's gateway, to measure it also with the usage write before the response.
-    gateway: Any
+    aws: LocalAWS
+    gateway: GatewayProcess
+    # The gateway process's environment (`make dev`'s, see devstack.gateway.gateway_env).
+    env: dict[str, str]
+    upstream_key: str = UPSTREAM_KEY
+    master_key: str = MASTER_KEY
 
     @property
     def upstream_url(self) -> str:
         return self.upstream.base_url
 
+    @property
+    def gateway_url(self) -> str:
+        return self.gateway.url
 
-def api_env(
-    aws: LocalAWS, config_path: Path, upstream_url: str, variables: Sequence[str] = ()
-) -> dict[str, str]:
-    """The deployed function's environment, pointed at the local stack: API_VARIABLES and
-    `variables` of the variables template.yaml gives the api function."""
-    function_env = aws.function_env("ApiFunction")
+    @property
+    def api_env(self) -> dict[str, str]:
+        """The environment the api module imports with in the cold-init figures: the deployed
+        function's (`LLM_PROXY__ENV=aws`)."""
+        return {**self.env, "LLM_PROXY__ENV": "aws"}
+
+    def direct(self) -> Target:
+        return Target(
+            "direct",
+            f"{self.upstream_url}/v1/chat/completions",
+            {"Authorization": f"Bearer {self.upstream_key}"},
+        )
+
+    def target(self, name: str = "gateway", gateway: GatewayProcess | None = None) -> Target:
+        served = gateway or self.gateway
+        return Target(
+            name,
+            f"{served.url}/v1/chat/completions",
+            {"Authorization": f"Bearer {self.master_key}"},
+            served.pid,
+        )
+
+    def another_gateway(
+        self, variables: Mapping[str, str]
+    ) -> AbstractContextManager[GatewayProcess]:
+        """One more gateway process on the same stack, with `variables` added."""
+        return gateway_process({**self.env, **variables})
+
+
+def _own_environment() -> dict[str, str]:
+    """This process's environment without settings that would reach the gateway: the local
+    stack's AWS variables and the gateway's settings are the bench's own."""
     return {
-        **aws.env,
-        "LLM_PROXY__ENV": "aws",
-        "LLM_PROXY__CONFIG_PATH": str(config_path),
-        **{name: function_env[name] for name in (*API_VARIABLES, *variables)},
-        "TEST_OPENAI_BASE": f"{upstream_url}/v1",
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AWS_", "LLM_PROXY__")) and name != "OPENAI_API_KEY"
     }
 
 
 @contextmanager
-def _environ(values: Mapping[str, str], drop: Sequence[str] = ()) -> Iterator[None]:
-    saved = dict(os.environ)
-    os.environ.update(values)
-    for name in drop:
-        os.environ.pop(name, None)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def _import_api(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, API_APP)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _silence_request_logs() -> None:
-    # The app logs one JSON line per request to stdout; keep the formatting cost (it is part of
-    # the request path) but not the output, so the table stays readable.
-    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-    for handler in logging.getLogger("llm-proxy").handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(devnull)
-
-
-@contextmanager
-def bench_stack(config: str = GATEWAY_CONFIG, variables: Sequence[str] = ()) -> Iterator[Stack]:
-    """The stack, with the gateway serving `config`. `variables` names more of the api
-    function's variables (the keys table, say) to give the app."""
+def bench_stack(
+    config: str = GATEWAY_CONFIG,
+    *,
+    variables: Mapping[str, str] | None = None,
+    profile: Path | None = None,
+) -> Iterator[Stack]:
+    """The stack, with the gateway serving `config`; `variables` added to (or, empty,
+    removing) the gateway's settings; `profile` as devstack.gateway.profile_on_signals."""
     with ExitStack() as running, tempfile.TemporaryDirectory(prefix="llm-proxy-bench-") as tmp:
-        # moto in its own process: in-process it would compete with the gateway for the GIL
-        # and charge the usage write far more than a real DynamoDB round trip costs.
+        # The master key comes from the provider-keys secret, as deployed.
         provider_keys = {"OPENAI_API_KEY": UPSTREAM_KEY, "LLM_PROXY__MASTER_KEY": MASTER_KEY}
-        aws = running.enter_context(local_aws(provider_keys, NAMES, in_process=False))
+        aws = running.enter_context(local_aws(provider_keys, in_process=False))
         double = running.enter_context(serving(OpenAIUpstream(api_key=UPSTREAM_KEY)))
-
         config_path = Path(tmp) / "gateway.yaml"
         config_path.write_text(config, encoding="utf-8")
-        env = api_env(aws, config_path, double.base_url, variables)
-        # The master key must come from the secret, as deployed.
-        running.enter_context(_environ(env, drop=["LLM_PROXY__MASTER_KEY"]))
-        api = _import_api("api_app_bench")
-        _silence_request_logs()
-        gateway = BackgroundServer(api.app).start()
-        running.callback(gateway.stop)
-
-        yield Stack(double, gateway.url, UPSTREAM_KEY, MASTER_KEY, env, api.gateway)
+        settings = {
+            "LLM_PROXY__CONFIG_PATH": str(config_path),
+            "TEST_OPENAI_BASE": f"{double.base_url}/v1",
+        }
+        env = gateway_env(aws, _own_environment() | settings) | dict(variables or {})
+        gateway = running.enter_context(gateway_process(env, profile=profile))
+        yield Stack(double, aws, gateway, env)

@@ -4,8 +4,10 @@ runs), made read-only, and run alone, the way Lambda runs them.
 - The Mangum handler answers a chat completion with PYTHONPATH set to the layer only (plus the
   runtime's boto3, which the layer leaves to the runtime), no network but loopback, and every
   third-party module loaded from the shipped bytecode.
+- Its shared libraries carry no debug information or symbol tables, and every one loads.
 - The Lambda Web Adapter start script serves the same app under uvicorn, and an SSE stream
-  reaches the client while the upstream is still producing it.
+  reaches the client while the upstream is still producing it; the SnapStart hooks the adapter
+  calls warm the app before the snapshot and refresh it after a restore.
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
+from devstack.aws import load_template
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.lambda_fs import read_only, writable
 from devstack.server import free_port, serving
@@ -189,6 +194,50 @@ def test_the_built_layer_alone_serves_a_chat_completion(
     assert report["outside_layer"] == []
 
 
+def _section_names(library: Path) -> set[str]:
+    """The section names of a 64-bit little-endian ELF file."""
+    data = library.read_bytes()
+    shoff = int.from_bytes(data[0x28:0x30], "little")
+    entsize, count, names = (
+        int.from_bytes(data[at : at + 2], "little") for at in (0x3A, 0x3C, 0x3E)
+    )
+    headers = [data[shoff + i * entsize : shoff + (i + 1) * entsize] for i in range(count)]
+    table = int.from_bytes(headers[names][24:32], "little")
+    found = set()
+    for header in headers:
+        start = table + int.from_bytes(header[0:4], "little")
+        found.add(data[start : data.index(b"\0", start)].decode())
+    return found
+
+
+def test_the_layer_ships_its_libraries_stripped_and_loadable(deployment: Deployment) -> None:
+    site = deployment.opt / "python"
+    libraries = sorted(site.rglob("*.so"))
+    assert libraries
+    for library in libraries:
+        leftover = {name for name in _section_names(library) if name.startswith(".debug")}
+        leftover |= {".symtab", ".strtab"} & _section_names(library)
+        assert not leftover, f"{library.relative_to(site)} keeps {sorted(leftover)}"
+    modules = sorted(
+        ".".join(library.relative_to(site).with_suffix("").with_suffix("").parts)
+        for library in libraries
+    )
+    done = subprocess.run(
+        [
+            base_python(),
+            "-s",
+            "-c",
+            f"import importlib\nfor m in {modules!r}: importlib.import_module(m)",
+        ],
+        env={"PYTHONPATH": deployment.pythonpath, "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 # --- the streaming function: Lambda Web Adapter's start script ------------------------------
 
 
@@ -221,33 +270,49 @@ def _wait_ready(url: str, process: subprocess.Popen[str], timeout_s: float = 120
     raise AssertionError("run.sh did not serve /health in time")
 
 
+@contextmanager
+def adapter_app(
+    deployment: Deployment, aws: dict[str, str], upstream_url: str, **extra: str
+) -> Iterator[tuple[str, Path]]:
+    """run.sh started as Lambda Web Adapter starts it (PORT set, the handler run under
+    /opt/bootstrap), for the block; yields its URL once it serves /health, and its log file."""
+    assert os.access(deployment.task / "run.sh", os.X_OK)
+    port = free_port()
+    env = lambda_env(
+        deployment,
+        aws,
+        PORT=str(port),
+        TEST_OPENAI_BASE=f"{upstream_url}/v1",
+        PATH=f"{Path(base_python()).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        AWS_LWA_INVOKE_MODE="response_stream",
+        **extra,
+    )
+    with tempfile.TemporaryDirectory() as logs:
+        log = Path(logs) / "run.log"
+        with log.open("w") as output:
+            process = subprocess.Popen(
+                [str(deployment.task / "run.sh")],
+                env=env,
+                cwd=deployment.task,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            try:
+                url = f"http://127.0.0.1:{port}"
+                _wait_ready(url, process)
+                yield url, log
+            finally:
+                process.terminate()
+                process.wait(timeout=10)
+
+
 def test_the_adapter_start_script_streams_chunks_as_they_come(
     deployment: Deployment, aws: dict[str, str]
 ) -> None:
-    assert os.access(deployment.task / "run.sh", os.X_OK)
     held = HeldUpstream(api_key=UPSTREAM_KEY)
-    with serving(held) as double:
-        port = free_port()
-        # Lambda Web Adapter sets PORT and runs the handler (run.sh) under /opt/bootstrap.
-        env = lambda_env(
-            deployment,
-            aws,
-            PORT=str(port),
-            TEST_OPENAI_BASE=f"{double.base_url}/v1",
-            PATH=f"{Path(base_python()).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            AWS_LWA_INVOKE_MODE="response_stream",
-        )
-        process = subprocess.Popen(
-            [str(deployment.task / "run.sh")],
-            env=env,
-            cwd=deployment.task,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+    with serving(held) as double, adapter_app(deployment, aws, double.base_url) as (url, _):
         try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_ready(url, process)
             body = {
                 "model": "gpt-3.5-turbo",
                 "stream": True,
@@ -274,5 +339,51 @@ def test_the_adapter_start_script_streams_chunks_as_they_come(
             assert rest[-1] == "data: [DONE]"
         finally:
             held.release.set()
-            process.terminate()
-            process.wait(timeout=10)
+
+
+def test_the_adapter_snapstart_hooks_warm_the_app_and_refresh_it(
+    deployment: Deployment, aws: dict[str, str]
+) -> None:
+    # The template's paths, as Lambda Web Adapter 1.1.0 calls them around a snapshot.
+    hooks = _stream_function_hooks()
+    upstream = OpenAIUpstream(api_key=UPSTREAM_KEY)
+    with (
+        serving(upstream) as double,
+        adapter_app(deployment, aws, double.base_url, **hooks) as (url, log),
+    ):
+        before = hooks["AWS_LWA_SNAPSTART_BEFORE_CHECKPOINT_PATH"]
+        after = hooks["AWS_LWA_SNAPSTART_AFTER_RESTORE_PATH"]
+        # An invocation relayed by the adapter (it adds x-amzn-lambda-context) never runs a
+        # hook; the adapter itself answers those with 403 before they reach the app.
+        relayed = {"x-amzn-lambda-context": "{}", "x-amzn-request-context": "{}"}
+        for path in (before, after):
+            refused = httpx.post(f"{url}{path}", headers=relayed, timeout=30)
+            assert refused.status_code == 404, refused.text
+            assert httpx.get(f"{url}{path}", timeout=30).status_code in (404, 405)
+        assert "warmed before the snapshot" not in log.read_text()
+
+        warmed = httpx.post(f"{url}{before}", timeout=120)
+        assert warmed.status_code == 204, warmed.text
+        assert upstream.requests == []  # the rehearsal calls no provider
+        restored = httpx.post(f"{url}{after}", timeout=120)
+        assert restored.status_code == 204, restored.text
+
+        output = log.read_text()
+        assert "warmed before the snapshot" in output
+        assert "warm-up request failed" not in output
+        assert "refreshed after restore" in output
+        body = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+        answered = httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=60)
+        assert answered.status_code == 200, answered.text
+        assert upstream.requests, "the restored app reached the provider"
+
+
+def _stream_function_hooks() -> dict[str, str]:
+    template = load_template()
+    variables = template["Resources"]["ApiStreamFunction"]["Properties"]["Environment"]
+    return {
+        name: value
+        for name, value in variables["Variables"].items()
+        if name.startswith("AWS_LWA_SNAPSTART_")
+    }

@@ -424,3 +424,39 @@ def test_the_keys_handler_answers_an_api_gateway_event(aws_stack: LocalAWS) -> N
     response = module.handler(event, None)
     assert response["statusCode"] == 200, response["body"]
     assert "keys" in json.loads(response["body"])
+
+
+def test_both_api_functions_start_from_a_snapshot(template: dict[str, Any]) -> None:
+    for function in API_FUNCTIONS:
+        props = properties(template, function)
+        assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"}, function
+        assert props["AutoPublishAlias"], function
+    # The streaming function's hooks need Lambda Web Adapter 1.1.0: layer version 30 or later.
+    adapter = template["Parameters"]["LambdaAdapterLayerVersion"]
+    assert adapter["Default"] >= 30 and adapter["MinValue"] >= 30
+    hooks = {
+        name: value
+        for name, value in variables(template, "ApiStreamFunction").items()
+        if name.startswith("AWS_LWA_SNAPSTART_")
+    }
+    assert set(hooks) == {
+        "AWS_LWA_SNAPSTART_BEFORE_CHECKPOINT_PATH",
+        "AWS_LWA_SNAPSTART_AFTER_RESTORE_PATH",
+    }
+    assert not any(name.startswith("AWS_LWA_") for name in variables(template, "ApiFunction"))
+
+
+@pytest.mark.parametrize("function", API_FUNCTIONS)
+def test_no_invocation_reaches_a_snapstart_hook(
+    template: dict[str, Any], served: dict[str, str], function: str
+) -> None:
+    stream_variables = variables(template, "ApiStreamFunction")
+    for name in ("BEFORE_CHECKPOINT", "AFTER_RESTORE"):
+        path = stream_variables[f"AWS_LWA_SNAPSTART_{name}_PATH"]
+        # Every invocation Lambda Web Adapter relays carries x-amzn-lambda-context; the
+        # buffered function has no hook routes at all.
+        relayed = {"x-amzn-lambda-context": "{}", "Authorization": f"Bearer {MASTER_KEY}"}
+        response = httpx.post(f"{served[function]}{path}", headers=relayed, timeout=30)
+        assert response.status_code == 404, response.text
+        if function == "ApiFunction":
+            assert call(served[function], "POST", path).status_code == 404

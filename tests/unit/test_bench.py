@@ -1,10 +1,12 @@
-"""The gateway bench, run as `make bench` runs it (with a handful of requests), measures and
-reports every figure; the percentiles it reports interpolate as numpy's do."""
+"""The gateway bench, run as `make bench` runs it (with a handful of requests and a short soak),
+measures and reports every figure, and reports a reference it cannot run as skipped; the
+percentiles it reports interpolate as numpy's do."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,13 +26,13 @@ def test_percentile_interpolates_between_ranks() -> None:
 
 def _positive_numbers(node: Any, path: str = "", signed: bool = False) -> list[str]:
     """Paths of numbers in `node` that are not finite and positive. Differences of two
-    measurements (added latency, litellm's overhead, ratios of them) only need to be finite:
-    with a handful of requests, noise can make them negative. The JSON writes a NaN as null,
-    so null counts as not finite except where a figure is skipped."""
+    measurements (added latency, litellm's overhead, memory growth, ratios of them) only need
+    to be finite: with a handful of requests, noise can make them negative. The JSON writes a
+    NaN as null, so null counts as not finite except where a figure is skipped."""
     bad: list[str] = []
     if isinstance(node, dict):
         for key, value in node.items():
-            if key not in ("config", "targets", "runs"):
+            if key not in ("config", "targets", "runs", "references", "rss_samples"):
                 difference = signed or key in DIFFERENCES
                 bad += _positive_numbers(value, f"{path}.{key}", difference)
     elif node is None:
@@ -44,7 +46,14 @@ def _positive_numbers(node: Any, path: str = "", signed: bool = False) -> list[s
 
 
 DIFFERENCES = frozenset(
-    {"added", "added_usage_before_response", "overhead", "ratio_added_to_litellm_overhead"}
+    {
+        "added_ms",
+        "added_median_ms",
+        "ratio_added_last_to_first",
+        "overhead",
+        "growth",
+        "cpu_ms_per_request",
+    }
 )
 # Figures a run with --skip-size leaves out.
 SKIPPED = frozenset({".size_mb"})
@@ -55,28 +64,41 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
     output = tmp_path / "bench-results.json"
     command = [
         *(sys.executable, "-m", "scripts.bench"),
-        *("--requests", "5", "--warmup", "2", "--cold-runs", "1", "--skip-size"),
+        *("--requests", "5", "--warmup", "2", "--concurrency", "1", "2", "--soak", "20"),
+        *("--references", "portkey", "--cold-runs", "1", "--skip-size"),
         *("--output", str(output)),
     ]
+    # No Node.js on the path: the Portkey reference is reported as skipped, not a failure.
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
     done = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=280, check=False
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=280, check=False
     )
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads(output.read_text())
 
-    assert set(results["latency_ms"]) == {
-        "direct",
-        "gateway",
-        "added",
-        "gateway_usage_before_response",
-        "added_usage_before_response",
+    references = results["comparison"]["references"]
+    assert references["litellm proxy"]["status"] == "skipped"
+    assert references["portkey"] == {
+        "status": "skipped",
+        "reason": "Node.js (node and npm) not found on PATH",
     }
-    for side in ("direct", "gateway", "gateway_usage_before_response"):
-        assert set(results["latency_ms"][side]) >= {"median", "p99"}
-    for added in ("added", "added_usage_before_response"):
-        assert set(results["latency_ms"][added]) == {"median", "p99"}
+    phases = results["comparison"]["phases"]
+    assert set(phases) == {"c1_json", "c1_stream", "c2_json", "c2_stream"}
+    for phase in phases.values():
+        assert set(phase["latency_ms"]) == {"direct", "gateway"}
+        assert set(phase["latency_ms"]["gateway"]) >= {"median", "p99"}
+        assert set(phase["added_ms"]) == {"gateway"}
+        assert set(phase["added_ms"]["gateway"]) == {"median", "p99"}
+        assert set(phase["cpu_ms_per_request"]) == {"gateway", "moto"}
+        assert phase["ratio_to"] == {}
+
+    soak = results["soak"]
+    assert (soak["requests"], soak["window"]) == (20, 2)
+    assert set(soak["rss_mb"]) == {"gateway", "moto"}
+    assert len(soak["rss_samples"]) >= 2
+    assert set(results["usage_before_response"]["added_ms"]) == {"before", "after"}
+    assert set(results["usage_write_ms"]) >= {"median", "p99"}
     assert set(results["litellm_overhead_ms"]) == {"direct_async", "acompletion", "overhead"}
-    assert set(results["cpu_ms_per_request"]) >= {"gateway_loop", "direct_loop"}
     assert set(results["cold_init"]) == {
         "bare_import_litellm",
         "api_module_import",
@@ -86,18 +108,31 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
     for side in ("bare_import_litellm", "api_module_import"):
         assert set(results["cold_init"][side]) >= {"import_s", "max_rss_mb"}
         assert len(results["cold_init"][side]["runs"]) == 1
-    assert "ratio_added_to_litellm_overhead" in results
     assert results["size_mb"] is None
     assert _positive_numbers(results) == []
-
-    # Five loops (direct, gateway twice, async direct, litellm) reached the double.
-    assert results["upstream_requests"] >= 5 * (5 + 2)
+    # Every loop reached the double: nothing answered in its place.
+    assert results["upstream_requests"] >= 4 * 2 * 5 + 20
     assert results["config"]["requests"] == 5
+
     table = done.stdout
     for figure in (
-        "added latency median",
-        "usage write before the response",
+        "concurrency 1, JSON",
+        "concurrency 2, streamed",
+        "portkey: skipped",
+        "soak: 20 requests",
+        "usage written before the response",
         "init: import app.py",
         "size skipped",
     ):
         assert figure in table
+
+
+def test_the_litellm_proxy_reference_runs_the_projects_litellm() -> None:
+    # The baseline is only a baseline if it runs the litellm the gateway ships.
+    def pinned(lock: Path) -> str:
+        lines = lock.read_text(encoding="utf-8").splitlines()
+        return next(line.split()[0] for line in lines if line.startswith("litellm=="))
+
+    bench_lock = REPO / "scripts" / "bench" / "litellm-proxy-requirements.txt"
+    assert pinned(bench_lock) == pinned(REPO / "layers" / "deps" / "requirements.txt")
+    assert "--hash=sha256:" in bench_lock.read_text(encoding="utf-8")

@@ -3,11 +3,14 @@ events in events/ have the shape API Gateway (and Mangum) expect."""
 
 from __future__ import annotations
 
+import copy
 import json
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -254,6 +257,192 @@ def test_provider_keys_from_env_keeps_set_provider_variables_only() -> None:
         "OPENAI_API_KEY": "sk-openai",
         "AZURE_API_BASE": "https://example.openai.azure.com",
     }
+
+
+# --- moto's transactions, as the local stack serves them -----------------------------------
+
+
+def _tables(dynamodb: Any, prefix: str) -> tuple[str, str]:
+    """A hash-key table and a hash-and-range table with a stream, both empty."""
+    string = "S"
+    hash_only, ranged = f"{prefix}-hash", f"{prefix}-range"
+    dynamodb.create_table(
+        TableName=hash_only,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": string}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.create_table(
+        TableName=ranged,
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": string},
+            {"AttributeName": "sk", "AttributeType": string},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    return hash_only, ranged
+
+
+def _stream_records(endpoint: str, table: str) -> int:
+    streams = _client("dynamodbstreams", endpoint)
+    arn = streams.list_streams(TableName=table)["Streams"][0]["StreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]
+    iterator = streams.get_shard_iterator(
+        StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    return len(streams.get_records(ShardIterator=iterator)["Records"])
+
+
+def test_a_cancelled_transaction_puts_back_exactly_what_it_wrote(endpoint: str) -> None:
+    dynamodb = _client("dynamodb", endpoint)
+    hash_only, ranged = _tables(dynamodb, "tx-cancelled")
+    dynamodb.put_item(TableName=hash_only, Item={"pk": {"S": "a"}, "n": {"N": "1"}})
+    dynamodb.put_item(TableName=hash_only, Item={"pk": {"S": "untouched"}})
+    dynamodb.put_item(TableName=ranged, Item={"pk": {"S": "a"}, "sk": {"S": "1"}})
+    before = {
+        table: sorted(map(str, dynamodb.scan(TableName=table)["Items"]))
+        for table in (hash_only, ranged)
+    }
+    records = _stream_records(endpoint, ranged)
+
+    with pytest.raises(dynamodb.exceptions.TransactionCanceledException) as cancelled:
+        dynamodb.transact_write_items(
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": hash_only,
+                        "Key": {"pk": {"S": "a"}},
+                        "UpdateExpression": "ADD n :one",
+                        "ExpressionAttributeValues": {":one": {"N": "5"}},
+                    }
+                },
+                {"Put": {"TableName": hash_only, "Item": {"pk": {"S": "b"}}}},
+                {"Put": {"TableName": ranged, "Item": {"pk": {"S": "a"}, "sk": {"S": "2"}}}},
+                {"Delete": {"TableName": ranged, "Key": {"pk": {"S": "a"}, "sk": {"S": "1"}}}},
+                {
+                    "ConditionCheck": {
+                        "TableName": hash_only,
+                        "Key": {"pk": {"S": "untouched"}},
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            ]
+        )
+
+    reasons = [reason["Code"] for reason in cancelled.value.response["CancellationReasons"]]
+    assert reasons == ["None", "None", "None", "None", "ConditionalCheckFailed"]
+    after = {
+        table: sorted(map(str, dynamodb.scan(TableName=table)["Items"]))
+        for table in (hash_only, ranged)
+    }
+    assert after == before
+    # The stream shows no trace of the writes that were undone.
+    assert _stream_records(endpoint, ranged) == records
+
+
+def test_a_transaction_writes_every_item(endpoint: str) -> None:
+    dynamodb = _client("dynamodb", endpoint)
+    hash_only, ranged = _tables(dynamodb, "tx-written")
+    dynamodb.transact_write_items(
+        TransactItems=[
+            {"Put": {"TableName": hash_only, "Item": {"pk": {"S": "a"}}}},
+            {
+                "Update": {
+                    "TableName": ranged,
+                    "Key": {"pk": {"S": "a"}, "sk": {"S": "1"}},
+                    "UpdateExpression": "ADD n :one",
+                    "ExpressionAttributeValues": {":one": {"N": "1"}},
+                }
+            },
+        ]
+    )
+    item = dynamodb.get_item(TableName=ranged, Key={"pk": {"S": "a"}, "sk": {"S": "1"}})
+    assert item["Item"]["n"] == {"N": "1"}
+    assert dynamodb.get_item(TableName=hash_only, Key={"pk": {"S": "a"}})["Item"]
+
+
+def test_a_transaction_copies_its_items_not_the_tables(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # moto itself deep-copies every table a transaction names, so each usage write cost more
+    # as the usage table grew. The local stack's transactions copy the items they write.
+    dynamodb = _client("dynamodb", endpoint)
+    copied: list[int] = []
+    deepcopy = copy.deepcopy
+
+    def counting(value: Any, memo: Any = None, _nil: Any = ()) -> Any:
+        copied[-1] += 1
+        return deepcopy(value, memo)
+
+    monkeypatch.setattr(copy, "deepcopy", counting)
+    hash_only, ranged = _tables(dynamodb, "tx-copies")
+    dynamodb.put_item(TableName=ranged, Item={"pk": {"S": "a"}, "sk": {"S": "1"}, "n": {"N": "0"}})
+    for size in (10, 300):
+        with dynamodb_batch(dynamodb, hash_only) as put:
+            for index in range(size):
+                put({"pk": {"S": f"filler-{size}-{index}"}, "text": {"S": "x" * 50}})
+        copied.append(0)
+        dynamodb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": hash_only, "Item": {"pk": {"S": f"new-{size}"}}}},
+                {
+                    "Update": {
+                        "TableName": ranged,
+                        "Key": {"pk": {"S": "a"}, "sk": {"S": "1"}},
+                        "UpdateExpression": "ADD n :one",
+                        "ExpressionAttributeValues": {":one": {"N": "1"}},
+                    }
+                },
+            ]
+        )
+    assert copied[0] == copied[1]
+
+
+@contextmanager
+def dynamodb_batch(dynamodb: Any, table: str) -> Iterator[Callable[[dict[str, Any]], None]]:
+    items: list[dict[str, Any]] = []
+    yield items.append
+    for start in range(0, len(items), 25):
+        requests = [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]
+        dynamodb.batch_write_item(RequestItems={table: requests})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_the_moto_process_ends_when_its_parent_dies() -> None:
+    # A parent killed outright (SIGKILL, a crash) cleans nothing up; moto must not outlive it.
+    port = free_port()
+    parent = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os\n"
+            "from devstack.aws import moto_process\n"
+            f"print(moto_process({port}).__enter__(), flush=True)\n"
+            "os._exit(0)\n",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    moto = int(parent.stdout.split()[-1])
+    deadline = time.monotonic() + 10
+    while _alive(moto) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(moto)
 
 
 # --- events/ --------------------------------------------------------------------------------

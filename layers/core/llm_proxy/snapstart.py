@@ -4,8 +4,9 @@ each restore of that snapshot.
 One snapshot starts many execution environments, so whatever init made is shared by all of
 them: anything that must be unique per environment (random state, connections, credentials,
 a freshly read secret) is made again after the restore. Before the snapshot, the work that init
-leaves to the first request (litellm's lazily imported response path, Starlette's routing) is
-done, so restored environments start warm.
+leaves to the first request (litellm's lazily imported provider and response code, Starlette's
+routing) is done by a rehearsal of every path (`rehearsal`), so restored environments start
+warm.
 """
 
 from __future__ import annotations
@@ -13,84 +14,29 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import litellm
+from fastapi import FastAPI, Request, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llm_proxy import aws
 from llm_proxy.gateway import Gateway
 from llm_proxy.logs import logger
-from llm_proxy.pipeline.router import retire
+from llm_proxy.rehearsal import rehearse
 from llm_proxy.settings import Settings
-
-# A gateway of canned replies on the app's own routes: the snapshot's warm-up runs every path a
-# request takes (authentication, the pipeline, litellm's completion, stream, Responses and
-# Messages code, the response writers) without calling a provider or AWS.
-REHEARSAL_KEY = "sk-snapshot-rehearsal"
-REHEARSAL_CONFIG: dict[str, Any] = {
-    "model_list": [
-        {
-            "model_name": "rehearsal",
-            "litellm_params": {
-                "model": "openai/rehearsal",
-                "mock_response": "warm",
-                "api_key": "not-used",
-                "input_cost_per_token": 0,
-                "output_cost_per_token": 0,
-            },
-        }
-    ],
-    "router_settings": {"num_retries": 0},
-    "general_settings": {"master_key": REHEARSAL_KEY},
-}
-QUESTION = [{"role": "user", "content": "warm"}]
-REHEARSAL: list[tuple[str, dict[str, Any]]] = [
-    ("/v1/chat/completions", {"model": "rehearsal", "messages": QUESTION}),
-    ("/v1/chat/completions", {"model": "rehearsal", "messages": QUESTION, "stream": True}),
-    ("/v1/messages", {"model": "rehearsal", "max_tokens": 8, "messages": QUESTION}),
-    (
-        "/v1/messages",
-        {"model": "rehearsal", "max_tokens": 8, "messages": QUESTION, "stream": True},
-    ),
-    ("/v1/messages/count_tokens", {"model": "rehearsal", "messages": QUESTION}),
-    ("/v1/responses", {"model": "rehearsal", "input": "warm", "store": False}),
-    ("/v1/responses", {"model": "rehearsal", "input": "warm", "store": False, "stream": True}),
-]
 
 
 def before_snapshot(gateway: Gateway, app: Any) -> None:
     gateway.warm()
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(_warm_paths(app))
+        loop.run_until_complete(rehearse(app, stop_logging_worker=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
     finally:
         loop.close()
     logger.info("warmed before the snapshot")
-
-
-async def _warm_paths(app: Any) -> None:
-    import httpx
-    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
-
-    from llm_proxy.config import ProxyConfig
-    from llm_proxy.http.app import create_app
-
-    rehearsal = Gateway(Settings(environment="local"), ProxyConfig.model_validate(REHEARSAL_CONFIG))
-    headers = {"Authorization": f"Bearer {REHEARSAL_KEY}"}
-    transport = httpx.ASGITransport(app=create_app(rehearsal))
-    async with httpx.AsyncClient(transport=transport, base_url="http://snapshot") as client:
-        for path, body in REHEARSAL:
-            response = await client.post(path, json=body, headers=headers)
-            if response.status_code != 200:
-                logger.warning("warm-up request failed", extra={"path": path})
-    retire(rehearsal.model_router())
-    own = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=own, base_url="http://snapshot") as client:
-        await client.get("/health")
-    # litellm's logging worker is bound to the loop that last used it: stop it with this loop.
-    await GLOBAL_LOGGING_WORKER.flush()
-    await GLOBAL_LOGGING_WORKER.stop()
 
 
 def after_restore(gateway: Gateway) -> None:
@@ -122,7 +68,7 @@ def reconnect(settings: Settings) -> None:
             aws.resource_table(table)
 
 
-def register(gateway: Gateway, app: Any, runtime: Any = None) -> bool:
+def register(gateway: Gateway, app: FastAPI, runtime: Any = None) -> bool:
     """Register the hooks with Lambda's `snapshot_restore_py`, which the Lambda Python runtime
     provides; outside Lambda (no runtime API) nothing is registered."""
     if runtime is None:
@@ -136,3 +82,54 @@ def register(gateway: Gateway, app: Any, runtime: Any = None) -> bool:
     runtime.register_before_snapshot(lambda: before_snapshot(gateway, app))
     runtime.register_after_restore(lambda: after_restore(gateway))
     return True
+
+
+# --- under Lambda Web Adapter (the streaming function) ---------------------------------------
+
+# The adapter (1.1.0 and newer) runs the app as a process of its own, outside the runtime's
+# hook loop, and bridges SnapStart to it: it POSTs to these paths, where they are set, before
+# the snapshot and after each restore, and answers 403 to any invocation asking for them.
+BEFORE_CHECKPOINT_PATH = "AWS_LWA_SNAPSTART_BEFORE_CHECKPOINT_PATH"
+AFTER_RESTORE_PATH = "AWS_LWA_SNAPSTART_AFTER_RESTORE_PATH"
+# The adapter adds this header to every invocation it relays; its own hook calls lack it.
+RELAYED_INVOCATION_HEADER = "x-amzn-lambda-context"
+
+
+def add_adapter_hooks(
+    gateway: Gateway, app: FastAPI, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """The adapter's SnapStart hooks as routes of `app`, at the paths its variables name;
+    returns those paths (none outside the adapter). A relayed invocation never reaches a hook:
+    the adapter refuses it, and the route answers 404 as to any unknown path."""
+    env = os.environ if environ is None else environ
+    hooks: dict[str, Callable[[], Awaitable[None]]] = {}
+
+    async def warm() -> None:
+        gateway.warm()
+        await rehearse(app, stop_logging_worker=False)
+        logger.info("warmed before the snapshot")
+
+    async def refresh() -> None:
+        after_restore(gateway)
+
+    named: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        (BEFORE_CHECKPOINT_PATH, warm),
+        (AFTER_RESTORE_PATH, refresh),
+    ]
+    for variable, hook in named:
+        path = env.get(variable, "")
+        if path.startswith("/"):
+            hooks[path] = hook
+    for path, hook in hooks.items():
+        app.add_api_route(path, _hook_route(hook), methods=["POST"], include_in_schema=False)
+    return list(hooks)
+
+
+def _hook_route(hook: Callable[[], Awaitable[None]]) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        if RELAYED_INVOCATION_HEADER in request.headers:
+            raise StarletteHTTPException(404)
+        await hook()
+        return Response(status_code=204)
+
+    return endpoint

@@ -1,0 +1,84 @@
+"""The local stack's servers as processes of their own: ports, start and stop, and what a
+process costs (resident memory, CPU time) read from /proc."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Same option the server sets, so a socket in TIME_WAIT does not count as busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for_port(
+    port: int,
+    host: str = "127.0.0.1",
+    timeout_s: float = 30.0,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Return once something accepts connections on host:port; fail sooner if `process`, the
+    one that should listen there, has exited."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(
+                    f"the server for {host}:{port} exited with {process.returncode}"
+                ) from None
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout_s`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def exit_with_parent(parent: int) -> None:
+    """End this process when `parent`, the process that started it, is gone, however that
+    ended (a SIGKILL leaves no chance to stop children)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a live process, in MiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def cpu_s(pid: int) -> float:
+    """User plus system CPU time a live process has used so far, in seconds (Linux)."""
+    # The command name (field 2) may hold spaces; the fields after its ')' are fixed.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
