@@ -8,7 +8,9 @@
   both Lambda functions do, against the first (which writes after, as `make dev` does);
 - usage_write_ms: the gateway's usage transaction alone against the local DynamoDB;
 - litellm_overhead_ms: `litellm.acompletion` against a direct async call, in this process;
-- cold_init and size_mb (cold.py).
+- cold_init and size_mb (cold.py);
+- restore: the first request of each path after the SnapStart hooks against warm ones, in CPU
+  time (restore.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from devstack.stats import ratio, summary
 from scripts.bench.cold import measure_size_and_cold_init
 from scripts.bench.load import MESSAGES, MODEL, interleaved, run
 from scripts.bench.references import LITELLM_PROXY, PORTKEY, Upstream, references
+from scripts.bench.restore import measure_restore
 from scripts.bench.soak import soak
 from scripts.bench.stack import Stack
 
@@ -37,6 +40,8 @@ TARGETS = {
     "soak_rss_growth_mb": 200.0,
     "init_time_vs_bare_import": 1.1,
     "init_rss_vs_bare_import": 1.2,
+    # The first request after a SnapStart restore against a warm one, CPU time.
+    "restore_first_vs_warm_cpu": 1.5,
     # 150 MB budget with at least 10 MB of margin.
     "size_mb": 140.0,
 }
@@ -231,6 +236,7 @@ def measure(stack: Stack, plan: Plan) -> dict[str, Any]:
     # Requests that reached the double: every loop's, if nothing answered in its place.
     results["upstream_requests"] = len(stack.upstream.requests)
     results.update(measure_size_and_cold_init(stack, plan.cold_runs, plan.skip_size))
+    results["restore"] = measure_restore(stack, plan.cold_runs) if plan.cold_runs > 0 else None
     return results
 
 

@@ -195,6 +195,29 @@ def _cold_rows(cold: Mapping[str, Any], targets: Mapping[str, float]) -> list[Ro
     ]
 
 
+def _restore_rows(restore: Mapping[str, Any], targets: Mapping[str, float]) -> list[Row]:
+    rows: list[Row] = [
+        (
+            "restore: after-restore hook, CPU",
+            ms(restore["after_restore_cpu_ms"]),
+            "",
+            "",
+            "",
+        )
+    ]
+    for name, figures in restore["paths"].items():
+        rows.append(
+            (
+                f"restore: first {name} request, CPU",
+                ms(figures["first_cpu_ms"]),
+                f"warm {ms(figures['warm_cpu_ms'])}",
+                f"{figures['ratio']:.2f}x",
+                _target(figures["ratio"], targets["restore_first_vs_warm_cpu"]),
+            )
+        )
+    return rows
+
+
 def _size_rows(size: Mapping[str, Any], limit_mb: float) -> list[Row]:
     return [
         (
@@ -217,6 +240,8 @@ def render(results: Mapping[str, Any]) -> str:
     rows = _other_rows(results)
     if cold:
         rows += _cold_rows(cold, targets)
+    if restore := results.get("restore"):
+        rows += _restore_rows(restore, targets)
     if size:
         rows += _size_rows(size, targets["size_mb"])
     cold_text = f"cold init median of {config['cold_runs']} runs" if cold else "cold init skipped"

@@ -109,6 +109,15 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
         assert set(results["cold_init"][side]) >= {"import_s", "max_rss_mb"}
         assert len(results["cold_init"][side]["runs"]) == 1
     assert results["size_mb"] is None
+    restore = results["restore"]
+    assert set(restore["paths"]) == {
+        "chat completions",
+        "chat completions, streamed",
+        "messages",
+        "embeddings",
+    }
+    for figures in restore["paths"].values():
+        assert set(figures) == {"first_cpu_ms", "warm_cpu_ms", "ratio"}
     assert _positive_numbers(results) == []
     # Every loop reached the double: nothing answered in its place.
     assert results["upstream_requests"] >= 4 * 2 * 5 + 20
@@ -122,6 +131,7 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
         "soak: 20 requests",
         "usage written before the response",
         "init: import app.py",
+        "restore: first chat completions request, CPU",
         "size skipped",
     ):
         assert figure in table

@@ -106,7 +106,7 @@ class Gateway:
     def warm(self) -> None:
         """Build the router at init when the secret is reachable; otherwise on first request."""
         try:
-            self.routers.get()
+            look_up_models(self.routers.get())
         except ProxyError as exc:
             logger.warning("router build deferred to the first request", extra={"reason": exc.code})
 
@@ -125,7 +125,7 @@ class Gateway:
         self.routers.rebuild()
         try:
             self.provider_keys.get(force=True)
-            self.routers.get()
+            look_up_models(self.routers.get())
         except Exception as exc:  # the first request retries, and answers the error if it stays
             logger.warning("refresh after restore deferred", extra={"error": type(exc).__name__})
 
@@ -207,3 +207,10 @@ class Gateway:
 
     def spend_report(self, start: str | None, end: str | None) -> Report:
         return spend(start, end, self.settings)
+
+
+def look_up_models(router: ModelRouter) -> None:
+    """litellm's model lookups for every group, made now rather than by a first request:
+    building a router registers its prices with litellm, which empties its lookup caches."""
+    for group in {str(d.get("model_name")) for d in router.deployments.values()}:
+        router.max_output_tokens(group)

@@ -29,6 +29,9 @@ from llm_proxy.pipeline.router import retire
 from llm_proxy.settings import Settings
 
 KEY = "sk-snapshot-rehearsal"
+# A model of litellm's catalogue: its first request loads the provider-config map that every
+# catalogued model uses (about 50 ms of imports); an unknown model name skips it.
+CATALOG_MODEL = "openai/gpt-4o-mini"
 QUESTION = [{"role": "user", "content": "warm"}]
 REQUESTS: list[tuple[str, dict[str, Any]]] = [
     ("/v1/chat/completions", {"model": "rehearsal", "messages": QUESTION}),
@@ -54,11 +57,11 @@ def config(api_base: str) -> dict[str, Any]:
         "model_list": [
             {
                 "model_name": "rehearsal",
-                "litellm_params": {"model": "openai/rehearsal", "api_base": api_base, **free},
+                "litellm_params": {"model": CATALOG_MODEL, "api_base": api_base, **free},
             },
             {
                 "model_name": "rehearsal-canned",
-                "litellm_params": {"model": "openai/rehearsal", "mock_response": "warm", **free},
+                "litellm_params": {"model": CATALOG_MODEL, "mock_response": "warm", **free},
             },
         ],
         "router_settings": {"num_retries": 0},
@@ -67,7 +70,7 @@ def config(api_base: str) -> dict[str, Any]:
 
 
 async def rehearse(app: Any, stop_logging_worker: bool) -> None:
-    """Every rehearsed path through a rehearsal gateway's app, then `app`'s own /health."""
+    """Every rehearsed path through a rehearsal gateway's app, then through `app`'s routing."""
     with loopback_upstream() as api_base:
         gateway = Gateway(
             Settings(environment="local"), ProxyConfig.model_validate(config(api_base))
@@ -81,9 +84,13 @@ async def rehearse(app: Any, stop_logging_worker: bool) -> None:
                     logger.warning("warm-up request failed", extra={"path": path})
         # Its HTTP clients hold connections to a server that is about to go.
         retire(gateway.model_router())
+    # The app's own routes, unauthenticated (401 before any lookup): FastAPI prepares each
+    # router's routes on the first request that reaches them, per app.
     own = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=own, base_url="http://snapshot") as client:
         await client.get("/health")
+        for path in dict.fromkeys(path for path, _ in REQUESTS):
+            await client.post(path, json={})
     await GLOBAL_LOGGING_WORKER.flush()
     if stop_logging_worker:
         # It is bound to the loop that last used it: stop it with a loop that is closing.

@@ -43,8 +43,7 @@ def after_restore(gateway: Gateway) -> None:
     random.seed()  # every restored environment would otherwise draw the same numbers
     # AWS clients hold the snapshot's credentials and connections: make them again, now,
     # rather than on the first request (a client costs 100-200 ms of CPU to make).
-    aws.client.cache_clear()
-    aws.resource_table.cache_clear()
+    aws.forget_clients()
     reconnect(gateway.settings)
     # litellm's HTTP clients hold sockets of the snapshotted environment.
     litellm.in_memory_llm_clients_cache.flush_cache()  # type: ignore[no-untyped-call]
@@ -52,10 +51,14 @@ def after_restore(gateway: Gateway) -> None:
     logger.info("refreshed after restore")
 
 
+# What the request path asks of DynamoDB.
+ITEM_OPERATIONS = ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "TransactWriteItems")
+
+
 def reconnect(settings: Settings) -> None:
-    """The AWS clients the request path uses, made again."""
-    aws.client("dynamodb")
-    aws.client("dynamodb", max_attempts=1)  # the usage store's, with its own retries
+    """The AWS clients the request path uses, made again, with their operations loaded."""
+    # The second: the usage store's, which retries with its own backoff.
+    dynamodb = [aws.client("dynamodb"), aws.client("dynamodb", max_attempts=1)]
     if settings.usage_dead_letter_queue or settings.usage_quarantine_queue:
         aws.client("sqs")
     for table in (
@@ -65,7 +68,20 @@ def reconnect(settings: Settings) -> None:
         settings.rollups_table,
     ):
         if table:
-            aws.resource_table(table)
+            dynamodb.append(aws.resource_table(table).meta.client)
+    for client in {id(client): client for client in dynamodb}.values():
+        aws.load_operations(client, ITEM_OPERATIONS)
+        if settings.usage_table:
+            _open_connection(client, settings.usage_table)
+
+
+def _open_connection(client: Any, table: str) -> None:
+    """One cheap call (DescribeTable, which the api functions may make on the usage table), so
+    the connection, endpoint, signer and parser are ready before the first request."""
+    try:
+        client.describe_table(TableName=table)
+    except Exception as exc:  # the first request makes the connection instead
+        logger.warning("no connection after restore", extra={"error": type(exc).__name__})
 
 
 def register(gateway: Gateway, app: FastAPI, runtime: Any = None) -> bool:
