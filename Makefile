@@ -3,7 +3,7 @@ PYTHON_VERSION ?= 3.12
 PY := .venv/bin/python
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: dev test lint build size bench profile report requirements clean
+.PHONY: dev test lint build size bench profile report clients requirements clean
 
 # The project environment: Python 3.12, dependencies installed from hash-pinned lock files.
 .venv/.installed: requirements-dev.txt pyproject.toml
@@ -45,6 +45,13 @@ profile: .venv/.installed
 # The cost report of the running local stack (`make dev`), last 24 hours; the CLI takes a period.
 report: .venv/.installed
 	$(PY) -m scripts.report
+
+# Claude Code and Codex CLI, as locked in scripts/clients, under .tools/clients: the agent CLIs
+# tests/integration/test_agent_clients.py runs against the gateway (skipped without them).
+clients:
+	rm -rf .tools/clients && mkdir -p .tools/clients
+	cp scripts/clients/package.json scripts/clients/package-lock.json .tools/clients/
+	cd .tools/clients && npm ci --no-audit --no-fund
 
 # Re-lock after changing pyproject.toml: runtime deps (the Lambda layer) and the dev set.
 requirements:

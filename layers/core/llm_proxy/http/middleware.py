@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -48,7 +48,7 @@ class RequestContext:
             return
         event = scope.get("aws.event") or {}
         rid = (event.get("requestContext") or {}).get("requestId") or uuid.uuid4().hex
-        later: list[Callable[[], object]] = []
+        later = LaterWork()
         scope.setdefault("state", {}).update(request_id=rid, after_response=later.append)
         logger.set_correlation_id(rid)
         status = 0
@@ -85,19 +85,52 @@ class RequestContext:
         finally:
             await self._after_response(scope, later)
 
-    async def _after_response(self, scope: Scope, later: list[Callable[[], object]]) -> None:
+    async def _after_response(self, scope: Scope, later: LaterWork) -> None:
         invocation = invocation_id(scope)
         if self.extension is not None and invocation:
-            for work in later:
+            for work in later.close():
                 self.extension.submit(work)
             self.extension.handed_over(invocation)
             return
         loop = asyncio.get_running_loop()
-        for work in later:
+        for work in later.close():
             try:
                 await loop.run_in_executor(AFTER_RESPONSE_THREADS, work)
             except Exception:
                 logger.exception("work after the response failed")
+
+
+class LaterWork:
+    """The work a request leaves for after its response. Work left once that has run (a stream
+    a hang-up cut finishes its metering late) runs at once, on the same threads."""
+
+    def __init__(self) -> None:
+        self._work: list[Callable[[], object]] = []
+        self._closed = False
+
+    def append(self, work: Callable[[], object]) -> None:
+        if not self._closed:
+            self._work.append(work)
+            return
+        done = asyncio.get_running_loop().run_in_executor(AFTER_RESPONSE_THREADS, work)
+        _LATE.add(done)
+        done.add_done_callback(_late_done)
+
+    def close(self) -> Iterator[Callable[[], object]]:
+        """The work left so far, then any left while it runs; later work runs at once."""
+        while self._work:
+            yield self._work.pop(0)
+        self._closed = True
+
+
+# Late work in flight, held until done (the loop keeps only weak references to futures).
+_LATE: set[asyncio.Future[object]] = set()
+
+
+def _late_done(done: asyncio.Future[object]) -> None:
+    _LATE.discard(done)
+    if not done.cancelled() and done.exception() is not None:
+        logger.error("work after the response failed", exc_info=done.exception())
 
 
 def invocation_id(scope: Scope) -> str | None:

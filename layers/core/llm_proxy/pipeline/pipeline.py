@@ -159,12 +159,16 @@ class Pipeline:
             mark_cache_hit(response)
         else:
             usage.record_answer(record, getattr(response, "_hidden_params", None) or {}, router)
-        if request.stream and request.call == "responses":
-            return self._responses_stream(
-                request, response, record, (started, routed), router, admission
-            )
         if request.stream:
-            return self._stream(request, response, record, (started, routed), router, admission)
+            # A stream's usage is written after its last byte, as a JSON answer's is; not where
+            # an extension holds the invocation (a cut stream may end after the hand-over).
+            later = None if self.meter.settle_after_response else after_response
+            timing = (started, routed)
+            if request.call == "responses":
+                return self._responses_stream(
+                    request, response, record, timing, router, admission, later
+                )
+            return self._stream(request, response, record, timing, router, admission, later)
         state_write = self._cache_write(request, cache, response, record)
         if request.call == "responses":
             response.id = new_response_id()
@@ -190,13 +194,16 @@ class Pipeline:
         timing: tuple[float, float | None],
         router: ModelRouter,
         admission: Admission | None,
+        after_response: AfterResponse | None,
     ) -> ResponsesStream:
         async def finish(record: UsageRecord, completed: dict[str, Any] | None) -> None:
             if completed is not None:
                 usage.record_answer(record, getattr(response, "_hidden_params", {}), router)
             usage.record_cost(record, router)
             state_write = self._store_write(request, completed) if completed else None
-            await self.meter(record, admission, state_write=state_write)
+            await self.meter(
+                record, admission, state_write=state_write, after_response=after_response
+            )
 
         return ResponsesStream(response, record, timing, new_response_id(), finish)
 
@@ -232,6 +239,7 @@ class Pipeline:
         timing: tuple[float, float | None],
         router: ModelRouter,
         admission: Admission | None,
+        after_response: AfterResponse | None,
     ) -> ChatStream:
         if record.cache_hit:
             response = replayed_stream(response)
@@ -240,7 +248,7 @@ class Pipeline:
             if completed is not None and not record.cache_hit:
                 usage.record_answer(record, completed, router)
             usage.record_cost(record, router)
-            await self.meter(record, admission)
+            await self.meter(record, admission, after_response=after_response)
 
         return ChatStream(
             response,
