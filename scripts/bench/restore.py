@@ -10,7 +10,6 @@ happen outside Lambda; what the hooks leave for the first request to do is what 
 
 from __future__ import annotations
 
-import copy
 import json
 import statistics
 import subprocess
@@ -53,13 +52,12 @@ class LambdaContext:
 
 
 def _event(path: str, body: Mapping[str, Any], key: str) -> dict[str, Any]:
-    event: dict[str, Any] = copy.deepcopy(json.loads(EVENT.read_text()))
+    event: dict[str, Any] = json.loads(EVENT.read_text())
     event["path"] = path
     event["pathParameters"] = {"proxy": path.lstrip("/")}
     event["body"] = json.dumps(body)
-    for headers in (event["headers"], event["multiValueHeaders"]):
-        value = f"Bearer {key}"
-        headers["Authorization"] = value if headers is event["headers"] else [value]
+    event["headers"]["Authorization"] = f"Bearer {key}"
+    event["multiValueHeaders"]["Authorization"] = [f"Bearer {key}"]
     return event
 
 

@@ -9,35 +9,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
+from devstack.processes import children, is_running
 from devstack.server import free_port
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 @pytest.fixture
@@ -79,11 +59,11 @@ def test_make_dev_serves_and_stops_on_sigterm(dev: tuple[subprocess.Popen[bytes]
     assert models is not None and models.status_code == 200, "make dev did not serve"
     assert "demo" in {model["id"] for model in models.json()["data"]}
 
-    started = _children(process.pid)
+    started = children(process.pid)
     assert started, "moto should run in a process of its own"
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) in (0, 130)
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+    while any(is_running(pid) for pid in started) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not [pid for pid in started if _alive(pid)]
+    assert not [pid for pid in started if is_running(pid)]

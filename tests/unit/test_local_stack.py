@@ -28,6 +28,7 @@ from devstack.aws import (
     provider_keys_from_env,
     start_moto,
 )
+from devstack.processes import is_running
 from devstack.server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -412,14 +413,6 @@ def dynamodb_batch(dynamodb: Any, table: str) -> Iterator[Callable[[dict[str, An
         dynamodb.batch_write_item(RequestItems={table: requests})
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
 def test_the_moto_process_ends_when_its_parent_dies() -> None:
     # A parent killed outright (SIGKILL, a crash) cleans nothing up; moto must not outlive it.
     port = free_port()
@@ -440,9 +433,9 @@ def test_the_moto_process_ends_when_its_parent_dies() -> None:
     )
     moto = int(parent.stdout.split()[-1])
     deadline = time.monotonic() + 10
-    while _alive(moto) and time.monotonic() < deadline:
+    while is_running(moto) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _alive(moto)
+    assert not is_running(moto)
 
 
 # --- events/ --------------------------------------------------------------------------------

@@ -118,7 +118,6 @@ def add_adapter_hooks(
     returns those paths (none outside the adapter). A relayed invocation never reaches a hook:
     the adapter refuses it, and the route answers 404 as to any unknown path."""
     env = os.environ if environ is None else environ
-    hooks: dict[str, Callable[[], Awaitable[None]]] = {}
 
     async def warm() -> None:
         gateway.warm()
@@ -128,17 +127,13 @@ def add_adapter_hooks(
     async def refresh() -> None:
         after_restore(gateway)
 
-    named: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-        (BEFORE_CHECKPOINT_PATH, warm),
-        (AFTER_RESTORE_PATH, refresh),
-    ]
-    for variable, hook in named:
+    paths = []
+    for variable, hook in ((BEFORE_CHECKPOINT_PATH, warm), (AFTER_RESTORE_PATH, refresh)):
         path = env.get(variable, "")
         if path.startswith("/"):
-            hooks[path] = hook
-    for path, hook in hooks.items():
-        app.add_api_route(path, _hook_route(hook), methods=["POST"], include_in_schema=False)
-    return list(hooks)
+            app.add_api_route(path, _hook_route(hook), methods=["POST"], include_in_schema=False)
+            paths.append(path)
+    return paths
 
 
 def _hook_route(hook: Callable[[], Awaitable[None]]) -> Callable[[Request], Awaitable[Response]]:
