@@ -110,7 +110,7 @@ class AzureOpenAIUpstream(UpstreamDouble[Fault]):
             if body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 return StreamingResponse(
-                    self._chunks(model, prompt_tokens, include_usage),
+                    self._chunks(model, body, prompt_tokens, include_usage),
                     media_type="text/event-stream",
                 )
             completion_tokens = len(self.reply.split())
@@ -141,7 +141,7 @@ class AzureOpenAIUpstream(UpstreamDouble[Fault]):
         return api
 
     async def _chunks(
-        self, model: str, prompt_tokens: int, include_usage: bool
+        self, model: str, body: dict[str, Any], prompt_tokens: int, include_usage: bool
     ) -> AsyncIterator[bytes]:
         # Azure sends the prompt's filter results first, in a chunk with no choices or model.
         first = {
@@ -155,7 +155,9 @@ class AzureOpenAIUpstream(UpstreamDouble[Fault]):
         yield f"data: {json.dumps(first)}\n\n".encode()
         # The rest is OpenAI's stream, as the OpenAI double writes it.
         openai_format = OpenAIUpstream(api_key=self.api_key, reply=self.reply)
-        async for frame in openai_format._chunks(model, prompt_tokens, include_usage, None):
+        answer = openai_format._answer(body)
+        usage = openai_format._usage(prompt_tokens, answer) if include_usage else None
+        async for frame in openai_format._chunks(model, answer, usage, None):
             yield frame
 
 

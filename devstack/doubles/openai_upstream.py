@@ -1,7 +1,11 @@
-"""An upstream that speaks OpenAI's chat-completions wire format, with fault injection.
+"""An upstream that speaks OpenAI's wire format (chat completions, embeddings and the Responses
+API), with fault injection.
 
 It checks the Bearer key, answers plain JSON or SSE chunks (with the usage chunk when
-`stream_options.include_usage` is set), and records every request it received.
+`stream_options.include_usage` is set), and records every request it received. Asked to, it
+calls the tools a request offers (`call_tools`) and quotes a tool's result back; a reasoning
+model (a name with "reasoner", or a request with `reasoning_effort`) answers with its
+reasoning in `reasoning_content` (DeepSeek, Ollama) or `reasoning` (OpenRouter).
 """
 
 from __future__ import annotations
@@ -11,13 +15,22 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from devstack.doubles.base import RecordedRequest, UpstreamDouble
+from devstack.doubles.openai_responses import (
+    ResponsesAnswer,
+    input_items,
+    refused_reasoning,
+)
+from devstack.doubles.tool_calls import arguments_for, call_id, chosen_tools, tool_reply
+
+# How many characters of a tool call's arguments each streamed chunk carries.
+ARGUMENT_PIECE = 8
 
 
 @dataclass
@@ -36,6 +49,20 @@ class Fault:
 class OpenAIUpstream(UpstreamDouble[Fault]):
     api_key: str
     reply: str = "Hello from the upstream double."
+    thoughts: str = "The user wants a greeting."
+    # Where a reasoning model's reasoning goes: DeepSeek's and Ollama's field, or OpenRouter's.
+    reasoning_field: str = "reasoning_content"
+    call_tools: bool = False
+    tool_name: str | None = None  # the tool to call; the first offered when None
+    tool_input: dict[str, Any] | None = None  # its arguments; generated from its schema when None
+    parallel_calls: int = 1  # how many offered tools one answer calls
+    cached_tokens: int = 0  # prompt tokens reported as read from the provider's cache
+
+    def reset(self) -> None:
+        super().reset()
+        self.call_tools, self.tool_name, self.tool_input = False, None, None
+        self.parallel_calls, self.cached_tokens = 1, 0
+        self.reasoning_field = "reasoning_content"
 
     def app(self) -> FastAPI:
         api = FastAPI()
@@ -55,12 +82,12 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
             if fault and not fault.cut_stream:
                 headers = {"retry-after": fault.retry_after} if fault.retry_after else {}
                 return _error(fault.status, fault.message, "upstream_error", headers)
-            prompt_tokens = _count_tokens(body.get("messages", []))
-            completion_tokens = len(self.reply.split())
+            answer = self._answer(body)
+            usage = self._usage(_count_tokens(body.get("messages", [])), answer)
             if body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 return StreamingResponse(
-                    self._chunks(body["model"], prompt_tokens, include_usage, fault),
+                    self._chunks(body["model"], answer, usage if include_usage else None, fault),
                     media_type="text/event-stream",
                 )
             return JSONResponse(
@@ -70,19 +97,33 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
                     "created": int(time.time()),
                     "model": body["model"],
                     "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": self.reply},
-                            "finish_reason": "stop",
-                        }
+                        {"index": 0, "message": answer.message(), "finish_reason": answer.finish}
                     ],
-                    "usage": {
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": completion_tokens,
-                        "total_tokens": prompt_tokens + completion_tokens,
-                    },
+                    "usage": usage,
                 }
             )
+
+        @api.post("/v1/responses")
+        @api.post("/responses")
+        async def responses(request: Request) -> Response:
+            body = await request.json()
+            self.requests.append(RecordedRequest(request.url.path, dict(request.headers), body))
+            if request.headers.get("authorization") != f"Bearer {self.api_key}":
+                return _error(401, "Incorrect API key provided.", "invalid_api_key")
+            if (fault := self.next_fault()) is not None:
+                return _error(fault.status, fault.message, "upstream_error")
+            refused = refused_reasoning(input_items(body), body.get("store", True) is not False)
+            if refused:
+                return _error(400, refused, "invalid_request_error")
+            tools = (self.call_tools, self.tool_name, self.tool_input, self.parallel_calls)
+            answer = ResponsesAnswer.build(body, self.reply, self.thoughts, tools)
+            usage = answer.usage(self.cached_tokens)
+            if body.get("stream"):
+                frames = (sse(event["type"], event) for event in answer.events(usage))
+                return StreamingResponse(frames, media_type="text/event-stream")
+            whole = answer.response(usage=usage)
+            self.requests[-1].answer = whole
+            return JSONResponse(whole)
 
         @api.post("/v1/embeddings")
         @api.post("/embeddings")
@@ -119,11 +160,50 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
 
         return api
 
+    def _answer(self, body: dict[str, Any]) -> ChatAnswer:
+        """Text, a call to an offered tool, or the quote of a tool's result; with reasoning
+        when the model reasons."""
+        messages = body.get("messages") or [{}]
+        reasons = "reasoner" in str(body.get("model")) or any(
+            body.get(name) for name in ("reasoning_effort", "reasoning", "include_reasoning")
+        )
+        answer = ChatAnswer(self.thoughts if reasons else None, self.reasoning_field)
+        offered = [tool.get("function") or {} for tool in body.get("tools") or []]
+        if messages[-1].get("role") == "tool":
+            answer.content = tool_reply(messages[-1].get("content"))
+        elif self.call_tools and offered:
+            count = 1 if body.get("parallel_tool_calls") is False else self.parallel_calls
+            for tool in chosen_tools(offered, self.tool_name, count):
+                arguments = self.tool_input or arguments_for(tool.get("parameters"))
+                answer.tool_calls.append(
+                    {
+                        "id": call_id(),
+                        "type": "function",
+                        "function": {"name": tool["name"], "arguments": json.dumps(arguments)},
+                    }
+                )
+        else:
+            answer.content = self.reply
+        return answer
+
+    def _usage(self, prompt_tokens: int, answer: ChatAnswer) -> dict[str, Any]:
+        reasoning_tokens = len((answer.reasoning or "").split())
+        completion_tokens = answer.output_tokens()
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        if reasoning_tokens:
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+        if self.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return usage
+
     async def _chunks(
-        self, model: str, prompt_tokens: int, include_usage: bool, fault: Fault | None
+        self, model: str, answer: ChatAnswer, usage: dict[str, Any] | None, fault: Fault | None
     ) -> AsyncIterator[bytes]:
         chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
-        words = self.reply.split()
 
         def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
             chunk = {
@@ -136,19 +216,24 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
             return f"data: {json.dumps(chunk)}\n\n".encode()
 
         yield frame({"role": "assistant", "content": ""})
+        for index, word in enumerate((answer.reasoning or "").split()):
+            yield frame({answer.reasoning_field: word if index == 0 else f" {word}"})
+        words = (answer.content or "").split()
         for index, word in enumerate(words):
             if fault and fault.cut_stream and index == len(words) // 2:
                 raise ConnectionResetError("stream cut by fault injection")
             if self.chunk_delay_s:
                 await asyncio.sleep(self.chunk_delay_s)
             yield frame({"content": word if index == 0 else f" {word}"})
-        yield frame({}, "stop")
-        if include_usage:
-            usage = {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": len(words),
-                "total_tokens": prompt_tokens + len(words),
-            }
+        for index, call in enumerate(answer.tool_calls):
+            opening = {**call, "function": {**call["function"], "arguments": ""}}
+            yield frame({"tool_calls": [{"index": index, **opening}]})
+            arguments = call["function"]["arguments"]
+            for start in range(0, len(arguments), ARGUMENT_PIECE):
+                piece = {"arguments": arguments[start : start + ARGUMENT_PIECE]}
+                yield frame({"tool_calls": [{"index": index, "function": piece}]})
+        yield frame({}, answer.finish)
+        if usage is not None:
             chunk = {
                 "id": chunk_id,
                 "object": "chat.completion.chunk",
@@ -161,6 +246,34 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
         yield b"data: [DONE]\n\n"
 
 
+@dataclass
+class ChatAnswer:
+    reasoning: str | None
+    reasoning_field: str
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def finish(self) -> str:
+        return "tool_calls" if self.tool_calls else "stop"
+
+    def message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": self.content}
+        if self.reasoning:
+            message[self.reasoning_field] = self.reasoning
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+        return message
+
+    def output_tokens(self) -> int:
+        """One token per word of text and reasoning, and of each call's name and arguments."""
+        calls = " ".join(
+            f"{call['function']['name']} {call['function']['arguments']}"
+            for call in self.tool_calls
+        )
+        return sum(len((text or "").split()) for text in (self.content, self.reasoning, calls))
+
+
 def _count_tokens(messages: list[dict[str, Any]]) -> int:
     """A deterministic stand-in for a tokenizer: one token per word, plus one per message."""
     total = 0
@@ -170,6 +283,10 @@ def _count_tokens(messages: list[dict[str, Any]]) -> int:
             content = " ".join(part.get("text", "") for part in content if isinstance(part, dict))
         total += len(str(content).split()) + 1
     return total
+
+
+def sse(event_type: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event_type}\ndata: {json.dumps(data)}\n\n".encode()
 
 
 def _error(

@@ -41,6 +41,23 @@ def as_items(value: Any) -> list[Any]:
     return list(value)
 
 
+def readable_input(value: Any) -> Any:
+    """The input a provider is sent. A reasoning item without its encrypted content is only an
+    id, and the provider keeps nothing (the gateway asks it to store nothing): OpenAI refuses
+    such an item, so it is left out and the model goes on without that reasoning."""
+    if not isinstance(value, list):
+        return value
+    return [
+        item
+        for item in value
+        if not (
+            isinstance(item, dict)
+            and item.get("type") == "reasoning"
+            and not item.get("encrypted_content")
+        )
+    ]
+
+
 def with_conversation(request: GatewayRequest, store: ResponseStore) -> GatewayRequest:
     """The request with the stored conversation of its `previous_response_id` before its own
     input; the provider sees a whole conversation and nothing it must remember."""

@@ -13,7 +13,7 @@ from llm_proxy.errors import ProxyError, invalid_request
 from llm_proxy.logs import logger
 from llm_proxy.pipeline.anthropic_native import CURRENT_NATIVE
 from llm_proxy.pipeline.request import GatewayRequest
-from llm_proxy.pipeline.responses import replayed_events
+from llm_proxy.pipeline.responses import readable_input, replayed_events
 from llm_proxy.pipeline.router import CURRENT_PERMISSION, ModelRouter, Permission
 from llm_proxy.pipeline.streams import OpenedStream, empty_stream, open_stream
 
@@ -78,7 +78,7 @@ async def _responses(router: ModelRouter, request: GatewayRequest) -> Any:
     params.pop("previous_response_id", None)
     params["store"] = False
     response = await router.router.aresponses(
-        model=request.model, input=request.body.get("input"), **params
+        model=request.model, input=readable_input(request.body.get("input")), **params
     )
     if not request.stream:
         return response
