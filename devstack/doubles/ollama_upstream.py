@@ -49,6 +49,8 @@ class OllamaUpstream(UpstreamDouble[Fault]):
     # Names as `ollama list` shows them; a request for "llama2" means "llama2:latest".
     models: tuple[str, ...] = ("llama2:latest", "mistral:latest", "qwen:0.5b")
     reply: str = "Hello from the Ollama double."
+    # A thinking model's reasoning, sent in `message.thinking` when a chat asks to `think`.
+    thoughts: str = "The user wants a greeting."
 
     def calls(self, path: str) -> list[RecordedRequest]:
         return [recorded for recorded in self.requests if recorded.path == path]
@@ -128,16 +130,18 @@ class OllamaUpstream(UpstreamDouble[Fault]):
         if fault and fault.status != 200 and not (fault.cut_stream or fault.error_mid_stream):
             return _error(fault.status, fault.message)
         prompt_tokens = _chat_words(body) if chat else _generate_words(body)
-        final = self._final(str(model), prompt_tokens, chat)
+        thinking = self.thoughts if chat and body.get("think") else ""
+        final = self._final(str(model), prompt_tokens, chat, thinking)
         if body.get("stream", True):
             recorded.answer = final
-            return StreamingResponse(self._lines(str(model), final, chat, fault), media_type=NDJSON)
-        recorded.answer = final | _text(self.reply, chat)
+            lines = self._lines(str(model), final, chat, thinking, fault)
+            return StreamingResponse(lines, media_type=NDJSON)
+        recorded.answer = final | _text(self.reply, chat, thinking)
         return JSONResponse(recorded.answer)
 
-    def _final(self, model: str, prompt_tokens: int, chat: bool) -> dict[str, Any]:
+    def _final(self, model: str, prompt_tokens: int, chat: bool, thinking: str) -> dict[str, Any]:
         """The closing object: a stream's last line, or (with the text) the whole answer."""
-        eval_count = len(self.reply.split())
+        eval_count = len(self.reply.split()) + len(thinking.split())
         prompt_ns = prompt_tokens * PROMPT_EVAL_NS_PER_TOKEN
         eval_ns = eval_count * EVAL_NS_PER_TOKEN
         final: dict[str, Any] = {
@@ -161,8 +165,12 @@ class OllamaUpstream(UpstreamDouble[Fault]):
         return final
 
     async def _lines(
-        self, model: str, final: dict[str, Any], chat: bool, fault: Fault | None
+        self, model: str, final: dict[str, Any], chat: bool, thinking: str, fault: Fault | None
     ) -> AsyncIterator[bytes]:
+        for index, word in enumerate(thinking.split()):
+            piece = word if index == 0 else f" {word}"
+            line = {"model": model, "created_at": _now(), **_text("", chat, piece), "done": False}
+            yield _ndjson(line)
         words = self.reply.split()
         for index, word in enumerate(words):
             if fault and index == len(words) // 2:
@@ -179,8 +187,11 @@ class OllamaUpstream(UpstreamDouble[Fault]):
         yield _ndjson({**final, "created_at": _now()})
 
 
-def _text(text: str, chat: bool) -> dict[str, Any]:
-    return {"message": {"role": "assistant", "content": text}} if chat else {"response": text}
+def _text(text: str, chat: bool, thinking: str = "") -> dict[str, Any]:
+    if not chat:
+        return {"response": text}
+    message = {"role": "assistant", "content": text}
+    return {"message": {**message, "thinking": thinking} if thinking else message}
 
 
 def _generate_words(body: dict[str, Any]) -> int:

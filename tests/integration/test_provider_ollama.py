@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from typing import Any
 
 import openai
 import pytest
@@ -147,6 +148,34 @@ def test_ollama_chat_prefix_uses_chat_with_the_messages(
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (5, 5)
+
+
+def test_a_thinking_models_reasoning_comes_out_as_reasoning_content_and_goes_back(
+    client: openai.OpenAI, ollama: OllamaUpstream
+) -> None:
+    """`reasoning_effort` asks Ollama to `think`; its `thinking` is the caller's
+    `reasoning_content`, in JSON and streams, and is sent back as `thinking`."""
+    messages: list[Any] = [{"role": "user", "content": QUESTION}]
+    answer = client.chat.completions.create(
+        model="llama2-chat", messages=messages, reasoning_effort="low"
+    )
+    said = answer.choices[0].message.model_dump(exclude_none=True)
+    assert (said["reasoning_content"], said["content"]) == (ollama.thoughts, ollama.reply)
+    assert only_call(ollama, "/api/chat").body["think"]
+    stream = client.chat.completions.create(
+        model="llama2-chat", messages=messages, reasoning_effort="low", stream=True
+    )
+    reasoning, content = "", ""
+    for chunk in stream:
+        for choice in chunk.choices:
+            reasoning += (choice.delta.model_extra or {}).get("reasoning_content") or ""
+            content += choice.delta.content or ""
+    assert (reasoning, content) == (ollama.thoughts, ollama.reply)
+    client.chat.completions.create(
+        model="llama2-chat", messages=[*messages, said, {"role": "user", "content": "More?"}]
+    )
+    assistant = ollama.requests[-1].body["messages"][1]
+    assert assistant["thinking"] == ollama.thoughts
 
 
 @pytest.mark.parametrize(
