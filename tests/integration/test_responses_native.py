@@ -242,3 +242,17 @@ def test_cached_tokens_are_reported_and_priced_at_the_cache_price(
     assert item["cached_tokens"] == 3
     expected = 1 * INPUT_PRICE + 3 * CACHED_PRICE + 5 * OUTPUT_PRICE
     assert Decimal(item["cost_usd"]) == pytest.approx(expected)
+
+
+def test_a_providers_refusal_reaches_the_caller_in_its_own_words(
+    client: openai.OpenAI, upstream: OpenAIUpstream
+) -> None:
+    forged = {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAAforged"}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="gpt", input=[forged, {"role": "user", "content": "hi"}])
+    error = refused.value.body
+    assert isinstance(error, dict)
+    assert error["message"] == (
+        "Model 'gpt': The encrypted content for item rs_1 could not be verified."
+    )
+    assert error["type"] == "invalid_request_error"

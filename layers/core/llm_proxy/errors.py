@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from llm_proxy.logs import logger, redactor
@@ -104,7 +105,7 @@ def from_litellm(exc: Exception, model: str, redact: Any) -> ProxyError:
     elif status == 502 and _caused_by_name(exc, CONNECT_ERRORS):
         # ...and a refused connection as an internal server error.
         code = "provider_unreachable"
-    detail = redact(_first_line(str(exc)))
+    detail = redact(provider_message(str(exc)))
     headers: dict[str, str] = {}
     if status == 429:
         headers["Retry-After"] = str(_retry_after(exc))
@@ -125,10 +126,22 @@ def _rate_limit_headers(exc: Exception) -> dict[str, str]:
     }
 
 
-def _first_line(text: str) -> str:
-    # litellm appends multi-line debug dumps (deployment ids, cooldown lists) to messages.
+def provider_message(text: str) -> str:
+    """The provider's own message where litellm wraps the provider's error body in its words
+    ("litellm.BadRequestError: OpenAIException - {...}"), else litellm's first line (it
+    appends multi-line debug dumps: deployment ids, cooldown lists)."""
     line = text.strip().split("\n", 1)[0].strip()
-    return line[:1000]
+    unwrapped = _LITELLM_WORDS.sub("", line, count=1)
+    try:
+        body = json.loads(unwrapped)
+    except ValueError:
+        return line[:1000]
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message)[:1000] if isinstance(message, str) and message else line[:1000]
+
+
+_LITELLM_WORDS = re.compile(r"^(?:litellm\.\w+: )?(?:\w+Exception - )?")
 
 
 # Connection failures as the HTTP clients under litellm name them.
