@@ -85,8 +85,8 @@ class ResponsesAnswer:
     ) -> ResponsesAnswer:
         """`tools`: whether to call them, the one to call, its arguments, how many at once."""
         answer = cls(body)
-        reasoning = body.get("reasoning") or {}
-        if reasoning.get("effort") not in (None, "none"):
+        reasoning = body.get("reasoning")
+        if isinstance(reasoning, dict) and reasoning.get("effort") != "none":
             answer.add_reasoning(thoughts if reasoning.get("summary") else "")
         call_tools, name, arguments, parallel = tools
         offered = [tool for tool in body.get("tools") or [] if tool.get("type") == "function"]
