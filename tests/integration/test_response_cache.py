@@ -147,3 +147,35 @@ def test_a_bad_cache_control_is_a_400(url: str) -> None:
     response = ask(url, {"messages": fresh_messages(), "cache": {"ttl": -5}})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "cache.ttl"
+
+
+def test_the_responses_api_is_cached_too_and_a_hit_streams_and_is_stored(
+    url: str, upstream: OpenAIUpstream, aws: dict[str, str]
+) -> None:
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=MASTER_KEY, max_retries=0)
+    question = f"Explain caching ({uuid.uuid4().hex})"
+    first = client.responses.with_raw_response.create(model="gpt-3.5-turbo", input=question)
+    second = client.responses.with_raw_response.create(model="gpt-3.5-turbo", input=question)
+    assert (first.headers["x-litellm-cache-hit"], second.headers["x-litellm-cache-hit"]) == (
+        "false",
+        "true",
+    )
+    assert len([r for r in upstream.requests if r.path == "/v1/responses"]) == 1
+    answered, cached = first.parse(), second.parse()
+    assert cached.output_text == answered.output_text == upstream.reply
+    assert cached.id != answered.id  # an answer of its own, stored under its own id
+    assert client.responses.retrieve(cached.id).output_text == upstream.reply
+    item = usage_item(aws["UsageTable"], second.headers["x-request-id"])
+    assert (item["endpoint"], item["cache_hit"], item["cost_usd"]) == ("/v1/responses", True, 0)
+    with client.responses.stream(model="gpt-3.5-turbo", input=question) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert final.output_text == upstream.reply
+    assert len([r for r in upstream.requests if r.path == "/v1/responses"]) == 1
+    # A follow-up with another question is not the cached one.
+    follow = client.responses.create(
+        model="gpt-3.5-turbo", input="And then?", previous_response_id=cached.id
+    )
+    assert follow.output_text == upstream.reply
+    assert len([r for r in upstream.requests if r.path == "/v1/responses"]) == 2

@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import litellm
 import pytest
 from llm_proxy.access.auth import Caller
 from llm_proxy.access.limits import Limiter, Reservation
@@ -90,9 +89,8 @@ class MemoryCache(ResponseCache):
         super().__init__("memory")
         self.entries: dict[str, dict[str, Any]] = {}
 
-    def get(self, key: str) -> Any:
-        entry = self.entries.get(key)
-        return None if entry is None else litellm.ModelResponse(**entry)
+    def load(self, key: str) -> dict[str, Any] | None:
+        return self.entries.get(key)
 
     def put(self, key: str, response: Any, ttl_s: int) -> None:
         self.entries[key] = response.model_dump(exclude_none=True)

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from llm_proxy.gateway import Gateway
 from llm_proxy.pipeline.cache import CACHE_HIT_HEADER, is_cache_hit
+from llm_proxy.pipeline.responses import ResponsesStream
 from llm_proxy.pipeline.streams import ChatStream
 
 
@@ -17,7 +18,8 @@ def cache_headers(gateway: Gateway, result: Any) -> dict[str, str]:
     """Whether the answer came from the response cache, where the cache is on."""
     if not gateway.cache_enabled:
         return {}
-    hit = result.cache_hit if isinstance(result, ChatStream) else is_cache_hit(result)
+    streamed = isinstance(result, ChatStream | ResponsesStream)
+    hit = result.cache_hit if streamed else is_cache_hit(result)
     return {CACHE_HIT_HEADER: "true" if hit else "false"}
 
 

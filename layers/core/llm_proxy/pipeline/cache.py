@@ -1,5 +1,5 @@
-"""The pipeline's cache step: the opt-in response cache, exact-match chat completions in
-DynamoDB, expired by TTL.
+"""The pipeline's cache step: the opt-in response cache, exact-match chat completions and
+Responses API answers in DynamoDB, expired by TTL.
 
 The key is a hash of the model, the messages and the generation parameters, never of the
 caller's key, so agents asking the same thing share an answer."""
@@ -20,8 +20,11 @@ from llm_proxy.config import ProxyConfig
 from llm_proxy.errors import invalid_request
 from llm_proxy.logs import logger
 
-# Parameters that change how an answer is delivered or billed, not what it says.
-NOT_IN_KEY = frozenset({"stream", "stream_options", "user", "metadata", "cache"})
+# Parameters that change how an answer is delivered, billed or kept, not what it says (a
+# `previous_response_id` is in the key as the conversation it names).
+NOT_IN_KEY = frozenset(
+    {"stream", "stream_options", "user", "metadata", "cache", "store", "previous_response_id"}
+)
 CACHE_HIT_HEADER = "x-litellm-cache-hit"
 MAX_TTL_S = 365 * 86_400
 # Marks an answer served from the cache, in its hidden params as litellm keeps them.
@@ -98,8 +101,18 @@ class ResponseCache:
     def __init__(self, table_name: str | None) -> None:
         self.table_name = table_name
 
-    def get(self, key: str) -> litellm.ModelResponse | None:
-        """The cached answer, or None (also when the table cannot be read: a miss)."""
+    def get(self, key: str, responses: bool = False) -> Any:
+        """The cached answer (a ModelResponse, or a ResponsesAPIResponse for the Responses
+        API), or None."""
+        answer = self.load(key)
+        if answer is None:
+            return None
+        if responses:
+            return litellm.ResponsesAPIResponse(**answer)
+        return litellm.ModelResponse(**answer)
+
+    def load(self, key: str) -> dict[str, Any] | None:
+        """The cached answer's JSON, or None (also when the table cannot be read: a miss)."""
         if not self.table_name:
             return None
         try:
@@ -110,7 +123,8 @@ class ResponseCache:
         # DynamoDB's TTL deletes lazily; an expired entry is a miss.
         if not item or int(item.get("expires_at", 0)) <= time.time():
             return None
-        return litellm.ModelResponse(**json.loads(str(item["response"])))
+        answer: dict[str, Any] = json.loads(str(item["response"]))
+        return answer
 
     def put(self, key: str, response: Any, ttl_s: int) -> None:
         if not self.table_name:

@@ -38,6 +38,7 @@ from llm_proxy.pipeline.request import Api, GatewayRequest
 from llm_proxy.pipeline.responses import (
     ResponsesStream,
     new_response_id,
+    replayed_events,
     stores,
     to_stored,
     with_conversation,
@@ -172,7 +173,8 @@ class Pipeline:
         state_write = self._cache_write(request, cache, response, record)
         if request.call == "responses":
             response.id = new_response_id()
-            state_write = self._store_write(request, response.model_dump(exclude_none=True))
+            stored = self._store_write(request, response.model_dump(exclude_none=True))
+            state_write = both(state_write, stored)
         usage.record_usage(record, getattr(response, "usage", None))
         usage.record_cost(record, router)
         usage.record_latency(record, started, routed)
@@ -196,8 +198,11 @@ class Pipeline:
         admission: Admission | None,
         after_response: AfterResponse | None,
     ) -> ResponsesStream:
+        if record.cache_hit:
+            response = replayed_events(response)
+
         async def finish(record: UsageRecord, completed: dict[str, Any] | None) -> None:
-            if completed is not None:
+            if completed is not None and not record.cache_hit:
                 usage.record_answer(record, getattr(response, "_hidden_params", {}), router)
             usage.record_cost(record, router)
             state_write = self._store_write(request, completed) if completed else None
@@ -205,19 +210,20 @@ class Pipeline:
                 record, admission, state_write=state_write, after_response=after_response
             )
 
-        return ResponsesStream(response, record, timing, new_response_id(), finish)
+        stream = ResponsesStream(response, record, timing, new_response_id(), finish)
+        stream.cache_hit = record.cache_hit
+        return stream
 
     def _cache_control(self, request: GatewayRequest) -> CacheControl | None:
-        if request.api != "chat":
+        if request.api not in ("chat", "responses"):
             return None
         return CacheControl.of(request.body, self.cache_settings)
 
     async def _cached(self, request: GatewayRequest, cache: CacheControl | None) -> Any:
         if cache is None or not cache.lookup:
             return None
-        return await asyncio.to_thread(
-            self.stores.cache.get, cache_key(request.model, request.body)
-        )
+        key = cache_key(request.model, request.body)
+        return await asyncio.to_thread(self.stores.cache.get, key, request.call == "responses")
 
     def _cache_write(
         self,
@@ -258,3 +264,16 @@ class Pipeline:
             request.body.get("messages"),
             finish,
         )
+
+
+def both(*writes: Callable[[], None] | None) -> Callable[[], None] | None:
+    """One state write for several (the response cache's and the stored response's)."""
+    chosen = [write for write in writes if write is not None]
+    if len(chosen) <= 1:
+        return chosen[0] if chosen else None
+
+    def write_all() -> None:
+        for write in chosen:
+            write()
+
+    return write_all

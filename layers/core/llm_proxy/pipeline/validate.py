@@ -33,7 +33,7 @@ GATEWAY_PARAMS: dict[Api, frozenset[str]] = {
     "embeddings": frozenset({"extra_body"}),
     # The Messages API's sampling parameters, which SDK versions before the current types send.
     "messages": frozenset({"temperature", "top_p", "top_k"}),
-    "responses": frozenset({"extra_body", *CLIENT_ONLY_PARAMS}),
+    "responses": frozenset({"cache", "extra_body", *CLIENT_ONLY_PARAMS}),
     "count_tokens": frozenset(),
 }
 # What `metadata` may hold: the gateway's and LiteLLM's documented keys, Anthropic's user id.

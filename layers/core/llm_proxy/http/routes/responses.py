@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from llm_proxy.http.answers import event_stream
+from llm_proxy.http.answers import cache_headers, event_stream
 from llm_proxy.http.dependencies import Authenticated, GatewayDep, after_response, request_id
 from llm_proxy.http.openapi import STREAM_RESPONSE
 from llm_proxy.http.schemas import ResponsesRequest
@@ -28,9 +28,10 @@ async def create_response(
     fields = body.model_dump(exclude_unset=True)
     call = gateway.request(request.url.path, "responses", who, fields, request_id(request))
     result = await gateway.run(call, after_response(request))
+    headers = cache_headers(gateway, result)
     if isinstance(result, ResponsesStream):
-        return event_stream(result.events())
-    return JSONResponse(complete_usage(result.model_dump(exclude_none=True)))
+        return event_stream(result.events(), headers)
+    return JSONResponse(complete_usage(result.model_dump(exclude_none=True)), headers=headers)
 
 
 @router.get("/v1/responses/{response_id}")
