@@ -2,25 +2,42 @@
 
 `POST /v1/messages` checks `x-api-key` and `anthropic-version`, validates the body the way
 the real API does (`max_tokens` required and within the model's output limit, no "system"
-role inside `messages`), answers a `message` object or the SSE event sequence
-(message_start, content_block_start, content_block_delta per word, content_block_stop,
-message_delta, message_stop), and records every request it received. Token counts are one
-per word of text, so tests can assert exact numbers and costs.
+role inside `messages`, a thinking budget of at least 1,024 tokens and below `max_tokens`),
+answers a `message` object or the SSE event sequence (message_start, then per content block
+content_block_start, its deltas and content_block_stop, then message_delta and
+message_stop), and records every request it received with the answer it gave.
+
+With `thinking` enabled the answer opens with a `thinking` block whose `signature` is an HMAC
+of its text under a secret only the double holds (and, with `redacted`, a `redacted_thinking`
+block whose opaque `data` the double can recognise); thinking blocks sent back in assistant
+messages are checked against that secret, and a tampered one is refused with the 400 Anthropic
+sends. Asked to (`call_tools`), it calls a tool the request offers (`tool_use`, arguments a
+client can run) and, once the `tool_result` is back, answers a text that quotes it.
+
+Token counts are one per word of text (input: the text blocks of `system` and `messages`;
+output: every text and thinking block's words, plus a fixed count per `tool_use` and
+`redacted_thinking` block), so tests can assert exact numbers and costs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
+import re
+import secrets
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from devstack.doubles.base import RecordedRequest, UpstreamDouble
+from devstack.doubles.tool_calls import arguments_for, call_id, chosen_tools, tool_reply
 
 # The error `type` Anthropic sends with each HTTP status.
 ERROR_TYPES = {
@@ -39,6 +56,14 @@ MAX_OUTPUT_TOKENS = {
     "claude-3-sonnet-20240229": 4096,
     "claude-3-opus-20240229": 4096,
 }
+# The smallest thinking budget Anthropic accepts.
+MIN_THINKING_BUDGET = 1024
+# The output tokens a block without words costs, whatever it holds.
+TOOL_USE_TOKENS = 10
+REDACTED_THINKING_TOKENS = 5
+# How many characters of a tool call's input each `input_json_delta` carries.
+INPUT_JSON_PIECE = 8
+THINKING_BLOCKS = ("thinking", "redacted_thinking")
 
 
 @dataclass
@@ -51,18 +76,51 @@ class Fault:
     retry_after: str | None = None
     delay_s: float = 0.0
     malformed: bool = False
-    cut_stream: bool = False  # drop the connection halfway through the text deltas
-    error_event: bool = False  # send an `event: error` halfway through the stream
+    cut_stream: bool = False  # drop the connection halfway through the last block's deltas
+    error_event: bool = False  # send an `event: error` halfway through the last block's deltas
 
 
 @dataclass(kw_only=True)
 class AnthropicUpstream(UpstreamDouble[Fault]):
     api_key: str
     reply: str = "Hello from the Anthropic double."
+    thoughts: str = "The user wants a short friendly answer."
+    redacted: bool = False  # add a redacted_thinking block after the thinking block
+    call_tools: bool = False
+    tool_name: str | None = None  # the tool to call; the first offered when None
+    tool_input: dict[str, Any] | None = None  # its input; generated from its schema when None
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+
+    def reset(self) -> None:
+        super().reset()
+        self.redacted, self.call_tools = False, False
+        self.tool_name, self.tool_input = None, None
 
     @property
     def output_tokens(self) -> int:
+        """What a plain text answer (no thinking, no tools) costs."""
         return len(self.reply.split())
+
+    def sign(self, thinking: str) -> str:
+        """The `signature` of a thinking block with this text."""
+        digest = hmac.new(self.secret, thinking.encode(), hashlib.sha256).digest()
+        return base64.b64encode(digest).decode()
+
+    def redacted_data(self) -> str:
+        """Opaque `data` for a redacted_thinking block: a nonce and its HMAC."""
+        nonce = secrets.token_bytes(16)
+        return base64.b64encode(nonce + self._mac(nonce)).decode()
+
+    def issued(self, data: Any) -> bool:
+        """Whether this double issued a redacted_thinking block's `data`."""
+        try:
+            raw = base64.b64decode(str(data), validate=True)
+        except ValueError:
+            return False
+        return len(raw) > 16 and hmac.compare_digest(raw[16:], self._mac(raw[:16]))
+
+    def _mac(self, nonce: bytes) -> bytes:
+        return hmac.new(self.secret, b"redacted_thinking:" + nonce, hashlib.sha256).digest()
 
     def app(self) -> FastAPI:
         api = FastAPI()
@@ -73,12 +131,13 @@ class AnthropicUpstream(UpstreamDouble[Fault]):
                 body = json.loads(await request.body())
             except ValueError:
                 return _error(400, "invalid_request_error", "There was an issue with the body.")
-            self.requests.append(RecordedRequest(request.url.path, dict(request.headers), body))
+            recorded = RecordedRequest(request.url.path, dict(request.headers), body)
+            self.requests.append(recorded)
             if request.headers.get("x-api-key") != self.api_key:
                 return _error(401, "authentication_error", "invalid x-api-key")
             if not request.headers.get("anthropic-version"):
                 return _error(400, "invalid_request_error", "anthropic-version: header is required")
-            problem = _invalid_body(body)
+            problem = _invalid_body(body) or self._invalid_history(body)
             if problem:
                 return _error(400, "invalid_request_error", problem)
             fault = self.next_fault()
@@ -90,93 +149,192 @@ class AnthropicUpstream(UpstreamDouble[Fault]):
                 headers = {"retry-after": fault.retry_after} if fault.retry_after else {}
                 error_type = fault.error_type or ERROR_TYPES.get(fault.status, "api_error")
                 return _error(fault.status, error_type, fault.message, headers)
-            input_tokens = count_input_tokens(body)
-            message_id = f"msg_{uuid.uuid4().hex[:24]}"
+            recorded.answer = message = self._message(body)
+            headers = {"request-id": f"req_{uuid.uuid4().hex[:24]}"}
             if body.get("stream"):
                 return StreamingResponse(
-                    self._events(message_id, body["model"], input_tokens, fault),
-                    media_type="text/event-stream",
-                    headers={"request-id": f"req_{uuid.uuid4().hex[:24]}"},
+                    self._events(message, fault), media_type="text/event-stream", headers=headers
                 )
-            return JSONResponse(
-                {
-                    "id": message_id,
-                    "type": "message",
-                    "role": "assistant",
-                    "model": body["model"],
-                    "content": [{"type": "text", "text": self.reply}],
-                    "stop_reason": "end_turn",
-                    "stop_sequence": None,
-                    "usage": {"input_tokens": input_tokens, "output_tokens": self.output_tokens},
-                },
-                headers={"request-id": f"req_{uuid.uuid4().hex[:24]}"},
-            )
+            return JSONResponse(message, headers=headers)
 
         return api
 
-    async def _events(
-        self, message_id: str, model: str, input_tokens: int, fault: Fault | None
-    ) -> AsyncIterator[bytes]:
-        words = self.reply.split()
-
-        def event(name: str, data: dict[str, Any]) -> bytes:
-            return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
-
-        yield event(
-            "message_start",
-            {
-                "type": "message_start",
-                "message": {
-                    "id": message_id,
-                    "type": "message",
-                    "role": "assistant",
-                    "model": model,
-                    "content": [],
-                    "stop_reason": None,
-                    "stop_sequence": None,
-                    "usage": {"input_tokens": input_tokens, "output_tokens": 1},
-                },
+    def _message(self, body: dict[str, Any]) -> dict[str, Any]:
+        content = self._content(body)
+        stop_reason = "tool_use" if content[-1]["type"] == "tool_use" else "end_turn"
+        return {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": count_input_tokens(body),
+                "output_tokens": count_output_tokens(content),
             },
-        )
-        yield event(
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
-        )
-        yield event("ping", {"type": "ping"})
-        for index, word in enumerate(words):
-            if fault and index == len(words) // 2:
-                if fault.cut_stream:
-                    raise ConnectionResetError("stream cut by fault injection")
-                error_type = fault.error_type or ERROR_TYPES.get(fault.status, "api_error")
-                yield event(
-                    "error",
-                    {"type": "error", "error": {"type": error_type, "message": fault.message}},
-                )
-                return
-            if self.chunk_delay_s:
-                await asyncio.sleep(self.chunk_delay_s)
-            yield event(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "text_delta", "text": word if index == 0 else f" {word}"},
-                },
-            )
-        yield event("content_block_stop", {"type": "content_block_stop", "index": 0})
-        yield event(
+        }
+
+    def _content(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """Thinking first where it is enabled; then a tool call, the quote of a tool's result,
+        or the reply."""
+        blocks = self._thinking_blocks() if thinking_enabled(body) else []
+        result = last_tool_result(body)
+        if result is not None:
+            return [*blocks, {"type": "text", "text": tool_reply(result)}]
+        tools = [tool for tool in body.get("tools") or [] if isinstance(tool, dict)]
+        chosen = chosen_tools(tools, self.tool_name, 1) if self.call_tools else []
+        if chosen:
+            return [*blocks, self._tool_use(chosen[0])]
+        return [*blocks, {"type": "text", "text": self.reply}]
+
+    def _thinking_blocks(self) -> list[dict[str, Any]]:
+        blocks = [
+            {"type": "thinking", "thinking": self.thoughts, "signature": self.sign(self.thoughts)}
+        ]
+        if self.redacted:
+            blocks.append({"type": "redacted_thinking", "data": self.redacted_data()})
+        return blocks
+
+    def _tool_use(self, tool: dict[str, Any]) -> dict[str, Any]:
+        arguments = self.tool_input or arguments_for(tool.get("input_schema"))
+        return {
+            "type": "tool_use",
+            "id": call_id("toolu"),
+            "name": tool["name"],
+            "input": arguments,
+        }
+
+    def _invalid_history(self, body: dict[str, Any]) -> str | None:
+        """Thinking blocks sent back must be the double's own, unchanged; and with thinking on,
+        the assistant turn that called the tools being answered must open with one."""
+        for index, message in enumerate(body["messages"]):
+            content = message.get("content")
+            if message.get("role") != "assistant" or not isinstance(content, list):
+                continue
+            for position, block in enumerate(content):
+                problem = self._tampered(block)
+                if problem:
+                    return f"messages.{index}.content.{position}: {problem}"
+        return _missing_thinking(body)
+
+    def _tampered(self, block: Any) -> str | None:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "thinking":
+            signature = str(block.get("signature") or "")
+            if not hmac.compare_digest(signature, self.sign(str(block.get("thinking") or ""))):
+                return "Invalid `signature` in `thinking` block"
+        if kind == "redacted_thinking" and not self.issued(block.get("data")):
+            return "Invalid `data` in `redacted_thinking` block"
+        return None
+
+    async def _events(self, message: dict[str, Any], fault: Fault | None) -> AsyncIterator[bytes]:
+        started = {**message, "content": [], "stop_reason": None}
+        started["usage"] = {**message["usage"], "output_tokens": 1}
+        yield _event("message_start", {"message": started})
+        blocks = message["content"]
+        for index, block in enumerate(blocks):
+            yield _event("content_block_start", {"index": index, "content_block": _opening(block)})
+            if index == 0:
+                yield _event("ping", {})
+            deltas = _deltas(block)
+            for position, delta in enumerate(deltas):
+                if fault and index == len(blocks) - 1 and position == len(deltas) // 2:
+                    if fault.cut_stream:
+                        raise ConnectionResetError("stream cut by fault injection")
+                    error_type = fault.error_type or ERROR_TYPES.get(fault.status, "api_error")
+                    yield _event("error", {"error": {"type": error_type, "message": fault.message}})
+                    return
+                if self.chunk_delay_s:
+                    await asyncio.sleep(self.chunk_delay_s)
+                yield _event("content_block_delta", {"index": index, "delta": delta})
+            yield _event("content_block_stop", {"index": index})
+        yield _event(
             "message_delta",
             {
-                "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": len(words)},
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": message["usage"]["output_tokens"]},
             },
         )
-        yield event("message_stop", {"type": "message_stop"})
+        yield _event("message_stop", {})
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
+
+
+def _opening(block: dict[str, Any]) -> dict[str, Any]:
+    """A block as its content_block_start carries it: empty, to be filled by the deltas."""
+    kind = block["type"]
+    if kind == "text":
+        return {"type": "text", "text": ""}
+    if kind == "thinking":
+        return {"type": "thinking", "thinking": "", "signature": ""}
+    if kind == "tool_use":
+        return {**block, "input": {}}
+    return block  # redacted_thinking arrives whole
+
+
+def _deltas(block: dict[str, Any]) -> list[dict[str, Any]]:
+    kind = block["type"]
+    if kind == "text":
+        return [{"type": "text_delta", "text": piece} for piece in _pieces(block["text"])]
+    if kind == "thinking":
+        thoughts = [{"type": "thinking_delta", "thinking": p} for p in _pieces(block["thinking"])]
+        return [*thoughts, {"type": "signature_delta", "signature": block["signature"]}]
+    if kind == "tool_use":
+        raw = json.dumps(block["input"])
+        return [
+            {"type": "input_json_delta", "partial_json": raw[start : start + INPUT_JSON_PIECE]}
+            for start in range(0, len(raw), INPUT_JSON_PIECE)
+        ]
+    return []
+
+
+def _pieces(text: str) -> list[str]:
+    """A text a word at a time, each word with the whitespace before it, so the pieces join
+    back to the text."""
+    return re.findall(r"\s*\S+\s*$|\s*\S+", text)
+
+
+def thinking_enabled(body: dict[str, Any]) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
+def last_tool_result(body: dict[str, Any]) -> str | None:
+    """The text of the tool_result in the last message, where it is a user's that holds one."""
+    last = body["messages"][-1]
+    content = last.get("content")
+    if last.get("role") != "user" or not isinstance(content, list):
+        return None
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "tool_result":
+            result = block.get("content")
+            return _text(result) if isinstance(result, list) else str(result or "")
+    return None
+
+
+def _missing_thinking(body: dict[str, Any]) -> str | None:
+    """Anthropic's rule for tool loops with thinking on: the assistant turn whose tool calls the
+    last message answers must start with its thinking block, sent back as it came."""
+    messages = body["messages"]
+    if not thinking_enabled(body) or last_tool_result(body) is None or len(messages) < 2:
+        return None
+    index, content = len(messages) - 2, messages[-2].get("content")
+    if messages[-2].get("role") != "assistant" or not isinstance(content, list) or not content:
+        return None
+    first = content[0].get("type") if isinstance(content[0], dict) else None
+    if first in THINKING_BLOCKS:
+        return None
+    return (
+        f"messages.{index}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+        f"`{first}`. When `thinking` is enabled, a final `assistant` message must start with a "
+        "thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks). "
+        "We recommend you include thinking blocks from previous turns. To avoid this "
+        "requirement, disable `thinking`."
+    )
 
 
 def count_input_tokens(body: dict[str, Any]) -> int:
@@ -184,6 +342,20 @@ def count_input_tokens(body: dict[str, Any]) -> int:
     total = len(_text(body.get("system")).split())
     for message in body.get("messages", []):
         total += len(_text(message.get("content")).split())
+    return total
+
+
+def count_output_tokens(content: list[dict[str, Any]]) -> int:
+    """One token per word of text and thinking, a fixed count per tool call and redacted block."""
+    total = 0
+    for block in content:
+        kind = block.get("type")
+        if kind in ("text", "thinking"):
+            total += len(str(block.get(kind) or "").split())
+        elif kind == "tool_use":
+            total += TOOL_USE_TOKENS
+        elif kind == "redacted_thinking":
+            total += REDACTED_THINKING_TOKENS
     return total
 
 
@@ -221,6 +393,28 @@ def _invalid_body(body: Any) -> str | None:
                 f'messages.{index}.role: Unexpected role "{role}". The Messages API accepts a '
                 'top-level `system` parameter, not "system" as an input message role.'
             )
+    return _invalid_thinking(body)
+
+
+def _invalid_thinking(body: dict[str, Any]) -> str | None:
+    """An enabled thinking budget is at least 1,024 tokens and below `max_tokens`, and thinking
+    takes no temperature but 1."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or budget < MIN_THINKING_BUDGET:
+        return (
+            f"thinking.enabled.budget_tokens: Input should be greater than or equal to "
+            f"{MIN_THINKING_BUDGET}"
+        )
+    if body["max_tokens"] <= budget:
+        return "`max_tokens` must be greater than `thinking.budget_tokens`."
+    if body.get("temperature", 1) != 1:
+        return (
+            "`temperature` may only be set to 1 when thinking is enabled. Please consult our "
+            "documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+        )
     return None
 
 

@@ -110,7 +110,8 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
             self.requests.append(RecordedRequest(request.url.path, dict(request.headers), body))
             if request.headers.get("authorization") != f"Bearer {self.api_key}":
                 return _error(401, "Incorrect API key provided.", "invalid_api_key")
-            if (fault := self.next_fault()) is not None:
+            fault = self.next_fault()
+            if fault is not None and not fault.cut_stream:
                 return _error(fault.status, fault.message, "upstream_error")
             refused = refused_reasoning(input_items(body), body.get("store", True) is not False)
             if refused:
@@ -119,8 +120,11 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
             answer = ResponsesAnswer.build(body, self.reply, self.thoughts, tools)
             usage = answer.usage(self.cached_tokens)
             if body.get("stream"):
-                frames = (sse(event["type"], event) for event in answer.events(usage))
-                return StreamingResponse(frames, media_type="text/event-stream")
+                events = list(answer.events(usage))
+                return StreamingResponse(
+                    _frames(events, cut=len(events) // 2 if fault else None),
+                    media_type="text/event-stream",
+                )
             whole = answer.response(usage=usage)
             self.requests[-1].answer = whole
             return JSONResponse(whole)
@@ -287,6 +291,14 @@ def _count_tokens(messages: list[dict[str, Any]]) -> int:
 
 def sse(event_type: str, data: dict[str, Any]) -> bytes:
     return f"event: {event_type}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def _frames(events: list[dict[str, Any]], cut: int | None) -> AsyncIterator[bytes]:
+    """A Responses API stream, its connection dropped before event `cut` when one is given."""
+    for number, event in enumerate(events):
+        if number == cut:
+            raise ConnectionResetError("stream cut by fault injection")
+        yield sse(event["type"], event)
 
 
 def _error(

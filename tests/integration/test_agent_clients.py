@@ -1,19 +1,24 @@
 """The agent CLIs themselves against a served gateway: Claude Code (`claude -p`, the Messages
-API) and Codex CLI (`codex exec`, the Responses API through a custom model provider), from
-the npm registry (`make clients` installs them under .tools/clients). Skipped where they are
-not installed."""
+API, on a mock deployment and, running a tool with thinking on, on an Anthropic deployment
+served by the double) and Codex CLI (`codex exec`, the Responses API through a custom model
+provider), from the npm registry (`make clients` installs them under .tools/clients). Skipped
+where they are not installed."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import MASTER_KEY, REPO
+from devstack.doubles.anthropic_upstream import AnthropicUpstream
+from devstack.doubles.base import RecordedRequest
+from devstack.server import serving
+from tests.conftest import MASTER_KEY, PROVIDER_KEYS, REPO
 
 CLIENTS = REPO / ".tools" / "clients" / "node_modules" / ".bin"
 CONFIG = """\
@@ -37,6 +42,25 @@ router_settings:
 general_settings:
   master_key: os.environ/LLM_PROXY__MASTER_KEY
 """
+
+# Claude Code's model, and the small one it uses for side tasks, on an Anthropic deployment.
+TOOLS_CONFIG = """\
+model_list:
+  - model_name: claude-sonnet-4-5
+    litellm_params:
+      model: anthropic/claude-sonnet-4-5
+      api_base: {base}
+      api_key: os.environ/ANTHROPIC_API_KEY
+      input_cost_per_token: 0
+      output_cost_per_token: 0
+router_settings:
+  num_retries: 0
+  model_group_alias:
+    claude-haiku-4-5: claude-sonnet-4-5
+general_settings:
+  master_key: os.environ/LLM_PROXY__MASTER_KEY
+"""
+NOTE = "The gateway passed the tool result back."
 
 
 def client(name: str) -> str:
@@ -78,6 +102,91 @@ def test_claude_code_answers_through_the_messages_api(url: str, tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
     assert "Hello from the gateway." in done.stdout
+
+
+@pytest.fixture(scope="module")
+def claude_double() -> Iterator[AnthropicUpstream]:
+    with serving(AnthropicUpstream(api_key=PROVIDER_KEYS["ANTHROPIC_API_KEY"])) as double:
+        yield double
+
+
+@pytest.fixture(scope="module")
+def tools_url(gateway_for: Callable[..., str], claude_double: AnthropicUpstream) -> str:
+    return gateway_for(TOOLS_CONFIG.format(base=claude_double.base_url))
+
+
+def test_claude_code_runs_a_tool_through_the_messages_api(
+    tools_url: str, claude_double: AnthropicUpstream, tmp_path: Path
+) -> None:
+    """The model thinks, then asks for Claude Code's Read tool on a file in the working
+    directory; Claude Code runs it and sends the signed thinking block and the tool_result back
+    through the gateway (the double refuses a thinking block it did not sign), and prints the
+    answer that quotes the file."""
+    claude = client("claude")
+    note = tmp_path / "note.txt"
+    note.write_text(NOTE + "\n")
+    claude_double.reset()
+    claude_double.call_tools = True
+    claude_double.tool_name = "Read"
+    claude_double.tool_input = {"file_path": str(note)}
+    done = run(
+        [
+            claude,
+            "-p",
+            "Read note.txt and tell me what it says",
+            "--model",
+            "claude-sonnet-4-5",
+            "--tools",
+            "Read",
+            "--allowedTools",
+            "Read",
+            "--permission-mode",
+            "dontAsk",
+        ],
+        {
+            "ANTHROPIC_BASE_URL": tools_url,
+            "ANTHROPIC_AUTH_TOKEN": MASTER_KEY,
+            "HOME": str(tmp_path),
+            "DISABLE_TELEMETRY": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "MAX_THINKING_TOKENS": "2048",
+        },
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    calling = next(recorded for recorded in claude_double.requests if tool_use(recorded))
+    assert calling.body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    call = tool_use(calling) or {}
+    assert call["name"] == "Read"
+    answered = [
+        recorded for recorded in claude_double.requests if tool_result(recorded, call["id"])
+    ]
+    assert answered, "no tool_result for the tool_use came back"
+    assert NOTE in str((tool_result(answered[0], call["id"]) or {})["content"])
+    # The assistant turn went back as Claude Code got it: the signed thinking block first.
+    turn = answered[0].body["messages"][-2]
+    assert turn["content"][0] == (calling.answer or {})["content"][0]
+    assert turn["content"][0]["type"] == "thinking"
+    assert "The tool said:" in done.stdout and NOTE in done.stdout
+
+
+def tool_use(recorded: RecordedRequest) -> dict[str, Any] | None:
+    """The tool call the double answered a request with."""
+    content = (recorded.answer or {}).get("content") or []
+    return next((block for block in content if block["type"] == "tool_use"), None)
+
+
+def tool_result(recorded: RecordedRequest, tool_use_id: str) -> dict[str, Any] | None:
+    """The result for a tool call that a request's last message carries."""
+    content = recorded.body["messages"][-1]["content"]
+    return next(
+        (
+            block
+            for block in (content if isinstance(content, list) else [])
+            if block.get("type") == "tool_result" and block.get("tool_use_id") == tool_use_id
+        ),
+        None,
+    )
 
 
 def test_codex_answers_through_the_responses_api(url: str, tmp_path: Path) -> None:

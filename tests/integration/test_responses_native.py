@@ -10,11 +10,12 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from pydantic import BaseModel
 
-from devstack.doubles.openai_upstream import OpenAIUpstream
+from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
 from tests.conftest import MASTER_KEY, usage_item
 
 INPUT_PRICE, OUTPUT_PRICE, CACHED_PRICE = (Decimal("1e-6"), Decimal("2e-6"), Decimal("1e-7"))
@@ -256,3 +257,28 @@ def test_a_providers_refusal_reaches_the_caller_in_its_own_words(
         "Model 'gpt': The encrypted content for item rs_1 could not be verified."
     )
     assert error["type"] == "invalid_request_error"
+
+
+def test_a_stream_cut_by_the_provider_ends_with_an_error_event_and_is_metered(
+    client: openai.OpenAI, upstream: OpenAIUpstream, aws: dict[str, str]
+) -> None:
+    upstream.fail_next(Fault(cut_stream=True))
+    with httpx.stream(
+        "POST",
+        f"{client.base_url}responses",
+        json={"model": "gpt", "input": "Say hi", "stream": True},
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        timeout=30,
+    ) as answer:
+        request_id = answer.headers["x-request-id"]
+        events = [
+            json.loads(line.removeprefix("data: "))
+            for line in answer.iter_lines()
+            if line.startswith("data: ")
+        ]
+    assert events[0]["type"] == "response.created"
+    assert "response.completed" not in [event["type"] for event in events]
+    assert events[-1]["type"] == "error"
+    assert events[-1]["sequence_number"] > events[-2]["sequence_number"]
+    item = usage_item(aws["UsageTable"], request_id)
+    assert (item["endpoint"], item["status"]) == ("/v1/responses", 502)

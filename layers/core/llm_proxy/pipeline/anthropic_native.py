@@ -42,6 +42,7 @@ ANTHROPIC_PREFIX = "anthropic/"
 class NativeParts:
     headers: Mapping[str, str] = field(default_factory=dict)
     tools: list[Any] | None = None
+    thinking: Any = None
 
 
 CURRENT_NATIVE: ContextVar[NativeParts | None] = ContextVar("current_native", default=None)
@@ -50,7 +51,9 @@ CURRENT_NATIVE: ContextVar[NativeParts | None] = ContextVar("current_native", de
 def native_parts(headers: Mapping[str, str], sent: Mapping[str, Any]) -> NativeParts:
     forwarded = {name: headers[name] for name in FORWARDED_HEADERS if headers.get(name)}
     tools = sent.get("tools")
-    return NativeParts(forwarded, list(tools) if isinstance(tools, list) else None)
+    return NativeParts(
+        forwarded, list(tools) if isinstance(tools, list) else None, sent.get("thinking")
+    )
 
 
 def betas_for(value: str, model_info: Mapping[str, Any]) -> str:
@@ -83,6 +86,12 @@ class AnthropicNative(CustomLogger):
         kwargs["extra_headers"] = headers
         if parts.tools is not None:
             kwargs["tools"] = parts.tools
+        if parts.thinking is not None:
+            # The caller's own thinking settings: the chat translation turns them into a
+            # reasoning_effort for a model group named without "claude", and back into a budget
+            # of litellm's choosing.
+            kwargs["thinking"] = parts.thinking
+            kwargs.pop("reasoning_effort", None)
         return kwargs
 
 

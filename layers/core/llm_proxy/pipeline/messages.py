@@ -41,7 +41,8 @@ def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
 
 def message_id(chat_id: str | None) -> str:
     """Anthropic's `msg_` id for a chat completion's id."""
-    suffix = str(chat_id or "").removeprefix("chatcmpl-").replace("-", "") or uuid.uuid4().hex
+    plain = str(chat_id or "").removeprefix("chatcmpl-").removeprefix("msg_")
+    suffix = plain.replace("-", "") or uuid.uuid4().hex
     return f"msg_{suffix}"
 
 
