@@ -1,8 +1,8 @@
-"""The agent CLIs themselves against a served gateway: Claude Code (`claude -p`, the Messages
-API, on a mock deployment and, running a tool with thinking on, on an Anthropic deployment
-served by the double) and Codex CLI (`codex exec`, the Responses API through a custom model
-provider), from the npm registry (`make clients` installs them under .tools/clients). Skipped
-where they are not installed."""
+"""The agent CLIs themselves against a served gateway, from the npm registry (`make clients`
+installs them under .tools/clients; skipped where they are not): Claude Code (`claude -p`, the
+Messages API) on a mock deployment and, running a tool with thinking on, on an Anthropic
+deployment served by the double; Codex CLI (`codex exec`, the Responses API through a custom
+model provider) on a mock deployment and, running a command, on an OpenAI deployment."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 
 from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.doubles.base import RecordedRequest
+from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import serving
 from tests.conftest import MASTER_KEY, PROVIDER_KEYS, REPO
 
@@ -61,6 +62,19 @@ general_settings:
   master_key: os.environ/LLM_PROXY__MASTER_KEY
 """
 NOTE = "The gateway passed the tool result back."
+# Codex's model on an OpenAI deployment: the OpenAI double's Responses API.
+CODEX_CONFIG = """\
+model_list:
+  - model_name: gpt-5.1-codex
+    litellm_params:
+      model: openai/gpt-5.1-codex
+      api_base: os.environ/TEST_OPENAI_BASE
+      api_key: os.environ/OPENAI_API_KEY
+router_settings:
+  num_retries: 0
+general_settings:
+  master_key: os.environ/LLM_PROXY__MASTER_KEY
+"""
 
 
 def client(name: str) -> str:
@@ -189,7 +203,8 @@ def tool_result(recorded: RecordedRequest, tool_use_id: str) -> dict[str, Any] |
     )
 
 
-def test_codex_answers_through_the_responses_api(url: str, tmp_path: Path) -> None:
+def codex_exec(url: str, prompt: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`codex exec` with the gateway as a custom model provider (the Responses API)."""
     codex = client("codex")
     home = tmp_path / "codex"
     home.mkdir()
@@ -197,22 +212,37 @@ def test_codex_answers_through_the_responses_api(url: str, tmp_path: Path) -> No
         'model_providers.gateway={name="LLM Proxy", base_url="' + url + '/v1", '
         'env_key="LLM_PROXY_KEY", wire_api="responses"}'
     )
-    done = run(
-        [
-            codex,
-            "exec",
-            "--skip-git-repo-check",
-            "-c",
-            "model_provider=gateway",
-            "-c",
-            provider,
-            "-m",
-            "gpt-5.1-codex",
-            "Say hi",
-        ],
-        {"LLM_PROXY_KEY": MASTER_KEY, "CODEX_HOME": str(home), "HOME": str(tmp_path)},
-        tmp_path,
-    )
+    command = [codex, "exec", "--skip-git-repo-check", "-c", "model_provider=gateway"]
+    command += ["-c", provider, "-m", "gpt-5.1-codex", prompt]
+    env = {"LLM_PROXY_KEY": MASTER_KEY, "CODEX_HOME": str(home), "HOME": str(tmp_path)}
+    return run(command, env, tmp_path)
+
+
+def test_codex_answers_through_the_responses_api(url: str, tmp_path: Path) -> None:
+    done = codex_exec(url, "Say hi", tmp_path)
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
     assert "Hello from the gateway." in done.stdout
     assert "ERROR" not in done.stderr
+
+
+def test_codex_runs_a_command_with_reasoning_kept_across_turns(
+    gateway_for: Callable[..., str], upstream: OpenAIUpstream, tmp_path: Path
+) -> None:
+    """An OpenAI deployment (the OpenAI double's Responses API, forwarded natively) reasons
+    and asks for Codex's `exec_command`; Codex runs `ls` and sends the output back with the
+    reasoning item's encrypted content (the double refuses reasoning it cannot read)."""
+    url = gateway_for(CODEX_CONFIG)
+    (tmp_path / "notes-for-codex.txt").write_text("hi\n")
+    upstream.call_tools, upstream.tool_name = True, "exec_command"
+    upstream.tool_input = {"cmd": "ls"}
+    done = codex_exec(url, "List the files", tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    first, second = [r.body for r in upstream.requests if r.path == "/v1/responses"]
+    assert first["include"] == ["reasoning.encrypted_content"]
+    call = next(item for item in second["input"] if item.get("type") == "function_call")
+    output = next(item for item in second["input"] if item.get("type") == "function_call_output")
+    assert (call["name"], output["call_id"]) == ("exec_command", call["call_id"])
+    assert "notes-for-codex.txt" in str(output["output"])
+    reasoning = [item for item in second["input"] if item.get("type") == "reasoning"]
+    assert reasoning and all(item["encrypted_content"] for item in reasoning)
+    assert "The tool said:" in done.stdout and "notes-for-codex.txt" in done.stdout
