@@ -90,9 +90,12 @@ class AnthropicUpstream(UpstreamDouble[Fault]):
     tool_name: str | None = None  # the tool to call; the first offered when None
     tool_input: dict[str, Any] | None = None  # its input; generated from its schema when None
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    # The prompt prefixes written to the prompt cache (up to a `cache_control` breakpoint).
+    cached_prefixes: set[str] = field(default_factory=set)
 
     def reset(self) -> None:
         super().reset()
+        self.cached_prefixes.clear()
         self.redacted, self.call_tools = False, False
         self.tool_name, self.tool_input = None, None
 
@@ -171,10 +174,23 @@ class AnthropicUpstream(UpstreamDouble[Fault]):
             "stop_reason": stop_reason,
             "stop_sequence": None,
             "usage": {
-                "input_tokens": count_input_tokens(body),
+                **self._prompt_usage(body),
                 "output_tokens": count_output_tokens(content),
             },
         }
+
+    def _prompt_usage(self, body: dict[str, Any]) -> dict[str, int]:
+        """Anthropic's prompt counts: the prefix up to the last `cache_control` breakpoint is
+        written to the cache the first time and read from it after; `input_tokens` is the
+        rest."""
+        prefix, cached = cached_prefix(body)
+        usage = {"input_tokens": count_input_tokens(body) - cached}
+        if prefix is not None:
+            read = prefix in self.cached_prefixes
+            self.cached_prefixes.add(prefix)
+            usage["cache_creation_input_tokens"] = 0 if read else cached
+            usage["cache_read_input_tokens"] = cached if read else 0
+        return usage
 
     def _content(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         """Thinking first where it is enabled; then a tool call, the quote of a tool's result,
@@ -343,6 +359,25 @@ def count_input_tokens(body: dict[str, Any]) -> int:
     for message in body.get("messages", []):
         total += len(_text(message.get("content")).split())
     return total
+
+
+def cached_prefix(body: dict[str, Any]) -> tuple[str | None, int]:
+    """The prompt up to and including its last `cache_control` block (as a key), and its
+    tokens; (None, 0) without a breakpoint."""
+    blocks: list[Any] = list(body.get("tools") or [])
+    system = body.get("system")
+    blocks += system if isinstance(system, list) else [{"type": "text", "text": system or ""}]
+    for message in body.get("messages", []):
+        content = message.get("content")
+        blocks += content if isinstance(content, list) else [{"type": "text", "text": content}]
+    marked = [
+        i for i, block in enumerate(blocks) if isinstance(block, dict) and "cache_control" in block
+    ]
+    if not marked:
+        return None, 0
+    prefix = blocks[: marked[-1] + 1]
+    tokens = sum(len(_text([block]).split()) for block in prefix if isinstance(block, dict))
+    return json.dumps(prefix, sort_keys=True), tokens
 
 
 def count_output_tokens(content: list[dict[str, Any]]) -> int:
