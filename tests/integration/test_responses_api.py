@@ -4,6 +4,7 @@ mock one, streamed as the API's named events, metered, and stored across contain
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -179,3 +180,56 @@ def test_a_websocket_attempt_is_refused_at_once(api: Any) -> None:
     ):
         pass
     assert refused.value.code == 1008
+
+
+WEATHER: Any = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+def test_a_function_call_round_trip_is_bridged_to_anthropic(
+    containers: list[str], anthropic: AnthropicUpstream
+) -> None:
+    anthropic.call_tools = True
+    client = sdk(containers[0])
+    first = client.responses.create(model="claude", input="Weather in Paris?", tools=[WEATHER])
+    [call] = [item for item in first.output if item.type == "function_call"]
+    assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "Paris"})
+    offered = anthropic.requests[-1].body["tools"]
+    assert [(tool["name"], tool["input_schema"]) for tool in offered] == [
+        ("get_weather", WEATHER["parameters"])
+    ]
+    follow = sdk(containers[1]).responses.create(
+        model="claude",
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+        tools=[WEATHER],
+    )
+    assert follow.output_text == "The tool said: sunny"
+    turns = anthropic.requests[-1].body["messages"]
+    [used] = [b for b in turns[1]["content"] if b["type"] == "tool_use"]
+    [result] = [b for b in turns[2]["content"] if b["type"] == "tool_result"]
+    assert used["id"] == result["tool_use_id"] == call.call_id
+
+
+def test_a_bridged_function_call_streams_as_argument_deltas(
+    containers: list[str], anthropic: AnthropicUpstream
+) -> None:
+    anthropic.call_tools = True
+    with sdk(containers[0]).responses.stream(
+        model="claude", input="Weather?", tools=[WEATHER]
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [event.type for event in events]
+    assert "response.function_call_arguments.delta" in kinds
+    assert kinds[-1] == "response.completed"
+    [call] = [item for item in final.output if item.type == "function_call"]
+    assert json.loads(call.arguments) == {"city": "Paris"}
