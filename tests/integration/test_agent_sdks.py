@@ -107,6 +107,16 @@ def url(gateway_for: Callable[..., str], upstream: OpenAIUpstream) -> str:
 
 
 @pytest.fixture(autouse=True, scope="module")
+def _event_loop_kept() -> Iterator[None]:
+    """`asyncio.run` and `Runner.run_sync` leave the thread without an event loop; the Lambda
+    handler (Mangum) that later tests call runs on the loop the thread had."""
+    policy = asyncio.get_event_loop_policy()
+    loop = policy.get_event_loop()
+    yield
+    policy.set_event_loop(loop)
+
+
+@pytest.fixture(autouse=True, scope="module")
 def _no_tracing() -> Iterator[None]:
     """Neither library's tracing exporter runs (the Agents SDK's, LangSmith's)."""
     set_tracing_disabled(True)
