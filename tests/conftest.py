@@ -167,3 +167,13 @@ def usage_item(table: str, request_id: str, timeout_s: float = 5.0) -> dict[str,
             assert item, f"no usage item for request {request_id}"
             return dict(item)
         time.sleep(0.05)
+
+
+def streamed_reasoning(stream: Any) -> tuple[str, str]:
+    """A chat stream's reasoning (its `reasoning_content` deltas) and its text."""
+    reasoning, content = "", ""
+    for chunk in stream:
+        for choice in chunk.choices:
+            reasoning += (choice.delta.model_extra or {}).get("reasoning_content") or ""
+            content += choice.delta.content or ""
+    return reasoning, content

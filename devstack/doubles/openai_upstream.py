@@ -64,16 +64,23 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
         self.parallel_calls, self.cached_tokens = 1, 0
         self.reasoning_field = "reasoning_content"
 
+    async def _received(self, request: Request) -> tuple[dict[str, Any], Response | None]:
+        """The request's body, recorded, and the refusal of a wrong key, if it is one."""
+        body = await request.json()
+        self.requests.append(RecordedRequest(request.url.path, dict(request.headers), body))
+        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return body, _error(401, "Incorrect API key provided.", "invalid_api_key")
+        return body, None
+
     def app(self) -> FastAPI:
         api = FastAPI()
 
         @api.post("/v1/chat/completions")
         @api.post("/chat/completions")
         async def chat(request: Request) -> Response:
-            body = await request.json()
-            self.requests.append(RecordedRequest(request.url.path, dict(request.headers), body))
-            if request.headers.get("authorization") != f"Bearer {self.api_key}":
-                return _error(401, "Incorrect API key provided.", "invalid_api_key")
+            body, refused = await self._received(request)
+            if refused is not None:
+                return refused
             fault = self.next_fault()
             if fault and fault.delay_s:
                 await asyncio.sleep(fault.delay_s)
@@ -106,16 +113,15 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
         @api.post("/v1/responses")
         @api.post("/responses")
         async def responses(request: Request) -> Response:
-            body = await request.json()
-            self.requests.append(RecordedRequest(request.url.path, dict(request.headers), body))
-            if request.headers.get("authorization") != f"Bearer {self.api_key}":
-                return _error(401, "Incorrect API key provided.", "invalid_api_key")
+            body, refused = await self._received(request)
+            if refused is not None:
+                return refused
             fault = self.next_fault()
             if fault is not None and not fault.cut_stream:
                 return _error(fault.status, fault.message, "upstream_error")
-            refused = refused_reasoning(input_items(body), body.get("store", True) is not False)
-            if refused:
-                return _error(400, refused, "invalid_request_error")
+            unreadable = refused_reasoning(input_items(body), body.get("store", True) is not False)
+            if unreadable:
+                return _error(400, unreadable, "invalid_request_error")
             tools = (self.call_tools, self.tool_name, self.tool_input, self.parallel_calls)
             answer = ResponsesAnswer.build(body, self.reply, self.thoughts, tools)
             usage = answer.usage(self.cached_tokens)
@@ -132,10 +138,9 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
         @api.post("/v1/embeddings")
         @api.post("/embeddings")
         async def embeddings(request: Request) -> Response:
-            body = await request.json()
-            self.requests.append(RecordedRequest(request.url.path, dict(request.headers), body))
-            if request.headers.get("authorization") != f"Bearer {self.api_key}":
-                return _error(401, "Incorrect API key provided.", "invalid_api_key")
+            body, refused = await self._received(request)
+            if refused is not None:
+                return refused
             if (fault := self.next_fault()) is not None:
                 return _error(fault.status, fault.message, "upstream_error")
             texts = body["input"] if isinstance(body["input"], list) else [body["input"]]

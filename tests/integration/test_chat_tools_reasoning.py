@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from tests.conftest import MASTER_KEY, usage_item
+from tests.conftest import MASTER_KEY, streamed_reasoning, usage_item
 
 INPUT_PRICE, OUTPUT_PRICE, CACHED_PRICE = (Decimal("1e-6"), Decimal("2e-6"), Decimal("1e-7"))
 CONFIG = f"""\
@@ -137,11 +137,7 @@ def test_deepseek_reasoning_content_is_passed_out_in_json_and_streams(
     stream = client.chat.completions.create(
         model="deepseek-reasoner", messages=messages, stream=True
     )
-    reasoning, content = "", ""
-    for chunk in stream:
-        for choice in chunk.choices:
-            reasoning += (choice.delta.model_extra or {}).get("reasoning_content") or ""
-            content += choice.delta.content or ""
+    reasoning, content = streamed_reasoning(stream)
     assert (reasoning, content) == (upstream.thoughts, upstream.reply)
 
 

@@ -62,6 +62,15 @@ def system() -> Any:
     return [{"type": "text", "text": RULES, "cache_control": {"type": "ephemeral"}}]
 
 
+def question() -> dict[str, Any]:
+    return {
+        "model": "claude",
+        "max_tokens": 64,
+        "system": system(),
+        "messages": [{"role": "user", "content": QUESTION}],
+    }
+
+
 def priced(item: dict[str, Any], written: int, read: int, uncached: int, out: int) -> None:
     assert (item["cache_write_tokens"], item["cached_tokens"]) == (written, read)
     assert item["prompt_tokens"] == written + read + uncached
@@ -73,12 +82,7 @@ def test_the_messages_api_reports_and_prices_cache_writes_then_reads(
     url: str, double: AnthropicUpstream, aws: dict[str, str]
 ) -> None:
     client = anthropic.Anthropic(base_url=url, api_key=MASTER_KEY, max_retries=0)
-    asked: dict[str, Any] = {
-        "model": "claude",
-        "max_tokens": 64,
-        "system": system(),
-        "messages": [{"role": "user", "content": QUESTION}],
-    }
+    asked = question()
     first = client.messages.with_raw_response.create(**asked)
     second = client.messages.with_raw_response.create(**asked)
     assert double.requests[0].body["system"] == system()
@@ -95,12 +99,7 @@ def test_a_streamed_message_reports_the_cache_in_its_final_usage(
     url: str, double: AnthropicUpstream
 ) -> None:
     client = anthropic.Anthropic(base_url=url, api_key=MASTER_KEY, max_retries=0)
-    asked: dict[str, Any] = {
-        "model": "claude",
-        "max_tokens": 64,
-        "system": system(),
-        "messages": [{"role": "user", "content": QUESTION}],
-    }
+    asked = question()
     client.messages.create(**asked)
     with client.messages.stream(**asked) as stream:
         final = stream.get_final_message()

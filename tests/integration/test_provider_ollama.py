@@ -14,7 +14,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from devstack.doubles.ollama_upstream import Fault, OllamaUpstream, RecordedRequest
 from devstack.server import free_port, serving
-from tests.conftest import MASTER_KEY, usage_item
+from tests.conftest import MASTER_KEY, streamed_reasoning, usage_item
 
 QUESTION = "Write a haiku about gateways"
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]
@@ -165,11 +165,7 @@ def test_a_thinking_models_reasoning_comes_out_as_reasoning_content_and_goes_bac
     stream = client.chat.completions.create(
         model="llama2-chat", messages=messages, reasoning_effort="low", stream=True
     )
-    reasoning, content = "", ""
-    for chunk in stream:
-        for choice in chunk.choices:
-            reasoning += (choice.delta.model_extra or {}).get("reasoning_content") or ""
-            content += choice.delta.content or ""
+    reasoning, content = streamed_reasoning(stream)
     assert (reasoning, content) == (ollama.thoughts, ollama.reply)
     client.chat.completions.create(
         model="llama2-chat", messages=[*messages, said, {"role": "user", "content": "More?"}]
