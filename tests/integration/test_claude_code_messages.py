@@ -13,7 +13,7 @@ import anthropic
 import httpx
 import pytest
 
-from devstack.doubles.anthropic_upstream import AnthropicUpstream
+from devstack.doubles.anthropic_upstream import AnthropicUpstream, count_input_tokens
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import serving
 from tests.conftest import MASTER_KEY, PROVIDER_KEYS
@@ -115,7 +115,7 @@ def test_betas_are_kept_from_other_providers(
 
 
 def test_the_beta_client_and_streams_carry_msg_ids_and_the_prompts_tokens(
-    client: anthropic.Anthropic,
+    client: anthropic.Anthropic, claude_double: AnthropicUpstream
 ) -> None:
     with client.beta.messages.stream(
         model="claude",
@@ -126,6 +126,22 @@ def test_the_beta_client_and_streams_carry_msg_ids_and_the_prompts_tokens(
         final = stream.get_final_message()
     start = next(event for event in events if event.type == "message_start")
     assert start.message.id.startswith("msg_") and start.message.id == final.id
+    # The provider's own count, as Anthropic's message_start reported it to the gateway.
+    sent = claude_double.requests[-1].body
+    assert start.message.usage.input_tokens == count_input_tokens(sent) == 2
+    assert final.usage.input_tokens == 2
+
+
+def test_a_stream_from_another_provider_starts_with_the_gateways_count(
+    client: anthropic.Anthropic,
+) -> None:
+    with client.messages.stream(
+        model="gpt",
+        max_tokens=64,
+        messages=MESSAGES,  # type: ignore[arg-type]
+    ) as stream:
+        events = list(stream)
+    start = next(event for event in events if event.type == "message_start")
     assert start.message.usage.input_tokens > 0
 
 

@@ -102,7 +102,13 @@ def test_a_streamed_message_reports_the_cache_in_its_final_usage(
     asked = question()
     client.messages.create(**asked)
     with client.messages.stream(**asked) as stream:
+        events = list(stream)
         final = stream.get_final_message()
+    start = next(event for event in events if event.type == "message_start")
+    assert (start.message.usage.input_tokens, start.message.usage.cache_read_input_tokens) == (
+        3,
+        CACHED,
+    )
     assert final.usage.cache_read_input_tokens == CACHED
     assert final.usage.input_tokens == 3
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import litellm
@@ -83,26 +83,46 @@ def error_event(error: ProxyError) -> bytes:
     return f"event: error\ndata: {json.dumps(anthropic_error(error))}\n\n".encode()
 
 
-async def message_events(stream: ChatStream, input_tokens: int) -> AsyncIterator[bytes]:
+async def message_events(
+    stream: ChatStream, count_input: Callable[[], int]
+) -> AsyncIterator[bytes]:
     """Anthropic's event sequence (message_start ... message_stop) from a metered chat stream;
-    `message_start` carries the `msg_` id and the prompt's tokens, counted before the answer."""
+    `message_start` carries the `msg_` id and the prompt's tokens: the provider's where it
+    reported them as its stream began (Anthropic), else counted by the gateway."""
     events = _ADAPTER.translate_completion_output_params_streaming(
         stream.chunks(), model=stream.model
     )
     try:
         async for event in events:  # type: ignore[union-attr]
             raw = event if isinstance(event, bytes) else str(event).encode()
-            yield _started(raw, input_tokens) if raw.startswith(b"event: message_start") else raw
+            if raw.startswith(b"event: message_start"):
+                raw = _started(raw, prompt_usage(stream.opening_usage, count_input))
+            yield raw
     except ProxyError as error:
         yield error_event(error)
 
 
-def _started(raw: bytes, input_tokens: int) -> bytes:
+def prompt_usage(usage: Any, count_input: Callable[[], int]) -> dict[str, int]:
+    """Anthropic's prompt counts from a chat usage (whose prompt tokens include the cache's
+    reads and writes), or the gateway's own count without one."""
+    prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+    if not prompt:
+        return {"input_tokens": count_input()}
+    read = int(getattr(usage, "cache_read_input_tokens", 0) or 0)
+    written = int(getattr(usage, "cache_creation_input_tokens", 0) or 0)
+    return {
+        "input_tokens": max(prompt - read - written, 0),
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
+    }
+
+
+def _started(raw: bytes, prompt: dict[str, int]) -> bytes:
     head, _, data = raw.decode().partition("data: ")
     event = json.loads(data)
     message = event.get("message") or {}
     message["id"] = message_id(message.get("id"))
-    message.setdefault("usage", {})["input_tokens"] = input_tokens
+    message.setdefault("usage", {}).update(prompt)
     event["message"] = message
     return f"{head}data: {json.dumps(event)}\n\n".encode()
 

@@ -47,6 +47,13 @@ class OpenedStream:
             hidden["additional_headers"] = headers
         return hidden
 
+    @property
+    def opening_usage(self) -> Any:
+        """The usage the provider reported as its stream began (Anthropic's message_start),
+        which litellm keeps on its first raw chunk and passes on only at the end."""
+        chunks = getattr(self._stream, "chunks", None)
+        return getattr(chunks[0], "usage", None) if isinstance(chunks, list) and chunks else None
+
     async def __aiter__(self) -> AsyncIterator[Any]:
         for chunk in self._read:
             yield chunk
@@ -118,6 +125,10 @@ class ChatStream:
     @property
     def cache_hit(self) -> bool:
         return self._record.cache_hit
+
+    @property
+    def opening_usage(self) -> Any:
+        return getattr(self._stream, "opening_usage", None)
 
     async def chunks(self) -> AsyncIterator[Any]:
         """The provider's chunks, metered; a failure after the start raises a ProxyError."""

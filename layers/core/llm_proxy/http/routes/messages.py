@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -36,8 +38,8 @@ async def messages(
     result = await gateway.run(call, after_response(request))
     headers = cache_headers(gateway, result)
     if isinstance(result, ChatStream):
-        input_tokens = count_input_tokens(chat, call.model)
-        return event_stream(message_events(result, input_tokens), headers)
+        count_input = partial(count_input_tokens, chat, call.model)
+        return event_stream(message_events(result, count_input), headers)
     return JSONResponse(to_message(result, str(sent.get("model"))), headers=headers)
 
 
