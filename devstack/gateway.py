@@ -10,20 +10,15 @@ import argparse
 import cProfile
 import os
 import signal
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-import httpx
-
 from devstack.aws import REPO_ROOT, LocalAWS
-from devstack.processes import exit_with_parent, stop_process
+from devstack.processes import exit_with_parent, server_process
 from devstack.server import free_port
 
 API_FUNCTION = REPO_ROOT / "functions" / "api"
@@ -89,42 +84,15 @@ def gateway_process(
     if profile is not None:
         command += ["--profile", str(profile)]
     url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(
-            [*command, "--parent", str(os.getpid())],
-            cwd=REPO_ROOT,
-            env=dict(env),
-            stdout=subprocess.DEVNULL,
-            stderr=errors,
-        )
-        try:
-            try:
-                _wait_healthy(url, process, startup_s)
-            except RuntimeError as exc:
-                errors.seek(0)
-                raise RuntimeError(f"{exc}\n{errors.read().decode()[-3000:]}") from exc
-            yield GatewayProcess(process.pid, url)
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    stop_process(process)
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the gateway exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the gateway at {url} did not answer /health within {timeout_s:g} s")
+    with server_process(
+        [*command, "--parent", str(os.getpid())],
+        ready_url=f"{url}/health",
+        name="the gateway",
+        env=env,
+        cwd=REPO_ROOT,
+        startup_s=startup_s,
+    ) as process:
+        yield GatewayProcess(process.pid, url)
 
 
 def profile_on_signals(path: Path) -> None:

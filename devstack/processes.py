@@ -4,11 +4,18 @@ process costs (resident memory, CPU time) read from /proc."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -54,6 +61,67 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> N
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def wait_until_answered(
+    url: str,
+    process: subprocess.Popen[Any] | None = None,
+    timeout_s: float = 120.0,
+    name: str = "the server",
+) -> None:
+    """Return once `url` answers 200; RuntimeError sooner if `process`, the one that should
+    answer, has exited, or once `timeout_s` has passed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} did not answer {url} within {timeout_s:g} s")
+
+
+@contextmanager
+def server_process(
+    command: Sequence[str],
+    *,
+    ready_url: str,
+    name: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    startup_s: float = 120.0,
+    stop_s: float = 30.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`command` in a process of its own for the block's duration, yielded once `ready_url`
+    answers 200. Its output is discarded (the cost of writing it stays, the lines do not); its
+    errors are kept to say why it failed to start. Stopped with SIGINT, as Ctrl-C stops it,
+    then SIGTERM and SIGKILL if it has not exited within `stop_s`."""
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(
+            list(command),
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+        try:
+            try:
+                wait_until_answered(ready_url, process, startup_s, name)
+            except RuntimeError as exc:
+                errors.seek(0)
+                tail = errors.read().decode(errors="replace")[-3000:]
+                raise RuntimeError(f"{exc}\n{tail}") from exc
+            yield process
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=stop_s)
+                except subprocess.TimeoutExpired:
+                    stop_process(process)
 
 
 def exit_with_parent(parent: int) -> None:

@@ -16,21 +16,16 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
-
-import httpx
 
 from devstack.aws import REPO_ROOT
-from devstack.processes import stop_process
+from devstack.processes import server_process
 from devstack.server import free_port
 from scripts.bench.load import MODEL, Target
 
@@ -132,45 +127,21 @@ def install_portkey() -> tuple[str, Path]:
 # --- running ----------------------------------------------------------------------------
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], errors: IO[bytes], name: str) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            errors.seek(0)
-            tail = errors.read().decode(errors="replace").strip().splitlines()[-5:]
-            raise Unavailable(f"{name} exited with {process.returncode}: {' '.join(tail)}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise Unavailable(f"{name} did not answer {url} within 180 s")
-
-
 @contextmanager
 def _process(
     command: Sequence[str], env: Mapping[str, str], ready_url: str, name: str
 ) -> Iterator[int]:
-    """A reference server for the block's duration; its output is discarded (its errors are
-    kept to say why it failed); yields its process id once `ready_url` answers 200."""
-    with tempfile.TemporaryFile() as errors:
+    """A reference server for the block's duration (see `server_process`); yields its
+    process id once `ready_url` answers 200."""
+    with ExitStack() as running:
         try:
-            process = subprocess.Popen(
-                list(command), env=dict(env), stdout=subprocess.DEVNULL, stderr=errors
+            server = server_process(
+                command, ready_url=ready_url, name=name, env=env, startup_s=180, stop_s=15
             )
-        except OSError as exc:
+            process = running.enter_context(server)
+        except (OSError, RuntimeError) as exc:
             raise Unavailable(f"{name}: {exc}") from exc
-        try:
-            _wait_ready(ready_url, process, errors, name)
-            yield process.pid
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    stop_process(process)
+        yield process.pid
 
 
 def _clean_env() -> dict[str, str]:

@@ -21,7 +21,6 @@ import sys
 import tempfile
 import textwrap
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import pytest
 from devstack.aws import load_template
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.lambda_fs import read_only, writable
+from devstack.processes import wait_until_answered
 from devstack.server import free_port, serving
 from tests.conftest import MASTER_KEY, REPO, UPSTREAM_KEY
 
@@ -257,19 +257,6 @@ class HeldUpstream(OpenAIUpstream):
         yield frames[-1]
 
 
-def _wait_ready(url: str, process: subprocess.Popen[str], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"run.sh exited {process.returncode}: {process.stdout}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise AssertionError("run.sh did not serve /health in time")
-
-
 @contextmanager
 def adapter_app(
     deployment: Deployment, aws: dict[str, str], upstream_url: str, **extra: str
@@ -300,7 +287,7 @@ def adapter_app(
             )
             try:
                 url = f"http://127.0.0.1:{port}"
-                _wait_ready(url, process)
+                wait_until_answered(f"{url}/health", process, name="run.sh")
                 yield url, log
             finally:
                 process.terminate()

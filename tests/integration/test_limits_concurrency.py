@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
+from devstack.processes import wait_until_answered
 from devstack.server import free_port
 from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, REPO
 
@@ -62,24 +63,12 @@ def gateways(
         urls.append(f"http://127.0.0.1:{port}")
     try:
         for url in urls:
-            _wait_healthy(url)
+            wait_until_answered(f"{url}/health")
         yield urls
     finally:
         for process in processes:
             process.terminate()
             process.wait(timeout=30)
-
-
-def _wait_healthy(url: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"gateway at {url} did not start")
 
 
 def _new_key(url: str, **fields: Any) -> str:
