@@ -151,31 +151,18 @@ def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, A
 
             if op_type != "ConditionCheck":
                 snapshot.keep(self.get_table(table_name), key)
+            conditions: dict[str, Any] = {
+                "condition_expression": condition_expression,
+                "expression_attribute_names": names,
+                "expression_attribute_values": values,
+            }
             if op_type == "Put":
-                self.put_item(
-                    table_name,
-                    op["Item"],
-                    condition_expression=condition_expression,
-                    expression_attribute_names=names,
-                    expression_attribute_values=values,
-                )
+                self.put_item(table_name, op["Item"], **conditions)
             elif op_type == "Delete":
-                self.delete_item(
-                    table_name,
-                    key,
-                    condition_expression=condition_expression,
-                    expression_attribute_names=names,
-                    expression_attribute_values=values,
-                )
+                self.delete_item(table_name, key, **conditions)
             elif op_type == "Update":
-                self.update_item(
-                    table_name,
-                    key,
-                    update_expression=op["UpdateExpression"],
-                    condition_expression=condition_expression,
-                    expression_attribute_names=names,
-                    expression_attribute_values=values,
-                )
+                update = op["UpdateExpression"]
+                self.update_item(table_name, key, update_expression=update, **conditions)
             errors.append((None, None, None))
         except (MultipleTransactionsException, MockValidationException):
             snapshot.restore()
