@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -508,10 +509,12 @@ def test_settling_a_budget_returns_the_spend_the_metric_shows(aws: dict[str, str
     key = VirtualKey(
         token=uuid.uuid4().hex, key_name="sk-...", key_alias="team-b", max_budget=2, tpm_limit=10**6
     )
-    first = limiter.admit(key, tokens=500, cost=0.5)
+    # Both in one minute window, whenever the test runs.
+    now = time.time()
+    first = limiter.admit(key, tokens=500, cost=0.5, now=now)
     assert (first.budget, first.budget_owner) == (Decimal(2), "team-b")
     assert limiter.settle(first, 120, 0.25, {}, None) == Decimal("0.25")
-    second = limiter.admit(key, tokens=500, cost=0.5)
+    second = limiter.admit(key, tokens=500, cost=0.5, now=now)
     assert limiter.settle(second, 100, 0.3, {}, None) == Decimal("0.55")
     assert limiter.spend(key) == 0.55
     minute = boto3.resource("dynamodb").Table(aws["CountersTable"])

@@ -157,7 +157,8 @@ def test_a_tampered_thinking_block_is_refused_in_anthropics_shape(
     double.redacted = True
     message = ask(client, [{"role": "user", "content": QUESTION}], thinking=THINKING).parse()
     content = blocks(message)
-    content[block][field] = "X" + content[block][field][1:]
+    original = content[block][field]
+    content[block][field] = ("Y" if original.startswith("X") else "X") + original[1:]
     follow_up = [
         {"role": "user", "content": QUESTION},
         {"role": "assistant", "content": content},

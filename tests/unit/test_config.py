@@ -13,7 +13,7 @@ from llm_proxy.config import (
     secret_then_env,
 )
 from llm_proxy.gateway import Gateway
-from llm_proxy.pipeline.router import ModelRouter, build_router, retire, router_kwargs
+from llm_proxy.pipeline.model_router import ModelRouter, build_router, retire, router_kwargs
 from llm_proxy.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from llm_proxy.access.auth import check_master_key
 from llm_proxy.accounting.pricing import cost_usd
 from llm_proxy.config import ProxyConfig, load_config, resolve_references
 from llm_proxy.errors import ProxyError
-from llm_proxy.pipeline.router import build_router, router_kwargs
+from llm_proxy.pipeline.model_router import build_router, router_kwargs
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # Per file: (model_name, litellm_params.model) for each deployment, in the seed's order.

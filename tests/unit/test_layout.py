@@ -123,3 +123,61 @@ def test_tests_and_scripts_keep_out_of_each_other(folder: str, forbidden: str) -
         if any(m.split(".")[0] == forbidden for m in imported_modules(path, folder))
     ]
     assert offenders == []
+
+
+# What the HTTP layer may import from the core: the gateway (the facade, with its vocabulary),
+# the errors it answers, the after-response work its middleware runs, and the logger.
+HTTP_MAY_IMPORT = frozenset(
+    {"llm_proxy.gateway", "llm_proxy.errors", "llm_proxy.after_response", "llm_proxy.logs"}
+)
+
+
+def test_the_http_layer_uses_the_core_through_the_gateway_only() -> None:
+    offenders = []
+    for name, path in core_modules():
+        if not name.startswith("llm_proxy.http"):
+            continue
+        for imported in imported_modules(path, package_of(name, path)):
+            module = ".".join(imported.split(".")[:2])
+            core = imported.startswith("llm_proxy.") and not imported.startswith("llm_proxy.http")
+            if core and module not in HTTP_MAY_IMPORT and imported not in HTTP_MAY_IMPORT:
+                offenders.append(f"{name} imports {imported}")
+    assert offenders == []
+
+
+def module_map() -> set[str]:
+    """The core modules docs/development.md's module map lists, as paths under llm_proxy/."""
+    text = (REPO / "docs" / "development.md").read_text(encoding="utf-8")
+    block = text.split("## Module map", 1)[1].split("```", 2)[1]
+    listed: set[str] = set()
+    folders: list[tuple[int, str]] = []
+    inside = False
+    for line in block.splitlines():
+        name = line.strip().split(" ", 1)[0]
+        indent = len(line) - len(line.lstrip())
+        if name == "layers/core/llm_proxy/":
+            inside, folders = True, [(indent, "")]
+            continue
+        if not inside or not name:
+            continue
+        if indent <= folders[0][0]:
+            break
+        while folders and indent <= folders[-1][0]:
+            folders.pop()
+        path = folders[-1][1] + name
+        if name.endswith("/"):
+            folders.append((indent, path))
+        elif name.endswith(".py"):
+            listed.add(path)
+    return listed
+
+
+def test_the_module_map_lists_every_core_module() -> None:
+    modules = {
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    listed = module_map()
+    assert sorted(modules - listed) == [], "missing from the module map"
+    assert sorted(listed - modules) == [], "in the module map, but gone"

@@ -4,7 +4,6 @@ deployments (litellm's whole call path, no provider and no AWS)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,13 +11,15 @@ from llm_proxy.access.auth import Caller
 from llm_proxy.access.limits import Limiter, Reservation
 from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.after_response import AfterResponse
 from llm_proxy.config import ProxyConfig
 from llm_proxy.errors import ProxyError
-from llm_proxy.pipeline.cache import ResponseCache, is_cache_hit
+from llm_proxy.pipeline.apis import APIS, ApiName
+from llm_proxy.pipeline.cache import CACHE_HIT_HEADER, ResponseCache
+from llm_proxy.pipeline.meter import Metering
+from llm_proxy.pipeline.model_router import CurrentRouter
 from llm_proxy.pipeline.pipeline import Pipeline, Stores
-from llm_proxy.pipeline.request import Api, GatewayRequest
-from llm_proxy.pipeline.router import RouterCache
-from llm_proxy.pipeline.streams import ChatStream
+from llm_proxy.pipeline.request import Answer, GatewayRequest, Inbound
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.settings import Settings
 
@@ -104,7 +105,7 @@ def stores() -> Stores:
 @pytest.fixture
 def pipeline(stores: Stores) -> Pipeline:
     config = ProxyConfig.model_validate(CONFIG)
-    routers = RouterCache(config, ProviderKeys(None, 300), "http://127.0.0.1:11434")
+    routers = CurrentRouter(config, ProviderKeys(None, 300), "http://127.0.0.1:11434")
     return Pipeline(Settings(meter_after_response=False), config, routers, stores)
 
 
@@ -113,22 +114,30 @@ def usage_of(stores: Stores) -> list[UsageRecord]:
     return records
 
 
+def inbound(
+    body: dict[str, Any],
+    caller: Caller = MASTER,
+    after_response: AfterResponse | None = None,
+    endpoint: str = "/v1/chat/completions",
+) -> Inbound:
+    return Inbound(endpoint, caller, body, {}, "rid-1", after_response)
+
+
 def ask(
     pipeline: Pipeline,
     body: dict[str, Any],
     caller: Caller = MASTER,
-    api: Api = "chat",
-    after_response: Callable[[Callable[[], None]], None] | None = None,
-) -> Any:
-    request = pipeline.request("/v1/chat/completions", api, caller, body, "rid-1")
-    return asyncio.run(pipeline.run(request, after_response))
+    api: ApiName = "chat",
+    after_response: AfterResponse | None = None,
+) -> Answer:
+    return asyncio.run(pipeline.run(APIS[api], inbound(body, caller, after_response)))
 
 
 def test_a_json_answer_is_metered_at_the_deployments_price(
     pipeline: Pipeline, stores: Stores
 ) -> None:
     answer = ask(pipeline, {"model": "demo", "messages": QUESTION})
-    assert answer.choices[0].message.content == "Hello there"
+    assert answer.body["choices"][0]["message"]["content"] == "Hello there"
     [record] = usage_of(stores)
     assert (record.status, record.model_group, record.provider) == (200, "demo", "openai")
     assert (record.prompt_tokens, record.completion_tokens) == (10, 20)
@@ -141,11 +150,10 @@ def test_a_stream_is_priced_by_the_same_rule_when_it_ends(
 ) -> None:
     async def consume() -> list[str]:
         body = {"model": "demo", "messages": QUESTION, "stream": True}
-        request = pipeline.request("/v1/chat/completions", "chat", MASTER, body, "rid-2")
-        stream = await pipeline.run(request, None)
-        assert isinstance(stream, ChatStream)
+        answer = await pipeline.run(APIS["chat"], inbound(body))
+        assert answer.events is not None and answer.body is None
         assert usage_of(stores) == []  # metered when the stream ends, not before
-        return [event async for event in stream.events()]
+        return [str(event) async for event in answer.events]
 
     events = asyncio.run(consume())
     assert events[-1] == "data: [DONE]\n\n"
@@ -158,11 +166,12 @@ def test_a_stream_is_priced_by_the_same_rule_when_it_ends(
 def test_the_usage_item_waits_for_the_response_where_the_process_outlives_it(
     pipeline: Pipeline, stores: Stores
 ) -> None:
-    pipeline.meter.write_after_response = True
-    later: list[Callable[[], None]] = []
-    ask(pipeline, {"model": "demo", "messages": QUESTION}, after_response=later.append)
-    assert usage_of(stores) == [] and len(later) == 1
-    later[0]()
+    pipeline.meter.metering = Metering.USAGE_AFTER_RESPONSE
+    later = AfterResponse()
+    ask(pipeline, {"model": "demo", "messages": QUESTION}, after_response=later)
+    assert usage_of(stores) == []
+    [work] = list(later.close())
+    work()
     assert len(usage_of(stores)) == 1
 
 
@@ -220,8 +229,9 @@ def test_a_cache_hit_costs_nothing_and_settles_no_tokens(
     body = {"model": "demo", "messages": QUESTION}
     first = ask(pipeline, dict(body), Caller("k", key=key))
     again = ask(pipeline, dict(body), Caller("k", key=key))
-    assert not is_cache_hit(first) and is_cache_hit(again)
-    assert again.choices[0].message.content == "Hello there"
+    assert first.headers == {CACHE_HIT_HEADER: "false"}
+    assert again.headers == {CACHE_HIT_HEADER: "true"}
+    assert again.body["choices"][0]["message"]["content"] == "Hello there"
     miss, hit = usage_of(stores)
     assert hit.cache_hit and hit.cost_usd == 0 and miss.cost_usd > 0
     limiter: MemoryLimiter = stores.limiter  # type: ignore[assignment]
@@ -240,8 +250,9 @@ def test_the_request_object_resolves_model_and_agent(pipeline: Pipeline) -> None
     key = VirtualKey(token="k", key_name="sk-k", metadata={"agent": "debug"})
     caller = Caller("k", key=key, claimed_agent="intruder")
     body = {"model": "coder", "messages": QUESTION, "metadata": {"agent": "ask"}}
-    request = pipeline.request("/v1/messages", "messages", caller, body, "rid", sent=body)
-    assert isinstance(request, GatewayRequest)
+    sent = {**body, "max_tokens": 8}
+    request = pipeline.request(APIS["messages"], inbound(sent, caller, endpoint="/v1/messages"))
+    assert isinstance(request, GatewayRequest) and request.sent == sent
     assert (request.model, request.agent, request.endpoint) == ("coder", "debug", "/v1/messages")
-    anonymous = pipeline.request("/v1/chat/completions", "chat", MASTER, body, "rid")
+    anonymous = pipeline.request(APIS["chat"], inbound(body))
     assert anonymous.agent == "ask"

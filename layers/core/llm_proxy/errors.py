@@ -43,6 +43,44 @@ class ProxyError(Exception):
         }
 
 
+def late_failure(error: ProxyError) -> ProxyError:
+    """A failure once a stream has started: the request was accepted, so whatever status
+    litellm gives it, it is the provider's failure (502), or its rate limit."""
+    if error.status < 500 and error.status != 429:
+        return ProxyError(502, error.message, "upstream_error", code="provider_error")
+    return error
+
+
+# Anthropic's error `type` for each status.
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def openai_body(error: ProxyError) -> dict[str, Any]:
+    return error.body()
+
+
+def anthropic_body(error: ProxyError) -> dict[str, Any]:
+    """Anthropic's error envelope; the gateway's `code` and `param` ride along."""
+    return {
+        "type": "error",
+        "error": {
+            "type": ANTHROPIC_ERROR_TYPES.get(error.status, "api_error"),
+            "message": error.message,
+            "code": error.code if error.code is not None else str(error.status),
+            "param": error.param,
+        },
+    }
+
+
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> ProxyError:
     return ProxyError(400, message, "invalid_request_error", param=param, code=code)
 

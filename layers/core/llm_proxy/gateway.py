@@ -1,6 +1,9 @@
 """The api function's parts, wired: settings, the config, the provider-keys secret, the stores
-(virtual keys, counters, usage, cache), the router and the request pipeline. The HTTP layer
-and the SnapStart hooks use this facade only."""
+(virtual keys, counters, usage, cache), the router and the request pipeline.
+
+The facade of the core: the HTTP layer imports nothing else from it but the errors and the
+after-response work (a layout test holds it to that). Its vocabulary (`Caller`, `Inbound`,
+`Answer`, `ApiName`, `Metering`) is re-exported here for that reason."""
 
 from __future__ import annotations
 
@@ -28,17 +31,20 @@ from llm_proxy.config import (
 )
 from llm_proxy.errors import ProxyError
 from llm_proxy.logs import logger, redactor
-from llm_proxy.pipeline.anthropic_native import NativeParts
+from llm_proxy.pipeline.apis import APIS, ApiName
 from llm_proxy.pipeline.cache import ResponseCache
-from llm_proxy.pipeline.meter import AfterResponse
+from llm_proxy.pipeline.meter import Metering
+from llm_proxy.pipeline.model_router import CurrentRouter, ModelRouter, configure_litellm
 from llm_proxy.pipeline.pipeline import Pipeline, Stores
-from llm_proxy.pipeline.request import Api, GatewayRequest
-from llm_proxy.pipeline.router import ModelRouter, RouterCache, configure_litellm
+from llm_proxy.pipeline.request import Answer, Inbound
 from llm_proxy.pipeline.stored_responses import ResponseStore
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.readiness import Readiness
-from llm_proxy.reports.report import Report, spend
+from llm_proxy.reports.render import Rendered, check_format, rendered
+from llm_proxy.reports.report import spend
 from llm_proxy.settings import Settings
+
+__all__ = ["Answer", "ApiName", "Caller", "Gateway", "Inbound", "Metering"]
 
 DEFAULT_MASTER_KEY_REFERENCE = "os.environ/LLM_PROXY__MASTER_KEY"
 
@@ -74,12 +80,8 @@ class Gateway:
             responses=ResponseStore(settings.responses_table, settings.responses_retention_days),
         )
         apply_environment_variables(config)
-        configure_litellm(
-            config,
-            detailed_debug=settings.detailed_debug,
-            limits=bool(self.stores.limiter.table_name),
-        )
-        self.routers = RouterCache(config, self.provider_keys, settings.ollama_api_base)
+        configure_litellm(config, detailed_debug=settings.detailed_debug)
+        self.routers = CurrentRouter(config, self.provider_keys, settings.ollama_api_base)
         self.pipeline = Pipeline(settings, config, self.routers, self.stores)
         self.key_admin = KeyAdmin(self.virtual_keys, self.stores.limiter)
         self._readiness = Readiness(settings, self.provider_keys, self.stores.usage)
@@ -151,62 +153,43 @@ class Gateway:
             return await asyncio.to_thread(authenticate, headers, master, lookup)
         return authenticate(headers, master, lookup)
 
-    def request(
-        self,
-        endpoint: str,
-        api: Api,
-        caller: Caller,
-        body: dict[str, Any],
-        request_id: str,
-        sent: dict[str, Any] | None = None,
-        native: NativeParts | None = None,
-    ) -> GatewayRequest:
-        return self.pipeline.request(endpoint, api, caller, body, request_id, sent, native)
+    async def serve(self, api: ApiName, inbound: Inbound) -> Answer:
+        """An API request through the pipeline: its answer, or a ProxyError."""
+        return await self.pipeline.run(APIS[api], inbound)
 
-    async def run(self, request: GatewayRequest, after_response: AfterResponse | None) -> Any:
-        return await self.pipeline.run(request, after_response)
+    def models_for(self, caller: Caller) -> list[str]:
+        """The models the caller may ask for."""
+        names = self.pipeline.model_names()
+        return [name for name in names if caller.key is None or caller.key.allows(name)]
 
-    async def check(self, request: GatewayRequest) -> None:
-        await self.pipeline.check(request)
+    async def stored_response(self, response_id: str, caller: Caller) -> dict[str, Any]:
+        """A stored response of the Responses API, the caller's own (404 otherwise)."""
+        store = self.stores.responses
+        stored = await asyncio.to_thread(store.get, response_id, caller.key_id)
+        return stored.response
 
-    def model_names(self) -> list[str]:
-        return self.pipeline.model_names()
-
-    @property
-    def stored_responses(self) -> ResponseStore:
-        """The Responses API's stored responses (`GET`/`DELETE /v1/responses/{id}`)."""
-        return self.stores.responses
-
-    @property
-    def cache_enabled(self) -> bool:
-        return self.pipeline.cache_settings.enabled
+    async def delete_stored_response(self, response_id: str, caller: Caller) -> None:
+        await asyncio.to_thread(self.stores.responses.delete, response_id, caller.key_id)
 
     @property
     def max_body_bytes(self) -> int:
         return self.settings.max_body_bytes
 
-    @property
-    def meter_after_response(self) -> bool:
-        """Whether usage items are written after the response (see pipeline.meter.Meter)."""
-        return self.pipeline.meter.write_after_response
-
-    @meter_after_response.setter
-    def meter_after_response(self, value: bool) -> None:
-        self.pipeline.meter.write_after_response = value
-
     def meter_in_extension(self) -> None:
         """Lambda with the after-response extension: the usage item, the settlement and the
         cache write all wait for the response."""
-        self.pipeline.meter.write_after_response = True
-        self.pipeline.meter.settle_after_response = True
+        self.pipeline.meter.metering = Metering.ALL_AFTER_RESPONSE
 
     # -- operations --------------------------------------------------------------------------
 
-    def readiness(self) -> dict[str, str]:
-        return self._readiness.checks()
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        return self._readiness.answer()
 
-    def spend_report(self, start: str | None, end: str | None) -> Report:
-        return spend(start, end, self.settings)
+    async def spend_report(self, start: str | None, end: str | None, output: str) -> Rendered:
+        """The rollups' report of a period (yesterday by default), as `output` asks."""
+        check_format(output)
+        report = await asyncio.to_thread(spend, start, end, self.settings)
+        return rendered(report, output)
 
 
 def look_up_models(router: ModelRouter) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from llm_proxy.accounting.usage import UsageStore
 from llm_proxy.errors import ProxyError
@@ -49,3 +50,11 @@ class Readiness:
                 checks["usage_table"] = UNREACHABLE
                 logger.warning("readiness: usage table", extra={"error": type(exc).__name__})
         return checks
+
+    def answer(self) -> tuple[int, dict[str, Any]]:
+        """`/health/readiness`'s status and body: 503 while a dependency is unreachable."""
+        checks = self.checks()
+        if any(value == UNREACHABLE for value in checks.values()):
+            return 503, {"status": "not ready", "checks": checks}
+        degraded = any(value == DEGRADED for value in checks.values())
+        return 200, {"status": "degraded" if degraded else "ready", "checks": checks}

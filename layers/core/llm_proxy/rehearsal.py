@@ -25,7 +25,7 @@ from llm_proxy.config import ProxyConfig
 from llm_proxy.gateway import Gateway
 from llm_proxy.http.app import create_app
 from llm_proxy.logs import logger
-from llm_proxy.pipeline.router import retire
+from llm_proxy.pipeline.model_router import retire
 from llm_proxy.settings import Settings
 
 KEY = "sk-snapshot-rehearsal"

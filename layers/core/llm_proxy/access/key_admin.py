@@ -7,6 +7,7 @@ from typing import Any
 
 from llm_proxy.access.limits import Limiter
 from llm_proxy.access.virtual_keys import KeyStore, VirtualKey
+from llm_proxy.json_bodies import refuse_non_finite, refuse_unencodable_text
 
 
 class KeyAdmin:
@@ -15,11 +16,13 @@ class KeyAdmin:
         self.limiter = limiter
 
     def generate(self, fields: dict[str, Any]) -> dict[str, Any]:
+        checked(fields)
         raw, key = self.store.generate(fields)
         # The only time the raw key is ever shown.
         return {"key": raw, **key.public()}
 
     def update(self, fields: dict[str, Any]) -> dict[str, Any]:
+        checked(fields)
         key = self.store.update(fields.pop("key"), fields)
         return {"key": key.token, "info": self._info(key)}
 
@@ -39,3 +42,9 @@ class KeyAdmin:
         spend = self.limiter.spend(key) if self.limiter.table_name else 0.0
         remaining = None if key.max_budget is None else max(key.max_budget - spend, 0.0)
         return {**key.public(), "spend": spend, "remaining_budget": remaining}
+
+
+def checked(fields: dict[str, Any]) -> None:
+    """A key's fields are stored as sent: text a table can hold, finite numbers."""
+    refuse_unencodable_text(fields)
+    refuse_non_finite(fields)

@@ -7,18 +7,14 @@ requests cannot all pass a check that only one of them fits."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import litellm
 from boto3.dynamodb.types import TypeDeserializer
 from litellm.exceptions import RateLimitError
-from litellm.integrations.custom_logger import CustomLogger
 
 from llm_proxy import aws
 from llm_proxy.access.virtual_keys import VirtualKey
@@ -344,8 +340,9 @@ def budget_exceeded(key: VirtualKey, old: dict[str, Any], now: float) -> ProxyEr
 
 @dataclass
 class Admission:
-    """One request's admission, visible to the Router's pre-call check through a context
-    variable: the deployments it takes counters on are added to the reservation."""
+    """One request's admission, visible to litellm's pre-call check through the request's
+    scope (`pipeline.litellm_hooks`): the deployments it takes counters on are added to the
+    reservation."""
 
     limiter: Limiter
     reservation: Reservation
@@ -358,38 +355,3 @@ class Admission:
         """Whether settling it writes anything (a key or deployment with limits)."""
         reservation = self.reservation
         return bool(reservation.minute_items or reservation.spend_item or self.deployment_items)
-
-
-CURRENT_ADMISSION: ContextVar[Admission | None] = ContextVar("current_admission", default=None)
-
-
-class DeploymentLimitCheck(CustomLogger):
-    """litellm calls this for the deployment it picked, before the call: over its rpm/tpm it
-    raises a RateLimitError, and the Router moves to another deployment or a fallback."""
-
-    async def async_pre_call_check(
-        self, deployment: dict[str, Any], parent_otel_span: Any = None
-    ) -> dict[str, Any] | None:
-        admission = CURRENT_ADMISSION.get()
-        deployment_id = str((deployment.get("model_info") or {}).get("id"))
-        limits = admission.deployment_limits.get(deployment_id) if admission else None
-        if admission is None or limits is None:
-            return None
-        item = await asyncio.to_thread(
-            admission.limiter.admit_deployment,
-            deployment_id,
-            limits,
-            admission.reservation.tokens,
-        )
-        if limits.tpm:
-            admission.deployment_items[deployment_id] = item
-        return None
-
-
-_CHECK = DeploymentLimitCheck()
-
-
-def register_deployment_check() -> None:
-    """Once per process: litellm keeps its callbacks process-wide."""
-    if _CHECK not in litellm.callbacks:
-        litellm.callbacks.append(_CHECK)

@@ -1,33 +1,17 @@
-"""How a pipeline's answer goes back: a stream as Server-Sent Events, and whether it came from
-the response cache as a header."""
+"""How the pipeline's answer goes back: a JSON body, or a stream as Server-Sent Events."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from fastapi.responses import StreamingResponse
-
-from llm_proxy.gateway import Gateway
-from llm_proxy.pipeline.cache import CACHE_HIT_HEADER, is_cache_hit
-from llm_proxy.pipeline.responses import ResponsesStream
-from llm_proxy.pipeline.streams import ChatStream
+from llm_proxy.gateway import Answer
 
 
-def cache_headers(gateway: Gateway, result: Any) -> dict[str, str]:
-    """Whether the answer came from the response cache, where the cache is on."""
-    if not gateway.cache_enabled:
-        return {}
-    streamed = isinstance(result, ChatStream | ResponsesStream)
-    hit = result.cache_hit if streamed else is_cache_hit(result)
-    return {CACHE_HIT_HEADER: "true" if hit else "false"}
-
-
-def event_stream(
-    events: AsyncIterator[Any], headers: dict[str, str] | None = None
-) -> StreamingResponse:
-    return StreamingResponse(
-        events,
-        media_type="text/event-stream",
-        headers={"cache-control": "no-cache", **(headers or {})},
-    )
+def respond(answer: Answer) -> Response:
+    if answer.events is not None:
+        return StreamingResponse(
+            answer.events,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", **answer.headers},
+        )
+    return JSONResponse(answer.body, headers=answer.headers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -21,7 +22,9 @@ from llm_proxy.http.routes import (
     responses,
     spend,
 )
-from llm_proxy.lambda_extension import AfterResponseExtension
+
+if TYPE_CHECKING:
+    from llm_proxy.lambda_extension import AfterResponseExtension
 
 # The routes of each function: the api functions serve agents; key management is a function
 # of its own where deployed, the only one that may write the keys table.
@@ -35,8 +38,8 @@ def create_app(
     extension: AfterResponseExtension | None = None,
 ) -> FastAPI:
     """The app serving `resources` (routers); by default the api's, with key management
-    where the settings say this process manages keys. In Lambda, `extension` runs the work
-    left for after each response."""
+    where the settings say this process manages keys. In Lambda, `extension` runs each
+    request's after-response work."""
     settings = gateway.settings
     if resources is None:
         resources = (*API_ROUTES, keys) if settings.key_management else API_ROUTES

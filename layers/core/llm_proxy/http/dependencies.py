@@ -1,17 +1,19 @@
-"""What routes take from the request: the gateway, the authenticated caller, the request id
-and the hook for work after the response."""
+"""What routes take from the request: the gateway, the authenticated caller (the master key
+alone, on the routes that declare it), the request id, and the request's after-response
+work; and the request as the pipeline takes it."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
-from llm_proxy.access.auth import Caller
-from llm_proxy.gateway import Gateway
-from llm_proxy.pipeline.meter import AfterResponse
+from llm_proxy.after_response import AfterResponse
+from llm_proxy.errors import ProxyError
+from llm_proxy.gateway import Caller, Gateway, Inbound
 
 # Declared for the OpenAPI schema; the gateway reads and checks the headers itself.
 BEARER = HTTPBearer(auto_error=False, description="The master key (or a virtual key).")
@@ -36,11 +38,39 @@ GatewayDep = Annotated[Gateway, Depends(gateway_of)]
 Authenticated = Annotated[Caller, Depends(caller)]
 
 
+async def master_key_only(who: Authenticated) -> Caller:
+    """Declared on the routers that only the master key may use (`/key/*`, `/spend/*`)."""
+    if not who.is_master:
+        raise ProxyError(
+            403,
+            "Only the master key may manage keys.",
+            "permission_error",
+            code="master_key_required",
+        )
+    return who
+
+
+MasterKey = Depends(master_key_only)
+
+
 def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "")) or uuid.uuid4().hex
 
 
 def after_response(request: Request) -> AfterResponse | None:
-    """Takes work to run once the response is sent (the RequestContext middleware runs it)."""
+    """The request's after-response work (the RequestContext middleware runs it)."""
     later: AfterResponse | None = getattr(request.state, "after_response", None)
     return later
+
+
+def inbound(request: Request, who: Caller, body: BaseModel | dict[str, Any]) -> Inbound:
+    """The request as the pipeline takes it: the body with the fields the client set."""
+    fields = body if isinstance(body, dict) else body.model_dump(exclude_unset=True)
+    return Inbound(
+        endpoint=request.url.path,
+        caller=who,
+        body=fields,
+        headers=request.headers,
+        request_id=request_id(request),
+        after_response=after_response(request),
+    )

@@ -1,36 +1,81 @@
-"""Every error as the client's API expects it: OpenAI's shape, with Anthropic's envelope on
-`/v1/messages`; FastAPI's and Starlette's own errors included."""
+"""Every error as the client's API expects it: OpenAI's shape, or Anthropic's envelope on the
+routes that declare it (the Messages API's, `AnthropicRoute`); FastAPI's and Starlette's own
+errors included."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
-from llm_proxy.errors import ProxyError
+from llm_proxy.errors import ProxyError, anthropic_body, openai_body
 from llm_proxy.http.dependencies import request_id
 from llm_proxy.http.schemas import validation_error
 from llm_proxy.logs import logger
-from llm_proxy.pipeline.messages import anthropic_error
+
+ErrorBody = Callable[[ProxyError], dict[str, Any]]
 
 
-def proxy_error_response(path: str, rid: str, error: ProxyError) -> JSONResponse:
+class AnthropicRoute(APIRoute):
+    """A route whose errors take Anthropic's envelope (`"type": "error"` beside the error)."""
+
+    error_body: ErrorBody = staticmethod(anthropic_body)
+
+
+def error_body_for(scope: Scope) -> ErrorBody:
+    """The envelope of the route serving the request: the one it matched, or, for an error
+    raised before routing (a body too large), the one it will match."""
+    route = scope.get("route")
+    if route is None:
+        routes = getattr(getattr(scope.get("app"), "router", None), "routes", ())
+        route = next((r for r in routes if r.matches(scope)[0] is not Match.NONE), None)
+    body: ErrorBody = getattr(route, "error_body", openai_body)
+    return body
+
+
+def proxy_error_response(scope: Scope, rid: str, error: ProxyError) -> JSONResponse:
     headers = {**error.headers, "x-request-id": rid}
-    # Anthropic's envelope and error types on the Messages API, OpenAI's shape elsewhere.
-    body = anthropic_error(error) if is_messages_path(path) else error.body()
+    body = error_body_for(scope)(error)
     return JSONResponse(body, status_code=error.status, headers=headers)
 
 
-def is_messages_path(path: str) -> bool:
-    """`/v1/messages` and everything under it (`count_tokens`, routes it does not serve)."""
-    unversioned = path.removeprefix("/v1")
-    return unversioned == "/messages" or unversioned.startswith("/messages/")
+def route_error(status: int, method: str, path: str, headers: dict[str, str]) -> ProxyError:
+    """Starlette's own errors (no route, wrong method) in the gateway's words."""
+    messages = {
+        404: (f"No route {method} {path}.", "not_found"),
+        405: (f"Method {method} is not allowed on {path}.", "method_not_allowed"),
+    }
+    message, code = messages.get(status, (f"HTTP {status}.", str(status)))
+    return ProxyError(status, message, "invalid_request_error", code=code, headers=headers)
+
+
+def not_served(request: Request) -> ProxyError:
+    """A path under a router's prefix that no route of it serves: 405 where another method is
+    served there, else 404 (what Starlette answers, in the router's envelope)."""
+    allowed = sorted(
+        method
+        for route in request.app.router.routes
+        if isinstance(route, APIRoute)
+        and route.endpoint is not request.scope.get("endpoint")
+        and route.matches(request.scope)[0] is Match.PARTIAL
+        for method in route.methods or ()
+    )
+    if allowed:
+        headers = {"Allow": ", ".join(allowed)}
+        return route_error(405, request.method, request.url.path, headers)
+    return route_error(404, request.method, request.url.path, {})
 
 
 def install_error_handlers(app: FastAPI) -> None:
     def error_response(request: Request, error: ProxyError) -> JSONResponse:
-        return proxy_error_response(request.url.path, request_id(request), error)
+        return proxy_error_response(request.scope, request_id(request), error)
 
     @app.exception_handler(ProxyError)
     async def proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
@@ -42,23 +87,22 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # Starlette's own errors (no route, wrong method, an unreadable body).
-        messages = {
-            404: (f"No route {request.method} {request.url.path}.", "not_found"),
-            405: (
-                f"Method {request.method} is not allowed on {request.url.path}.",
-                "method_not_allowed",
-            ),
-            400: (f"The request body cannot be read: {exc.detail}.", "invalid_json"),
-        }
-        message, code = messages.get(exc.status_code, (str(exc.detail), str(exc.status_code)))
-        error = ProxyError(
-            exc.status_code,
-            message,
-            "invalid_request_error",
-            code=code,
-            headers=dict(exc.headers or {}),
-        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 400:
+            message = f"The request body cannot be read: {exc.detail}."
+            error = ProxyError(
+                400, message, "invalid_request_error", code="invalid_json", headers=headers
+            )
+        elif exc.status_code in (404, 405):
+            error = route_error(exc.status_code, request.method, request.url.path, headers)
+        else:
+            error = ProxyError(
+                exc.status_code,
+                str(exc.detail),
+                "invalid_request_error",
+                code=str(exc.status_code),
+                headers=headers,
+            )
         return error_response(request, error)
 
     @app.exception_handler(Exception)

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llm_proxy.after_response import AfterResponse, run_here
 from llm_proxy.errors import ProxyError
 from llm_proxy.http.errors import proxy_error_response
-from llm_proxy.lambda_extension import AfterResponseExtension
 from llm_proxy.logs import logger
 
-# Threads of their own for the work left for after a response (usage writes), so that a slow
-# table delays only that work, never the worker-thread calls of the requests being served.
-AFTER_RESPONSE_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="after-response")
+if TYPE_CHECKING:
+    from llm_proxy.lambda_extension import AfterResponseExtension
 
 
 class RequestContext:
     """Every HTTP request: its id (API Gateway's, else a fresh one) in the request state, as
     the log correlation id and as `x-request-id` on the response; a body larger than the limit
-    refused by its Content-Length; one access log line; then the work the route left for after
-    the response (`after_response`), run even when the route failed.
+    refused by its Content-Length; one access log line; then the request's after-response work
+    (`after_response`), run even when the route failed.
 
     Plain ASGI rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware runs the
     rest of the app in a task of its own and relays every response through a memory stream,
@@ -48,8 +45,8 @@ class RequestContext:
             return
         event = scope.get("aws.event") or {}
         rid = (event.get("requestContext") or {}).get("requestId") or uuid.uuid4().hex
-        later = LaterWork()
-        scope.setdefault("state", {}).update(request_id=rid, after_response=later.append)
+        later = AfterResponse()
+        scope.setdefault("state", {}).update(request_id=rid, after_response=later)
         logger.set_correlation_id(rid)
         status = 0
 
@@ -75,7 +72,7 @@ class RequestContext:
                     "invalid_request_error",
                     code="request_too_large",
                 )
-                await proxy_error_response(scope["path"], rid, error)(scope, receive, send_with_id)
+                await proxy_error_response(scope, rid, error)(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
             logger.info(
@@ -83,54 +80,17 @@ class RequestContext:
                 extra={"method": scope["method"], "path": scope["path"], "status": status},
             )
         finally:
-            await self._after_response(scope, later)
+            await self._run_after_response_work(scope, later)
 
-    async def _after_response(self, scope: Scope, later: LaterWork) -> None:
+    async def _run_after_response_work(self, scope: Scope, later: AfterResponse) -> None:
         invocation = invocation_id(scope)
         if self.extension is not None and invocation:
             for work in later.close():
                 self.extension.submit(work)
             self.extension.handed_over(invocation)
             return
-        loop = asyncio.get_running_loop()
         for work in later.close():
-            try:
-                await loop.run_in_executor(AFTER_RESPONSE_THREADS, work)
-            except Exception:
-                logger.exception("work after the response failed")
-
-
-class LaterWork:
-    """The work a request leaves for after its response. Work left once that has run (a stream
-    a hang-up cut finishes its metering late) runs at once, on the same threads."""
-
-    def __init__(self) -> None:
-        self._work: list[Callable[[], object]] = []
-        self._closed = False
-
-    def append(self, work: Callable[[], object]) -> None:
-        if not self._closed:
-            self._work.append(work)
-            return
-        done = asyncio.get_running_loop().run_in_executor(AFTER_RESPONSE_THREADS, work)
-        _LATE.add(done)
-        done.add_done_callback(_late_done)
-
-    def close(self) -> Iterator[Callable[[], object]]:
-        """The work left so far, then any left while it runs; later work runs at once."""
-        while self._work:
-            yield self._work.pop(0)
-        self._closed = True
-
-
-# Late work in flight, held until done (the loop keeps only weak references to futures).
-_LATE: set[asyncio.Future[object]] = set()
-
-
-def _late_done(done: asyncio.Future[object]) -> None:
-    _LATE.discard(done)
-    if not done.cancelled() and done.exception() is not None:
-        logger.error("work after the response failed", exc_info=done.exception())
+            await run_here(work)
 
 
 def invocation_id(scope: Scope) -> str | None:

@@ -12,8 +12,8 @@ import litellm
 from llm_proxy.access.limits import Admission, Limiter, Reservation
 from llm_proxy.accounting.pricing import cost_usd
 from llm_proxy.errors import ProxyError
+from llm_proxy.pipeline.model_router import ModelRouter
 from llm_proxy.pipeline.request import GatewayRequest
-from llm_proxy.pipeline.router import ModelRouter
 
 # What an answer of unknown length is reserved at, where the model's own limit is unknown.
 DEFAULT_OUTPUT_RESERVE = 4096
@@ -70,7 +70,7 @@ def estimate(request: GatewayRequest, router: ModelRouter) -> tuple[int, float]:
     """Worst-case tokens and cost: n answers, each the prompt plus max_tokens (or the model's
     longest answer when the request sets none), at the group's dearest price."""
     prompt, output = estimate_tokens(request.body)
-    if request.call == "chat" and not output:
+    if request.api.reserves_longest_answer and not output:
         output = router.max_output_tokens(request.model) or DEFAULT_OUTPUT_RESERVE
     choices = int(request.body.get("n") or 1)
     prompt, output = prompt * choices, output * choices

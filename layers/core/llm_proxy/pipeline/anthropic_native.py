@@ -4,18 +4,14 @@ headers (the operator may drop or rename betas per model group), the tool defini
 (`defer_loading`, `cache_control`, server tools), which the chat translation would rewrite,
 and Anthropic-only parameters such as `thinking` and `context_management`.
 
-litellm calls the hook once it has picked the deployment, so a fallback to another provider
-gets the translated request only."""
+litellm's deployment hook (`litellm_hooks`) applies them once it has picked the deployment, so a
+fallback to another provider gets the translated request only."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
-
-import litellm
-from litellm.integrations.custom_logger import CustomLogger
 
 FORWARDED_HEADERS = ("anthropic-beta", "anthropic-version")
 # Messages API parameters only Anthropic serves: the chat translation passes them on, and any
@@ -45,9 +41,6 @@ class NativeParts:
     thinking: Any = None
 
 
-CURRENT_NATIVE: ContextVar[NativeParts | None] = ContextVar("current_native", default=None)
-
-
 def native_parts(headers: Mapping[str, str], sent: Mapping[str, Any]) -> NativeParts:
     forwarded = {name: headers[name] for name in FORWARDED_HEADERS if headers.get(name)}
     tools = sent.get("tools")
@@ -66,39 +59,27 @@ def betas_for(value: str, model_info: Mapping[str, Any]) -> str:
     return ",".join(str(renamed.get(beta, beta)) for beta in betas if beta not in dropped)
 
 
-class AnthropicNative(CustomLogger):
-    async def async_pre_call_deployment_hook(
-        self, kwargs: dict[str, Any], call_type: Any
-    ) -> dict[str, Any] | None:
-        parts = CURRENT_NATIVE.get()
-        if parts is None:
-            return None
-        if not str(kwargs.get("model", "")).startswith(ANTHROPIC_PREFIX):
-            for name in ANTHROPIC_ONLY & kwargs.keys():
-                del kwargs[name]
-            return kwargs
-        headers = dict(kwargs.get("extra_headers") or {})
-        for name, value in parts.headers.items():
-            if name == "anthropic-beta":
-                value = betas_for(value, kwargs.get("model_info") or {})
-            if value:
-                headers[name] = value
-        kwargs["extra_headers"] = headers
-        if parts.tools is not None:
-            kwargs["tools"] = parts.tools
-        if parts.thinking is not None:
-            # The caller's own thinking settings: the chat translation turns them into a
-            # reasoning_effort for a model group named without "claude", and back into a budget
-            # of litellm's choosing.
-            kwargs["thinking"] = parts.thinking
-            kwargs.pop("reasoning_effort", None)
+def for_deployment(kwargs: dict[str, Any], parts: NativeParts) -> dict[str, Any]:
+    """The call's arguments for the deployment litellm picked: an Anthropic deployment gets the
+    caller's headers (betas edited by the operator's rules), tool definitions and thinking as
+    sent; any other loses the Anthropic-only parameters."""
+    if not str(kwargs.get("model", "")).startswith(ANTHROPIC_PREFIX):
+        for name in ANTHROPIC_ONLY & kwargs.keys():
+            del kwargs[name]
         return kwargs
-
-
-_HOOK = AnthropicNative()
-
-
-def register_anthropic_native() -> None:
-    """Once per process: litellm keeps its callbacks process-wide."""
-    if _HOOK not in litellm.callbacks:
-        litellm.callbacks.append(_HOOK)
+    headers = dict(kwargs.get("extra_headers") or {})
+    for name, value in parts.headers.items():
+        if name == "anthropic-beta":
+            value = betas_for(value, kwargs.get("model_info") or {})
+        if value:
+            headers[name] = value
+    kwargs["extra_headers"] = headers
+    if parts.tools is not None:
+        kwargs["tools"] = parts.tools
+    if parts.thinking is not None:
+        # The caller's own thinking settings: the chat translation turns them into a
+        # reasoning_effort for a model group named without "claude", and back into a budget
+        # of litellm's choosing.
+        kwargs["thinking"] = parts.thinking
+        kwargs.pop("reasoning_effort", None)
+    return kwargs

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,17 +26,6 @@ NOT_IN_KEY = frozenset(
 )
 CACHE_HIT_HEADER = "x-litellm-cache-hit"
 MAX_TTL_S = 365 * 86_400
-# Marks an answer served from the cache, in its hidden params as litellm keeps them.
-CACHE_HIT = "cache_hit"
-
-
-def mark_cache_hit(response: Any) -> None:
-    response._hidden_params = {CACHE_HIT: True}
-
-
-def is_cache_hit(response: Any) -> bool:
-    hidden = getattr(response, "_hidden_params", None)
-    return isinstance(hidden, dict) and bool(hidden.get(CACHE_HIT))
 
 
 @dataclass(frozen=True)
@@ -140,21 +128,3 @@ class ResponseCache:
             )
         except Exception as exc:
             logger.warning("cache write failed", extra={"error": type(exc).__name__})
-
-
-async def replayed_stream(response: litellm.ModelResponse) -> AsyncIterator[Any]:
-    """A cached answer as the chunks of a stream: the message, then the finish and usage."""
-    choice = response.choices[0]
-    message = choice.message
-    delta: dict[str, Any] = {"role": "assistant", "content": message.content or ""}
-    if message.tool_calls:
-        delta["tool_calls"] = [
-            {**call.model_dump(), "index": index} for index, call in enumerate(message.tool_calls)
-        ]
-    base = {"id": response.id, "created": response.created, "model": response.model}
-    yield litellm.ModelResponseStream(**base, choices=[{"index": 0, "delta": delta}])
-    yield litellm.ModelResponseStream(
-        **base,
-        choices=[{"index": 0, "delta": {}, "finish_reason": choice.finish_reason or "stop"}],
-        usage=getattr(response, "usage", None),
-    )

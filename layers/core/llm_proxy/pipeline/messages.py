@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import litellm
 from litellm.llms.anthropic.messages.adapters.transformation import AnthropicAdapter
 
-from llm_proxy.errors import ProxyError, invalid_request
+from llm_proxy.errors import ProxyError, anthropic_body, invalid_request
+from llm_proxy.pipeline.anthropic_native import NativeParts, native_parts
 
 if TYPE_CHECKING:
-    from llm_proxy.pipeline.streams import ChatStream
+    from llm_proxy.pipeline.request import GatewayRequest
+    from llm_proxy.pipeline.streams import MeteredStream
 
 _ADAPTER = AnthropicAdapter()
 
@@ -39,6 +41,20 @@ def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
     return chat
 
 
+def translate_message(
+    sent: dict[str, Any], headers: Mapping[str, str]
+) -> tuple[dict[str, Any], NativeParts]:
+    """A Messages request as a chat request, and what only Anthropic deployments get as sent."""
+    return to_chat_request(sent), native_parts(headers, sent)
+
+
+def translate_count(
+    sent: dict[str, Any], headers: Mapping[str, str]
+) -> tuple[dict[str, Any], None]:
+    """A count_tokens request as the chat request its message would be."""
+    return to_chat_request({**sent, "max_tokens": 1}), None
+
+
 def message_id(chat_id: str | None) -> str:
     """Anthropic's `msg_` id for a chat completion's id."""
     plain = str(chat_id or "").removeprefix("chatcmpl-").removeprefix("msg_")
@@ -53,45 +69,31 @@ def to_message(response: Any, model: str) -> dict[str, Any]:
     return message
 
 
-# Anthropic's error `type` for each status.
-ANTHROPIC_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
+def message_answer(response: Any, request: GatewayRequest) -> Any:
+    return to_message(response, str((request.sent or {}).get("model")))
 
 
-def anthropic_error(error: ProxyError) -> dict[str, Any]:
-    """Anthropic's error envelope; the gateway's `code` and `param` ride along."""
-    return {
-        "type": "error",
-        "error": {
-            "type": ANTHROPIC_ERROR_TYPES.get(error.status, "api_error"),
-            "message": error.message,
-            "code": error.code if error.code is not None else str(error.status),
-            "param": error.param,
-        },
-    }
+def count_answer(response: Any, request: GatewayRequest) -> Any:
+    """The anthropic SDK's `messages.count_tokens`: counted by litellm's tokenizer for the
+    model; nothing is called and nothing is spent."""
+    return {"input_tokens": count_input_tokens(request.body, request.model)}
 
 
 def error_event(error: ProxyError) -> bytes:
-    return f"event: error\ndata: {json.dumps(anthropic_error(error))}\n\n".encode()
+    return f"event: error\ndata: {json.dumps(anthropic_body(error))}\n\n".encode()
 
 
-async def message_events(
-    stream: ChatStream, count_input: Callable[[], int]
-) -> AsyncIterator[bytes]:
+async def message_events(stream: MeteredStream, request: GatewayRequest) -> AsyncIterator[bytes]:
     """Anthropic's event sequence (message_start ... message_stop) from a metered chat stream;
     `message_start` carries the `msg_` id and the prompt's tokens: the provider's where it
     reported them as its stream began (Anthropic), else counted by the gateway."""
     events = _ADAPTER.translate_completion_output_params_streaming(
-        stream.chunks(), model=stream.model
+        stream.items(), model=stream.model
     )
+
+    def count_input() -> int:
+        return count_input_tokens(request.body, request.model)
+
     try:
         async for event in events:  # type: ignore[union-attr]
             raw = event if isinstance(event, bytes) else str(event).encode()

@@ -12,20 +12,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
+from enum import Enum
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_proxy.access.limits import Admission, Limiter
 from llm_proxy.accounting.metrics import emit_budget
 from llm_proxy.accounting.pricing import cost_usd
 from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.after_response import AfterResponse
 from llm_proxy.errors import ProxyError
 from llm_proxy.logs import logger
-from llm_proxy.pipeline.request import GatewayRequest
-from llm_proxy.pipeline.router import ModelRouter
 
-# Takes work to run once the response is sent (the HTTP layer's RequestContext runs it).
-AfterResponse = Callable[[Callable[[], None]], None]
+if TYPE_CHECKING:
+    from llm_proxy.pipeline.model_router import ModelRouter
+    from llm_proxy.pipeline.request import GatewayRequest
 
 
 def new_record(request: GatewayRequest) -> UsageRecord:
@@ -39,12 +40,14 @@ def new_record(request: GatewayRequest) -> UsageRecord:
     )
 
 
-def record_answer(record: UsageRecord, hidden: Mapping[str, Any], router: ModelRouter) -> None:
+def record_answer(
+    record: UsageRecord, hidden: Mapping[str, Any], router: ModelRouter | None
+) -> None:
     """The deployment that answered, its retries and fallbacks, from litellm's hidden params
     of a response or stream."""
     headers = hidden.get("additional_headers") or {}
     record.deployment_id = hidden.get("model_id")
-    deployment = router.deployments.get(str(record.deployment_id), {})
+    deployment = (router.deployments if router else {}).get(str(record.deployment_id), {})
     # The answering deployment's own group: after an alias or a fallback it differs from
     # what was asked for.
     record.model_group = deployment.get("model_name") or headers.get("x-litellm-model-group")
@@ -125,23 +128,32 @@ def record_latency(record: UsageRecord, started: float, routed: float | None = N
         record.upstream_ms = (now - routed) * 1000
 
 
+class Metering(Enum):
+    """When a request's metering runs, against its response."""
+
+    # All of it before the response: Lambda under Mangum, where the invocation waits for it
+    # anyway, and Lambda freezes the environment once the response is out.
+    BEFORE_RESPONSE = "before response"
+    # The usage item after the response; the counters and the state a caller's next request
+    # must see before it. Where the process outlives the response (uvicorn: `make dev`, a
+    # container).
+    USAGE_AFTER_RESPONSE = "usage after response"
+    # All of it after the response: Lambda with the after-response extension, which holds the
+    # invocation until it is done, so the container's next request cannot start before; other
+    # containers see it moments later, as a DynamoDB read would anyway.
+    ALL_AFTER_RESPONSE = "all after response"
+
+
 class Meter:
     """Settles the admission's estimates to what was used, writes the state a next request must
-    see (a cache entry, a stored response) and writes the usage item.
+    see (a cache entry, a stored response) and writes the usage item, at the time its
+    `Metering` says (always before the response where the request gives no `after_response`).
+    """
 
-    The usage item is written after the response where an `after_response` is given and the
-    process outlives the response (`write_after_response`: uvicorn, or Lambda with the
-    after-response extension); else before it, in the same worker thread. The counters and
-    the state a caller's next request must see stay before the response, except where an
-    extension holds the invocation until they are written (`settle_after_response`): the
-    container's next request cannot start before, and other containers see them moments
-    later, as a DynamoDB read would anyway."""
-
-    def __init__(self, usage: UsageStore, limiter: Limiter, write_after_response: bool) -> None:
+    def __init__(self, usage: UsageStore, limiter: Limiter, metering: Metering) -> None:
         self.usage = usage
         self.limiter = limiter
-        self.write_after_response = write_after_response
-        self.settle_after_response = False
+        self.metering = metering
 
     async def __call__(
         self,
@@ -151,17 +163,19 @@ class Meter:
         state_write: Callable[[], None] | None = None,
         after_response: AfterResponse | None = None,
     ) -> None:
-        if after_response is None or not self.write_after_response:
-            await asyncio.to_thread(self._settle_and_write, record, admission, state_write)
+        if after_response is None or self.metering is Metering.BEFORE_RESPONSE:
+            await asyncio.to_thread(self._write_usage_and_settle, record, admission, state_write)
             return
-        if self.settle_after_response:
-            after_response(partial(self._settle_and_write, record, admission, state_write))
+        if self.metering is Metering.ALL_AFTER_RESPONSE:
+            after_response.add(
+                partial(self._write_usage_and_settle, record, admission, state_write)
+            )
             return
         if (admission is not None and admission.holds_counters) or state_write is not None:
             await asyncio.to_thread(self._settle, record, admission, state_write)
-        after_response(partial(self._write_after_response, record))
+        after_response.add(partial(self._write_usage_later, record))
 
-    def _settle_and_write(
+    def _write_usage_and_settle(
         self,
         record: UsageRecord,
         admission: Admission | None,
@@ -190,7 +204,7 @@ class Meter:
         if state_write is not None:
             state_write()
 
-    def _write_after_response(self, record: UsageRecord) -> None:
+    def _write_usage_later(self, record: UsageRecord) -> None:
         """Nothing is left to fail but the log."""
         try:
             self.usage.write(record)

@@ -1,52 +1,54 @@
-"""The request pipeline: every endpoint's request passes through the same steps, in order.
+"""The request pipeline: every API's request passes through the same steps, in this order.
 
-    validate -> admit -> cache -> route -> meter
+    validate -> conversation -> cache lookup -> admit -> provider call -> meter
 
-(authentication comes first, in the HTTP layer, and makes the request's `caller`). A request
-that fails at any step is metered as a failure and raised as a ProxyError; one that succeeds
-is metered when its answer is complete: at once for a JSON answer, when the stream ends for a
-stream.
+Authentication comes first, in the HTTP layer, and makes the request's `caller`. The
+conversation step applies to the Responses API only (a `previous_response_id` expanded); a
+cache hit skips the provider call. What differs between APIs is read from their rows in
+`apis`. A request that fails at any step is metered as a failure and raised as a ProxyError;
+one that succeeds is metered when its answer is complete: at once for a JSON answer, when the
+stream ends for a stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from llm_proxy.access.auth import Caller
-from llm_proxy.access.limits import Admission, Limiter
-from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.access.limits import Limiter
+from llm_proxy.accounting.usage import UsageStore
 from llm_proxy.config import ProxyConfig
-from llm_proxy.errors import as_proxy_error
-from llm_proxy.pipeline import meter as usage
+from llm_proxy.errors import ProxyError, as_proxy_error
 from llm_proxy.pipeline.admit import admit, needs_counters
-from llm_proxy.pipeline.anthropic_native import NativeParts
+from llm_proxy.pipeline.apis import Api
 from llm_proxy.pipeline.cache import (
+    CACHE_HIT_HEADER,
     CacheControl,
     CacheSettings,
     ResponseCache,
     cache_key,
-    mark_cache_hit,
-    replayed_stream,
 )
-from llm_proxy.pipeline.meter import AfterResponse, Meter
-from llm_proxy.pipeline.request import Api, GatewayRequest
-from llm_proxy.pipeline.responses import (
-    ResponsesStream,
-    new_response_id,
-    replayed_events,
-    stores,
-    to_stored,
-    with_conversation,
+from llm_proxy.pipeline.litellm_hooks import Permission, RequestScope
+from llm_proxy.pipeline.meter import (
+    Meter,
+    Metering,
+    new_record,
+    record_answer,
+    record_cost,
+    record_failure,
+    record_latency,
+    record_usage,
 )
-from llm_proxy.pipeline.route import route
-from llm_proxy.pipeline.router import ModelRouter, Permission, RouterCache
+from llm_proxy.pipeline.model_router import CurrentRouter
+from llm_proxy.pipeline.provider_call import call_provider
+from llm_proxy.pipeline.request import Answer, GatewayRequest, Inbound, RequestState
+from llm_proxy.pipeline.responses import new_response_id, stores, to_stored, with_conversation
 from llm_proxy.pipeline.stored_responses import ResponseStore
-from llm_proxy.pipeline.streams import ChatStream
+from llm_proxy.pipeline.streams import MeteredStream
 from llm_proxy.pipeline.validate import (
     AGENT_NAME,
     claimed_agents,
@@ -55,6 +57,9 @@ from llm_proxy.pipeline.validate import (
     validate_request,
 )
 from llm_proxy.settings import Settings
+
+# A write of state a caller's next request must see (a cache entry, a stored response).
+StateWrite = Callable[[], None]
 
 
 @dataclass
@@ -70,203 +75,199 @@ class Stores:
 
 class Pipeline:
     def __init__(
-        self, settings: Settings, config: ProxyConfig, routers: RouterCache, stores: Stores
+        self, settings: Settings, config: ProxyConfig, routers: CurrentRouter, stores: Stores
     ) -> None:
         self.settings = settings
         self.config = config
         self.routers = routers
         self.stores = stores
         self.cache_settings = CacheSettings.from_config(config)
-        self.meter = Meter(stores.usage, stores.limiter, settings.meter_after_response)
+        metering = (
+            Metering.USAGE_AFTER_RESPONSE
+            if settings.meter_after_response
+            else Metering.BEFORE_RESPONSE
+        )
+        self.meter = Meter(stores.usage, stores.limiter, metering)
 
     def model_names(self) -> list[str]:
         return self.config.model_names(self.settings.default_model)
 
-    def request(
-        self,
-        endpoint: str,
-        api: Api,
-        caller: Caller,
-        body: dict[str, Any],
-        request_id: str,
-        sent: dict[str, Any] | None = None,
-        native: NativeParts | None = None,
-    ) -> GatewayRequest:
-        """The request object, with the model (or the default) and the agent resolved: the
-        key's own agent; else one the caller names (`x-agent`, `metadata.agent`) where it is a
-        valid name (validation refuses the others); else an agent role asked for by name (the
-        seed's AGENT_MODELS as model_group_alias)."""
+    async def run(self, api: Api, inbound: Inbound) -> Answer:
+        """The request's answer; a ProxyError when it fails."""
+        request = self.request(api, inbound)
+        if api.router_call is None:
+            # Nothing to call and nothing to meter (Anthropic's count_tokens).
+            self.validate(RequestState(request, new_record(request), None))
+            return Answer(api.answer(None, request))
+        state = RequestState(request, new_record(request), inbound.after_response)
+        try:
+            self.validate(state)
+            await self.expand_conversation(state)
+            hit = await self.look_up_cache(state)
+            await self.admit(state, cache_hit=hit is not None)
+            if hit is not None:
+                state.record.cache_hit, response = True, hit
+            else:
+                response = await self.call_provider(state)
+        except Exception as exc:
+            raise await self.failed(state, exc) from None
+        if not state.record.cache_hit:
+            hidden = getattr(response, "_hidden_params", None) or {}
+            record_answer(state.record, hidden, state.router)
+        if request.stream:
+            return self.stream(state, response)
+        return await self.answer(state, response)
+
+    # -- the steps, in order ---------------------------------------------------------------------
+
+    def request(self, api: Api, inbound: Inbound) -> GatewayRequest:
+        """The request object, translated for the Router where the API needs it, with the model
+        (or the default) and the agent resolved: the key's own agent; else one the caller names
+        (`x-agent`, `metadata.agent`) where it is a valid name (validation refuses the others);
+        else an agent role asked for by name (the seed's AGENT_MODELS as model_group_alias)."""
+        body, sent, native = inbound.body, None, None
+        if api.translate is not None:
+            sent = inbound.body
+            body, native = api.translate(sent, inbound.headers)
         model = str(body.get("model") or self.settings.default_model or "")
         aliases = self.config.router_settings.get("model_group_alias") or {}
+        caller = inbound.caller
         agent = caller.agent or next(
             (name for name in claimed_agents(caller, sent or body) if AGENT_NAME.match(name)),
             model if model in aliases else None,
         )
         return GatewayRequest(
-            endpoint=endpoint,
+            endpoint=inbound.endpoint,
             api=api,
             caller=caller,
             body=body,
-            request_id=request_id,
+            request_id=inbound.request_id,
             model=model,
             agent=agent,
             sent=sent,
             native=native,
         )
 
-    async def check(self, request: GatewayRequest) -> None:
-        """Validation alone, for requests that call no model (Anthropic's count_tokens)."""
-        router = self.routers.get()
-        validate_model(request, router, self.model_names(), self.config.accepts_any_model)
-        validate_request(request, router)
+    def validate(self, state: RequestState) -> None:
+        """The key may use the model, the model can be served, the parameters are the API's."""
+        state.router = router = self.routers.get()
+        validate_model(state.request, router, self.model_names(), self.config.accepts_any_model)
+        validate_request(state.request, router)
 
-    async def run(self, request: GatewayRequest, after_response: AfterResponse | None) -> Any:
-        """litellm's answer (a ModelResponse, EmbeddingResponse or ResponsesAPIResponse), or a
-        ChatStream or ResponsesStream."""
-        record = usage.new_record(request)
-        started = time.perf_counter()
-        router: ModelRouter | None = None
-        admission: Admission | None = None
-        routed: float | None = None
-        cache: CacheControl | None = None
-        try:
-            router = self.routers.get()
-            validate_model(request, router, self.model_names(), self.config.accepts_any_model)
-            validate_request(request, router)
-            if request.call == "responses":
-                store = self.stores.responses
-                request = await asyncio.to_thread(with_conversation, request, store)
-            cache = self._cache_control(request)
-            hit = await self._cached(request, cache)
-            admitting = partial(admit, self.stores.limiter, request, router, hit is not None)
-            admission = (
-                await asyncio.to_thread(admitting) if needs_counters(request) else admitting()
-            )
-            if hit is not None:
-                record.cache_hit = True
-                response = hit
-            else:
-                permission = Permission(permitted_groups(request.caller, router))
-                deadline = self.settings.provider_deadline_s
-                routed = time.perf_counter()
-                response = await route(router, request, admission, permission, deadline)
-        except Exception as exc:
-            error = as_proxy_error(exc, request.model)
-            usage.record_failure(record, error, exc, router or self.routers.last_built)
-            usage.record_latency(record, started, routed)
-            await self.meter(record, admission)
-            raise error from None
-        if record.cache_hit:
-            mark_cache_hit(response)
+    async def expand_conversation(self, state: RequestState) -> None:
+        """The Responses API: the stored conversation a `previous_response_id` names."""
+        if state.request.api.conversations:
+            store = self.stores.responses
+            state.request = await asyncio.to_thread(with_conversation, state.request, store)
+
+    async def look_up_cache(self, state: RequestState) -> Any:
+        """A cached answer (litellm's type for the API), or None."""
+        api = state.request.api
+        if api.from_cache is None:
+            return None
+        state.cache = cache = CacheControl.of(state.request.body, self.cache_settings)
+        if not cache.lookup:
+            return None
+        key = cache_key(state.request.model, state.request.body)
+        answer = await asyncio.to_thread(self.stores.cache.load, key)
+        return None if answer is None else api.from_cache(answer)
+
+    async def admit(self, state: RequestState, *, cache_hit: bool) -> None:
+        """The key's rpm, tpm and budget, reserved before the call (a DynamoDB write only for a
+        key with limits)."""
+        admitting = partial(
+            admit, self.stores.limiter, state.request, state.validated_router, cache_hit
+        )
+        if needs_counters(state.request):
+            state.admission = await asyncio.to_thread(admitting)
         else:
-            usage.record_answer(record, getattr(response, "_hidden_params", None) or {}, router)
-        if request.stream:
-            # A stream's usage is written after its last byte, as a JSON answer's is; not where
-            # an extension holds the invocation (a cut stream may end after the hand-over).
-            later = None if self.meter.settle_after_response else after_response
-            timing = (started, routed)
-            if request.call == "responses":
-                return self._responses_stream(
-                    request, response, record, timing, router, admission, later
-                )
-            return self._stream(request, response, record, timing, router, admission, later)
-        state_write = self._cache_write(request, cache, response, record)
-        if request.call == "responses":
-            response.id = new_response_id()
-            stored = self._store_write(request, response.model_dump(exclude_none=True))
-            state_write = both(state_write, stored)
-        usage.record_usage(record, getattr(response, "usage", None))
-        usage.record_cost(record, router)
-        usage.record_latency(record, started, routed)
-        await self.meter(record, admission, state_write=state_write, after_response=after_response)
-        return response
+            state.admission = admitting()
 
-    def _store_write(
-        self, request: GatewayRequest, response: dict[str, Any]
-    ) -> Callable[[], None] | None:
-        if not stores(request) or not self.stores.responses.enabled:
+    async def call_provider(self, state: RequestState) -> Any:
+        router, request = state.validated_router, state.request
+        scope = RequestScope(
+            admission=state.admission,
+            permission=Permission(permitted_groups(request.caller, router)),
+            native=request.native,
+        )
+        state.routed = time.perf_counter()
+        return await call_provider(router, request, scope, self.settings.provider_deadline_s)
+
+    async def failed(self, state: RequestState, exc: Exception) -> ProxyError:
+        """The failure as the client gets it, metered."""
+        error = as_proxy_error(exc, state.request.model)
+        record = state.record
+        record_failure(record, error, exc, state.router or self.routers.last_built)
+        record_latency(record, state.started, state.routed)
+        await self.meter(record, state.admission)
+        return error
+
+    async def answer(self, state: RequestState, response: Any) -> Answer:
+        """A JSON answer, metered (and cached, and stored, where the API and request say)."""
+        request, record = state.request, state.record
+        state_write = self.cache_write(state, response)
+        if request.api.conversations:
+            response.id = new_response_id()
+            stored = self.store_write(state, response.model_dump(exclude_none=True))
+            state_write = both(state_write, stored)
+        record_usage(record, getattr(response, "usage", None))
+        record_cost(record, state.router)
+        record_latency(record, state.started, state.routed)
+        await self.meter(
+            record,
+            state.admission,
+            state_write=state_write,
+            after_response=state.after_response,
+        )
+        return Answer(request.api.answer(response, request), headers=self.cache_headers(state))
+
+    def stream(self, state: RequestState, response: Any) -> Answer:
+        """A stream's answer: its events, metered (and stored) when the stream ends."""
+        api = state.request.api
+        assert api.reader is not None and api.encode is not None
+        source = api.reader.replay(response) if state.record.cache_hit else response
+        stream = MeteredStream(source, api.reader(state.request), state, self.finish_stream)
+        return Answer(events=api.encode(stream, state.request), headers=self.cache_headers(state))
+
+    async def finish_stream(self, stream: MeteredStream) -> None:
+        state = stream.state
+        record = state.record
+        if stream.completed and not record.cache_hit:
+            record_answer(record, stream.hidden_params, state.router)
+        record_cost(record, state.router)
+        result = stream.reader.result
+        state_write = self.store_write(state, result) if result is not None else None
+        # A stream's usage is written after its last byte, as a JSON answer's is; not where an
+        # extension holds the invocation (a cut stream may end after the hand-over).
+        in_extension = self.meter.metering is Metering.ALL_AFTER_RESPONSE
+        later = None if in_extension else state.after_response
+        await self.meter(record, state.admission, state_write=state_write, after_response=later)
+
+    # -- state the next request must see -------------------------------------------------------
+
+    def cache_write(self, state: RequestState, response: Any) -> StateWrite | None:
+        cache = state.cache
+        if cache is None or not cache.store or state.record.cache_hit:
+            return None
+        key = cache_key(str(state.record.model_requested), state.request.body)
+        return partial(self.stores.cache.put, key, response, cache.ttl_s)
+
+    def store_write(self, state: RequestState, response: dict[str, Any]) -> StateWrite | None:
+        request = state.request
+        if not request.api.conversations or not stores(request):
+            return None
+        if not self.stores.responses.enabled:
             return None
         return partial(self.stores.responses.put, to_stored(request, response))
 
-    def _responses_stream(
-        self,
-        request: GatewayRequest,
-        response: Any,
-        record: UsageRecord,
-        timing: tuple[float, float | None],
-        router: ModelRouter,
-        admission: Admission | None,
-        after_response: AfterResponse | None,
-    ) -> ResponsesStream:
-        if record.cache_hit:
-            response = replayed_events(response)
-
-        async def finish(record: UsageRecord, completed: dict[str, Any] | None) -> None:
-            if completed is not None and not record.cache_hit:
-                usage.record_answer(record, getattr(response, "_hidden_params", {}), router)
-            usage.record_cost(record, router)
-            state_write = self._store_write(request, completed) if completed else None
-            await self.meter(
-                record, admission, state_write=state_write, after_response=after_response
-            )
-
-        stream = ResponsesStream(response, record, timing, new_response_id(), finish)
-        stream.cache_hit = record.cache_hit
-        return stream
-
-    def _cache_control(self, request: GatewayRequest) -> CacheControl | None:
-        if request.api not in ("chat", "responses"):
-            return None
-        return CacheControl.of(request.body, self.cache_settings)
-
-    async def _cached(self, request: GatewayRequest, cache: CacheControl | None) -> Any:
-        if cache is None or not cache.lookup:
-            return None
-        key = cache_key(request.model, request.body)
-        return await asyncio.to_thread(self.stores.cache.get, key, request.call == "responses")
-
-    def _cache_write(
-        self,
-        request: GatewayRequest,
-        cache: CacheControl | None,
-        response: Any,
-        record: UsageRecord,
-    ) -> Callable[[], None] | None:
-        if cache is None or not cache.store or record.cache_hit:
-            return None
-        key = cache_key(str(record.model_requested), request.body)
-        return partial(self.stores.cache.put, key, response, cache.ttl_s)
-
-    def _stream(
-        self,
-        request: GatewayRequest,
-        response: Any,
-        record: UsageRecord,
-        timing: tuple[float, float | None],
-        router: ModelRouter,
-        admission: Admission | None,
-        after_response: AfterResponse | None,
-    ) -> ChatStream:
-        if record.cache_hit:
-            response = replayed_stream(response)
-
-        async def finish(record: UsageRecord, completed: Mapping[str, Any] | None) -> None:
-            if completed is not None and not record.cache_hit:
-                usage.record_answer(record, completed, router)
-            usage.record_cost(record, router)
-            await self.meter(record, admission, after_response=after_response)
-
-        return ChatStream(
-            response,
-            record,
-            timing,
-            request.client_wants_usage,
-            request.body.get("messages"),
-            finish,
-        )
+    def cache_headers(self, state: RequestState) -> dict[str, str]:
+        """Whether the answer came from the response cache, where the cache is on."""
+        if not self.cache_settings.enabled or not state.request.api.cache_header:
+            return {}
+        return {CACHE_HIT_HEADER: "true" if state.record.cache_hit else "false"}
 
 
-def both(*writes: Callable[[], None] | None) -> Callable[[], None] | None:
+def both(*writes: StateWrite | None) -> StateWrite | None:
     """One state write for several (the response cache's and the stored response's)."""
     chosen = [write for write in writes if write is not None]
     if len(chosen) <= 1:

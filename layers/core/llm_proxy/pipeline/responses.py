@@ -1,31 +1,30 @@
 """OpenAI's Responses API over the pipeline: the conversation a `previous_response_id` names,
-the gateway's own response ids, and a stream re-emitted as the API's named SSE events,
-metered (and stored) when it ends.
+the gateway's own response ids, and a stream read as the API's events (`ResponsesReader`) and
+re-emitted as its named SSE events (`responses_events`).
 
 litellm's `aresponses` forwards to deployments that serve the Responses API natively (OpenAI)
 and bridges the others through chat completions; either way the gateway keeps the
-conversation itself (`stored_responses`), so a follow-up may be answered by any deployment."""
+conversation itself (stored responses), so a follow-up may be answered by any deployment."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import litellm
 
 from llm_proxy.accounting.usage import UsageRecord
-from llm_proxy.errors import ProxyError, as_proxy_error
-from llm_proxy.pipeline.meter import record_latency, record_usage
-from llm_proxy.pipeline.request import GatewayRequest
+from llm_proxy.errors import ProxyError
+from llm_proxy.pipeline.meter import record_usage
 from llm_proxy.pipeline.stored_responses import ResponseStore, StoredResponse
+from llm_proxy.pipeline.streams import StreamReader
 
-# Metering and storing, shielded from a disconnecting client's cancellation until done.
-_PENDING: set[asyncio.Future[None]] = set()
-# Meters (and stores) a stream's record once it ends, with the completed response, if any.
-ResponseFinish = Callable[[UsageRecord, dict[str, Any] | None], Awaitable[None]]
+if TYPE_CHECKING:
+    from llm_proxy.pipeline.request import GatewayRequest
+    from llm_proxy.pipeline.streams import MeteredStream
 
 
 def new_response_id() -> str:
@@ -85,7 +84,8 @@ def to_stored(request: GatewayRequest, response: dict[str, Any]) -> StoredRespon
 
 async def replayed_events(response: Any) -> AsyncIterator[dict[str, Any]]:
     """A whole response as the events of a stream (a deployment that answers a stream with one
-    response, such as a `mock_response`): created, each output item with its text, completed."""
+    response, such as a `mock_response`, or a cached answer): created, each output item with
+    its text, completed."""
     whole = _as_dict(response)
     pending = {**whole, "status": "in_progress", "output": [], "usage": None}
     events: list[dict[str, Any]] = [
@@ -128,80 +128,68 @@ def complete_usage(response: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
+def responses_answer(response: Any, request: GatewayRequest) -> Any:
+    return complete_usage(response.model_dump(exclude_none=True))
+
+
+def from_cache(answer: dict[str, Any]) -> Any:
+    return litellm.ResponsesAPIResponse(**answer)
+
+
+class ResponsesReader(StreamReader):
+    """The Responses API's events under the gateway's response id, with the usage every
+    response carries completed; usage and the response to store come from
+    `response.completed`."""
+
+    def __init__(self, request: GatewayRequest) -> None:
+        super().__init__(request)
+        self.response_id = new_response_id()
+
+    def read(self, event: Any, record: UsageRecord) -> dict[str, Any]:
+        data = _as_dict(event)
+        response = data.get("response")
+        if isinstance(response, dict):
+            response["id"] = self.response_id
+            complete_usage(response)
+            if data.get("type") == "response.completed":
+                self.completed, self.result = True, response
+                record_usage(record, response.get("usage"))
+        return data
+
+    def end(self, model: str, source: Any) -> None:
+        if not self.completed:
+            raise ProxyError(
+                502,
+                f"Model '{model}': the stream ended before the response completed.",
+                "upstream_error",
+                code="provider_bad_response",
+            )
+
+    @staticmethod
+    def replay(response: Any) -> AsyncIterator[Any]:
+        return replayed_events(response)
+
+
 def sse(event_type: str, data: Mapping[str, Any]) -> str:
     return f"event: {event_type}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-class ResponsesStream:
-    """litellm's Responses API events, re-emitted as named SSE events under the gateway's
-    response id; usage comes from `response.completed`."""
-
-    def __init__(
-        self,
-        stream: Any,
-        record: UsageRecord,
-        timing: tuple[float, float | None],
-        response_id: str,
-        finish: ResponseFinish,
-    ) -> None:
-        self._stream = stream
-        self._record = record
-        self._started, self._routed = timing
-        self._response_id = response_id
-        self._finish = finish
-        self._sequence = 0
-        self.cache_hit = False
-
-    async def events(self) -> AsyncIterator[str]:
-        record, completed = self._record, None
-        try:
-            async for event in self._stream:
-                data = _as_dict(event)
-                if record.ttft_ms is None:
-                    record.ttft_ms = (time.perf_counter() - self._started) * 1000
-                self._sequence = int(data.get("sequence_number") or self._sequence)
-                response = data.get("response")
-                if isinstance(response, dict):
-                    response["id"] = self._response_id
-                    complete_usage(response)
-                    if data.get("type") == "response.completed":
-                        completed = response
-                        record_usage(record, response.get("usage"))
-                yield sse(str(data.get("type") or "message"), data)
-            if completed is None:
-                raise ProxyError(
-                    502,
-                    f"Model '{record.model_requested}': the stream ended before the response "
-                    "completed.",
-                    "upstream_error",
-                    code="provider_bad_response",
-                )
-        except (asyncio.CancelledError, GeneratorExit):
-            if completed is None and record.status == 200:
-                record.fail(499, "client_closed", "client_disconnected")
-            raise
-        except Exception as exc:
-            error = as_proxy_error(exc, record.model_requested or "")
-            if error.status < 500 and error.status != 429:
-                error = ProxyError(502, error.message, "upstream_error", code="provider_error")
-            record.fail(error.status, error.error_type, error.code)
-            self._sequence += 1
-            yield sse(
-                "error",
-                {
-                    "type": "error",
-                    "code": error.code,
-                    "message": error.message,
-                    "param": None,
-                    "sequence_number": self._sequence,
-                },
-            )
-        finally:
-            record_latency(record, self._started, self._routed)
-            done = asyncio.ensure_future(self._finish(record, completed))
-            _PENDING.add(done)
-            done.add_done_callback(_PENDING.discard)
-            await asyncio.shield(done)
+async def responses_events(stream: MeteredStream, request: GatewayRequest) -> AsyncIterator[str]:
+    """Named SSE events, one per event; a failure after the start is an `error` event."""
+    sequence = 0
+    try:
+        async for data in stream.items():
+            sequence = int(data.get("sequence_number") or sequence)
+            yield sse(str(data.get("type") or "message"), data)
+    except ProxyError as error:
+        error_event = {
+            "type": "error",
+            "code": error.code,
+            "message": error.message,
+            "param": None,
+            "sequence_number": sequence + 1,
+        }
+        yield sse("error", error_event)
 
 
 def _as_dict(event: Any) -> dict[str, Any]:

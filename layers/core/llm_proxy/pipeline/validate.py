@@ -1,41 +1,23 @@
 """The pipeline's validate step. A caller chooses a model it may use and the parameters the
 endpoint's public API defines, nothing else: each endpoint's parameters come from the official
-SDKs' request types (`api_params`), plus the few the gateway itself defines and those the
-operator enables for a model group (`model_info.allowed_params`). Everything a caller controls
-is bounded: names, metadata, numbers."""
+SDKs' request types, plus the few the gateway itself defines (each API's row in `apis`), and
+those the operator enables for a model group (`model_info.allowed_params`). Everything a
+caller controls is bounded: names, metadata, numbers."""
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable
 from typing import Any
 
 from llm_proxy.access.auth import Caller
 from llm_proxy.errors import ProxyError, invalid_request, model_not_found
-from llm_proxy.pipeline import api_params
-from llm_proxy.pipeline.request import CLIENT_ONLY_PARAMS, Api, GatewayRequest
-from llm_proxy.pipeline.router import ModelRouter
+from llm_proxy.json_bodies import refuse_non_finite, refuse_unencodable_text
+from llm_proxy.pipeline.apis import APIS, ApiName
+from llm_proxy.pipeline.model_router import ModelRouter
+from llm_proxy.pipeline.request import GatewayRequest
 
-SDK_PARAMS: dict[Api, frozenset[str]] = {
-    "chat": api_params.CHAT_COMPLETIONS,
-    "embeddings": api_params.EMBEDDINGS,
-    "messages": api_params.MESSAGES,
-    "responses": api_params.RESPONSES,
-    "count_tokens": api_params.MESSAGES_COUNT_TOKENS,
-}
-# What the gateway accepts beyond the SDK types, and why.
-GATEWAY_PARAMS: dict[Api, frozenset[str]] = {
-    # LiteLLM's per-request cache control (the response cache); a container of more
-    # parameters, checked against the same list.
-    "chat": frozenset({"cache", "extra_body"}),
-    "embeddings": frozenset({"extra_body"}),
-    # The Messages API's sampling parameters, which SDK versions before the current types send.
-    "messages": frozenset({"temperature", "top_p", "top_k"}),
-    "responses": frozenset({"cache", "extra_body", *CLIENT_ONLY_PARAMS}),
-    "count_tokens": frozenset(),
-}
 # What `metadata` may hold: the gateway's and LiteLLM's documented keys, Anthropic's user id.
 METADATA_KEYS = frozenset(
     {"agent", "tags", "trace_id", "trace_name", "session_id", "generation_name", "user_id"}
@@ -50,8 +32,8 @@ AGENT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 def validate_request(request: GatewayRequest, router: ModelRouter) -> None:
     """Everything about the request but the model: its parameters, text and numbers."""
-    sent = request.sent if request.sent is not None else request.body
-    allowed = allowed_params(request.api, router.allowed_params(request.model))
+    sent = request.as_sent
+    allowed = request.api.params | router.allowed_params(request.model)
     refuse_unsupported(sent, allowed)
     check_metadata(sent.get("metadata"))
     if request.caller.claimed_agent is not None:
@@ -131,8 +113,10 @@ def permitted_groups(caller: Caller, router: ModelRouter) -> frozenset[str] | No
     return frozenset(key.models) | {router.group_of(name) for name in key.models}
 
 
-def allowed_params(api: Api, operator_enabled: Iterable[str] = ()) -> frozenset[str]:
-    return SDK_PARAMS[api] | GATEWAY_PARAMS[api] | frozenset(operator_enabled)
+def allowed_params(api: ApiName, operator_enabled: Iterable[str] = ()) -> frozenset[str]:
+    """What a caller of `api` may send: the API's parameters (`apis`), and those the operator
+    enables for the model group."""
+    return APIS[api].params | frozenset(operator_enabled)
 
 
 def refuse_unsupported(body: dict[str, Any], allowed: frozenset[str]) -> None:
@@ -187,30 +171,3 @@ def check_agent_name(agent: Any, param: str) -> str:
             code="invalid_agent_name",
         )
     return agent
-
-
-def refuse_non_finite(body: Any, path: str = "") -> None:
-    """NaN and Infinity parse as JSON numbers here but are not JSON: no provider takes them."""
-    if isinstance(body, float) and not math.isfinite(body):
-        raise invalid_request(
-            f"'{path or 'body'}' is not a finite number.",
-            param=path or None,
-            code="invalid_number",
-        )
-    if isinstance(body, dict):
-        for name, value in body.items():
-            refuse_non_finite(value, f"{path}.{name}" if path else str(name))
-    elif isinstance(body, list):
-        for index, value in enumerate(body):
-            refuse_non_finite(value, f"{path}[{index}]")
-
-
-def refuse_unencodable_text(body: dict[str, Any]) -> None:
-    """Lone surrogates parse as JSON but cannot be sent on to any provider."""
-    try:
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise invalid_request(
-            "The request contains text that is not valid Unicode (a lone surrogate).",
-            code="invalid_text",
-        ) from None

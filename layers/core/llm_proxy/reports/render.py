@@ -7,8 +7,12 @@ import csv
 import io
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from llm_proxy.accounting.counters import Counters, money
+from llm_proxy.errors import invalid_request
+from llm_proxy.reports.html import to_html
 from llm_proxy.reports.report import Report
 
 CSV_COLUMNS = ("day", "model", "key_id", "agent", *Counters.columns())
@@ -70,3 +74,35 @@ def to_text(report: Report, limit: int | None = None) -> str:
     else:
         lines.append(f"No key past {report.budget_share:.0%} of its budget.")
     return "\n".join(lines)
+
+
+# The formats `GET /spend/report` serves.
+FORMATS = ("json", "html", "csv")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A report in one format: a JSON-able body, or text with its media type and, for a
+    download, its file name."""
+
+    body: Any
+    media_type: str = "application/json"
+    filename: str | None = None
+
+
+def check_format(output: str) -> None:
+    if output not in FORMATS:
+        raise invalid_request(
+            f"'format' must be one of {', '.join(FORMATS)}.", param="format", code="invalid_format"
+        )
+
+
+def rendered(report: Report, output: str) -> Rendered:
+    """The report as `output` (one of FORMATS) asks."""
+    check_format(output)
+    if output == "html":
+        return Rendered(to_html(report), "text/html; charset=utf-8")
+    if output == "csv":
+        name = f"cost-report-{report.period.label}.csv"
+        return Rendered(to_csv(report), "text/csv; charset=utf-8", name)
+    return Rendered(report.as_dict())

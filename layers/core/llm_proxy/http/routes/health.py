@@ -8,7 +8,6 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from llm_proxy.http.dependencies import GatewayDep
-from llm_proxy.readiness import DEGRADED, UNREACHABLE
 
 router = APIRouter()
 
@@ -20,8 +19,5 @@ async def health() -> dict[str, str]:
 
 @router.get("/health/readiness", response_model=None)
 async def readiness(gateway: GatewayDep) -> dict[str, Any] | JSONResponse:
-    checks = gateway.readiness()
-    if any(value == UNREACHABLE for value in checks.values()):
-        return JSONResponse({"status": "not ready", "checks": checks}, status_code=503)
-    degraded = any(value == DEGRADED for value in checks.values())
-    return {"status": "degraded" if degraded else "ready", "checks": checks}
+    status, body = gateway.readiness()
+    return body if status == 200 else JSONResponse(body, status_code=status)

@@ -1,46 +1,36 @@
 """Anthropic's Messages API: translated to a chat completion, through the pipeline, and back
-(a message object, or Anthropic's SSE events)."""
+(a message object, or Anthropic's SSE events). Every route here, and every path under
+`/v1/messages` it does not serve, answers errors in Anthropic's envelope."""
 
 from __future__ import annotations
 
-from functools import partial
+from typing import NoReturn
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response
 
-from llm_proxy.http.answers import cache_headers, event_stream
-from llm_proxy.http.dependencies import Authenticated, GatewayDep, after_response, request_id
+from llm_proxy.http.answers import respond
+from llm_proxy.http.dependencies import Authenticated, GatewayDep, inbound
+from llm_proxy.http.errors import AnthropicRoute, not_served
 from llm_proxy.http.openapi import STREAM_RESPONSE
 from llm_proxy.http.schemas import AnthropicMessagesRequest, CountTokensRequest
-from llm_proxy.pipeline.anthropic_native import native_parts
-from llm_proxy.pipeline.messages import (
-    count_input_tokens,
-    message_events,
-    to_chat_request,
-    to_message,
-)
-from llm_proxy.pipeline.streams import ChatStream
 
-router = APIRouter()
+router = APIRouter(route_class=AnthropicRoute)
+EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+async def not_served_here(request: Request) -> NoReturn:
+    """A path under the Messages API that it does not serve."""
+    raise not_served(request)
 
 
 @router.post("/v1/messages", response_model=None, responses=STREAM_RESPONSE)
 @router.post("/messages", include_in_schema=False, response_model=None)
 async def messages(
     body: AnthropicMessagesRequest, request: Request, gateway: GatewayDep, who: Authenticated
-) -> JSONResponse | StreamingResponse:
+) -> Response:
     """`?beta=true` (the SDK's beta client, Claude Code) is the same route."""
-    sent = body.model_dump(exclude_unset=True)
-    chat = to_chat_request(sent)
-    native = native_parts(request.headers, sent)
-    rid = request_id(request)
-    call = gateway.request(request.url.path, "messages", who, chat, rid, sent, native)
-    result = await gateway.run(call, after_response(request))
-    headers = cache_headers(gateway, result)
-    if isinstance(result, ChatStream):
-        count_input = partial(count_input_tokens, chat, call.model)
-        return event_stream(message_events(result, count_input), headers)
-    return JSONResponse(to_message(result, str(sent.get("model"))), headers=headers)
+    return respond(await gateway.serve("messages", inbound(request, who, body)))
 
 
 @router.post("/v1/messages/count_tokens")
@@ -50,8 +40,18 @@ async def count_tokens(
 ) -> dict[str, int]:
     """The anthropic SDK's `messages.count_tokens`: checked like a message, counted by
     litellm's tokenizer for the model; nothing is called and nothing is spent."""
-    sent = body.model_dump(exclude_unset=True)
-    chat = to_chat_request({**sent, "max_tokens": 1})
-    call = gateway.request(request.url.path, "count_tokens", who, chat, request_id(request), sent)
-    await gateway.check(call)
-    return {"input_tokens": count_input_tokens(chat, call.model)}
+    counted: dict[str, int] = (
+        await gateway.serve("count_tokens", inbound(request, who, body))
+    ).body
+    return counted
+
+
+for _path in ("/v1/messages", "/messages"):
+    for _rest in ("{rest}", "{rest}/{more:path}"):
+        router.add_api_route(
+            f"{_path}/{_rest}",
+            not_served_here,
+            methods=EVERY_METHOD,
+            include_in_schema=False,
+            response_model=None,
+        )

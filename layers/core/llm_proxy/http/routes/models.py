@@ -18,7 +18,7 @@ EPOCH = "1970-01-01T00:00:00Z"
 async def list_models(request: Request, gateway: GatewayDep, who: Authenticated) -> dict[str, Any]:
     """OpenAI's list; Anthropic's when the request carries `anthropic-version` (the anthropic
     SDK, Claude Code). A virtual key sees the models it may use."""
-    names = [name for name in gateway.model_names() if who.key is None or who.key.allows(name)]
+    names = gateway.models_for(who)
     if request.headers.get("anthropic-version"):
         return {
             "data": [

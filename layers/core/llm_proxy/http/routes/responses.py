@@ -3,17 +3,15 @@ pipeline; stored responses read and deleted by the key that made them."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, WebSocket
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response
 
-from llm_proxy.http.answers import cache_headers, event_stream
-from llm_proxy.http.dependencies import Authenticated, GatewayDep, after_response, request_id
+from llm_proxy.http.answers import respond
+from llm_proxy.http.dependencies import Authenticated, GatewayDep, inbound
 from llm_proxy.http.openapi import STREAM_RESPONSE
 from llm_proxy.http.schemas import ResponsesRequest
-from llm_proxy.pipeline.responses import ResponsesStream, complete_usage
 
 router = APIRouter()
 # RFC 6455's "policy violation": this gateway serves the Responses API over HTTPS only.
@@ -24,27 +22,20 @@ WEBSOCKET_REFUSED = 1008
 @router.post("/responses", include_in_schema=False, response_model=None)
 async def create_response(
     body: ResponsesRequest, request: Request, gateway: GatewayDep, who: Authenticated
-) -> JSONResponse | StreamingResponse:
-    fields = body.model_dump(exclude_unset=True)
-    call = gateway.request(request.url.path, "responses", who, fields, request_id(request))
-    result = await gateway.run(call, after_response(request))
-    headers = cache_headers(gateway, result)
-    if isinstance(result, ResponsesStream):
-        return event_stream(result.events(), headers)
-    return JSONResponse(complete_usage(result.model_dump(exclude_none=True)), headers=headers)
+) -> Response:
+    return respond(await gateway.serve("responses", inbound(request, who, body)))
 
 
 @router.get("/v1/responses/{response_id}")
 async def get_response(response_id: str, gateway: GatewayDep, who: Authenticated) -> Any:
-    stored = await asyncio.to_thread(gateway.stored_responses.get, response_id, who.key_id)
-    return stored.response
+    return await gateway.stored_response(response_id, who)
 
 
 @router.delete("/v1/responses/{response_id}")
 async def delete_response(
     response_id: str, gateway: GatewayDep, who: Authenticated
 ) -> dict[str, Any]:
-    await asyncio.to_thread(gateway.stored_responses.delete, response_id, who.key_id)
+    await gateway.delete_stored_response(response_id, who)
     return {"id": response_id, "object": "response", "deleted": True}
 
 

@@ -1,24 +1,23 @@
 """The litellm Router as the config describes it (`ModelRouter`), built once per container and
 rebuilt only when the provider-keys secret changes (a rotation) or after a restore
-(`RouterCache`), never per request; and litellm's process-wide settings."""
+(`CurrentRouter`), never per request; and litellm's process-wide settings."""
 
 from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Callable, Iterable, Mapping
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import litellm
 from litellm.router import Router
 
-from llm_proxy.access.limits import Limits, register_deployment_check
+from llm_proxy.access.limits import Limits
 from llm_proxy.accounting.price_table import PER_MILLION, SEED_PRICE_TABLE
 from llm_proxy.config import ConfigError, ProxyConfig, resolve_references, secret_then_env
 from llm_proxy.logs import enable_detailed_debug, logger, redactor
-from llm_proxy.pipeline.anthropic_native import register_anthropic_native
+from llm_proxy.pipeline import litellm_hooks
 from llm_proxy.provider_keys import ProviderKeys
 
 ROUTER_PARAMS = frozenset(inspect.signature(Router.__init__).parameters) - {"self", "model_list"}
@@ -55,31 +54,6 @@ BARE_NAME_PROVIDERS = (("claude-", "anthropic"), ("gpt-", "openai"), ("o1", "ope
 AZURE_STREAM_OPTIONS_SINCE = "2024-09-01"
 # litellm_params whose values are credentials: registered with the log redactor.
 SECRET_PARAM_MARKERS = ("key", "token", "secret", "password", "credential")
-
-
-@dataclass
-class Permission:
-    """The model groups a request may be served by (None: any), visible to the Router's
-    fallback check through a context variable; the fallbacks it skipped are noted."""
-
-    groups: frozenset[str] | None
-    skipped: list[str] = field(default_factory=list)
-
-    def allows(self, group: str) -> bool:
-        return self.groups is None or group in self.groups
-
-
-CURRENT_PERMISSION: ContextVar[Permission | None] = ContextVar("current_permission", default=None)
-
-
-async def fallback_allowed(*, model: str, request_kwargs: Mapping[str, object], ctx: Any) -> bool:
-    """litellm awaits this before each fallback to another model group: a key's model list
-    holds on every deployment a request reaches, fallbacks included."""
-    permission = CURRENT_PERMISSION.get()
-    if permission is None or permission.allows(model):
-        return True
-    permission.skipped.append(model)
-    return False
 
 
 @dataclass
@@ -252,16 +226,13 @@ def router_kwargs(config: ProxyConfig) -> dict[str, Any]:
     return {key: value for key, value in kwargs.items() if value is not None}
 
 
-def configure_litellm(config: ProxyConfig, *, detailed_debug: bool, limits: bool) -> None:
+def configure_litellm(config: ProxyConfig, *, detailed_debug: bool) -> None:
     """litellm's process-wide state: its module settings from the config, verbose logging when
-    asked for, the hook that gives Anthropic deployments what only they understand, and the
-    deployment limit check where a counters table holds the counters."""
+    asked for, and the gateway's hooks."""
     if detailed_debug:
         enable_detailed_debug()
     apply_litellm_settings(config)
-    register_anthropic_native()
-    if limits:
-        register_deployment_check()
+    litellm_hooks.register()
 
 
 def apply_litellm_settings(config: ProxyConfig) -> None:
@@ -311,7 +282,9 @@ def build_router(
         name: frozenset(names) for name, names in missing_by_model.items() if name not in served
     }
     router = Router(
-        model_list=entries, fallback_access_check=fallback_allowed, **router_kwargs(config)
+        model_list=entries,
+        fallback_access_check=litellm_hooks.HOOKS.fallback_allowed,
+        **router_kwargs(config),
     )
     return ModelRouter(
         router=router,
@@ -354,7 +327,7 @@ def retire(model_router: ModelRouter) -> None:
     litellm.logging_callback_manager.drop_callbacks(handlers)
 
 
-class RouterCache:
+class CurrentRouter:
     """The ModelRouter of this container: built from the config and the provider-keys secret,
     and built again when the secret's content changes (a rotation) or after a restore."""
 

@@ -1,0 +1,37 @@
+"""Checks on any JSON body a caller sends, whatever the endpoint: what parses as JSON here but
+no provider or table can take."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from llm_proxy.errors import invalid_request
+
+
+def refuse_non_finite(body: Any, path: str = "") -> None:
+    """NaN and Infinity parse as JSON numbers here but are not JSON: no provider takes them."""
+    if isinstance(body, float) and not math.isfinite(body):
+        raise invalid_request(
+            f"'{path or 'body'}' is not a finite number.",
+            param=path or None,
+            code="invalid_number",
+        )
+    if isinstance(body, dict):
+        for name, value in body.items():
+            refuse_non_finite(value, f"{path}.{name}" if path else str(name))
+    elif isinstance(body, list):
+        for index, value in enumerate(body):
+            refuse_non_finite(value, f"{path}[{index}]")
+
+
+def refuse_unencodable_text(body: dict[str, Any]) -> None:
+    """Lone surrogates parse as JSON but cannot be sent on to any provider."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid_request(
+            "The request contains text that is not valid Unicode (a lone surrogate).",
+            code="invalid_text",
+        ) from None
