@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
-from llm_proxy.errors import ProxyError
+from llm_proxy.errors import DomainError
 from llm_proxy.reports.period import last_hours, parse_period
 from llm_proxy.reports.publish import publish, renderings
 from llm_proxy.reports.render import to_text
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         period = parse_period(args.start, args.end, last_hours(24))
         report = report_for(period, settings)
-    except ProxyError as error:
+    except DomainError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return 2
     except (BotoCoreError, ClientError) as exc:

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 from llm_proxy.accounting.rollups import Rollup
-from llm_proxy.errors import ProxyError
+from llm_proxy.errors import DomainError
 from llm_proxy.reports.html import OTHER, OTHER_COLOUR, PALETTE, to_html
 from llm_proxy.reports.period import Period, last_hours, parse_period, yesterday
 from llm_proxy.reports.render import to_csv, to_json, to_text
@@ -45,13 +45,10 @@ def test_default_periods() -> None:
     ],
 )
 def test_bad_periods_are_400_naming_the_parameter(start: str, end: str | None, param: str) -> None:
-    with pytest.raises(ProxyError) as raised:
+    with pytest.raises(DomainError) as raised:
         parse_period(start, end, DAY)
-    assert (raised.value.status, raised.value.param, raised.value.code) == (
-        400,
-        param,
-        "invalid_period",
-    )
+    answered = raised.value.as_proxy_error()
+    assert (answered.status, answered.param, answered.code) == (400, param, "invalid_period")
 
 
 def test_aggregate_matches_what_the_adds_count() -> None:

@@ -1,9 +1,16 @@
-"""OpenAI-shaped errors and the mapping from litellm's exceptions to gateway statuses."""
+"""The errors a client can get: `ProxyError` (a status and OpenAI's shape, or Anthropic's
+envelope on the Messages API), the catalogue of every error code the gateway answers with (one
+`ErrorCode` each, which makes the error: `MODEL_NOT_FOUND(message, param="model")`), and the
+mapping from litellm's exceptions to those codes.
+
+The README's error table is tested against the catalogue; no module outside this one makes a
+ProxyError with a code of its own (`tests/unit/test_errors.py`)."""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from llm_proxy.logs import logger, redactor
@@ -43,11 +50,124 @@ class ProxyError(Exception):
         }
 
 
+# The error types, as OpenAI's `error.type` names them (and the gateway's own beside them).
+INVALID_REQUEST = "invalid_request_error"
+AUTHENTICATION = "authentication_error"
+PERMISSION = "permission_error"
+RATE_LIMIT = "rate_limit_error"
+UPSTREAM = "upstream_error"
+TIMEOUT = "timeout_error"
+UNAVAILABLE = "service_unavailable"
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    """One entry of the catalogue: a code, the status it is answered with, its type."""
+
+    code: str
+    status: int
+    type: str
+
+    def __call__(
+        self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None
+    ) -> ProxyError:
+        return ProxyError(
+            self.status, message, self.type, param=param, code=self.code, headers=headers
+        )
+
+
+# 400: the request cannot be served as it is.
+INVALID_VALUE = ErrorCode("invalid_value", 400, INVALID_REQUEST)
+INVALID_JSON = ErrorCode("invalid_json", 400, INVALID_REQUEST)
+MISSING_BODY = ErrorCode("missing_body", 400, INVALID_REQUEST)
+UNSUPPORTED_PARAMETER = ErrorCode("unsupported_parameter", 400, INVALID_REQUEST)
+INVALID_NUMBER = ErrorCode("invalid_number", 400, INVALID_REQUEST)
+INVALID_TEXT = ErrorCode("invalid_text", 400, INVALID_REQUEST)
+MISSING_MODEL = ErrorCode("missing_model", 400, INVALID_REQUEST)
+INVALID_MODEL_NAME = ErrorCode("invalid_model_name", 400, INVALID_REQUEST)
+INVALID_AGENT_NAME = ErrorCode("invalid_agent_name", 400, INVALID_REQUEST)
+METADATA_TOO_LARGE = ErrorCode("metadata_too_large", 400, INVALID_REQUEST)
+MAX_TOKENS_TOO_LARGE = ErrorCode("max_tokens_too_large", 400, INVALID_REQUEST)
+REQUEST_EXCEEDS_LIMIT = ErrorCode("request_exceeds_limit", 400, INVALID_REQUEST)
+INVALID_CACHE_CONTROL = ErrorCode("invalid_cache_control", 400, INVALID_REQUEST)
+INVALID_MESSAGES_REQUEST = ErrorCode("invalid_messages_request", 400, INVALID_REQUEST)
+MODEL_NOT_EMBEDDING = ErrorCode("model_not_embedding", 400, INVALID_REQUEST)
+INVALID_DURATION = ErrorCode("invalid_duration", 400, INVALID_REQUEST)
+INVALID_PERIOD = ErrorCode("invalid_period", 400, INVALID_REQUEST)
+INVALID_FORMAT = ErrorCode("invalid_format", 400, INVALID_REQUEST)
+# ...or the provider refused it (litellm's exceptions, below).
+CONTEXT_LENGTH_EXCEEDED = ErrorCode("context_length_exceeded", 400, INVALID_REQUEST)
+CONTENT_POLICY_VIOLATION = ErrorCode("content_policy_violation", 400, INVALID_REQUEST)
+BAD_REQUEST = ErrorCode("bad_request", 400, INVALID_REQUEST)
+# 401, 403: who is calling, and what it may do.
+INVALID_API_KEY = ErrorCode("invalid_api_key", 401, AUTHENTICATION)
+MODEL_NOT_ALLOWED = ErrorCode("model_not_allowed", 403, PERMISSION)
+MASTER_KEY_REQUIRED = ErrorCode("master_key_required", 403, PERMISSION)
+# 404, 405, 413: what is not there, or too large.
+MODEL_NOT_FOUND = ErrorCode("model_not_found", 404, INVALID_REQUEST)
+RESPONSE_NOT_FOUND = ErrorCode("response_not_found", 404, INVALID_REQUEST)
+KEY_NOT_FOUND = ErrorCode("key_not_found", 404, INVALID_REQUEST)
+NOT_FOUND = ErrorCode("not_found", 404, INVALID_REQUEST)
+METHOD_NOT_ALLOWED = ErrorCode("method_not_allowed", 405, INVALID_REQUEST)
+REQUEST_TOO_LARGE = ErrorCode("request_too_large", 413, INVALID_REQUEST)
+# 429: a limit, the gateway's or the provider's.
+RATE_LIMIT_EXCEEDED = ErrorCode("rate_limit_exceeded", 429, RATE_LIMIT)
+BUDGET_EXCEEDED = ErrorCode("budget_exceeded", 429, "budget_exceeded")
+PROVIDER_RATE_LIMITED = ErrorCode("provider_rate_limited", 429, RATE_LIMIT)
+ALL_DEPLOYMENTS_COOLING_DOWN = ErrorCode("all_deployments_cooling_down", 429, RATE_LIMIT)
+# 500: the gateway's own bug.
+INTERNAL_ERROR = ErrorCode("internal_error", 500, "internal_error")
+# 502: the provider failed, or refused the gateway's side of the call.
+PROVIDER_ERROR = ErrorCode("provider_error", 502, UPSTREAM)
+PROVIDER_AUTHENTICATION_FAILED = ErrorCode("provider_authentication_failed", 502, UPSTREAM)
+PROVIDER_PERMISSION_DENIED = ErrorCode("provider_permission_denied", 502, UPSTREAM)
+PROVIDER_MODEL_NOT_FOUND = ErrorCode("provider_model_not_found", 502, UPSTREAM)
+PROVIDER_UNREACHABLE = ErrorCode("provider_unreachable", 502, UPSTREAM)
+PROVIDER_UNAVAILABLE = ErrorCode("provider_unavailable", 502, UPSTREAM)
+PROVIDER_BAD_RESPONSE = ErrorCode("provider_bad_response", 502, UPSTREAM)
+# 503: a dependency or the gateway's configuration.
+DEPENDENCY_UNAVAILABLE = ErrorCode("dependency_unavailable", 503, UNAVAILABLE)
+PROVIDER_KEY_MISSING = ErrorCode("provider_key_missing", 503, UNAVAILABLE)
+BAD_PROVIDER_KEYS_SECRET = ErrorCode("bad_provider_keys_secret", 503, UNAVAILABLE)
+MASTER_KEY_MISSING = ErrorCode("master_key_missing", 503, UNAVAILABLE)
+MASTER_KEY_INSECURE = ErrorCode("master_key_insecure", 503, UNAVAILABLE)
+KEYS_TABLE_MISSING = ErrorCode("keys_table_missing", 503, UNAVAILABLE)
+COUNTERS_TABLE_MISSING = ErrorCode("counters_table_missing", 503, UNAVAILABLE)
+ROLLUPS_NOT_CONFIGURED = ErrorCode("rollups_not_configured", 503, UNAVAILABLE)
+# 504: the provider did not answer in time.
+PROVIDER_TIMEOUT = ErrorCode("provider_timeout", 504, TIMEOUT)
+# Never sent: what a usage item records for a client that hung up (nginx's 499).
+CLIENT_DISCONNECTED = ErrorCode("client_disconnected", 499, "client_closed")
+
+CATALOGUE: dict[str, ErrorCode] = {
+    entry.code: entry for entry in list(globals().values()) if isinstance(entry, ErrorCode)
+}
+
+
+def framework_error(status: int, message: str, headers: dict[str, str]) -> ProxyError:
+    """An HTTP error the web framework raised that the catalogue has no entry for (none does on
+    the gateway's routes today): its status, and the status as its code."""
+    return ProxyError(status, message, INVALID_REQUEST, code=str(status), headers=headers)
+
+
+class DomainError(ValueError):
+    """An error of the gateway's own work, whoever asked for it (a report's period that cannot
+    be read, a table that is not configured): the scheduled functions fail with it, and the
+    HTTP layer answers it with its catalogue entry."""
+
+    def __init__(self, kind: ErrorCode, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.param = kind, message, param
+
+    def as_proxy_error(self) -> ProxyError:
+        return self.kind(self.message, param=self.param)
+
+
 def late_failure(error: ProxyError) -> ProxyError:
     """A failure once a stream has started: the request was accepted, so whatever status
     litellm gives it, it is the provider's failure (502), or its rate limit."""
     if error.status < 500 and error.status != 429:
-        return ProxyError(502, error.message, "upstream_error", code="provider_error")
+        return PROVIDER_ERROR(error.message)
     return error
 
 
@@ -95,36 +215,33 @@ def dependency_unavailable(message: str) -> ProxyError:
 
 def model_not_found(model: str, available: list[str]) -> ProxyError:
     listed = ", ".join(available) if available else "none"
-    return ProxyError(
-        404,
+    return MODEL_NOT_FOUND(
         f"Model '{model}' is not configured on this gateway. Available models: {listed}.",
-        "invalid_request_error",
         param="model",
-        code="model_not_found",
     )
 
 
-# litellm exception class name -> (status, type, code). Provider-side auth and "not found" are
+# litellm exception class name -> its code. Provider-side auth and "not found" are
 # the gateway's configuration problem, not the client's, so they surface as 502.
-_LITELLM_ERRORS: dict[str, tuple[int, str, str]] = {
-    "ContextWindowExceededError": (400, "invalid_request_error", "context_length_exceeded"),
-    "ContentPolicyViolationError": (400, "invalid_request_error", "content_policy_violation"),
-    "UnsupportedParamsError": (400, "invalid_request_error", "unsupported_parameter"),
-    "BadRequestError": (400, "invalid_request_error", "bad_request"),
-    "UnprocessableEntityError": (400, "invalid_request_error", "bad_request"),
-    "AuthenticationError": (502, "upstream_error", "provider_authentication_failed"),
-    "PermissionDeniedError": (502, "upstream_error", "provider_permission_denied"),
-    "NotFoundError": (502, "upstream_error", "provider_model_not_found"),
-    "RateLimitError": (429, "rate_limit_error", "provider_rate_limited"),
-    "RouterRateLimitError": (429, "rate_limit_error", "all_deployments_cooling_down"),
-    "Timeout": (504, "timeout_error", "provider_timeout"),
-    "APIConnectionError": (502, "upstream_error", "provider_unreachable"),
-    "ServiceUnavailableError": (502, "upstream_error", "provider_unavailable"),
-    "InternalServerError": (502, "upstream_error", "provider_error"),
-    "BadGatewayError": (502, "upstream_error", "provider_error"),
-    "APIResponseValidationError": (502, "upstream_error", "provider_bad_response"),
-    "JSONSchemaValidationError": (502, "upstream_error", "provider_bad_response"),
-    "APIError": (502, "upstream_error", "provider_error"),
+_LITELLM_ERRORS: dict[str, ErrorCode] = {
+    "ContextWindowExceededError": CONTEXT_LENGTH_EXCEEDED,
+    "ContentPolicyViolationError": CONTENT_POLICY_VIOLATION,
+    "UnsupportedParamsError": UNSUPPORTED_PARAMETER,
+    "BadRequestError": BAD_REQUEST,
+    "UnprocessableEntityError": BAD_REQUEST,
+    "AuthenticationError": PROVIDER_AUTHENTICATION_FAILED,
+    "PermissionDeniedError": PROVIDER_PERMISSION_DENIED,
+    "NotFoundError": PROVIDER_MODEL_NOT_FOUND,
+    "RateLimitError": PROVIDER_RATE_LIMITED,
+    "RouterRateLimitError": ALL_DEPLOYMENTS_COOLING_DOWN,
+    "Timeout": PROVIDER_TIMEOUT,
+    "APIConnectionError": PROVIDER_UNREACHABLE,
+    "ServiceUnavailableError": PROVIDER_UNAVAILABLE,
+    "InternalServerError": PROVIDER_ERROR,
+    "BadGatewayError": PROVIDER_ERROR,
+    "APIResponseValidationError": PROVIDER_BAD_RESPONSE,
+    "JSONSchemaValidationError": PROVIDER_BAD_RESPONSE,
+    "APIError": PROVIDER_ERROR,
 }
 
 DEFAULT_RETRY_AFTER_S = 5
@@ -132,24 +249,24 @@ DEFAULT_RETRY_AFTER_S = 5
 
 def from_litellm(exc: Exception, model: str, redact: Any) -> ProxyError:
     """Translate a litellm/provider exception; `redact` scrubs secrets out of the message."""
-    status, error_type, code = 502, "upstream_error", "provider_error"
+    kind = PROVIDER_ERROR
     for cls in type(exc).__mro__:
         if cls.__name__ in _LITELLM_ERRORS:
-            status, error_type, code = _LITELLM_ERRORS[cls.__name__]
+            kind = _LITELLM_ERRORS[cls.__name__]
             break
     if _caused_by(exc, json.JSONDecodeError):
         # litellm wraps an unparsable provider body as a connection error.
-        status, error_type, code = 502, "upstream_error", "provider_bad_response"
-    elif status == 502 and _caused_by_name(exc, CONNECT_ERRORS):
+        kind = PROVIDER_BAD_RESPONSE
+    elif kind.status == 502 and _caused_by_name(exc, CONNECT_ERRORS):
         # ...and a refused connection as an internal server error.
-        code = "provider_unreachable"
+        kind = PROVIDER_UNREACHABLE
     detail = redact(provider_message(str(exc)))
     headers: dict[str, str] = {}
-    if status == 429:
+    if kind.status == 429:
         headers["Retry-After"] = str(_retry_after(exc))
         headers.update(_rate_limit_headers(exc))
     message = f"Model '{model}': {detail}" if detail else f"Model '{model}': provider call failed."
-    return ProxyError(status, message, error_type, code=code, headers=headers)
+    return kind(message, headers=headers)
 
 
 def _rate_limit_headers(exc: Exception) -> dict[str, str]:
@@ -235,12 +352,7 @@ def as_proxy_error(exc: Exception, model: str) -> ProxyError:
     if isinstance(exc, ProxyError):
         return exc
     if isinstance(exc, TimeoutError):
-        return ProxyError(
-            504,
-            f"Model '{model}': the provider did not answer in time.",
-            "timeout_error",
-            code="provider_timeout",
-        )
+        return PROVIDER_TIMEOUT(f"Model '{model}': the provider did not answer in time.")
     if type(exc).__module__.split(".", 1)[0] in PROVIDER_ERROR_PACKAGES:
         error = from_litellm(exc, model, redactor.redact)
         logger.warning(

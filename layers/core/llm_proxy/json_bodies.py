@@ -7,17 +7,13 @@ import json
 import math
 from typing import Any
 
-from llm_proxy.errors import invalid_request
+from llm_proxy.errors import INVALID_NUMBER, INVALID_TEXT
 
 
 def refuse_non_finite(body: Any, path: str = "") -> None:
     """NaN and Infinity parse as JSON numbers here but are not JSON: no provider takes them."""
     if isinstance(body, float) and not math.isfinite(body):
-        raise invalid_request(
-            f"'{path or 'body'}' is not a finite number.",
-            param=path or None,
-            code="invalid_number",
-        )
+        raise INVALID_NUMBER(f"'{path or 'body'}' is not a finite number.", param=path or None)
     if isinstance(body, dict):
         for name, value in body.items():
             refuse_non_finite(value, f"{path}.{name}" if path else str(name))
@@ -31,7 +27,6 @@ def refuse_unencodable_text(body: dict[str, Any]) -> None:
     try:
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise invalid_request(
-            "The request contains text that is not valid Unicode (a lone surrogate).",
-            code="invalid_text",
+        raise INVALID_TEXT(
+            "The request contains text that is not valid Unicode (a lone surrogate)."
         ) from None

@@ -12,7 +12,11 @@ from aws_lambda_powertools.utilities.parameters.exceptions import (
 )
 
 from llm_proxy import aws
-from llm_proxy.errors import ProxyError, dependency_unavailable
+from llm_proxy.errors import (
+    BAD_PROVIDER_KEYS_SECRET,
+    DEPENDENCY_UNAVAILABLE,
+    ProxyError,
+)
 from llm_proxy.logs import logger, redactor
 
 DEFAULT_MAX_STALENESS_S = 86_400
@@ -106,7 +110,7 @@ class ProviderKeys:
         age = now - self._read_at
         if self._last_good is None or age > self.max_staleness_s:
             logger.error("provider-keys secret unreadable", extra={"cause": cause})
-            raise dependency_unavailable(
+            raise DEPENDENCY_UNAVAILABLE(
                 f"The provider-keys secret cannot be read from Secrets Manager ({cause}). "
                 "Retry shortly; if it persists, check the secret id and the function's access."
             ) from None
@@ -121,11 +125,8 @@ class ProviderKeys:
 
 
 def _not_a_json_object() -> ProxyError:
-    return ProxyError(
-        503,
-        "The provider-keys secret is not a JSON object of NAME: value pairs.",
-        "service_unavailable",
-        code="bad_provider_keys_secret",
+    return BAD_PROVIDER_KEYS_SECRET(
+        "The provider-keys secret is not a JSON object of NAME: value pairs."
     )
 
 

@@ -7,7 +7,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from llm_proxy.access.virtual_keys import VirtualKey
-from llm_proxy.errors import ProxyError, authentication_failed
+from llm_proxy.errors import (
+    INVALID_API_KEY,
+    MASTER_KEY_INSECURE,
+    MASTER_KEY_MISSING,
+    MASTER_KEY_REQUIRED,
+)
 
 # Keys printed in public docs (the seed's `sk-1234` among them) must never guard a deployment.
 PUBLICLY_KNOWN_KEYS = frozenset(
@@ -38,12 +43,7 @@ class Caller:
 
     def require_master(self) -> None:
         if not self.is_master:
-            raise ProxyError(
-                403,
-                "Only the master key may manage keys.",
-                "permission_error",
-                code="master_key_required",
-            )
+            raise MASTER_KEY_REQUIRED("Only the master key may manage keys.")
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -58,23 +58,17 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 def check_master_key(master_key: str | None, *, local: bool) -> str:
     """The master key this process may serve with, or a 503 that says how to fix it."""
     if not master_key:
-        raise ProxyError(
-            503,
+        raise MASTER_KEY_MISSING(
             "No master key is configured: set general_settings.master_key "
-            "(for example os.environ/LLM_PROXY__MASTER_KEY in the provider-keys secret).",
-            "service_unavailable",
-            code="master_key_missing",
+            "(for example os.environ/LLM_PROXY__MASTER_KEY in the provider-keys secret)."
         )
     if not local and (
         master_key in PUBLICLY_KNOWN_KEYS or len(master_key) < MIN_DEPLOYED_KEY_LENGTH
     ):
-        raise ProxyError(
-            503,
+        raise MASTER_KEY_INSECURE(
             "Refusing to serve: the master key is a publicly known or short value. Set a strong "
             f"LLM_PROXY__MASTER_KEY (at least {MIN_DEPLOYED_KEY_LENGTH} characters) in the "
-            "provider-keys secret.",
-            "service_unavailable",
-            code="master_key_insecure",
+            "provider-keys secret."
         )
     return master_key
 
@@ -88,7 +82,7 @@ def authenticate(
 ) -> Caller:
     key = presented_key(headers)
     if key is None:
-        raise authentication_failed(
+        raise INVALID_API_KEY(
             "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
         )
     claimed = headers.get("x-agent") or None

@@ -12,7 +12,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel
 
 from llm_proxy.after_response import AfterResponse
-from llm_proxy.errors import ProxyError
+from llm_proxy.errors import MASTER_KEY_REQUIRED
 from llm_proxy.gateway import Caller, Gateway, Inbound
 
 # Declared for the OpenAPI schema; the gateway reads and checks the headers itself.
@@ -41,12 +41,7 @@ Authenticated = Annotated[Caller, Depends(caller)]
 async def master_key_only(who: Authenticated) -> Caller:
     """Declared on the routers that only the master key may use (`/key/*`, `/spend/*`)."""
     if not who.is_master:
-        raise ProxyError(
-            403,
-            "Only the master key may manage keys.",
-            "permission_error",
-            code="master_key_required",
-        )
+        raise MASTER_KEY_REQUIRED("Only the master key may manage keys.")
     return who
 
 

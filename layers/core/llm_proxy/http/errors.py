@@ -15,7 +15,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from llm_proxy.errors import ProxyError, anthropic_body, openai_body
+from llm_proxy.errors import (
+    INTERNAL_ERROR,
+    INVALID_JSON,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    DomainError,
+    ProxyError,
+    anthropic_body,
+    framework_error,
+    openai_body,
+)
 from llm_proxy.http.dependencies import request_id
 from llm_proxy.http.schemas import validation_error
 from llm_proxy.logs import logger
@@ -47,13 +57,10 @@ def proxy_error_response(scope: Scope, rid: str, error: ProxyError) -> JSONRespo
 
 
 def route_error(status: int, method: str, path: str, headers: dict[str, str]) -> ProxyError:
-    """Starlette's own errors (no route, wrong method) in the gateway's words."""
-    messages = {
-        404: (f"No route {method} {path}.", "not_found"),
-        405: (f"Method {method} is not allowed on {path}.", "method_not_allowed"),
-    }
-    message, code = messages.get(status, (f"HTTP {status}.", str(status)))
-    return ProxyError(status, message, "invalid_request_error", code=code, headers=headers)
+    """Starlette's own errors (405: wrong method, else no route) in the gateway's words."""
+    if status == 405:
+        return METHOD_NOT_ALLOWED(f"Method {method} is not allowed on {path}.", headers=headers)
+    return NOT_FOUND(f"No route {method} {path}.", headers=headers)
 
 
 def not_served(request: Request) -> ProxyError:
@@ -81,6 +88,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
         return error_response(request, exc)
 
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        return error_response(request, exc.as_proxy_error())
+
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(request, validation_error(list(exc.errors())))
@@ -90,30 +101,15 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         if exc.status_code == 400:
             message = f"The request body cannot be read: {exc.detail}."
-            error = ProxyError(
-                400, message, "invalid_request_error", code="invalid_json", headers=headers
-            )
+            error = INVALID_JSON(message, headers=headers)
         elif exc.status_code in (404, 405):
             error = route_error(exc.status_code, request.method, request.url.path, headers)
         else:
-            error = ProxyError(
-                exc.status_code,
-                str(exc.detail),
-                "invalid_request_error",
-                code=str(exc.status_code),
-                headers=headers,
-            )
+            error = framework_error(exc.status_code, str(exc.detail), headers)
         return error_response(request, error)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error")
-        return error_response(
-            request,
-            ProxyError(
-                500,
-                "Internal gateway error; the request id identifies it in the logs.",
-                "internal_error",
-                code="internal_error",
-            ),
-        )
+        message = "Internal gateway error; the request id identifies it in the logs."
+        return error_response(request, INTERNAL_ERROR(message))

@@ -10,7 +10,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm_proxy.after_response import AfterResponse, run_here
-from llm_proxy.errors import ProxyError
+from llm_proxy.errors import REQUEST_TOO_LARGE
 from llm_proxy.http.errors import proxy_error_response
 from llm_proxy.logs import logger
 
@@ -66,12 +66,7 @@ class RequestContext:
                 body, too_large = await read_body(receive, limit)
                 receive = replay(body, receive)
             if too_large:
-                error = ProxyError(
-                    413,
-                    f"Request body is larger than {limit} bytes.",
-                    "invalid_request_error",
-                    code="request_too_large",
-                )
+                error = REQUEST_TOO_LARGE(f"Request body is larger than {limit} bytes.")
                 await proxy_error_response(scope, rid, error)(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)

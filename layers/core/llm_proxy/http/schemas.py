@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from llm_proxy.errors import ProxyError, invalid_request
+from llm_proxy.errors import INVALID_JSON, INVALID_VALUE, MISSING_BODY, ProxyError
 
 
 class ContentPart(BaseModel):
@@ -178,18 +178,17 @@ def validation_error(errors: list[dict[str, Any]]) -> ProxyError:
     """FastAPI's 422 list turned into one 400 that names the first offending field."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid body", "type": ""}
     if first.get("type") == "json_invalid":
-        return invalid_request("The request body is not valid JSON.", code="invalid_json")
+        return INVALID_JSON("The request body is not valid JSON.")
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     field = ".".join(loc)
     if not field and first.get("type") in ("model_attributes_type", "dict_type"):
-        return invalid_request(
-            "The request body must be a JSON object (Content-Type: application/json).",
-            code="invalid_json",
+        return INVALID_JSON(
+            "The request body must be a JSON object (Content-Type: application/json)."
         )
     if first.get("type") == "missing" and not field:
-        return invalid_request("The request body is missing or empty.", code="missing_body")
+        return MISSING_BODY("The request body is missing or empty.")
     message = f"Invalid value for '{field}': {first.get('msg')}" if field else str(first.get("msg"))
-    return invalid_request(message, param=field or None, code="invalid_value")
+    return INVALID_VALUE(message, param=field or None)
 
 
 class ErrorDetail(BaseModel):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import litellm
 from litellm.llms.anthropic.messages.adapters.transformation import AnthropicAdapter
 
-from llm_proxy.errors import ProxyError, anthropic_body, invalid_request
+from llm_proxy.errors import INVALID_MESSAGES_REQUEST, ProxyError, anthropic_body
 from llm_proxy.pipeline.anthropic_native import NativeParts, native_parts
 
 if TYPE_CHECKING:
@@ -29,13 +29,11 @@ def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
     try:
         translated = _ADAPTER.translate_completion_input_params(dict(body))
     except (ValueError, TypeError, KeyError) as exc:
-        raise invalid_request(
-            f"The Messages request cannot be translated: {exc}", code="invalid_messages_request"
+        raise INVALID_MESSAGES_REQUEST(
+            f"The Messages request cannot be translated: {exc}"
         ) from None
     if translated is None:
-        raise invalid_request(
-            "The Messages request cannot be translated.", code="invalid_messages_request"
-        )
+        raise INVALID_MESSAGES_REQUEST("The Messages request cannot be translated.")
     chat = dict(translated)
     chat["model"] = body.get("model")
     return chat

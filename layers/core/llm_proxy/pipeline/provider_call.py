@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from llm_proxy.errors import ProxyError, invalid_request
+from llm_proxy.errors import MODEL_NOT_ALLOWED, MODEL_NOT_EMBEDDING, ProxyError
 from llm_proxy.logs import logger
 from llm_proxy.pipeline.chat import carries_something
 from llm_proxy.pipeline.litellm_hooks import Permission, RequestScope, request_scope
@@ -39,22 +39,17 @@ async def call_provider(
 
 
 def fallbacks_not_allowed(model: str, fallbacks: list[str]) -> ProxyError:
-    return ProxyError(
-        403,
+    return MODEL_NOT_ALLOWED(
         f"Model '{model}' failed, and this key may not use its fallbacks ({', '.join(fallbacks)}).",
-        "permission_error",
         param="model",
-        code="model_not_allowed",
     )
 
 
 async def _embedding(router: ModelRouter, request: GatewayRequest) -> Any:
     model = request.model
     if router.is_mock(model):
-        raise invalid_request(
-            f"Model '{model}' is a mock chat model and has no embeddings.",
-            param="model",
-            code="model_not_embedding",
+        raise MODEL_NOT_EMBEDDING(
+            f"Model '{model}' is a mock chat model and has no embeddings.", param="model"
         )
     return await router.router.aembedding(
         model=model, input=request.body["input"], **request.call_params()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import litellm
 
 from llm_proxy.accounting.usage import UsageRecord
-from llm_proxy.errors import ProxyError
+from llm_proxy.errors import PROVIDER_BAD_RESPONSE, ProxyError
 from llm_proxy.pipeline.meter import record_usage
 from llm_proxy.pipeline.stored_responses import ResponseStore, StoredResponse
 from llm_proxy.pipeline.streams import StreamReader
@@ -158,11 +158,8 @@ class ResponsesReader(StreamReader):
 
     def end(self, model: str, source: Any) -> None:
         if not self.completed:
-            raise ProxyError(
-                502,
-                f"Model '{model}': the stream ended before the response completed.",
-                "upstream_error",
-                code="provider_bad_response",
+            raise PROVIDER_BAD_RESPONSE(
+                f"Model '{model}': the stream ended before the response completed."
             )
 
     @staticmethod

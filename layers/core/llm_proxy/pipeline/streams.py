@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.after_response import hold
-from llm_proxy.errors import ProxyError, as_proxy_error, late_failure
+from llm_proxy.errors import PROVIDER_BAD_RESPONSE, ProxyError, as_proxy_error, late_failure
 from llm_proxy.pipeline.meter import record_latency
 
 if TYPE_CHECKING:
@@ -78,12 +78,7 @@ class OpenedStream:
 
 
 def empty_stream(model: str, stream: Any) -> ProxyError:
-    error = ProxyError(
-        502,
-        f"Model '{model}': the provider's stream carried no answer.",
-        "upstream_error",
-        code="provider_bad_response",
-    )
+    error = PROVIDER_BAD_RESPONSE(f"Model '{model}': the provider's stream carried no answer.")
     error.failed_deployment_id = (getattr(stream, "_hidden_params", None) or {}).get("model_id")
     return error
 

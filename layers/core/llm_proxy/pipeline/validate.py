@@ -12,7 +12,19 @@ from collections.abc import Iterable
 from typing import Any
 
 from llm_proxy.access.auth import Caller
-from llm_proxy.errors import ProxyError, invalid_request, model_not_found
+from llm_proxy.errors import (
+    INVALID_AGENT_NAME,
+    INVALID_MODEL_NAME,
+    INVALID_VALUE,
+    MAX_TOKENS_TOO_LARGE,
+    METADATA_TOO_LARGE,
+    MISSING_MODEL,
+    MODEL_NOT_ALLOWED,
+    PROVIDER_KEY_MISSING,
+    UNSUPPORTED_PARAMETER,
+    ProxyError,
+    model_not_found,
+)
 from llm_proxy.json_bodies import refuse_non_finite, refuse_unencodable_text
 from llm_proxy.pipeline.apis import APIS, ApiName
 from llm_proxy.pipeline.model_router import ModelRouter
@@ -57,10 +69,9 @@ def check_output_tokens(body: dict[str, Any], model_limit: int | None) -> None:
     for name in OUTPUT_TOKEN_PARAMS:
         value = body.get(name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value > limit:
-            raise invalid_request(
+            raise MAX_TOKENS_TOO_LARGE(
                 f"'{name}' is {value:.0f}, more than the model's limit of {limit} tokens.",
                 param=name,
-                code="max_tokens_too_large",
             )
 
 
@@ -71,23 +82,18 @@ def validate_model(
     may not use), and the model can be served: it is configured and its provider key is set."""
     model = request.model
     if not model:
-        raise invalid_request("'model' is required.", param="model", code="missing_model")
+        raise MISSING_MODEL("'model' is required.", param="model")
     if len(model) > MAX_MODEL_NAME:
-        raise invalid_request(
-            f"'model' is longer than {MAX_MODEL_NAME} characters.",
-            param="model",
-            code="invalid_model_name",
+        raise INVALID_MODEL_NAME(
+            f"'model' is longer than {MAX_MODEL_NAME} characters.", param="model"
         )
     require_allowed(request.caller, model)
     if model in router.unavailable:
         missing = ", ".join(sorted(router.unavailable[model]))
-        raise ProxyError(
-            503,
+        raise PROVIDER_KEY_MISSING(
             f"Model '{model}' cannot be served: {missing} is not set in the provider-keys "
             "secret or the environment.",
-            "service_unavailable",
             param="model",
-            code="provider_key_missing",
         )
     if model not in served and not accepts_any:
         raise model_not_found(model, served)
@@ -95,12 +101,9 @@ def validate_model(
 
 def require_allowed(caller: Caller, model: str) -> None:
     if caller.key is not None and not caller.key.allows(model):
-        raise ProxyError(
-            403,
+        raise MODEL_NOT_ALLOWED(
             f"This key may not use model '{model}'. Allowed: {', '.join(caller.key.models)}.",
-            "permission_error",
             param="model",
-            code="model_not_allowed",
         )
 
 
@@ -129,18 +132,17 @@ def refuse_unsupported(body: dict[str, Any], allowed: frozenset[str]) -> None:
     if extra is None:
         return
     if not isinstance(extra, dict):
-        raise invalid_request("'extra_body' must be an object.", param="extra_body")
+        raise INVALID_VALUE("'extra_body' must be an object.", param="extra_body")
     for name in extra:
         if name not in allowed or name == "extra_body":
             raise unsupported(f"extra_body.{name}")
 
 
 def unsupported(name: str) -> ProxyError:
-    return invalid_request(
+    return UNSUPPORTED_PARAMETER(
         f"Parameter '{name[:100]}' is not supported: a request may carry the parameters of the "
         "endpoint's public API, and those the gateway's operator enables for the model.",
         param=name[:100],
-        code="unsupported_parameter",
     )
 
 
@@ -148,16 +150,14 @@ def check_metadata(metadata: Any) -> None:
     if metadata is None:
         return
     if not isinstance(metadata, dict):
-        raise invalid_request("'metadata' must be an object.", param="metadata")
+        raise INVALID_VALUE("'metadata' must be an object.", param="metadata")
     for name in metadata:
         if name not in METADATA_KEYS:
             raise unsupported(f"metadata.{name}")
     size = len(json.dumps(metadata, ensure_ascii=False).encode("utf-8", "surrogatepass"))
     if size > MAX_METADATA_BYTES:
-        raise invalid_request(
-            f"'metadata' is larger than {MAX_METADATA_BYTES} bytes.",
-            param="metadata",
-            code="metadata_too_large",
+        raise METADATA_TOO_LARGE(
+            f"'metadata' is larger than {MAX_METADATA_BYTES} bytes.", param="metadata"
         )
     if "agent" in metadata:
         check_agent_name(metadata["agent"], "metadata.agent")
@@ -165,9 +165,7 @@ def check_metadata(metadata: Any) -> None:
 
 def check_agent_name(agent: Any, param: str) -> str:
     if not isinstance(agent, str) or not AGENT_NAME.match(agent):
-        raise invalid_request(
-            f"'{param}' must be 1 to 64 letters, digits, '.', '_' or '-'.",
-            param=param,
-            code="invalid_agent_name",
+        raise INVALID_AGENT_NAME(
+            f"'{param}' must be 1 to 64 letters, digits, '.', '_' or '-'.", param=param
         )
     return agent

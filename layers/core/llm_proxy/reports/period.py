@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from llm_proxy.accounting.rollups import days
-from llm_proxy.errors import invalid_request
+from llm_proxy.errors import INVALID_PERIOD, DomainError
 
 # A period longer than this is a mistake, and one Query a day would make it slow.
 MAX_DAYS = 366
@@ -51,23 +51,24 @@ def _day(value: str, param: str) -> date:
             return moment.date()
         return date.fromisoformat(value)
     except ValueError:
-        raise invalid_request(
+        raise DomainError(
+            INVALID_PERIOD,
             f"'{param}' must be a date (YYYY-MM-DD) or an ISO 8601 timestamp.",
             param=param,
-            code="invalid_period",
         ) from None
 
 
 def parse_period(start: str | None, end: str | None, default: Period) -> Period:
-    """A period from `start`/`end` (either may be left out: one day), or the default."""
+    """A period from `start`/`end` (either may be left out: one day), or the default; a
+    DomainError (invalid_period) naming the parameter when they are not one."""
     if not start and not end:
         return default
     first = _day(start or str(end), "start")
     last = _day(end or str(start), "end")
     if last < first:
-        raise invalid_request("'end' is before 'start'.", param="end", code="invalid_period")
+        raise DomainError(INVALID_PERIOD, "'end' is before 'start'.", param="end")
     if (last - first).days + 1 > MAX_DAYS:
-        raise invalid_request(
-            f"The period is longer than {MAX_DAYS} days.", param="end", code="invalid_period"
+        raise DomainError(
+            INVALID_PERIOD, f"The period is longer than {MAX_DAYS} days.", param="end"
         )
     return Period(first, last)

@@ -12,7 +12,6 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties imp
 from llm_proxy import aws
 from llm_proxy.accounting import metrics
 from llm_proxy.accounting.counters import money
-from llm_proxy.errors import ProxyError
 from llm_proxy.logs import logger
 from llm_proxy.reports.html import to_html
 from llm_proxy.reports.period import Period, parse_period, yesterday
@@ -38,10 +37,7 @@ def period_of(event: Mapping[str, Any] | None, now: datetime | None = None) -> P
     detail = event.get("detail") if isinstance(event.get("detail"), Mapping) else {}
     start = event.get("start") or (detail or {}).get("start")
     end = event.get("end") or (detail or {}).get("end")
-    try:
-        return parse_period(start, end, yesterday(now))
-    except ProxyError as error:
-        raise ValueError(error.message) from None
+    return parse_period(start, end, yesterday(now))
 
 
 def object_keys(period: Period, prefix: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_proxy.accounting.counters import Counters, money
-from llm_proxy.errors import invalid_request
+from llm_proxy.errors import INVALID_FORMAT, DomainError
 from llm_proxy.reports.html import to_html
 from llm_proxy.reports.report import Report
 
@@ -92,8 +92,8 @@ class Rendered:
 
 def check_format(output: str) -> None:
     if output not in FORMATS:
-        raise invalid_request(
-            f"'format' must be one of {', '.join(FORMATS)}.", param="format", code="invalid_format"
+        raise DomainError(
+            INVALID_FORMAT, f"'format' must be one of {', '.join(FORMATS)}.", "format"
         )
 
 
