@@ -16,7 +16,6 @@ from decimal import Decimal
 from typing import Any
 
 import litellm
-from boto3.dynamodb.types import TypeDeserializer
 from litellm.exceptions import RateLimitError
 from litellm.integrations.custom_logger import CustomLogger
 
@@ -24,12 +23,12 @@ from llm_proxy import aws
 from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.errors import ProxyError, dependency_unavailable
 from llm_proxy.logs import logger
+from llm_proxy.store.values import attribute, from_attribute, from_attributes
 
 MINUTE_S = 60
 MAX_STORED_LIMIT = 10**15
 # Counters outlive their window a little, so a late settlement still finds its item.
 TTL_GRACE_S = 3600
-_DESERIALIZE = TypeDeserializer().deserialize
 
 
 @dataclass(frozen=True)
@@ -116,23 +115,23 @@ class Limiter:
         conditions, values = (
             [],
             {
-                ":one": aws.attribute_value(1),
-                ":zero": aws.attribute_value(0),
-                ":tokens": aws.attribute_value(tokens),
-                ":expires": aws.attribute_value(int(now // MINUTE_S + 1) * MINUTE_S + TTL_GRACE_S),
+                ":one": attribute(1),
+                ":zero": attribute(0),
+                ":tokens": attribute(tokens),
+                ":expires": attribute(int(now // MINUTE_S + 1) * MINUTE_S + TTL_GRACE_S),
             },
         )
         if limits.rpm:
             conditions.append("(attribute_not_exists(n) OR n < :rpm)")
-            values[":rpm"] = aws.attribute_value(limits.rpm)
+            values[":rpm"] = attribute(limits.rpm)
         if limits.tpm:
             # The estimate must fit in what is left; a request larger than the whole limit is
             # admitted only into an empty window.
             conditions.append("(attribute_not_exists(tokens) OR tokens <= :room)")
-            values[":room"] = aws.attribute_value(max(limits.tpm - tokens, 0))
+            values[":room"] = attribute(max(limits.tpm - tokens, 0))
         return {
             "TableName": self.table_name,
-            "Key": {"counter_id": aws.attribute_value(item)},
+            "Key": {"counter_id": attribute(item)},
             "UpdateExpression": (
                 "SET n = if_not_exists(n, :zero) + :one, "
                 "tokens = if_not_exists(tokens, :zero) + :tokens, expires_at = :expires"
@@ -148,19 +147,19 @@ class Limiter:
         # Through float: a stored budget may be an integer too long for a DynamoDB number.
         budget = Decimal(str(float(key.max_budget or 0)))
         values = {
-            ":zero": aws.attribute_value(0),
-            ":cost": aws.attribute_value(reservation.cost),
-            ":budget": aws.attribute_value(budget),
-            ":room": aws.attribute_value(budget - reservation.cost),
+            ":zero": attribute(0),
+            ":cost": attribute(reservation.cost),
+            ":budget": attribute(budget),
+            ":room": attribute(budget - reservation.cost),
         }
         expression = "SET spend = if_not_exists(spend, :zero) + :cost"
         window = key.budget_window_s
         if window:
-            values[":expires"] = aws.attribute_value(window_end(now, window) + TTL_GRACE_S)
+            values[":expires"] = attribute(window_end(now, window) + TTL_GRACE_S)
             expression += ", expires_at = :expires"
         return {
             "TableName": self.table_name,
-            "Key": {"counter_id": aws.attribute_value(reservation.spend_item)},
+            "Key": {"counter_id": attribute(reservation.spend_item)},
             "UpdateExpression": expression,
             "ConditionExpression": (
                 "attribute_not_exists(spend) OR (spend < :budget AND spend <= :room)"
@@ -227,7 +226,7 @@ class Limiter:
             if spend is not None:
                 update = _settle_update(self.table_name, *spend)
                 answer = self._client().update_item(**update, ReturnValues="UPDATED_NEW")
-                return Decimal(_DESERIALIZE(answer["Attributes"]["spend"]))
+                return Decimal(from_attribute(answer["Attributes"]["spend"]))
         except Exception as exc:
             unsettled = [item for item, _, _ in changes] + ([spend[0]] if spend else [])
             logger.warning(
@@ -239,20 +238,20 @@ class Limiter:
         """The key's spend in its current budget window (all time without a window)."""
         now = time.time() if now is None else now
         item = self._client().get_item(
-            TableName=self.table_name, Key={"counter_id": aws.attribute_value(spend_item(key, now))}
+            TableName=self.table_name, Key={"counter_id": attribute(spend_item(key, now))}
         )
         spent = item.get("Item", {}).get("spend")
-        return float(_DESERIALIZE(spent)) if spent else 0.0
+        return float(from_attribute(spent)) if spent else 0.0
 
 
-def _settle_update(table_name: str | None, item: str, attribute: str, delta: Any) -> dict[str, Any]:
+def _settle_update(table_name: str | None, item: str, counter: str, delta: Any) -> dict[str, Any]:
     return {
         "TableName": table_name,
-        "Key": {"counter_id": aws.attribute_value(item)},
-        "UpdateExpression": f"ADD {attribute} :delta",
+        "Key": {"counter_id": attribute(item)},
+        "UpdateExpression": f"ADD {counter} :delta",
         # A counter gone with its window is not brought back without its TTL.
         "ConditionExpression": "attribute_exists(counter_id)",
-        "ExpressionAttributeValues": {":delta": aws.attribute_value(delta)},
+        "ExpressionAttributeValues": {":delta": attribute(delta)},
     }
 
 
@@ -278,7 +277,7 @@ def _old_item(exc: Exception) -> dict[str, Any] | None:
     response = getattr(exc, "response", None) or {}
     if response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
         return None
-    return {k: _DESERIALIZE(v) for k, v in (response.get("Item") or {}).items()}
+    return from_attributes(response.get("Item"))
 
 
 def _failed_updates(
@@ -291,7 +290,7 @@ def _failed_updates(
     response = getattr(exc, "response", None) or {}
     reasons = response.get("CancellationReasons") or []
     failed = [
-        (update, {k: _DESERIALIZE(v) for k, v in (reason.get("Item") or {}).items()})
+        (update, from_attributes(reason.get("Item")))
         for update, reason in zip(updates, reasons, strict=False)
         if reason.get("Code") == "ConditionalCheckFailed"
     ]

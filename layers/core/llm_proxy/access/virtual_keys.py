@@ -14,7 +14,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from llm_proxy import aws
@@ -24,6 +23,7 @@ from llm_proxy.errors import (
     dependency_unavailable,
     invalid_request,
 )
+from llm_proxy.store.values import number, plain
 
 # How long a warm container trusts a key's metadata: a revoked or changed key takes effect
 # within this many seconds on every container.
@@ -113,9 +113,7 @@ class VirtualKey:
         return self.allows_all or model in self.models
 
     def to_item(self) -> dict[str, Any]:
-        item = {
-            k: aws.dynamo_number(v) for k, v in self.__dict__.items() if v not in (None, "", [], {})
-        }
+        item = {k: number(v) for k, v in self.__dict__.items() if v not in (None, "", [], {})}
         item["blocked"] = self.blocked
         # Free-form metadata is kept as JSON text: any key or number survives as sent.
         item["metadata"] = json.dumps(self.metadata, separators=(",", ":"))
@@ -123,9 +121,7 @@ class VirtualKey:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> VirtualKey:
-        known = {
-            name: _from_dynamo(item[name]) for name in cls.__dataclass_fields__ if name in item
-        }
+        known = {name: plain(item[name]) for name in cls.__dataclass_fields__ if name in item}
         if isinstance(known.get("metadata"), str):
             known["metadata"] = json.loads(known["metadata"])
         return cls(**known)
@@ -133,16 +129,6 @@ class VirtualKey:
     def public(self) -> dict[str, Any]:
         """What the API shows: every field but nothing that could be used as the key."""
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-
-def _from_dynamo(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _from_dynamo(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_dynamo(v) for v in value]
-    return value
 
 
 def _now_iso() -> str:

@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from llm_proxy import aws
 from llm_proxy.accounting.counters import Counters
+from llm_proxy.store.values import number_attribute
 
 NONE = "-"
 # DynamoDB caps a sort key at 1,024 bytes: each of the three labels of `model#key_id#agent` is
@@ -84,18 +85,12 @@ def key_of(item: Mapping[str, Any]) -> RollupKey:
     )
 
 
-def _number(value: Decimal | int) -> dict[str, str]:
-    if not Decimal(value).is_finite():
-        raise ValueError(f"not a number DynamoDB can store: {value}")
-    return {"N": str(value)}
-
-
 def add_update(table: str, item: Mapping[str, Any]) -> dict[str, Any]:
     """The UpdateItem (low-level form, for a transaction) that adds a usage item to its rollup."""
     key, added = key_of(item), Counters.of_usage(item)
     counters = Counters.added_names()
     names = {f"#{name}": name for name in counters}
-    values = {f":{name}": _number(getattr(added, name)) for name in counters}
+    values = {f":{name}": number_attribute(getattr(added, name)) for name in counters}
     labels = {"model": key.model, "key_id": key.key_id, "agent": key.agent}
     names.update({f"#{name}": name for name in labels})
     values.update({f":{name}": {"S": value} for name, value in labels.items()})
@@ -132,7 +127,7 @@ class Rollups:
                 UpdateExpression="SET latency_ms_max = :latency",
                 ConditionExpression="attribute_not_exists(latency_ms_max) "
                 "OR latency_ms_max < :latency",
-                ExpressionAttributeValues={":latency": _number(latency)},
+                ExpressionAttributeValues={":latency": number_attribute(latency)},
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
             stored = latency

@@ -26,6 +26,7 @@ from llm_proxy.accounting.write_errors import (
     retryable,
 )
 from llm_proxy.logs import logger
+from llm_proxy.store.values import attribute, number
 
 SECONDS_PER_DAY = 86_400
 # Bounds on a usage item's strings, in UTF-8 bytes. Callers choose the agent and the model they
@@ -79,7 +80,7 @@ class UsageRecord:
     def to_item(self, retention_days: int) -> dict[str, Any]:
         started = datetime.fromtimestamp(self.started_at, tz=UTC)
         item: dict[str, Any] = {
-            key: _dynamo_value(value)
+            key: number(value, digits=12)
             for key, value in asdict(self).items()
             if value is not None and key != "started_at"
         }
@@ -152,10 +153,6 @@ def emit_metrics(record: UsageRecord) -> None:
             {"status_class": status_class, "error_type": record.error_type or metrics.NONE},
             {"status": str(record.status), "error_code": record.error_code or str(record.status)},
         )
-
-
-def _dynamo_value(value: Any) -> Any:
-    return aws.dynamo_number(round(value, 12) if isinstance(value, float) else value)
 
 
 class Outcome(Enum):
@@ -328,7 +325,7 @@ class UsageStore:
             raise KeyError("request_id")
         put = {
             "TableName": self.table_name,
-            "Item": {name: aws.attribute_value(value) for name, value in item.items()},
+            "Item": {name: attribute(value) for name, value in item.items()},
             "ConditionExpression": "attribute_not_exists(request_id)",
         }
         actions: list[dict[str, Any]] = [{"Put": put}]
