@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from llm_proxy import aws
 from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.accounting.counters import Counters, money
 from llm_proxy.accounting.rollups import Rollup, Rollups
 from llm_proxy.errors import ProxyError
 from llm_proxy.reports.period import Period, parse_period, yesterday
 from llm_proxy.settings import DEFAULT_BUDGET_ALERT_SHARE, Settings
+from llm_proxy.store.keys import KeysTable
 
 
 @dataclass(frozen=True)
@@ -125,24 +125,11 @@ def build(
 def read_budgets(keys_table: str | None, key_ids: Iterable[str]) -> dict[str, Budget]:
     """Budgets of these keys from the virtual keys table (the usage items' `key_id` is the
     key's `token`); none when no keys table is configured."""
-    wanted = sorted(set(key_ids))
-    if not keys_table or not wanted:
-        return {}
-    dynamodb = aws.resource_table(keys_table).meta.client
     budgets: dict[str, Budget] = {}
-    for start in range(0, len(wanted), 100):
-        request: dict[str, Any] = {
-            keys_table: {"Keys": [{"token": key_id} for key_id in wanted[start : start + 100]]}
-        }
-        while request:
-            page = dynamodb.batch_get_item(RequestItems=request)
-            for item in page.get("Responses", {}).get(keys_table, []):
-                key = VirtualKey.from_item(item)
-                if key.max_budget is not None:
-                    budgets[key.token] = Budget(
-                        key.token, Decimal(str(key.max_budget)), key.key_alias
-                    )
-            request = page.get("UnprocessedKeys") or {}
+    for item in KeysTable(keys_table).get_many(key_ids):
+        key = VirtualKey.from_item(item)
+        if key.max_budget is not None:
+            budgets[key.token] = Budget(key.token, Decimal(str(key.max_budget)), key.key_alias)
     return budgets
 
 
