@@ -24,10 +24,10 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from llm_proxy.access.limits import Limiter
 from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.accounting.dead_letters import encode
 from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.store.counters import CountersTable
 
 from devstack.aws import load_template
 from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, REPO, usage_item
@@ -504,7 +504,7 @@ def test_every_metric_the_dashboard_and_alarms_read_is_emitted(
 def test_settling_a_budget_returns_the_spend_the_metric_shows(aws: dict[str, str]) -> None:
     """A key with a token limit and a budget: its token counter settles in one call, its spend
     in another that reads the new spend back."""
-    limiter = Limiter(aws["CountersTable"])
+    limiter = CountersTable(aws["CountersTable"])
     key = VirtualKey(
         token=uuid.uuid4().hex, key_name="sk-...", key_alias="team-b", max_budget=2, tpm_limit=10**6
     )

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from llm_proxy.access.auth import Caller
-from llm_proxy.access.limits import Limiter, Reservation
+from llm_proxy.access.limits import Reservation
 from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.accounting.usage import UsageRecord, UsageStore
 from llm_proxy.config import ProxyConfig
@@ -21,6 +21,7 @@ from llm_proxy.pipeline.router import RouterCache
 from llm_proxy.pipeline.streams import ChatStream
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.settings import Settings
+from llm_proxy.store.counters import CountersTable
 
 INPUT_PRICE, OUTPUT_PRICE = 1e-6, 2e-6
 CONFIG = {
@@ -57,7 +58,7 @@ class MemoryUsage(UsageStore):
         return True
 
 
-class MemoryLimiter(Limiter):
+class MemoryLimiter(CountersTable):
     """Admits everything; keeps what was reserved and settled."""
 
     def __init__(self) -> None:

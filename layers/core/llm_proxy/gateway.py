@@ -17,7 +17,6 @@ from llm_proxy.access.auth import (
     presented_key,
 )
 from llm_proxy.access.key_admin import KeyAdmin
-from llm_proxy.access.limits import Limiter
 from llm_proxy.access.virtual_keys import KeyStore
 from llm_proxy.accounting.usage import UsageStore
 from llm_proxy.config import (
@@ -39,6 +38,7 @@ from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.readiness import Readiness
 from llm_proxy.reports.report import Report, spend
 from llm_proxy.settings import Settings
+from llm_proxy.store.counters import CountersTable
 
 DEFAULT_MASTER_KEY_REFERENCE = "os.environ/LLM_PROXY__MASTER_KEY"
 
@@ -62,7 +62,7 @@ class Gateway:
         )
         self.virtual_keys = virtual_keys or KeyStore(settings.keys_table)
         self.stores = stores or Stores(
-            limiter=Limiter(settings.counters_table),
+            limiter=CountersTable(settings.counters_table),
             usage=UsageStore(
                 settings.usage_table,
                 settings.usage_retention_days,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from llm_proxy.access.limits import Admission, Limiter
+from llm_proxy.access.limits import Admission
 from llm_proxy.accounting.metrics import emit_budget
 from llm_proxy.accounting.pricing import cost_usd
 from llm_proxy.accounting.usage import UsageRecord, UsageStore
@@ -23,6 +23,7 @@ from llm_proxy.errors import ProxyError
 from llm_proxy.logs import logger
 from llm_proxy.pipeline.request import GatewayRequest
 from llm_proxy.pipeline.router import ModelRouter
+from llm_proxy.store.counters import CountersTable
 
 # Takes work to run once the response is sent (the HTTP layer's RequestContext runs it).
 AfterResponse = Callable[[Callable[[], None]], None]
@@ -137,7 +138,9 @@ class Meter:
     container's next request cannot start before, and other containers see them moments
     later, as a DynamoDB read would anyway."""
 
-    def __init__(self, usage: UsageStore, limiter: Limiter, write_after_response: bool) -> None:
+    def __init__(
+        self, usage: UsageStore, limiter: CountersTable, write_after_response: bool
+    ) -> None:
         self.usage = usage
         self.limiter = limiter
         self.write_after_response = write_after_response

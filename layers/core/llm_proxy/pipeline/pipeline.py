@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 
 from llm_proxy.access.auth import Caller
-from llm_proxy.access.limits import Admission, Limiter
+from llm_proxy.access.limits import Admission
 from llm_proxy.accounting.usage import UsageRecord, UsageStore
 from llm_proxy.config import ProxyConfig
 from llm_proxy.errors import as_proxy_error
@@ -55,6 +55,7 @@ from llm_proxy.pipeline.validate import (
     validate_request,
 )
 from llm_proxy.settings import Settings
+from llm_proxy.store.counters import CountersTable
 
 
 @dataclass
@@ -62,7 +63,7 @@ class Stores:
     """Where the pipeline keeps state: counters, usage items, cached answers and stored
     responses (the Responses API)."""
 
-    limiter: Limiter
+    limiter: CountersTable
     usage: UsageStore
     cache: ResponseCache
     responses: ResponseStore = field(default_factory=lambda: ResponseStore(None, 30))
