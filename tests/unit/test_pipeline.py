@@ -11,7 +11,7 @@ import pytest
 from llm_proxy.access.auth import Caller
 from llm_proxy.access.limits import Reservation
 from llm_proxy.access.virtual_keys import VirtualKey
-from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.config import ProxyConfig
 from llm_proxy.errors import ProxyError
 from llm_proxy.pipeline.cache import ResponseCache, is_cache_hit
@@ -22,6 +22,7 @@ from llm_proxy.pipeline.streams import ChatStream
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.settings import Settings
 from llm_proxy.store.counters import CountersTable
+from llm_proxy.store.usage import UsageTable
 
 INPUT_PRICE, OUTPUT_PRICE = 1e-6, 2e-6
 CONFIG = {
@@ -48,7 +49,7 @@ MASTER = Caller(key_id="master")
 QUESTION = [{"role": "user", "content": "hi"}]
 
 
-class MemoryUsage(UsageStore):
+class MemoryUsage(UsageTable):
     def __init__(self) -> None:
         super().__init__("memory", 90)
         self.records: list[UsageRecord] = []

@@ -18,7 +18,6 @@ from llm_proxy.access.auth import (
 )
 from llm_proxy.access.key_admin import KeyAdmin
 from llm_proxy.access.virtual_keys import KeyStore
-from llm_proxy.accounting.usage import UsageStore
 from llm_proxy.config import (
     ProxyConfig,
     apply_environment_variables,
@@ -39,6 +38,7 @@ from llm_proxy.readiness import Readiness
 from llm_proxy.reports.report import Report, spend
 from llm_proxy.settings import Settings
 from llm_proxy.store.counters import CountersTable
+from llm_proxy.store.usage import UsageTable
 
 DEFAULT_MASTER_KEY_REFERENCE = "os.environ/LLM_PROXY__MASTER_KEY"
 
@@ -63,7 +63,7 @@ class Gateway:
         self.virtual_keys = virtual_keys or KeyStore(settings.keys_table)
         self.stores = stores or Stores(
             limiter=CountersTable(settings.counters_table),
-            usage=UsageStore(
+            usage=UsageTable(
                 settings.usage_table,
                 settings.usage_retention_days,
                 rollups_table=settings.rollups_table,

@@ -18,12 +18,13 @@ from typing import Any
 from llm_proxy.access.limits import Admission
 from llm_proxy.accounting.metrics import emit_budget
 from llm_proxy.accounting.pricing import cost_usd
-from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.errors import ProxyError
 from llm_proxy.logs import logger
 from llm_proxy.pipeline.request import GatewayRequest
 from llm_proxy.pipeline.router import ModelRouter
 from llm_proxy.store.counters import CountersTable
+from llm_proxy.store.usage import UsageTable
 
 # Takes work to run once the response is sent (the HTTP layer's RequestContext runs it).
 AfterResponse = Callable[[Callable[[], None]], None]
@@ -139,7 +140,7 @@ class Meter:
     later, as a DynamoDB read would anyway."""
 
     def __init__(
-        self, usage: UsageStore, limiter: CountersTable, write_after_response: bool
+        self, usage: UsageTable, limiter: CountersTable, write_after_response: bool
     ) -> None:
         self.usage = usage
         self.limiter = limiter

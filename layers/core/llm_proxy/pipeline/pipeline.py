@@ -19,7 +19,7 @@ from typing import Any
 
 from llm_proxy.access.auth import Caller
 from llm_proxy.access.limits import Admission
-from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.config import ProxyConfig
 from llm_proxy.errors import as_proxy_error
 from llm_proxy.pipeline import meter as usage
@@ -56,6 +56,7 @@ from llm_proxy.pipeline.validate import (
 )
 from llm_proxy.settings import Settings
 from llm_proxy.store.counters import CountersTable
+from llm_proxy.store.usage import UsageTable
 
 
 @dataclass
@@ -64,7 +65,7 @@ class Stores:
     responses (the Responses API)."""
 
     limiter: CountersTable
-    usage: UsageStore
+    usage: UsageTable
     cache: ResponseCache
     responses: ResponseStore = field(default_factory=lambda: ResponseStore(None, 30))
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.accounting.counters import Counters, money
-from llm_proxy.accounting.rollups import Rollup, Rollups
-from llm_proxy.errors import ProxyError
+from llm_proxy.accounting.rollups import Rollup
 from llm_proxy.reports.period import Period, parse_period, yesterday
 from llm_proxy.settings import DEFAULT_BUDGET_ALERT_SHARE, Settings
 from llm_proxy.store.keys import KeysTable
+from llm_proxy.store.rollups import RollupsTable
 
 
 @dataclass(frozen=True)
@@ -137,18 +137,13 @@ def report_for(period: Period, settings: Settings, now: datetime | None = None) 
     """Read the period's rollups (one Query a day) and the keys' budgets; build the report."""
     if not settings.rollups_table:
         raise ValueError("LLM_PROXY__ROLLUPS_TABLE is not set: there are no rollups to read.")
-    rows = Rollups(settings.rollups_table).between(period.start, period.end)
+    rows = RollupsTable(settings.rollups_table).between(period.start, period.end)
     budgets = read_budgets(settings.keys_table, (row.key_id for row in rows))
     return build(period, rows, budgets, settings.budget_alert_share, now)
 
 
 def spend(start: str | None, end: str | None, settings: Settings) -> Report:
     """GET /spend/report (master key): the rollups' view of a period, yesterday by default."""
-    if not settings.rollups_table:
-        raise ProxyError(
-            503,
-            "No rollups table is configured (LLM_PROXY__ROLLUPS_TABLE).",
-            "service_unavailable",
-            code="rollups_not_configured",
-        )
+    # Without a rollups table there is no report to give: a 503 before the period is read.
+    RollupsTable(settings.rollups_table).require()
     return report_for(parse_period(start, end, yesterday()), settings)
