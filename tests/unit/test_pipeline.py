@@ -14,13 +14,14 @@ from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.config import ProxyConfig
 from llm_proxy.errors import ProxyError
-from llm_proxy.pipeline.cache import ResponseCache, is_cache_hit
+from llm_proxy.pipeline.cache import is_cache_hit
 from llm_proxy.pipeline.pipeline import Pipeline, Stores
 from llm_proxy.pipeline.request import Api, GatewayRequest
 from llm_proxy.pipeline.router import RouterCache
 from llm_proxy.pipeline.streams import ChatStream
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.settings import Settings
+from llm_proxy.store.answer_cache import AnswerCache
 from llm_proxy.store.counters import CountersTable
 from llm_proxy.store.usage import UsageTable
 
@@ -84,7 +85,7 @@ class MemoryLimiter(CountersTable):
         self.settled.append((tokens, cost))
 
 
-class MemoryCache(ResponseCache):
+class MemoryCache(AnswerCache):
     """Keeps answers as their JSON, as the table does."""
 
     def __init__(self) -> None:

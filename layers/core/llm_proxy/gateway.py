@@ -27,17 +27,17 @@ from llm_proxy.config import (
 from llm_proxy.errors import ProxyError
 from llm_proxy.logs import logger, redactor
 from llm_proxy.pipeline.anthropic_native import NativeParts
-from llm_proxy.pipeline.cache import ResponseCache
 from llm_proxy.pipeline.meter import AfterResponse
 from llm_proxy.pipeline.pipeline import Pipeline, Stores
 from llm_proxy.pipeline.request import Api, GatewayRequest
 from llm_proxy.pipeline.router import ModelRouter, RouterCache, configure_litellm
-from llm_proxy.pipeline.stored_responses import ResponseStore
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.readiness import Readiness
 from llm_proxy.reports.report import Report, spend
 from llm_proxy.settings import Settings
+from llm_proxy.store.answer_cache import AnswerCache
 from llm_proxy.store.counters import CountersTable
+from llm_proxy.store.stored_responses import StoredResponses
 from llm_proxy.store.usage import UsageTable
 
 DEFAULT_MASTER_KEY_REFERENCE = "os.environ/LLM_PROXY__MASTER_KEY"
@@ -70,8 +70,8 @@ class Gateway:
                 dead_letter_queue=settings.usage_dead_letter_queue,
                 quarantine_queue=settings.usage_quarantine_queue,
             ),
-            cache=ResponseCache(settings.cache_table),
-            responses=ResponseStore(settings.responses_table, settings.responses_retention_days),
+            cache=AnswerCache(settings.cache_table),
+            responses=StoredResponses(settings.responses_table, settings.responses_retention_days),
         )
         apply_environment_variables(config)
         configure_litellm(
@@ -173,7 +173,7 @@ class Gateway:
         return self.pipeline.model_names()
 
     @property
-    def stored_responses(self) -> ResponseStore:
+    def stored_responses(self) -> StoredResponses:
         """The Responses API's stored responses (`GET`/`DELETE /v1/responses/{id}`)."""
         return self.stores.responses
 

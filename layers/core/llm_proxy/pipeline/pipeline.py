@@ -28,7 +28,6 @@ from llm_proxy.pipeline.anthropic_native import NativeParts
 from llm_proxy.pipeline.cache import (
     CacheControl,
     CacheSettings,
-    ResponseCache,
     cache_key,
     mark_cache_hit,
     replayed_stream,
@@ -45,7 +44,6 @@ from llm_proxy.pipeline.responses import (
 )
 from llm_proxy.pipeline.route import route
 from llm_proxy.pipeline.router import ModelRouter, Permission, RouterCache
-from llm_proxy.pipeline.stored_responses import ResponseStore
 from llm_proxy.pipeline.streams import ChatStream
 from llm_proxy.pipeline.validate import (
     AGENT_NAME,
@@ -55,7 +53,9 @@ from llm_proxy.pipeline.validate import (
     validate_request,
 )
 from llm_proxy.settings import Settings
+from llm_proxy.store.answer_cache import AnswerCache
 from llm_proxy.store.counters import CountersTable
+from llm_proxy.store.stored_responses import StoredResponses
 from llm_proxy.store.usage import UsageTable
 
 
@@ -66,8 +66,8 @@ class Stores:
 
     limiter: CountersTable
     usage: UsageTable
-    cache: ResponseCache
-    responses: ResponseStore = field(default_factory=lambda: ResponseStore(None, 30))
+    cache: AnswerCache
+    responses: StoredResponses = field(default_factory=lambda: StoredResponses(None, 30))
 
 
 class Pipeline:

@@ -20,7 +20,7 @@ from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.errors import ProxyError, as_proxy_error
 from llm_proxy.pipeline.meter import record_latency, record_usage
 from llm_proxy.pipeline.request import GatewayRequest
-from llm_proxy.pipeline.stored_responses import ResponseStore, StoredResponse
+from llm_proxy.store.stored_responses import StoredResponse, StoredResponses
 
 # Metering and storing, shielded from a disconnecting client's cancellation until done.
 _PENDING: set[asyncio.Future[None]] = set()
@@ -58,7 +58,7 @@ def readable_input(value: Any) -> Any:
     ]
 
 
-def with_conversation(request: GatewayRequest, store: ResponseStore) -> GatewayRequest:
+def with_conversation(request: GatewayRequest, store: StoredResponses) -> GatewayRequest:
     """The request with the stored conversation of its `previous_response_id` before its own
     input; the provider sees a whole conversation and nothing it must remember."""
     previous = request.body.get("previous_response_id")
