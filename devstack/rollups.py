@@ -1,5 +1,5 @@
 """Daily rollups computed in memory from usage items: what the gateway's ADDs and latency
-maxima (`llm_proxy.accounting.rollups`) make of them, for synthetic report data and for
+maxima (`llm_proxy.store.rollups`) make of them, for synthetic report data and for
 checking the real write path against."""
 
 from __future__ import annotations

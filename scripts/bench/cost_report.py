@@ -33,12 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from llm_proxy.accounting.rollups import Rollup, Rollups
-from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.accounting.rollups import Rollup
+from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.reports.period import Period
 from llm_proxy.reports.publish import renderings
 from llm_proxy.reports.report import report_for
 from llm_proxy.settings import Settings
+from llm_proxy.store.rollups import RollupsTable
+from llm_proxy.store.usage import UsageTable
 
 from devstack.aws import REPO_ROOT, aws_env, create_request_for, start_moto
 from devstack.rollups import aggregate
@@ -94,11 +96,11 @@ def populate(size: int, usage_table: str, rollups_table: str) -> dict[str, Any]:
     items = synthetic_items(size)
     started = time.perf_counter()
     if size <= 1_000:
-        store = UsageStore(usage_table, 90, rollups_table=rollups_table)
+        store = UsageTable(usage_table, 90, rollups_table=rollups_table)
         for item in items:
             store.store(item)
         how = "write path: one transaction per request (usage item + rollup ADD)"
-        written = Rollups(rollups_table).between(START, START + timedelta(days=DAYS - 1))
+        written = RollupsTable(rollups_table).between(START, START + timedelta(days=DAYS - 1))
         expected = {_key(row): row for row in aggregate(items)}
         assert {_key(row): row for row in written} == expected, "ADDs differ from aggregate()"
     else:

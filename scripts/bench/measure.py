@@ -123,12 +123,13 @@ def measure_usage_before_response(stack: Stack, plan: Plan) -> dict[str, Any]:
 def measure_usage_write(stack: Stack, requests: int, warmup: int) -> dict[str, float]:
     """The gateway's usage transaction (the item and its rollup) timed alone against the
     local DynamoDB, on a table as full as the run has made it."""
-    from llm_proxy.accounting.usage import UsageRecord, UsageStore
+    from llm_proxy.accounting.usage import UsageRecord
+    from llm_proxy.store.usage import UsageTable
 
     saved = dict(os.environ)
     os.environ.update(stack.aws.env)
     try:
-        store = UsageStore(
+        store = UsageTable(
             stack.env["LLM_PROXY__USAGE_TABLE"],
             90,
             rollups_table=stack.env.get("LLM_PROXY__ROLLUPS_TABLE"),

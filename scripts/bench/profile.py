@@ -67,7 +67,7 @@ KEY_CALLS: tuple[tuple[str, str], ...] = (
     ("llm_proxy/pipeline/meter.py", ""),
     ("llm_proxy/pipeline/streams.py", ""),
     ("llm_proxy/pipeline/chat.py", ""),
-    ("llm_proxy/accounting/usage.py", "write"),
+    ("llm_proxy/store/usage.py", "write"),
     ("llm_proxy/accounting/metrics.py", ""),
     ("llm_proxy/logs.py", ""),
     ("litellm/router.py", "acompletion"),
@@ -199,10 +199,11 @@ def profile_gateway(stack: Stack, profile: Path, requests: int, warmup: int) -> 
 
 def profile_usage_write(stack: Stack, output: Path, requests: int) -> Path:
     """The gateway's usage transaction (item and rollup) from this process, under cProfile."""
-    from llm_proxy.accounting.usage import UsageRecord, UsageStore
+    from llm_proxy.accounting.usage import UsageRecord
+    from llm_proxy.store.usage import UsageTable
 
     os.environ.update(stack.aws.env)
-    store = UsageStore(
+    store = UsageTable(
         stack.env["LLM_PROXY__USAGE_TABLE"], 90, rollups_table=stack.env["LLM_PROXY__ROLLUPS_TABLE"]
     )
     items = [

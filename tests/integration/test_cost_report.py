@@ -23,10 +23,11 @@ import boto3
 import httpx
 import pytest
 from llm_proxy.access.virtual_keys import VirtualKey
-from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.reports.period import Period
 from llm_proxy.reports.report import report_for
 from llm_proxy.settings import Settings
+from llm_proxy.store.usage import UsageTable
 
 from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.doubles.ollama_upstream import OllamaUpstream
@@ -160,7 +161,7 @@ def test_costs_match_the_seed_price_tables(
 
 def seed_usage(aws: dict[str, str], day: str, entries: list[dict[str, Any]]) -> None:
     """Usage through the real write path (item and rollup in one transaction)."""
-    store = UsageStore(aws["UsageTable"], 90, rollups_table=aws["RollupsTable"])
+    store = UsageTable(aws["UsageTable"], 90, rollups_table=aws["RollupsTable"])
     noon = datetime.fromisoformat(f"{day}T12:00:00+00:00").timestamp()
     for entry in entries:
         record = UsageRecord(

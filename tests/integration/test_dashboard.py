@@ -25,10 +25,11 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from llm_proxy.access.limits import Limiter
 from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.accounting.dead_letters import encode
-from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.accounting.usage import UsageRecord
+from llm_proxy.store.counters import CountersTable
+from llm_proxy.store.usage import UsageTable
 
 from devstack.aws import load_template
 from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, REPO, usage_item
@@ -413,9 +414,9 @@ def drive_the_gateway(base: str, aws: dict[str, str]) -> str:
 def drive_the_usage_store(aws: dict[str, str], dead_letters: str, quarantine: str) -> None:
     """A record DynamoDB cannot take now (its table is missing): dead-lettered; one it refuses
     as it is (an empty request id): quarantined."""
-    missing = UsageStore(f"missing-{uuid.uuid4().hex[:8]}", 90, dead_letter_queue=dead_letters)
+    missing = UsageTable(f"missing-{uuid.uuid4().hex[:8]}", 90, dead_letter_queue=dead_letters)
     assert not missing.write(UsageRecord(request_id=uuid.uuid4().hex, endpoint="/v1/embeddings"))
-    store = UsageStore(aws["UsageTable"], 90, quarantine_queue=quarantine)
+    store = UsageTable(aws["UsageTable"], 90, quarantine_queue=quarantine)
     assert not store.write(UsageRecord(request_id="", endpoint="/v1/embeddings"))
 
 
@@ -505,7 +506,7 @@ def test_every_metric_the_dashboard_and_alarms_read_is_emitted(
 def test_settling_a_budget_returns_the_spend_the_metric_shows(aws: dict[str, str]) -> None:
     """A key with a token limit and a budget: its token counter settles in one call, its spend
     in another that reads the new spend back."""
-    limiter = Limiter(aws["CountersTable"])
+    limiter = CountersTable(aws["CountersTable"])
     key = VirtualKey(
         token=uuid.uuid4().hex, key_name="sk-...", key_alias="team-b", max_budget=2, tpm_limit=10**6
     )

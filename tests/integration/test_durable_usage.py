@@ -21,7 +21,8 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 from llm_proxy import aws as llm_aws
-from llm_proxy.accounting.rollups import Rollup, Rollups
+from llm_proxy.accounting.rollups import Rollup
+from llm_proxy.store.rollups import RollupsTable
 
 from devstack.server import BackgroundServer
 from tests.conftest import MASTER_KEY, ONE_DEPLOYMENT_CONFIG, REPO, usage_item
@@ -125,7 +126,7 @@ def stored(aws: dict[str, str], request_ids: list[str]) -> list[dict[str, Any]]:
 
 def rollup_of(aws: dict[str, str], agent: str) -> Rollup:
     today = datetime.now(UTC).strftime("%Y-%m-%d")
-    rows = [row for row in Rollups(aws["RollupsTable"]).day(today) if row.agent == agent]
+    rows = [row for row in RollupsTable(aws["RollupsTable"]).day(today) if row.agent == agent]
     assert len(rows) == 1, rows
     return rows[0]
 

@@ -23,12 +23,13 @@ from typing import Any
 
 import httpx
 import pytest
-from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.reports.html import OTHER_COLOUR, PALETTE, to_html
 from llm_proxy.reports.period import Period
 from llm_proxy.reports.render import to_csv
 from llm_proxy.reports.report import report_for
 from llm_proxy.settings import Settings
+from llm_proxy.store.usage import UsageTable
 
 from tests.conftest import MASTER_KEY
 
@@ -42,7 +43,7 @@ AGENTS = ("coder", "architect", "ask")
 
 def seed(aws: dict[str, str]) -> None:
     """Usage through the real write path: each item and its rollup in one transaction."""
-    store = UsageStore(aws["UsageTable"], 90, rollups_table=aws["RollupsTable"])
+    store = UsageTable(aws["UsageTable"], 90, rollups_table=aws["RollupsTable"])
     for offset in range(4):
         noon = f"2021-02-0{offset + 1}T12:00:00+00:00"
         for index, model in enumerate(MODELS):

@@ -7,11 +7,11 @@ import pytest
 from llm_proxy import readiness
 from llm_proxy.access import virtual_keys
 from llm_proxy.access.virtual_keys import KeyStore, VirtualKey
-from llm_proxy.accounting.usage import UsageStore
 from llm_proxy.errors import ProxyError
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.readiness import Readiness
 from llm_proxy.settings import Settings
+from llm_proxy.store.usage import UsageTable
 
 
 class CountingKeyStore(KeyStore):
@@ -52,7 +52,7 @@ class CountingSecret(ProviderKeys):
         return {}
 
 
-class CountingUsage(UsageStore):
+class CountingUsage(UsageTable):
     def __init__(self) -> None:
         super().__init__("usage", 90)
         self.pings = 0

@@ -19,14 +19,10 @@ import boto3
 import httpx
 import pytest
 from llm_proxy.accounting.dead_letters import encode
-from llm_proxy.accounting.rollups import LABEL_BYTES, Rollup, Rollups, cut, key_of
-from llm_proxy.accounting.usage import (
-    FIELD_BYTES,
-    LABEL_FIELDS,
-    Backoff,
-    UsageRecord,
-    UsageStore,
-)
+from llm_proxy.accounting.rollups import LABEL_BYTES, Rollup, cut, key_of
+from llm_proxy.accounting.usage import FIELD_BYTES, LABEL_FIELDS, UsageRecord
+from llm_proxy.store.rollups import RollupsTable
+from llm_proxy.store.usage import Backoff, UsageTable
 
 from tests.conftest import MASTER_KEY, ONE_DEPLOYMENT_CONFIG, REPO, usage_item
 
@@ -77,7 +73,7 @@ def today() -> str:
 def rollup(aws: dict[str, str], **labels: str) -> Rollup:
     rows = [
         row
-        for row in Rollups(aws["RollupsTable"]).day(today())
+        for row in RollupsTable(aws["RollupsTable"]).day(today())
         if all(getattr(row, name) == value for name, value in labels.items())
     ]
     assert len(rows) == 1, rows
@@ -325,7 +321,7 @@ def test_a_record_with_oversized_names_is_written_cut_and_counted(
     aws: dict[str, str], dlq: str
 ) -> None:
     # Whatever the request path lets through, the store bounds what it writes.
-    store = UsageStore(
+    store = UsageTable(
         aws["UsageTable"], 90, rollups_table=aws["RollupsTable"], dead_letter_queue=dlq
     )
     agent = f"store-{uuid.uuid4().hex}-" + "a" * 2048
@@ -353,7 +349,7 @@ def test_a_record_with_oversized_names_is_written_cut_and_counted(
 def test_a_record_dynamodb_refuses_is_quarantined_with_its_reason(
     aws: dict[str, str], dlq: str, quarantine: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = UsageStore(
+    store = UsageTable(
         aws["UsageTable"],
         90,
         rollups_table=aws["RollupsTable"],
@@ -388,7 +384,7 @@ def test_without_a_quarantine_queue_a_refused_record_waits_in_the_dead_letter_qu
     aws: dict[str, str], dlq: str
 ) -> None:
     backoff = CountingBackoff()
-    store = UsageStore(
+    store = UsageTable(
         aws["UsageTable"],
         90,
         rollups_table=aws["RollupsTable"],

@@ -8,20 +8,23 @@ from typing import Any
 
 import pytest
 from llm_proxy.access.auth import Caller
-from llm_proxy.access.limits import Limiter, Reservation
+from llm_proxy.access.limits import Reservation
 from llm_proxy.access.virtual_keys import VirtualKey
-from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.after_response import AfterResponse
 from llm_proxy.config import ProxyConfig
 from llm_proxy.errors import ProxyError
 from llm_proxy.pipeline.apis import APIS, ApiName
-from llm_proxy.pipeline.cache import CACHE_HIT_HEADER, ResponseCache
+from llm_proxy.pipeline.cache import CACHE_HIT_HEADER
 from llm_proxy.pipeline.meter import Metering
 from llm_proxy.pipeline.model_router import CurrentRouter
 from llm_proxy.pipeline.pipeline import Pipeline, Stores
 from llm_proxy.pipeline.request import Answer, GatewayRequest, Inbound
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.settings import Settings
+from llm_proxy.store.answer_cache import AnswerCache
+from llm_proxy.store.counters import CountersTable
+from llm_proxy.store.usage import UsageTable
 
 INPUT_PRICE, OUTPUT_PRICE = 1e-6, 2e-6
 CONFIG = {
@@ -48,7 +51,7 @@ MASTER = Caller(key_id="master")
 QUESTION = [{"role": "user", "content": "hi"}]
 
 
-class MemoryUsage(UsageStore):
+class MemoryUsage(UsageTable):
     def __init__(self) -> None:
         super().__init__("memory", 90)
         self.records: list[UsageRecord] = []
@@ -58,7 +61,7 @@ class MemoryUsage(UsageStore):
         return True
 
 
-class MemoryLimiter(Limiter):
+class MemoryCounters(CountersTable):
     """Admits everything; keeps what was reserved and settled."""
 
     def __init__(self) -> None:
@@ -83,7 +86,7 @@ class MemoryLimiter(Limiter):
         self.settled.append((tokens, cost))
 
 
-class MemoryCache(ResponseCache):
+class MemoryCache(AnswerCache):
     """Keeps answers as their JSON, as the table does."""
 
     def __init__(self) -> None:
@@ -99,7 +102,7 @@ class MemoryCache(ResponseCache):
 
 @pytest.fixture
 def stores() -> Stores:
-    return Stores(limiter=MemoryLimiter(), usage=MemoryUsage(), cache=MemoryCache())
+    return Stores(counters=MemoryCounters(), usage=MemoryUsage(), cache=MemoryCache())
 
 
 @pytest.fixture
@@ -215,11 +218,11 @@ def test_a_limited_key_reserves_its_estimate_and_settles_what_was_used(
 ) -> None:
     key = VirtualKey(token="k", key_name="sk-k", max_budget=1.0)
     ask(pipeline, {"model": "demo", "messages": QUESTION, "max_tokens": 50}, Caller("k", key=key))
-    limiter: MemoryLimiter = stores.limiter  # type: ignore[assignment]
-    [(token, tokens, cost)] = limiter.admitted
+    counters: MemoryCounters = stores.counters  # type: ignore[assignment]
+    [(token, tokens, cost)] = counters.admitted
     assert token == "k" and tokens > 50
     assert cost == pytest.approx((tokens - 50) * INPUT_PRICE + 50 * OUTPUT_PRICE)
-    assert limiter.settled == [(30, pytest.approx(10 * INPUT_PRICE + 20 * OUTPUT_PRICE))]
+    assert counters.settled == [(30, pytest.approx(10 * INPUT_PRICE + 20 * OUTPUT_PRICE))]
 
 
 def test_a_cache_hit_costs_nothing_and_settles_no_tokens(
@@ -234,9 +237,9 @@ def test_a_cache_hit_costs_nothing_and_settles_no_tokens(
     assert again.body["choices"][0]["message"]["content"] == "Hello there"
     miss, hit = usage_of(stores)
     assert hit.cache_hit and hit.cost_usd == 0 and miss.cost_usd > 0
-    limiter: MemoryLimiter = stores.limiter  # type: ignore[assignment]
-    assert limiter.settled[-1] == (0, 0.0)
-    assert limiter.admitted[-1][1:] == (0, 0.0)  # a hit reserves nothing
+    counters: MemoryCounters = stores.counters  # type: ignore[assignment]
+    assert counters.settled[-1] == (0, 0.0)
+    assert counters.admitted[-1][1:] == (0, 0.0)  # a hit reserves nothing
 
 
 def test_a_mock_chat_model_has_no_embeddings(pipeline: Pipeline, stores: Stores) -> None:

@@ -21,12 +21,12 @@ from llm_proxy.pipeline.responses import (
     to_stored,
     with_conversation,
 )
-from llm_proxy.pipeline.stored_responses import ResponseStore, StoredResponse
+from llm_proxy.store.stored_responses import StoredResponse, StoredResponses
 
 USER = {"type": "message", "role": "user", "content": "hi"}
 
 
-class MemoryResponses(ResponseStore):
+class MemoryResponses(StoredResponses):
     def __init__(self) -> None:
         super().__init__("memory", 30)
         self.items: dict[str, StoredResponse] = {}

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
-from decimal import Decimal
 from functools import cache
 from typing import Any
 
 import boto3
-from boto3.dynamodb.types import TypeSerializer
 from botocore.config import Config
 
 CLIENT_CONFIG = Config(
@@ -86,16 +84,3 @@ def forget_clients() -> None:
     resource_table.cache_clear()
     _dynamodb_resource.cache_clear()
     session.cache_clear()
-
-
-_SERIALIZER = TypeSerializer()
-
-
-def dynamo_number(value: Any) -> Any:
-    """DynamoDB numbers are Decimals; str() keeps a float's shortest exact form."""
-    return Decimal(str(value)) if isinstance(value, float) else value
-
-
-def attribute_value(value: Any) -> dict[str, Any]:
-    """A Python value in the low-level client's form ({"N": "1.5"}, {"S": ...})."""
-    return dict(_SERIALIZER.serialize(dynamo_number(value)))

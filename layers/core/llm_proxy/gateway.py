@@ -20,9 +20,7 @@ from llm_proxy.access.auth import (
     presented_key,
 )
 from llm_proxy.access.key_admin import KeyAdmin
-from llm_proxy.access.limits import Limiter
 from llm_proxy.access.virtual_keys import KeyStore
-from llm_proxy.accounting.usage import UsageStore
 from llm_proxy.config import (
     ProxyConfig,
     apply_environment_variables,
@@ -32,17 +30,19 @@ from llm_proxy.config import (
 from llm_proxy.errors import ProxyError
 from llm_proxy.logs import logger, redactor
 from llm_proxy.pipeline.apis import APIS, ApiName
-from llm_proxy.pipeline.cache import ResponseCache
 from llm_proxy.pipeline.meter import Metering
 from llm_proxy.pipeline.model_router import CurrentRouter, ModelRouter, configure_litellm
 from llm_proxy.pipeline.pipeline import Pipeline, Stores
 from llm_proxy.pipeline.request import Answer, Inbound
-from llm_proxy.pipeline.stored_responses import ResponseStore
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.readiness import Readiness
 from llm_proxy.reports.render import Rendered, check_format, rendered
 from llm_proxy.reports.report import spend
 from llm_proxy.settings import Settings
+from llm_proxy.store.answer_cache import AnswerCache
+from llm_proxy.store.counters import CountersTable
+from llm_proxy.store.stored_responses import StoredResponses
+from llm_proxy.store.usage import UsageTable
 
 __all__ = ["Answer", "ApiName", "Caller", "Gateway", "Inbound", "Metering"]
 
@@ -68,22 +68,22 @@ class Gateway:
         )
         self.virtual_keys = virtual_keys or KeyStore(settings.keys_table)
         self.stores = stores or Stores(
-            limiter=Limiter(settings.counters_table),
-            usage=UsageStore(
+            counters=CountersTable(settings.counters_table),
+            usage=UsageTable(
                 settings.usage_table,
                 settings.usage_retention_days,
                 rollups_table=settings.rollups_table,
                 dead_letter_queue=settings.usage_dead_letter_queue,
                 quarantine_queue=settings.usage_quarantine_queue,
             ),
-            cache=ResponseCache(settings.cache_table),
-            responses=ResponseStore(settings.responses_table, settings.responses_retention_days),
+            cache=AnswerCache(settings.cache_table),
+            responses=StoredResponses(settings.responses_table, settings.responses_retention_days),
         )
         apply_environment_variables(config)
         configure_litellm(config, detailed_debug=settings.detailed_debug)
         self.routers = CurrentRouter(config, self.provider_keys, settings.ollama_api_base)
         self.pipeline = Pipeline(settings, config, self.routers, self.stores)
-        self.key_admin = KeyAdmin(self.virtual_keys, self.stores.limiter)
+        self.key_admin = KeyAdmin(self.virtual_keys, self.stores.counters)
         self._readiness = Readiness(settings, self.provider_keys, self.stores.usage)
 
     @classmethod

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from llm_proxy.accounting.usage import UsageStore
 from llm_proxy.errors import ProxyError
 from llm_proxy.logs import logger
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.settings import Settings
+from llm_proxy.store.usage import UsageTable
 
 NOT_CONFIGURED = "not configured"
 UNREACHABLE = "unreachable"
@@ -19,7 +19,7 @@ READINESS_TTL_S = 30.0
 
 
 class Readiness:
-    def __init__(self, settings: Settings, provider_keys: ProviderKeys, usage: UsageStore):
+    def __init__(self, settings: Settings, provider_keys: ProviderKeys, usage: UsageTable):
         self.settings = settings
         self.provider_keys = provider_keys
         self.usage = usage

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_proxy.access.limits import Limiter
 from llm_proxy.access.virtual_keys import KeyStore, VirtualKey
 from llm_proxy.json_bodies import refuse_non_finite, refuse_unencodable_text
+from llm_proxy.store.counters import CountersTable
 
 
 class KeyAdmin:
-    def __init__(self, store: KeyStore, limiter: Limiter) -> None:
+    def __init__(self, store: KeyStore, counters: CountersTable) -> None:
         self.store = store
-        self.limiter = limiter
+        self.counters = counters
 
     def generate(self, fields: dict[str, Any]) -> dict[str, Any]:
         checked(fields)
@@ -39,7 +39,7 @@ class KeyAdmin:
         return {"keys": listed, "total_count": len(keys)}
 
     def _info(self, key: VirtualKey) -> dict[str, Any]:
-        spend = self.limiter.spend(key) if self.limiter.table_name else 0.0
+        spend = self.counters.spend(key)
         remaining = None if key.max_budget is None else max(key.max_budget - spend, 0.0)
         return {**key.public(), "spend": spend, "remaining_budget": remaining}
 

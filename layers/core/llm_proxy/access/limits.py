@@ -1,5 +1,6 @@
-"""Rate limits and budgets that hold across every container: counters in DynamoDB, changed
-only by conditional atomic updates (never read-modify-write), in TTL'd windows.
+"""Rate limits and budgets that hold across every container: counters in DynamoDB
+(`store.counters.CountersTable`), changed only by conditional atomic updates (never
+read-modify-write), in TTL'd windows.
 
 A request reserves its estimate when admitted (tokens against tpm, cost against the budget)
 and the reservation is settled to the real figures when the request is metered, so concurrent
@@ -8,24 +9,18 @@ requests cannot all pass a check that only one of them fits."""
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from boto3.dynamodb.types import TypeDeserializer
-from litellm.exceptions import RateLimitError
-
-from llm_proxy import aws
 from llm_proxy.access.virtual_keys import VirtualKey
-from llm_proxy.errors import ProxyError, dependency_unavailable
-from llm_proxy.logs import logger
+from llm_proxy.errors import ProxyError
+
+if TYPE_CHECKING:
+    # store.counters imports this module.
+    from llm_proxy.store.counters import CountersTable
 
 MINUTE_S = 60
-MAX_STORED_LIMIT = 10**15
-# Counters outlive their window a little, so a late settlement still finds its item.
-TTL_GRACE_S = 3600
-_DESERIALIZE = TypeDeserializer().deserialize
 
 
 @dataclass(frozen=True)
@@ -50,214 +45,6 @@ class Reservation:
     budget_owner: str | None = None
 
 
-class Limiter:
-    def __init__(self, table_name: str | None) -> None:
-        self.table_name = table_name
-
-    def _client(self) -> Any:
-        return aws.client("dynamodb")
-
-    # -- admission --------------------------------------------------------------------------
-
-    def admit(
-        self, key: VirtualKey, tokens: int, cost: float, now: float | None = None
-    ) -> Reservation:
-        """One round trip: the key's minute counter (rpm, tpm) and its budget, together."""
-        now = time.time() if now is None else now
-        reservation = Reservation(tokens=tokens)
-        updates: list[dict[str, Any]] = []
-        limits = Limits(_bounded(key.rpm_limit), _bounded(key.tpm_limit))
-        if limits.rpm or limits.tpm:
-            item = f"key#{key.token}#minute#{int(now // MINUTE_S)}"
-            updates.append(self._minute_update(item, limits, tokens, now))
-            if limits.tpm:
-                # Only a token limit needs the estimate replaced by the real count.
-                reservation.minute_items.append(item)
-        if key.max_budget is not None:
-            reservation.spend_item = spend_item(key, now)
-            reservation.cost = Decimal(str(round(cost, 10)))
-            reservation.budget = Decimal(str(float(key.max_budget)))
-            reservation.budget_owner = key.key_alias or key.agent
-            updates.append(self._budget_update(key, reservation, now))
-        if not updates:
-            return reservation
-        self._apply(updates, key_limits=limits, key=key, now=now)
-        return reservation
-
-    def admit_deployment(
-        self, deployment_id: str, limits: Limits, tokens: int, now: float | None = None
-    ) -> str:
-        """The deployment's own rpm/tpm (shared by every key); returns the counter taken."""
-        now = time.time() if now is None else now
-        item = f"deployment#{deployment_id}#minute#{int(now // MINUTE_S)}"
-        update = self._minute_update(item, limits, tokens, now)
-        try:
-            self._client().update_item(**update)
-        except Exception as exc:
-            old = _old_item(exc)
-            if old is None:
-                raise dependency_unavailable(
-                    f"The counters table cannot be updated ({type(exc).__name__})."
-                ) from None
-            error = over_limit(f"Deployment '{deployment_id}'", limits, old, now)
-            refused = RateLimitError(
-                message=error.message, llm_provider="llm-proxy", model=deployment_id
-            )
-            # Where litellm keeps a provider's own headers; the client gets them on the 429.
-            refused.litellm_response_headers = error.headers  # type: ignore[attr-defined]
-            raise refused from None
-        return item
-
-    def _minute_update(self, item: str, limits: Limits, tokens: int, now: float) -> dict[str, Any]:
-        conditions, values = (
-            [],
-            {
-                ":one": aws.attribute_value(1),
-                ":zero": aws.attribute_value(0),
-                ":tokens": aws.attribute_value(tokens),
-                ":expires": aws.attribute_value(int(now // MINUTE_S + 1) * MINUTE_S + TTL_GRACE_S),
-            },
-        )
-        if limits.rpm:
-            conditions.append("(attribute_not_exists(n) OR n < :rpm)")
-            values[":rpm"] = aws.attribute_value(limits.rpm)
-        if limits.tpm:
-            # The estimate must fit in what is left; a request larger than the whole limit is
-            # admitted only into an empty window.
-            conditions.append("(attribute_not_exists(tokens) OR tokens <= :room)")
-            values[":room"] = aws.attribute_value(max(limits.tpm - tokens, 0))
-        return {
-            "TableName": self.table_name,
-            "Key": {"counter_id": aws.attribute_value(item)},
-            "UpdateExpression": (
-                "SET n = if_not_exists(n, :zero) + :one, "
-                "tokens = if_not_exists(tokens, :zero) + :tokens, expires_at = :expires"
-            ),
-            "ConditionExpression": " AND ".join(conditions),
-            "ExpressionAttributeValues": values,
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
-
-    def _budget_update(
-        self, key: VirtualKey, reservation: Reservation, now: float
-    ) -> dict[str, Any]:
-        # Through float: a stored budget may be an integer too long for a DynamoDB number.
-        budget = Decimal(str(float(key.max_budget or 0)))
-        values = {
-            ":zero": aws.attribute_value(0),
-            ":cost": aws.attribute_value(reservation.cost),
-            ":budget": aws.attribute_value(budget),
-            ":room": aws.attribute_value(budget - reservation.cost),
-        }
-        expression = "SET spend = if_not_exists(spend, :zero) + :cost"
-        window = key.budget_window_s
-        if window:
-            values[":expires"] = aws.attribute_value(window_end(now, window) + TTL_GRACE_S)
-            expression += ", expires_at = :expires"
-        return {
-            "TableName": self.table_name,
-            "Key": {"counter_id": aws.attribute_value(reservation.spend_item)},
-            "UpdateExpression": expression,
-            "ConditionExpression": (
-                "attribute_not_exists(spend) OR (spend < :budget AND spend <= :room)"
-            ),
-            "ExpressionAttributeValues": values,
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
-
-    def _apply(
-        self, updates: list[dict[str, Any]], *, key_limits: Limits, key: VirtualKey, now: float
-    ) -> None:
-        client = self._client()
-        try:
-            if len(updates) == 1:
-                client.update_item(**updates[0])
-            else:
-                client.transact_write_items(TransactItems=[{"Update": u} for u in updates])
-            return
-        except Exception as exc:
-            failed = _failed_updates(exc, updates)
-            if failed is None:
-                raise dependency_unavailable(
-                    f"The counters table cannot be updated ({type(exc).__name__})."
-                ) from None
-        for update, old in failed:
-            if update["Key"]["counter_id"]["S"].startswith(f"key#{key.token}#minute#"):
-                raise over_limit("This key", key_limits, old, now)
-            raise budget_exceeded(key, old, now)
-        raise dependency_unavailable("The counters table refused the update.")
-
-    # -- settlement and reading ---------------------------------------------------------------
-
-    def settle(
-        self,
-        reservation: Reservation,
-        tokens: int,
-        cost: float,
-        deployment_items: dict[str, str],
-        answered_by: str | None,
-    ) -> Decimal | None:
-        """Replace the admission's estimates by what the request really used: the deployment
-        that answered keeps its real tokens, the ones that failed hand their estimate back.
-        Returns the key's spend once its budget counter is settled (None when it was not)."""
-        tokens_delta = tokens - reservation.tokens
-        changes: list[tuple[str, str, Any]] = [
-            (item, "tokens", tokens_delta) for item in reservation.minute_items if tokens_delta
-        ]
-        for deployment_id, item in deployment_items.items():
-            delta = tokens_delta if deployment_id == answered_by else -reservation.tokens
-            if delta:
-                changes.append((item, "tokens", delta))
-        cost_delta = Decimal(str(round(cost, 10))) - reservation.cost
-        # The spend apart from the tokens: a transaction cannot return the new spend.
-        spend: tuple[str, str, Any] | None = None
-        if reservation.spend_item and cost_delta:
-            spend = (reservation.spend_item, "spend", cost_delta)
-        updates = [_settle_update(self.table_name, *change) for change in changes]
-        try:
-            # One round trip, however many token counters the request touched.
-            if len(updates) == 1:
-                self._client().update_item(**updates[0])
-            elif updates:
-                self._client().transact_write_items(TransactItems=[{"Update": u} for u in updates])
-            if spend is not None:
-                update = _settle_update(self.table_name, *spend)
-                answer = self._client().update_item(**update, ReturnValues="UPDATED_NEW")
-                return Decimal(_DESERIALIZE(answer["Attributes"]["spend"]))
-        except Exception as exc:
-            unsettled = [item for item, _, _ in changes] + ([spend[0]] if spend else [])
-            logger.warning(
-                "counters not settled", extra={"counters": unsettled, "error": type(exc).__name__}
-            )
-        return None
-
-    def spend(self, key: VirtualKey, now: float | None = None) -> float:
-        """The key's spend in its current budget window (all time without a window)."""
-        now = time.time() if now is None else now
-        item = self._client().get_item(
-            TableName=self.table_name, Key={"counter_id": aws.attribute_value(spend_item(key, now))}
-        )
-        spent = item.get("Item", {}).get("spend")
-        return float(_DESERIALIZE(spent)) if spent else 0.0
-
-
-def _settle_update(table_name: str | None, item: str, attribute: str, delta: Any) -> dict[str, Any]:
-    return {
-        "TableName": table_name,
-        "Key": {"counter_id": aws.attribute_value(item)},
-        "UpdateExpression": f"ADD {attribute} :delta",
-        # A counter gone with its window is not brought back without its TTL.
-        "ConditionExpression": "attribute_exists(counter_id)",
-        "ExpressionAttributeValues": {":delta": aws.attribute_value(delta)},
-    }
-
-
-def _bounded(limit: int | None) -> int | None:
-    """A stored limit, capped where it is longer than a DynamoDB number holds (keys made before
-    limits were bounded)."""
-    return None if limit is None else min(int(limit), MAX_STORED_LIMIT)
-
-
 def spend_item(key: VirtualKey, now: float) -> str:
     window = key.budget_window_s
     start = int(now // window) * window if window else "all"
@@ -266,32 +53,6 @@ def spend_item(key: VirtualKey, now: float) -> str:
 
 def window_end(now: float, window_s: int) -> int:
     return int(now // window_s + 1) * window_s
-
-
-def _old_item(exc: Exception) -> dict[str, Any] | None:
-    """The counter as it stood when a single update's condition failed; None for any other
-    failure (the table unreachable)."""
-    response = getattr(exc, "response", None) or {}
-    if response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-        return None
-    return {k: _DESERIALIZE(v) for k, v in (response.get("Item") or {}).items()}
-
-
-def _failed_updates(
-    exc: Exception, updates: list[dict[str, Any]]
-) -> list[tuple[dict[str, Any], dict[str, Any]]] | None:
-    """The updates whose condition failed, each with the item as it stood."""
-    if len(updates) == 1:
-        old = _old_item(exc)
-        return None if old is None else [(updates[0], old)]
-    response = getattr(exc, "response", None) or {}
-    reasons = response.get("CancellationReasons") or []
-    failed = [
-        (update, {k: _DESERIALIZE(v) for k, v in (reason.get("Item") or {}).items()})
-        for update, reason in zip(updates, reasons, strict=False)
-        if reason.get("Code") == "ConditionalCheckFailed"
-    ]
-    return failed or None
 
 
 def over_limit(who: str, limits: Limits, old: dict[str, Any], now: float) -> ProxyError:
@@ -344,7 +105,7 @@ class Admission:
     scope (`pipeline.litellm_hooks`): the deployments it takes counters on are added to the
     reservation."""
 
-    limiter: Limiter
+    counters: CountersTable
     reservation: Reservation
     deployment_limits: dict[str, Limits]
     # Deployment id -> its minute counter, for deployments with a tpm limit to settle.

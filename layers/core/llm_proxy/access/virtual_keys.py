@@ -1,7 +1,8 @@
 """Virtual keys: one per agent or team, each with its own models, limits and budget.
 
 Only a key's SHA-256 (LiteLLM's `token`) is stored; the raw key is shown once, at generation.
-The keys table is read on a warm container's cache miss only (KEY_CACHE_TTL_S)."""
+The keys table (`store.keys.KeysTable`) is read on a warm container's cache miss only
+(KEY_CACHE_TTL_S)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,16 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-from llm_proxy import aws
 from llm_proxy.errors import (
     ProxyError,
     authentication_failed,
     dependency_unavailable,
     invalid_request,
 )
+from llm_proxy.store.keys import KeysTable
+from llm_proxy.store.values import number, plain
 
 # How long a warm container trusts a key's metadata: a revoked or changed key takes effect
 # within this many seconds on every container.
@@ -113,9 +114,7 @@ class VirtualKey:
         return self.allows_all or model in self.models
 
     def to_item(self) -> dict[str, Any]:
-        item = {
-            k: aws.dynamo_number(v) for k, v in self.__dict__.items() if v not in (None, "", [], {})
-        }
+        item = {k: number(v) for k, v in self.__dict__.items() if v not in (None, "", [], {})}
         item["blocked"] = self.blocked
         # Free-form metadata is kept as JSON text: any key or number survives as sent.
         item["metadata"] = json.dumps(self.metadata, separators=(",", ":"))
@@ -123,9 +122,7 @@ class VirtualKey:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> VirtualKey:
-        known = {
-            name: _from_dynamo(item[name]) for name in cls.__dataclass_fields__ if name in item
-        }
+        known = {name: plain(item[name]) for name in cls.__dataclass_fields__ if name in item}
         if isinstance(known.get("metadata"), str):
             known["metadata"] = json.loads(known["metadata"])
         return cls(**known)
@@ -135,25 +132,16 @@ class VirtualKey:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def _from_dynamo(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _from_dynamo(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_dynamo(v) for v in value]
-    return value
-
-
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class KeyStore:
-    """The keys table: hashed keys with their limits (spend lives in the counters table)."""
+    """Virtual keys: authentication through this container's cache of the keys table, and
+    their management (hashed keys with their limits; spend lives in the counters table)."""
 
     def __init__(self, table_name: str | None) -> None:
-        self.table_name = table_name
+        self.table = KeysTable(table_name)
         # Known and unknown keys alike, the oldest read dropped first past KEY_CACHE_SIZE: a
         # caller trying keys at random costs a read each, never unbounded memory.
         self._cache: OrderedDict[str, tuple[float, VirtualKey | None]] = OrderedDict()
@@ -161,17 +149,7 @@ class KeyStore:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.table_name)
-
-    def _table(self) -> Any:
-        if not self.table_name:
-            raise ProxyError(
-                503,
-                "Virtual keys are not configured: set LLM_PROXY__KEYS_TABLE.",
-                "service_unavailable",
-                code="keys_table_missing",
-            )
-        return aws.resource_table(self.table_name)
+        return self.table.enabled
 
     # -- the request path ------------------------------------------------------------------
 
@@ -181,7 +159,7 @@ class KeyStore:
 
     def authenticate(self, raw_key: str) -> VirtualKey:
         """The key's metadata, from this container's cache when fresh; 401 when unknown,
-        blocked or expired."""
+        blocked or expired (every key is unknown without a keys table)."""
         if not self.enabled:
             raise authentication_failed("Invalid API key.")
         token = token_of(raw_key)
@@ -211,7 +189,7 @@ class KeyStore:
 
     def _read(self, token: str) -> VirtualKey | None:
         try:
-            item = self._table().get_item(Key={"token": token}).get("Item")
+            item = self.table.get(token)
         except ProxyError:
             raise
         except Exception as exc:
@@ -232,18 +210,14 @@ class KeyStore:
             updated_at=now,
         )
         self._apply(key, fields)
-        self._table().put_item(
-            Item=key.to_item(),
-            ConditionExpression="attribute_not_exists(#t)",
-            ExpressionAttributeNames={"#t": "token"},
-        )
+        self.table.create(key.to_item())
         return raw, key
 
     def update(self, key_or_token: str, fields: dict[str, Any]) -> VirtualKey:
         key = self.get(key_or_token)
         self._apply(key, fields)
         key.updated_at = _now_iso()
-        self._table().put_item(Item=key.to_item())
+        self.table.put(key.to_item())
         self._forget(key.token)
         return key
 
@@ -253,15 +227,18 @@ class KeyStore:
             token = self.resolve(value)
             if not TOKEN.match(token):
                 continue
-            found = self._table().delete_item(Key={"token": token}, ReturnValues="ALL_OLD")
-            if found.get("Attributes"):
+            if self.table.delete(token):
                 deleted.append(value)
             self._forget(token)
         return deleted
 
     def get(self, key_or_token: str) -> VirtualKey:
         token = self.resolve(key_or_token)
-        key = self._read(token) if TOKEN.match(token) else None
+        key = None
+        if TOKEN.match(token):
+            # Managing keys requires the table: a 503 rather than "no such key".
+            self.table.require()
+            key = self._read(token)
         if key is None:
             raise ProxyError(
                 404, "No such key.", "invalid_request_error", param="key", code="key_not_found"
@@ -269,13 +246,7 @@ class KeyStore:
         return key
 
     def list(self) -> list[VirtualKey]:
-        table = self._table()
-        page = table.scan()
-        items = list(page.get("Items", []))
-        while "LastEvaluatedKey" in page:
-            page = table.scan(ExclusiveStartKey=page["LastEvaluatedKey"])
-            items.extend(page.get("Items", []))
-        keys = [VirtualKey.from_item(item) for item in items]
+        keys = [VirtualKey.from_item(item) for item in self.table.scan()]
         return sorted(keys, key=lambda key: key.created_at)
 
     @staticmethod

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from llm_proxy.accounting.dead_letters import DeadLetters
-from llm_proxy.accounting.usage import Outcome, Stored, UsageStore
 from llm_proxy.logs import logger
+from llm_proxy.store.usage import Outcome, Stored, UsageTable
 
 
 @dataclass
@@ -34,7 +34,7 @@ class ReplayResult:
         return asdict(self)
 
 
-def replay(store: UsageStore, dead_letters: DeadLetters, limit: int = 10_000) -> ReplayResult:
+def replay(store: UsageTable, dead_letters: DeadLetters, limit: int = 10_000) -> ReplayResult:
     """Drain the queue (up to `limit` records); each record's message is deleted only once its
     item is stored or quarantined."""
     result = ReplayResult()

@@ -9,11 +9,12 @@ from typing import Any
 
 import litellm
 
-from llm_proxy.access.limits import Admission, Limiter, Reservation
+from llm_proxy.access.limits import Admission, Reservation
 from llm_proxy.accounting.pricing import cost_usd
 from llm_proxy.errors import ProxyError
 from llm_proxy.pipeline.model_router import ModelRouter
 from llm_proxy.pipeline.request import GatewayRequest
+from llm_proxy.store.counters import CountersTable
 
 # What an answer of unknown length is reserved at, where the model's own limit is unknown.
 DEFAULT_OUTPUT_RESERVE = 4096
@@ -26,33 +27,28 @@ def needs_counters(request: GatewayRequest) -> bool:
 
 
 def admit(
-    limiter: Limiter, request: GatewayRequest, router: ModelRouter, cache_hit: bool
+    counters: CountersTable, request: GatewayRequest, router: ModelRouter, cache_hit: bool
 ) -> Admission:
     """The estimate it reserves is the worst case (see `estimate`; nothing for a cache hit,
     which costs nothing). A request whose worst case can never fit the key's tpm limit or
     budget is refused outright, the first of a window like any other."""
     key = request.caller.key
-    limits = {} if cache_hit or not limiter.table_name else router.deployment_limits
+    limits = {} if cache_hit or not counters.enabled else router.deployment_limits
     tokens, estimated_cost = 0, 0.0
     # Only a tpm limit or a budget needs the estimate; rpm counts requests.
     counts_tokens = key is not None and (key.tpm_limit or key.max_budget is not None)
     if not cache_hit and (counts_tokens or any(limit.tpm for limit in limits.values())):
         tokens, estimated_cost = estimate(request, router)
     if key is None or not key.has_limits:
-        return Admission(limiter, Reservation(tokens=tokens), limits)
-    if not limiter.table_name:
-        raise ProxyError(
-            503,
-            "This key has limits but no counters table is configured (LLM_PROXY__COUNTERS_TABLE).",
-            "service_unavailable",
-            code="counters_table_missing",
-        )
+        return Admission(counters, Reservation(tokens=tokens), limits)
+    # A key with limits requires the counters table (a 503 before any 400 below).
+    counters.require()
     if key.tpm_limit and tokens > key.tpm_limit:
         raise never_fits(f"{tokens} tokens", f"limit of {key.tpm_limit} tokens per minute")
     if key.max_budget is not None and estimated_cost > key.max_budget:
         raise never_fits(f"${estimated_cost:.6f}", f"budget of ${key.max_budget}")
-    reservation = limiter.admit(key, tokens, estimated_cost)
-    return Admission(limiter, reservation, limits)
+    reservation = counters.admit(key, tokens, estimated_cost)
+    return Admission(counters, reservation, limits)
 
 
 def never_fits(estimate: str, limit: str) -> ProxyError:

@@ -1,5 +1,5 @@
 """The pipeline's cache step: the opt-in response cache, exact-match chat completions and
-Responses API answers in DynamoDB, expired by TTL.
+Responses API answers in DynamoDB (`store.answer_cache`), expired by TTL.
 
 The key is a hash of the model, the messages and the generation parameters, never of the
 caller's key, so agents asking the same thing share an answer."""
@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
-import litellm
-
-from llm_proxy import aws
 from llm_proxy.config import ProxyConfig
 from llm_proxy.errors import invalid_request
-from llm_proxy.logs import logger
 
 # Parameters that change how an answer is delivered, billed or kept, not what it says (a
 # `previous_response_id` is in the key as the conversation it names).
@@ -83,48 +78,3 @@ def cache_key(model: str, body: dict[str, Any]) -> str:
     content = {k: v for k, v in body.items() if k not in NOT_IN_KEY and k != "model"}
     canonical = json.dumps({"model": model, **content}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-class ResponseCache:
-    def __init__(self, table_name: str | None) -> None:
-        self.table_name = table_name
-
-    def get(self, key: str, responses: bool = False) -> Any:
-        """The cached answer (a ModelResponse, or a ResponsesAPIResponse for the Responses
-        API), or None."""
-        answer = self.load(key)
-        if answer is None:
-            return None
-        if responses:
-            return litellm.ResponsesAPIResponse(**answer)
-        return litellm.ModelResponse(**answer)
-
-    def load(self, key: str) -> dict[str, Any] | None:
-        """The cached answer's JSON, or None (also when the table cannot be read: a miss)."""
-        if not self.table_name:
-            return None
-        try:
-            item = aws.resource_table(self.table_name).get_item(Key={"cache_key": key}).get("Item")
-        except Exception as exc:
-            logger.warning("cache lookup failed", extra={"error": type(exc).__name__})
-            return None
-        # DynamoDB's TTL deletes lazily; an expired entry is a miss.
-        if not item or int(item.get("expires_at", 0)) <= time.time():
-            return None
-        answer: dict[str, Any] = json.loads(str(item["response"]))
-        return answer
-
-    def put(self, key: str, response: Any, ttl_s: int) -> None:
-        if not self.table_name:
-            return
-        body = response.model_dump(exclude_none=True)
-        try:
-            aws.resource_table(self.table_name).put_item(
-                Item={
-                    "cache_key": key,
-                    "response": json.dumps(body, separators=(",", ":")),
-                    "expires_at": int(time.time()) + ttl_s,
-                }
-            )
-        except Exception as exc:
-            logger.warning("cache write failed", extra={"error": type(exc).__name__})

@@ -74,7 +74,7 @@ class GatewayHooks(CustomLogger):
         if admission is None or limits is None:
             return None
         item = await asyncio.to_thread(
-            admission.limiter.admit_deployment,
+            admission.counters.admit_deployment,
             deployment_id,
             limits,
             admission.reservation.tokens,

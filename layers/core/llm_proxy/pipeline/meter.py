@@ -16,13 +16,15 @@ from enum import Enum
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from llm_proxy.access.limits import Admission, Limiter
+from llm_proxy.access.limits import Admission
 from llm_proxy.accounting.metrics import emit_budget
 from llm_proxy.accounting.pricing import cost_usd
-from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.after_response import AfterResponse
 from llm_proxy.errors import ProxyError
 from llm_proxy.logs import logger
+from llm_proxy.store.counters import CountersTable
+from llm_proxy.store.usage import UsageTable
 
 if TYPE_CHECKING:
     from llm_proxy.pipeline.model_router import ModelRouter
@@ -150,9 +152,9 @@ class Meter:
     `Metering` says (always before the response where the request gives no `after_response`).
     """
 
-    def __init__(self, usage: UsageStore, limiter: Limiter, metering: Metering) -> None:
+    def __init__(self, usage: UsageTable, counters: CountersTable, metering: Metering) -> None:
         self.usage = usage
-        self.limiter = limiter
+        self.counters = counters
         self.metering = metering
 
     async def __call__(
@@ -193,7 +195,7 @@ class Meter:
         if admission is not None and admission.holds_counters:
             # A cache hit used no provider tokens, whatever its answer reports.
             used = 0 if record.cache_hit else record.prompt_tokens + record.completion_tokens
-            spend = self.limiter.settle(
+            spend = self.counters.settle(
                 admission.reservation,
                 used,
                 record.cost_usd,

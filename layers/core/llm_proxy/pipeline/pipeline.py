@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from llm_proxy.access.limits import Limiter
-from llm_proxy.accounting.usage import UsageStore
 from llm_proxy.config import ProxyConfig
 from llm_proxy.errors import ProxyError, as_proxy_error
 from llm_proxy.pipeline.admit import admit, needs_counters
@@ -29,7 +27,6 @@ from llm_proxy.pipeline.cache import (
     CACHE_HIT_HEADER,
     CacheControl,
     CacheSettings,
-    ResponseCache,
     cache_key,
 )
 from llm_proxy.pipeline.litellm_hooks import Permission, RequestScope
@@ -47,7 +44,6 @@ from llm_proxy.pipeline.model_router import CurrentRouter
 from llm_proxy.pipeline.provider_call import call_provider
 from llm_proxy.pipeline.request import Answer, GatewayRequest, Inbound, RequestState
 from llm_proxy.pipeline.responses import new_response_id, stores, to_stored, with_conversation
-from llm_proxy.pipeline.stored_responses import ResponseStore
 from llm_proxy.pipeline.streams import MeteredStream
 from llm_proxy.pipeline.validate import (
     AGENT_NAME,
@@ -57,6 +53,10 @@ from llm_proxy.pipeline.validate import (
     validate_request,
 )
 from llm_proxy.settings import Settings
+from llm_proxy.store.answer_cache import AnswerCache
+from llm_proxy.store.counters import CountersTable
+from llm_proxy.store.stored_responses import StoredResponses
+from llm_proxy.store.usage import UsageTable
 
 # A write of state a caller's next request must see (a cache entry, a stored response).
 StateWrite = Callable[[], None]
@@ -67,10 +67,10 @@ class Stores:
     """Where the pipeline keeps state: counters, usage items, cached answers and stored
     responses (the Responses API)."""
 
-    limiter: Limiter
-    usage: UsageStore
-    cache: ResponseCache
-    responses: ResponseStore = field(default_factory=lambda: ResponseStore(None, 30))
+    counters: CountersTable
+    usage: UsageTable
+    cache: AnswerCache
+    responses: StoredResponses = field(default_factory=lambda: StoredResponses(None, 30))
 
 
 class Pipeline:
@@ -87,7 +87,7 @@ class Pipeline:
             if settings.meter_after_response
             else Metering.BEFORE_RESPONSE
         )
-        self.meter = Meter(stores.usage, stores.limiter, metering)
+        self.meter = Meter(stores.usage, stores.counters, metering)
 
     def model_names(self) -> list[str]:
         return self.config.model_names(self.settings.default_model)
@@ -176,7 +176,7 @@ class Pipeline:
         """The key's rpm, tpm and budget, reserved before the call (a DynamoDB write only for a
         key with limits)."""
         admitting = partial(
-            admit, self.stores.limiter, state.request, state.validated_router, cache_hit
+            admit, self.stores.counters, state.request, state.validated_router, cache_hit
         )
         if needs_counters(state.request):
             state.admission = await asyncio.to_thread(admitting)

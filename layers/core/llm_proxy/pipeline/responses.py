@@ -19,8 +19,8 @@ import litellm
 from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.errors import PROVIDER_BAD_RESPONSE, ProxyError
 from llm_proxy.pipeline.meter import record_usage
-from llm_proxy.pipeline.stored_responses import ResponseStore, StoredResponse
 from llm_proxy.pipeline.streams import StreamReader
+from llm_proxy.store.stored_responses import StoredResponse, StoredResponses
 
 if TYPE_CHECKING:
     from llm_proxy.pipeline.request import GatewayRequest
@@ -57,7 +57,7 @@ def readable_input(value: Any) -> Any:
     ]
 
 
-def with_conversation(request: GatewayRequest, store: ResponseStore) -> GatewayRequest:
+def with_conversation(request: GatewayRequest, store: StoredResponses) -> GatewayRequest:
     """The request with the stored conversation of its `previous_response_id` before its own
     input; the provider sees a whole conversation and nothing it must remember."""
     previous = request.body.get("previous_response_id")

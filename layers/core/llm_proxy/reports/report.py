@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from llm_proxy import aws
 from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.accounting.counters import Counters, money
-from llm_proxy.accounting.rollups import Rollup, Rollups
-from llm_proxy.errors import ProxyError
+from llm_proxy.accounting.rollups import Rollup
 from llm_proxy.reports.period import Period, parse_period, yesterday
 from llm_proxy.settings import DEFAULT_BUDGET_ALERT_SHARE, Settings
+from llm_proxy.store.keys import KeysTable
+from llm_proxy.store.rollups import RollupsTable
 
 
 @dataclass(frozen=True)
@@ -125,24 +125,11 @@ def build(
 def read_budgets(keys_table: str | None, key_ids: Iterable[str]) -> dict[str, Budget]:
     """Budgets of these keys from the virtual keys table (the usage items' `key_id` is the
     key's `token`); none when no keys table is configured."""
-    wanted = sorted(set(key_ids))
-    if not keys_table or not wanted:
-        return {}
-    dynamodb = aws.resource_table(keys_table).meta.client
     budgets: dict[str, Budget] = {}
-    for start in range(0, len(wanted), 100):
-        request: dict[str, Any] = {
-            keys_table: {"Keys": [{"token": key_id} for key_id in wanted[start : start + 100]]}
-        }
-        while request:
-            page = dynamodb.batch_get_item(RequestItems=request)
-            for item in page.get("Responses", {}).get(keys_table, []):
-                key = VirtualKey.from_item(item)
-                if key.max_budget is not None:
-                    budgets[key.token] = Budget(
-                        key.token, Decimal(str(key.max_budget)), key.key_alias
-                    )
-            request = page.get("UnprocessedKeys") or {}
+    for item in KeysTable(keys_table).get_many(key_ids):
+        key = VirtualKey.from_item(item)
+        if key.max_budget is not None:
+            budgets[key.token] = Budget(key.token, Decimal(str(key.max_budget)), key.key_alias)
     return budgets
 
 
@@ -150,18 +137,13 @@ def report_for(period: Period, settings: Settings, now: datetime | None = None) 
     """Read the period's rollups (one Query a day) and the keys' budgets; build the report."""
     if not settings.rollups_table:
         raise ValueError("LLM_PROXY__ROLLUPS_TABLE is not set: there are no rollups to read.")
-    rows = Rollups(settings.rollups_table).between(period.start, period.end)
+    rows = RollupsTable(settings.rollups_table).between(period.start, period.end)
     budgets = read_budgets(settings.keys_table, (row.key_id for row in rows))
     return build(period, rows, budgets, settings.budget_alert_share, now)
 
 
 def spend(start: str | None, end: str | None, settings: Settings) -> Report:
     """GET /spend/report (master key): the rollups' view of a period, yesterday by default."""
-    if not settings.rollups_table:
-        raise ProxyError(
-            503,
-            "No rollups table is configured (LLM_PROXY__ROLLUPS_TABLE).",
-            "service_unavailable",
-            code="rollups_not_configured",
-        )
+    # Without a rollups table there is no report to give: a 503 before the period is read.
+    RollupsTable(settings.rollups_table).require()
     return report_for(parse_period(start, end, yesterday()), settings)

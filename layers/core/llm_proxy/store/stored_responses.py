@@ -1,6 +1,7 @@
-"""Stored responses of the Responses API (`store`, `previous_response_id`, `GET` and `DELETE
-/v1/responses/{id}`): in DynamoDB with a TTL, so a follow-up works on any container, and
-scoped to the key that made them (another key gets 404, as for an unknown id).
+"""The responses table: stored responses of the Responses API (`store`,
+`previous_response_id`, `GET` and `DELETE /v1/responses/{id}`): in DynamoDB with a TTL, so a
+follow-up works on any container, and scoped to the key that made them (another key gets
+404, as for an unknown id).
 
 A stored item keeps the conversation as the provider saw it (the input items, previous turns
 expanded) and the response, so a follow-up is the stored items plus its own input, whatever
@@ -13,9 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from llm_proxy import aws
 from llm_proxy.errors import ProxyError, dependency_unavailable
 from llm_proxy.logs import logger
+from llm_proxy.store.base import Table
 
 SECONDS_PER_DAY = 86_400
 
@@ -44,18 +45,23 @@ def not_found(response_id: str, param: str | None = None) -> ProxyError:
     )
 
 
-class ResponseStore:
-    def __init__(self, table_name: str | None, retention_days: int) -> None:
-        self.table_name = table_name
-        self.retention_days = retention_days
+class StoredResponses(Table):
+    """Stored responses, each kept `retention_days`.
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.table_name)
+    Not configured: nothing is stored, and every response id is unknown (404
+    `response_not_found`, as for another key's)."""
+
+    variable = "LLM_PROXY__RESPONSES_TABLE"
+    missing_code = "responses_table_missing"
+    missing_message = "No responses table is configured ({variable})."
+
+    def __init__(self, table_name: str | None, retention_days: int) -> None:
+        super().__init__(table_name)
+        self.retention_days = retention_days
 
     def put(self, stored: StoredResponse) -> None:
         """Best effort: the answer is already the client's; a failed write is logged."""
-        if not self.table_name:
+        if not self.enabled:
             return
         item = {
             "response_id": stored.response_id,
@@ -65,17 +71,16 @@ class ResponseStore:
             "expires_at": int(time.time()) + self.retention_days * SECONDS_PER_DAY,
         }
         try:
-            aws.resource_table(self.table_name).put_item(Item=item)
+            self.resource().put_item(Item=item)
         except Exception as exc:
             logger.warning("response not stored", extra={"error": type(exc).__name__})
 
     def get(self, response_id: str, key_id: str, param: str | None = None) -> StoredResponse:
         """The caller's stored response; 404 when unknown, expired or another key's."""
-        if not self.table_name:
+        if not self.enabled:
             raise not_found(response_id, param)
         try:
-            table = aws.resource_table(self.table_name)
-            item = table.get_item(Key={"response_id": response_id}).get("Item")
+            item = self.resource().get_item(Key={"response_id": response_id}).get("Item")
         except Exception as exc:
             raise dependency_unavailable(
                 f"The responses table cannot be read ({type(exc).__name__})."
@@ -92,5 +97,6 @@ class ResponseStore:
         )
 
     def delete(self, response_id: str, key_id: str) -> None:
+        """Delete the caller's stored response; 404 as `get`."""
         self.get(response_id, key_id)
-        aws.resource_table(str(self.table_name)).delete_item(Key={"response_id": response_id})
+        self.resource().delete_item(Key={"response_id": response_id})

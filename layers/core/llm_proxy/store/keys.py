@@ -1,0 +1,72 @@
+"""The keys table: one item per virtual key, by its token (the key's SHA-256), with its
+metadata and limits (its spend is in the counters table). Items go in and out as the boto3
+resource holds them; `access.virtual_keys.VirtualKey` converts them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from llm_proxy.store.base import Table
+
+# BatchGetItem's most keys per call.
+BATCH_KEYS = 100
+
+
+class KeysTable(Table):
+    """Not configured: looking a key up finds nothing (an unknown key, 401 to its caller);
+    managing keys (create, put, delete, scan) requires the table."""
+
+    variable = "LLM_PROXY__KEYS_TABLE"
+    missing_code = "keys_table_missing"
+    missing_message = "Virtual keys are not configured: set {variable}."
+
+    def get(self, token: str) -> dict[str, Any] | None:
+        """The key's item; None for an unknown key (or no table)."""
+        if not self.enabled:
+            return None
+        item: dict[str, Any] | None = self.resource().get_item(Key={"token": token}).get("Item")
+        return item or None
+
+    def get_many(self, tokens: Iterable[str]) -> list[dict[str, Any]]:
+        """The items of these keys that exist, in batches; none without a table."""
+        wanted = sorted(set(tokens))
+        if not self.enabled or not wanted:
+            return []
+        name = self.require()
+        dynamodb = self.resource().meta.client
+        items: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), BATCH_KEYS):
+            batch = wanted[start : start + BATCH_KEYS]
+            request: dict[str, Any] = {name: {"Keys": [{"token": token} for token in batch]}}
+            while request:
+                page = dynamodb.batch_get_item(RequestItems=request)
+                items.extend(page.get("Responses", {}).get(name, []))
+                request = page.get("UnprocessedKeys") or {}
+        return items
+
+    def create(self, item: dict[str, Any]) -> None:
+        """A new key's item; refused (ConditionalCheckFailed) if its token is taken."""
+        self.resource().put_item(
+            Item=item,
+            ConditionExpression="attribute_not_exists(#t)",
+            ExpressionAttributeNames={"#t": "token"},
+        )
+
+    def put(self, item: dict[str, Any]) -> None:
+        self.resource().put_item(Item=item)
+
+    def delete(self, token: str) -> bool:
+        """Whether there was such a key."""
+        found = self.resource().delete_item(Key={"token": token}, ReturnValues="ALL_OLD")
+        return bool(found.get("Attributes"))
+
+    def scan(self) -> list[dict[str, Any]]:
+        """Every key's item."""
+        table = self.resource()
+        page = table.scan()
+        items = list(page.get("Items", []))
+        while "LastEvaluatedKey" in page:
+            page = table.scan(ExclusiveStartKey=page["LastEvaluatedKey"])
+            items.extend(page.get("Items", []))
+        return items
