@@ -19,7 +19,8 @@ from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.doubles.base import RecordedRequest
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import serving
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, REPO
+from tests.support.paths import REPO
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS
 
 CLIENTS = REPO / ".tools" / "clients" / "node_modules" / ".bin"
 CONFIG = """\

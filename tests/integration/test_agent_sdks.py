@@ -32,7 +32,7 @@ from openai.types.responses import ResponseTextDeltaEvent
 from pydantic import BaseModel
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from tests.conftest import MASTER_KEY, UPSTREAM_KEY, usage_item
+from tests.support.stack import MASTER_KEY, UPSTREAM_KEY, usage_item
 
 REPLY = "Hello from the gateway."
 CONFIG = f"""\

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import openai
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from tests.conftest import MASTER_KEY, usage_item
+from tests.support.stack import MASTER_KEY, usage_item
 
 MESSAGES = [{"role": "user", "content": "Refactor this function"}]
 

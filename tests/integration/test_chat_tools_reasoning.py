@@ -14,7 +14,8 @@ import openai
 import pytest
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from tests.conftest import MASTER_KEY, streamed_reasoning, usage_item
+from tests.support.stack import MASTER_KEY, usage_item
+from tests.support.streams import streamed_reasoning
 
 INPUT_PRICE, OUTPUT_PRICE, CACHED_PRICE = (Decimal("1e-6"), Decimal("2e-6"), Decimal("1e-7"))
 CONFIG = f"""\

@@ -16,7 +16,7 @@ import pytest
 from devstack.doubles.anthropic_upstream import AnthropicUpstream, count_input_tokens
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import serving
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS
 
 CONFIG = """\
 model_list:

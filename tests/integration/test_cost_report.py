@@ -31,8 +31,10 @@ from llm_proxy.settings import Settings
 from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.doubles.ollama_upstream import OllamaUpstream
 from devstack.server import serving
-from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, PROVIDER_KEYS, REPO, usage_item
-from tests.integration.test_durable_usage import load_function
+from tests.conftest import DOUBLE_DEPLOYMENT
+from tests.support.functions import load_function
+from tests.support.paths import REPO
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 MILLION = Decimal(1_000_000)
 # The seed's tables, USD per 1M tokens (input, output); Ollama runs locally at no cost.

@@ -10,7 +10,6 @@ dimensions must name the template's resources instead."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import uuid
@@ -18,7 +17,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from types import ModuleType
 from typing import Any
 
 import boto3
@@ -30,7 +28,9 @@ from llm_proxy.accounting.dead_letters import encode
 from llm_proxy.accounting.usage import UsageRecord, UsageStore
 
 from devstack.aws import load_template
-from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, REPO, usage_item
+from tests.conftest import DOUBLE_DEPLOYMENT
+from tests.support.functions import load_function
+from tests.support.stack import MASTER_KEY, usage_item
 
 ALARM_TYPE = "AWS::CloudWatch::Alarm"
 FUNCTION_TYPE = "AWS::Serverless::Function"
@@ -337,17 +337,6 @@ def satisfied(use: Use, seen: set[tuple[str, str, frozenset[tuple[str, str]]]]) 
         if all(wanted is None or got[name] == wanted for name, wanted in use.dimensions):
             return True
     return False
-
-
-def load_function(name: str) -> ModuleType:
-    """functions/<name>/app.py, imported as Lambda imports it."""
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_metrics_under_test", REPO / "functions" / name / "app.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def environment(template: Mapping[str, Any], function: str) -> dict[str, str]:

@@ -16,7 +16,13 @@ import pytest
 
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
 from devstack.server import free_port, serving
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, UPSTREAM_KEY, WRONG_UPSTREAM_KEY, usage_item
+from tests.support.stack import (
+    MASTER_KEY,
+    PROVIDER_KEYS,
+    UPSTREAM_KEY,
+    WRONG_UPSTREAM_KEY,
+    usage_item,
+)
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
 BACKUP_REPLY = "Backup answers here."

@@ -19,7 +19,9 @@ import pytest
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.processes import wait_until_answered
 from devstack.server import free_port
-from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, REPO
+from tests.conftest import DOUBLE_DEPLOYMENT
+from tests.support.paths import REPO
+from tests.support.stack import MASTER_KEY
 
 # `budgeted` prices output tokens only, at a round price: the double answers 5 tokens, so
 # 0.005 a request.

@@ -19,7 +19,7 @@ from devstack.doubles.anthropic_upstream import (
     AnthropicUpstream,
 )
 from devstack.server import serving
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, usage_item
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 CONFIG = """\
 model_list:

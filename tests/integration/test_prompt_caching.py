@@ -16,7 +16,7 @@ import pytest
 
 from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.server import serving
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, usage_item
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 INPUT, OUTPUT = Decimal("3e-6"), Decimal("15e-6")
 WRITE, READ = Decimal("3.75e-6"), Decimal("0.3e-6")

@@ -15,7 +15,7 @@ import pytest
 
 from devstack.doubles.anthropic_upstream import AnthropicUpstream, Fault
 from devstack.server import serving
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, usage_item
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 ANTHROPIC_KEY = PROVIDER_KEYS["ANTHROPIC_API_KEY"]
 OPENAI_KEY = PROVIDER_KEYS["OPENAI_API_KEY"]

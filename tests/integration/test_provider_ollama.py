@@ -14,7 +14,8 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from devstack.doubles.ollama_upstream import Fault, OllamaUpstream, RecordedRequest
 from devstack.server import free_port, serving
-from tests.conftest import MASTER_KEY, streamed_reasoning, usage_item
+from tests.support.stack import MASTER_KEY, usage_item
+from tests.support.streams import streamed_reasoning
 
 QUESTION = "Write a haiku about gateways"
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]

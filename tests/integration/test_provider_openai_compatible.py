@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from devstack.doubles.azure_upstream import AzureOpenAIUpstream
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import BackgroundServer
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, usage_item
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
 PROMPT_TOKENS = 6  # the doubles count one token per word plus one per message

@@ -30,7 +30,7 @@ from llm_proxy.reports.render import to_csv
 from llm_proxy.reports.report import report_for
 from llm_proxy.settings import Settings
 
-from tests.conftest import MASTER_KEY
+from tests.support.stack import MASTER_KEY
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Days no other test writes: the page shows exactly what is seeded here.

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from tests.conftest import MASTER_KEY, usage_item
+from tests.support.stack import MASTER_KEY, usage_item
 
 MODELS = """
 model_list:

@@ -17,7 +17,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.server import serving
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, usage_item
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 INPUT_PRICE, OUTPUT_PRICE = Decimal("0.00000025"), Decimal("0.00000125")
 CONFIG = """\

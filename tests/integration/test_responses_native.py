@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
-from tests.conftest import MASTER_KEY, usage_item
+from tests.support.stack import MASTER_KEY, usage_item
 
 INPUT_PRICE, OUTPUT_PRICE, CACHED_PRICE = (Decimal("1e-6"), Decimal("2e-6"), Decimal("1e-7"))
 CONFIG = f"""\

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from devstack.doubles.base import RecordedRequest
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
 from devstack.server import serving
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, usage_item
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
 FIRST_REPLY = "The first deployment answers."

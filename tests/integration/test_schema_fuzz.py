@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from tests.conftest import MASTER_KEY
+from tests.support.stack import MASTER_KEY
 
 CHAT_MODELS = ("gpt-3.5-turbo", "demo")
 # `demo` is a chat mock: its canned text is no embedding vector (see the xfail below).

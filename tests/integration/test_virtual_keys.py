@@ -18,7 +18,9 @@ import openai
 import pytest
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, REPO, usage_item
+from tests.conftest import DOUBLE_DEPLOYMENT
+from tests.support.paths import REPO
+from tests.support.stack import MASTER_KEY, usage_item
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
 LIMITED_CONFIG = f"""

@@ -13,7 +13,7 @@ import pytest
 from llm_proxy.access.virtual_keys import VirtualKey, token_of
 
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
-from tests.conftest import MASTER_KEY, usage_item
+from tests.support.stack import MASTER_KEY, usage_item
 
 CONFIG = """\
 model_list:

@@ -7,7 +7,6 @@ the quarantine queue with their reasons. AWS is the moto server on loopback."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import uuid
@@ -28,7 +27,9 @@ from llm_proxy.accounting.usage import (
     UsageStore,
 )
 
-from tests.conftest import MASTER_KEY, ONE_DEPLOYMENT_CONFIG, REPO, usage_item
+from tests.conftest import ONE_DEPLOYMENT_CONFIG
+from tests.support.functions import load_function
+from tests.support.stack import MASTER_KEY, usage_item
 
 IN_LAMBDA = {"AWS_LAMBDA_FUNCTION_NAME": "llm-proxy-api"}
 
@@ -115,11 +116,7 @@ def run_replay(aws: dict[str, str], dlq: str, quarantine: str | None) -> dict[st
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
-        path = REPO / "functions" / "usage_replay" / "app.py"
-        spec = importlib.util.spec_from_file_location("usage_replay_never_stalls", path)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = load_function("usage_replay", "usage_replay_never_stalls")
         result: dict[str, int] = module.handler({}, None)
     finally:
         for name, value in saved.items():
