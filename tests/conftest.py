@@ -18,23 +18,6 @@ from tests.support.functions import import_api_module
 from tests.support.paths import REPO
 from tests.support.stack import ONE_PROCESS, PROVIDER_KEYS, TEST_NAMES, UPSTREAM_KEY
 
-# The gpt-3.5-turbo deployment on the OpenAI-format double, as a model_list entry.
-DOUBLE_DEPLOYMENT = """\
-  - model_name: gpt-3.5-turbo
-    litellm_params:
-      model: openai/gpt-3.5-turbo
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-"""
-# A catalogue of that deployment alone: no retries, the master key from the secret.
-ONE_DEPLOYMENT_CONFIG = f"""\
-model_list:
-{DOUBLE_DEPLOYMENT}router_settings:
-  num_retries: 0
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
-
 
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[OpenAIUpstream]:

@@ -31,7 +31,13 @@ from llm_proxy.settings import Settings
 from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.doubles.ollama_upstream import OllamaUpstream
 from devstack.server import serving
-from tests.conftest import DOUBLE_DEPLOYMENT
+from tests.support.configs import (
+    MASTER_KEY_FROM_SECRET,
+    NO_RETRIES,
+    deployment,
+    gateway_config,
+    openai_double,
+)
 from tests.support.functions import load_function
 from tests.support.paths import REPO
 from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
@@ -61,29 +67,24 @@ def ollama() -> Iterator[OllamaUpstream]:
 
 
 def oracle_config(anthropic: str, ollama: str) -> str:
-    return f"""
-model_list:
-{DOUBLE_DEPLOYMENT}  - model_name: claude-3-haiku
-    litellm_params:
-      model: anthropic/claude-3-haiku-20240307
-      api_base: {anthropic}
-      api_key: os.environ/ANTHROPIC_API_KEY
-  - model_name: llama2
-    litellm_params:
-      model: ollama/llama2
-      api_base: {ollama}
-  - model_name: house-gpt
-    litellm_params:
-      model: openai/gpt-3.5-turbo
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-      input_cost_per_token: 0.000002
-      output_cost_per_token: 0.000004
-router_settings:
-  num_retries: 0
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+    return gateway_config(
+        openai_double(),
+        deployment(
+            "claude-3-haiku",
+            "anthropic/claude-3-haiku-20240307",
+            api_base=anthropic,
+            api_key="os.environ/ANTHROPIC_API_KEY",
+        ),
+        deployment("llama2", "ollama/llama2", api_base=ollama),
+        openai_double(
+            "house-gpt",
+            "openai/gpt-3.5-turbo",
+            input_cost_per_token=0.000002,
+            output_cost_per_token=0.000004,
+        ),
+        router_settings=NO_RETRIES,
+        general_settings=MASTER_KEY_FROM_SECRET,
+    )
 
 
 class Env:

@@ -28,7 +28,13 @@ from llm_proxy.accounting.dead_letters import encode
 from llm_proxy.accounting.usage import UsageRecord, UsageStore
 
 from devstack.aws import load_template
-from tests.conftest import DOUBLE_DEPLOYMENT
+from tests.support.configs import (
+    MASTER_KEY_FROM_SECRET,
+    NO_RETRIES,
+    deployment,
+    gateway_config,
+    openai_double,
+)
 from tests.support.functions import load_function
 from tests.support.stack import MASTER_KEY, usage_item
 
@@ -296,20 +302,18 @@ def test_alarms_may_publish_to_the_encrypted_topic(template: dict[str, Any]) -> 
 
 # --- the code emits what they read ----------------------------------------------------------
 
-CONFIG = f"""
-model_list:
-{DOUBLE_DEPLOYMENT}  - model_name: broken
-    litellm_params:
-      model: openai/gpt-3.5-turbo
-      api_base: http://127.0.0.1:9/v1
-      api_key: os.environ/OPENAI_API_KEY
-router_settings:
-  num_retries: 0
-litellm_settings:
-  cache: true
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+CONFIG = gateway_config(
+    openai_double(),
+    deployment(
+        "broken",
+        "openai/gpt-3.5-turbo",
+        api_base="http://127.0.0.1:9/v1",
+        api_key="os.environ/OPENAI_API_KEY",
+    ),
+    router_settings=NO_RETRIES,
+    litellm_settings={"cache": True},
+    general_settings=MASTER_KEY_FROM_SECRET,
+)
 
 
 def emitted(output: str) -> set[tuple[str, str, frozenset[tuple[str, str]]]]:

@@ -22,13 +22,13 @@ from llm_proxy import aws as llm_aws
 from llm_proxy.accounting.rollups import Rollup, Rollups
 
 from devstack.server import BackgroundServer
-from tests.conftest import ONE_DEPLOYMENT_CONFIG
+from tests.support.configs import one_deployment_config
 from tests.support.functions import load_function
 from tests.support.stack import MASTER_KEY, usage_item
 
 M = 6
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
-CONFIG = ONE_DEPLOYMENT_CONFIG
+CONFIG = one_deployment_config()
 # As deployed: in Lambda the usage write is done before the response; elsewhere (uvicorn) it
 # runs after it (`Settings.meter_after_response`).
 IN_LAMBDA = {"AWS_LAMBDA_FUNCTION_NAME": "llm-proxy-api"}

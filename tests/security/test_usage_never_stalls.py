@@ -27,7 +27,7 @@ from llm_proxy.accounting.usage import (
     UsageStore,
 )
 
-from tests.conftest import ONE_DEPLOYMENT_CONFIG
+from tests.support.configs import one_deployment_config
 from tests.support.functions import load_function
 from tests.support.stack import MASTER_KEY, usage_item
 
@@ -166,7 +166,7 @@ def test_oversized_names_are_metered_and_counted(
 ) -> None:
     # A model group of this test's own, so its rollup row counts this request alone.
     group = f"group-{uuid.uuid4().hex[:12]}"
-    config = ONE_DEPLOYMENT_CONFIG.replace("model_name: gpt-3.5-turbo", f"model_name: {group}")
+    config = one_deployment_config(group)
     base = gateway_for(config, LLM_PROXY__USAGE_DLQ_URL=dlq, **IN_LAMBDA)
     model = f"{group}-{body['model']}" if "model" in body else group
     response = httpx.post(
