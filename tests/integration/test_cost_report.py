@@ -23,7 +23,7 @@ import boto3
 import httpx
 import pytest
 from llm_proxy.access.virtual_keys import VirtualKey
-from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.accounting.usage import UsageStore
 from llm_proxy.reports.period import Period
 from llm_proxy.reports.report import report_for
 from llm_proxy.settings import Settings
@@ -40,6 +40,7 @@ from tests.support.configs import (
 )
 from tests.support.functions import load_function
 from tests.support.paths import REPO
+from tests.support.records import usage_record
 from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 MILLION = Decimal(1_000_000)
@@ -166,9 +167,7 @@ def seed_usage(aws: dict[str, str], day: str, entries: list[dict[str, Any]]) -> 
     store = UsageStore(aws["UsageTable"], 90, rollups_table=aws["RollupsTable"])
     noon = datetime.fromisoformat(f"{day}T12:00:00+00:00").timestamp()
     for entry in entries:
-        record = UsageRecord(
-            request_id=uuid.uuid4().hex, endpoint="/v1/chat/completions", started_at=noon, **entry
-        )
+        record = usage_record(started_at=noon, **entry)
         assert store.write(record)
 
 

@@ -23,9 +23,8 @@ import boto3
 import httpx
 import pytest
 from llm_proxy.access.limits import Limiter
-from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.accounting.dead_letters import encode
-from llm_proxy.accounting.usage import UsageRecord, UsageStore
+from llm_proxy.accounting.usage import UsageStore
 
 from devstack.aws import load_template
 from tests.support.configs import (
@@ -36,6 +35,7 @@ from tests.support.configs import (
     openai_double,
 )
 from tests.support.functions import load_function
+from tests.support.records import usage_record, virtual_key
 from tests.support.stack import MASTER_KEY, usage_item
 
 ALARM_TYPE = "AWS::CloudWatch::Alarm"
@@ -406,14 +406,14 @@ def drive_the_usage_store(aws: dict[str, str], dead_letters: str, quarantine: st
     """A record DynamoDB cannot take now (its table is missing): dead-lettered; one it refuses
     as it is (an empty request id): quarantined."""
     missing = UsageStore(f"missing-{uuid.uuid4().hex[:8]}", 90, dead_letter_queue=dead_letters)
-    assert not missing.write(UsageRecord(request_id=uuid.uuid4().hex, endpoint="/v1/embeddings"))
+    assert not missing.write(usage_record(endpoint="/v1/embeddings"))
     store = UsageStore(aws["UsageTable"], 90, quarantine_queue=quarantine)
-    assert not store.write(UsageRecord(request_id="", endpoint="/v1/embeddings"))
+    assert not store.write(usage_record(request_id="", endpoint="/v1/embeddings"))
 
 
 def drive_the_replay(dead_letters: str) -> None:
     """Letters the replay repairs (over DynamoDB's item size) and quarantines (not JSON)."""
-    record = UsageRecord(request_id=uuid.uuid4().hex, endpoint="/v1/chat/completions")
+    record = usage_record()
     huge = {**record.to_item(90), "deployment_model": "openai/" + "z" * 500_000}
     sqs = boto3.client("sqs")
     for body in (encode(huge), "not json at all"):
@@ -498,9 +498,7 @@ def test_settling_a_budget_returns_the_spend_the_metric_shows(aws: dict[str, str
     """A key with a token limit and a budget: its token counter settles in one call, its spend
     in another that reads the new spend back."""
     limiter = Limiter(aws["CountersTable"])
-    key = VirtualKey(
-        token=uuid.uuid4().hex, key_name="sk-...", key_alias="team-b", max_budget=2, tpm_limit=10**6
-    )
+    key = virtual_key(key_name="sk-...", key_alias="team-b", max_budget=2, tpm_limit=10**6)
     first = limiter.admit(key, tokens=500, cost=0.5)
     assert (first.budget, first.budget_owner) == (Decimal(2), "team-b")
     assert limiter.settle(first, 120, 0.25, {}, None) == Decimal("0.25")

@@ -23,12 +23,12 @@ from llm_proxy.accounting.usage import (
     FIELD_BYTES,
     LABEL_FIELDS,
     Backoff,
-    UsageRecord,
     UsageStore,
 )
 
 from tests.support.configs import one_deployment_config
 from tests.support.functions import load_function
+from tests.support.records import usage_record
 from tests.support.stack import MASTER_KEY, usage_item
 
 IN_LAMBDA = {"AWS_LAMBDA_FUNCTION_NAME": "llm-proxy-api"}
@@ -87,9 +87,7 @@ def rollup(aws: dict[str, str], **labels: str) -> Rollup:
 
 def letter(**fields: Any) -> dict[str, Any]:
     """A usage item as the gateway dead-letters it."""
-    record = UsageRecord(
-        request_id=uuid.uuid4().hex,
-        endpoint="/v1/chat/completions",
+    record = usage_record(
         key_id="master",
         model_group="gpt-3.5-turbo",
         prompt_tokens=6,
@@ -327,9 +325,7 @@ def test_a_record_with_oversized_names_is_written_cut_and_counted(
     )
     agent = f"store-{uuid.uuid4().hex}-" + "a" * 2048
     model = f"store-{uuid.uuid4().hex}-" + "m" * 300_000
-    record = UsageRecord(
-        request_id=uuid.uuid4().hex,
-        endpoint="/v1/chat/completions",
+    record = usage_record(
         key_id="master",
         agent=agent,
         model_requested=model,
@@ -357,7 +353,7 @@ def test_a_record_dynamodb_refuses_is_quarantined_with_its_reason(
         dead_letter_queue=dlq,
         quarantine_queue=quarantine,
     )
-    record = UsageRecord(request_id="q" * 3000, endpoint="/v1/chat/completions")
+    record = usage_record(request_id="q" * 3000)
     assert store.write(record) is False
 
     (message,) = messages(quarantine)
@@ -392,7 +388,7 @@ def test_without_a_quarantine_queue_a_refused_record_waits_in_the_dead_letter_qu
         dead_letter_queue=dlq,
         backoff=backoff,
     )
-    record = UsageRecord(request_id="w" * 3000, endpoint="/v1/chat/completions")
+    record = usage_record(request_id="w" * 3000)
     assert store.write(record) is False
     assert backoff.waits == []  # refused as invalid: not retried
     (message,) = messages(dlq)
