@@ -16,11 +16,11 @@ MESSAGES = [{"role": "user", "content": "Refactor this function"}]
 def test_agent_roles_route_to_their_models_and_tag_usage(
     gateway_for: Callable[..., str], upstream: OpenAIUpstream, aws: dict[str, str]
 ) -> None:
-    served = f"{upstream.base_url}/v1"
+    base = f"{upstream.base_url}/v1"
     url = gateway_for(
         gateway_config(
-            deployment("gpt-3.5-turbo", "openai/gpt-3.5-turbo", api_base=served),
-            deployment("gpt-4", "openai/gpt-4", api_base=served),
+            deployment("gpt-3.5-turbo", "openai/gpt-3.5-turbo", api_base=base),
+            deployment("gpt-4", "openai/gpt-4", api_base=base),
             router_settings={
                 "model_group_alias": {
                     "orchestrator": "gpt-3.5-turbo",

@@ -131,13 +131,13 @@ def gateway(
 ) -> str:
     closed = f"http://127.0.0.1:{free_port()}/v1"
     primary = {"api_key": "os.environ/OPENAI_API_KEY", "timeout": TIMEOUT_S}
-    served = f"{upstream.base_url}/v1"
+    base = f"{upstream.base_url}/v1"
     # The backup accepts an assistant prefill, so a stream cut after content can be continued
     # there (enable_mid_stream_fallback_continuation).
     return gateway_for(
         gateway_config(
-            deployment("solo", "openai/gpt-4o", api_base=served, **primary),
-            deployment("guarded", "openai/gpt-4o", api_base=served, **primary),
+            deployment("solo", "openai/gpt-4o", api_base=base, **primary),
+            deployment("guarded", "openai/gpt-4o", api_base=base, **primary),
             deployment(
                 "backup",
                 "openai/gpt-4o-mini",
@@ -150,7 +150,7 @@ def gateway(
             deployment(
                 "wrong-key",
                 "openai/gpt-4o",
-                api_base=served,
+                api_base=base,
                 api_key="os.environ/WRONG_OPENAI_KEY",
             ),
             router_settings={
