@@ -3,15 +3,10 @@ function's module imported against them exactly as Lambda would import it."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
-from typing import Any
 
-import boto3
 import pytest
 from llm_proxy.gateway import Gateway
 from llm_proxy.settings import Settings
@@ -19,51 +14,9 @@ from llm_proxy.settings import Settings
 from devstack.aws import LocalAWS, local_aws
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import BackgroundServer, serving
-
-REPO = Path(__file__).resolve().parent.parent
-MASTER_KEY = "sk-test-master-0123456789abcdef"
-UPSTREAM_KEY = "sk-upstream-secret-key-42"
-WRONG_UPSTREAM_KEY = "sk-upstream-wrong-key-99"
-TEST_NAMES = {
-    "UsageTable": "test-usage",
-    "KeysTable": "test-keys",
-    "CountersTable": "test-counters",
-    "CacheTable": "test-cache",
-    "ProviderKeysSecret": "test/provider-keys",
-}
-# The gpt-3.5-turbo deployment on the OpenAI-format double, as a model_list entry.
-DOUBLE_DEPLOYMENT = """\
-  - model_name: gpt-3.5-turbo
-    litellm_params:
-      model: openai/gpt-3.5-turbo
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-"""
-# A catalogue of that deployment alone: no retries, the master key from the secret.
-ONE_DEPLOYMENT_CONFIG = f"""\
-model_list:
-{DOUBLE_DEPLOYMENT}router_settings:
-  num_retries: 0
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
-# Every provider's key as stored in the test stack's provider-keys secret.
-PROVIDER_KEYS = {
-    "OPENAI_API_KEY": UPSTREAM_KEY,
-    "ANTHROPIC_API_KEY": "sk-ant-test-secret-key-07",
-    "AZURE_API_KEY": "azure-test-secret-key-0815",
-    "OPENROUTER_API_KEY": "sk-or-test-secret-key-66",
-    "DEEPSEEK_API_KEY": "sk-deepseek-test-secret-key-5",
-    "WRONG_OPENAI_KEY": WRONG_UPSTREAM_KEY,
-    # The existing LiteLLM proxy of LLM_PROXY__LLM_MODE=litellm is the OpenAI-format double.
-    "LLM_PROXY__LITELLM_API_KEY": UPSTREAM_KEY,
-    "LLM_PROXY__MASTER_KEY": MASTER_KEY,
-}
-
-
-# The tests serve the api and key management from one process, as `make dev` does, with the
-# OpenAPI schema on (the schema tests read it).
-ONE_PROCESS = {"LLM_PROXY__KEY_MANAGEMENT": "true", "LLM_PROXY__OPENAPI": "true"}
+from tests.support.functions import import_api_module
+from tests.support.paths import REPO
+from tests.support.stack import ONE_PROCESS, PROVIDER_KEYS, TEST_NAMES, UPSTREAM_KEY
 
 
 @pytest.fixture(scope="session")
@@ -142,38 +95,8 @@ def gateway_for(
         server.stop()
 
 
-def import_api_module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "functions" / "api" / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def gateway_url(api: ModuleType) -> Iterator[str]:
     server = BackgroundServer(api.app).start()
     yield server.url
     server.stop()
-
-
-def usage_item(table: str, request_id: str, timeout_s: float = 5.0) -> dict[str, Any]:
-    """The usage item for a request, read back from DynamoDB."""
-    dynamodb = boto3.resource("dynamodb")
-    deadline = time.monotonic() + timeout_s
-    while True:
-        item = dynamodb.Table(table).get_item(Key={"request_id": request_id}).get("Item")
-        if item or time.monotonic() > deadline:
-            assert item, f"no usage item for request {request_id}"
-            return dict(item)
-        time.sleep(0.05)
-
-
-def streamed_reasoning(stream: Any) -> tuple[str, str]:
-    """A chat stream's reasoning (its `reasoning_content` deltas) and its text."""
-    reasoning, content = "", ""
-    for chunk in stream:
-        for choice in chunk.choices:
-            reasoning += (choice.delta.model_extra or {}).get("reasoning_content") or ""
-            content += choice.delta.content or ""
-    return reasoning, content

@@ -19,62 +19,66 @@ from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.doubles.base import RecordedRequest
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import serving
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, REPO
+from tests.support.configs import (
+    MASTER_KEY_FROM_SECRET,
+    NO_RETRIES,
+    deployment,
+    gateway_config,
+    openai_double,
+)
+from tests.support.paths import REPO
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS
 
 CLIENTS = REPO / ".tools" / "clients" / "node_modules" / ".bin"
-CONFIG = """\
-model_list:
-  - model_name: claude-sonnet-4-5
-    litellm_params:
-      model: openai/house-claude
-      mock_response: "Hello from the gateway."
-      input_cost_per_token: 0
-      output_cost_per_token: 0
-  - model_name: gpt-5.1-codex
-    litellm_params:
-      model: openai/house-codex
-      mock_response: "Hello from the gateway."
-      input_cost_per_token: 0
-      output_cost_per_token: 0
-router_settings:
-  num_retries: 0
-  model_group_alias:
-    claude-haiku-4-5: claude-sonnet-4-5
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+# Claude Code asks for its small model (for side tasks) under another name.
+CLAUDE_CODE_ROUTING = {
+    "num_retries": 0,
+    "model_group_alias": {"claude-haiku-4-5": "claude-sonnet-4-5"},
+}
+CONFIG = gateway_config(
+    deployment(
+        "claude-sonnet-4-5",
+        "openai/house-claude",
+        mock_response="Hello from the gateway.",
+        input_cost_per_token=0,
+        output_cost_per_token=0,
+    ),
+    deployment(
+        "gpt-5.1-codex",
+        "openai/house-codex",
+        mock_response="Hello from the gateway.",
+        input_cost_per_token=0,
+        output_cost_per_token=0,
+    ),
+    router_settings=CLAUDE_CODE_ROUTING,
+    general_settings=MASTER_KEY_FROM_SECRET,
+)
 
-# Claude Code's model, and the small one it uses for side tasks, on an Anthropic deployment.
-TOOLS_CONFIG = """\
-model_list:
-  - model_name: claude-sonnet-4-5
-    litellm_params:
-      model: anthropic/claude-sonnet-4-5
-      api_base: {base}
-      api_key: os.environ/ANTHROPIC_API_KEY
-      input_cost_per_token: 0
-      output_cost_per_token: 0
-router_settings:
-  num_retries: 0
-  model_group_alias:
-    claude-haiku-4-5: claude-sonnet-4-5
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+
+def tools_config(base: str) -> str:
+    """Claude Code's model, and the small one it uses for side tasks, on an Anthropic
+    deployment."""
+    return gateway_config(
+        deployment(
+            "claude-sonnet-4-5",
+            "anthropic/claude-sonnet-4-5",
+            api_base=base,
+            api_key="os.environ/ANTHROPIC_API_KEY",
+            input_cost_per_token=0,
+            output_cost_per_token=0,
+        ),
+        router_settings=CLAUDE_CODE_ROUTING,
+        general_settings=MASTER_KEY_FROM_SECRET,
+    )
+
+
 NOTE = "The gateway passed the tool result back."
 # Codex's model on an OpenAI deployment: the OpenAI double's Responses API.
-CODEX_CONFIG = """\
-model_list:
-  - model_name: gpt-5.1-codex
-    litellm_params:
-      model: openai/gpt-5.1-codex
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-router_settings:
-  num_retries: 0
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+CODEX_CONFIG = gateway_config(
+    openai_double("gpt-5.1-codex"),
+    router_settings=NO_RETRIES,
+    general_settings=MASTER_KEY_FROM_SECRET,
+)
 
 
 def client(name: str) -> str:
@@ -126,7 +130,7 @@ def claude_double() -> Iterator[AnthropicUpstream]:
 
 @pytest.fixture(scope="module")
 def tools_url(gateway_for: Callable[..., str], claude_double: AnthropicUpstream) -> str:
-    return gateway_for(TOOLS_CONFIG.format(base=claude_double.base_url))
+    return gateway_for(tools_config(claude_double.base_url))
 
 
 def test_claude_code_runs_a_tool_through_the_messages_api(

@@ -32,42 +32,40 @@ from openai.types.responses import ResponseTextDeltaEvent
 from pydantic import BaseModel
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from tests.conftest import MASTER_KEY, UPSTREAM_KEY, usage_item
+from tests.support.configs import (
+    MASTER_KEY_FROM_SECRET,
+    NO_RETRIES,
+    deployment,
+    gateway_config,
+    openai_double,
+)
+from tests.support.stack import MASTER_KEY, UPSTREAM_KEY, usage_item
 
 REPLY = "Hello from the gateway."
-CONFIG = f"""\
-model_list:
-  - model_name: assistant
-    litellm_params:
-      model: openai/house-assistant
-      mock_response: "{REPLY}"
-      input_cost_per_token: 0
-      output_cost_per_token: 0
-  - model_name: city
-    litellm_params:
-      model: openai/house-city
-      mock_response: '{{"city": "Paris"}}'
-      input_cost_per_token: 0
-      output_cost_per_token: 0
-  - model_name: city-upstream
-    litellm_params:
-      model: openai/house-city
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-      input_cost_per_token: 0
-      output_cost_per_token: 0
-  - model_name: embedder
-    litellm_params:
-      model: openai/house-embedder
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-      input_cost_per_token: 0.001
-      output_cost_per_token: 0
-router_settings:
-  num_retries: 0
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+CONFIG = gateway_config(
+    deployment(
+        "assistant",
+        "openai/house-assistant",
+        mock_response=REPLY,
+        input_cost_per_token=0,
+        output_cost_per_token=0,
+    ),
+    deployment(
+        "city",
+        "openai/house-city",
+        mock_response='{"city": "Paris"}',
+        input_cost_per_token=0,
+        output_cost_per_token=0,
+    ),
+    openai_double(
+        "city-upstream", "openai/house-city", input_cost_per_token=0, output_cost_per_token=0
+    ),
+    openai_double(
+        "embedder", "openai/house-embedder", input_cost_per_token=0.001, output_cost_per_token=0
+    ),
+    router_settings=NO_RETRIES,
+    general_settings=MASTER_KEY_FROM_SECRET,
+)
 
 
 class City(BaseModel):

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import openai
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from tests.conftest import MASTER_KEY, usage_item
+from tests.support.configs import deployment, gateway_config
+from tests.support.stack import MASTER_KEY, usage_item
 
 MESSAGES = [{"role": "user", "content": "Refactor this function"}]
 
@@ -15,18 +16,20 @@ MESSAGES = [{"role": "user", "content": "Refactor this function"}]
 def test_agent_roles_route_to_their_models_and_tag_usage(
     gateway_for: Callable[..., str], upstream: OpenAIUpstream, aws: dict[str, str]
 ) -> None:
-    url = gateway_for(f"""
-model_list:
-  - model_name: gpt-3.5-turbo
-    litellm_params: {{model: openai/gpt-3.5-turbo, api_base: "{upstream.base_url}/v1"}}
-  - model_name: gpt-4
-    litellm_params: {{model: openai/gpt-4, api_base: "{upstream.base_url}/v1"}}
-router_settings:
-  model_group_alias:
-    orchestrator: gpt-3.5-turbo
-    coder: gpt-4
-    ask: gpt-3.5-turbo
-""")
+    base = f"{upstream.base_url}/v1"
+    url = gateway_for(
+        gateway_config(
+            deployment("gpt-3.5-turbo", "openai/gpt-3.5-turbo", api_base=base),
+            deployment("gpt-4", "openai/gpt-4", api_base=base),
+            router_settings={
+                "model_group_alias": {
+                    "orchestrator": "gpt-3.5-turbo",
+                    "coder": "gpt-4",
+                    "ask": "gpt-3.5-turbo",
+                }
+            },
+        )
+    )
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=MASTER_KEY, max_retries=0)
     assert [m.id for m in client.models.list()] == [
         "gpt-3.5-turbo",

@@ -10,7 +10,8 @@ import httpx
 from llm_proxy.settings import Settings
 
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
-from tests.conftest import MASTER_KEY, REPO, usage_item
+from tests.support.paths import REPO
+from tests.support.stack import MASTER_KEY, usage_item
 
 CONFIG = (REPO / "tests" / "fixtures" / "gateway.yaml").read_text()
 BODY = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}]}

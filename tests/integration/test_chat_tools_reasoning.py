@@ -14,34 +14,24 @@ import openai
 import pytest
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from tests.conftest import MASTER_KEY, streamed_reasoning, usage_item
+from tests.support.configs import MASTER_KEY_FROM_SECRET, NO_RETRIES, gateway_config, openai_double
+from tests.support.stack import MASTER_KEY, usage_item
+from tests.support.streams import streamed_reasoning
 
 INPUT_PRICE, OUTPUT_PRICE, CACHED_PRICE = (Decimal("1e-6"), Decimal("2e-6"), Decimal("1e-7"))
-CONFIG = f"""\
-model_list:
-  - model_name: gpt
-    litellm_params:
-      model: openai/gpt-4o
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-      input_cost_per_token: {INPUT_PRICE}
-      output_cost_per_token: {OUTPUT_PRICE}
-      cache_read_input_token_cost: {CACHED_PRICE}
-  - model_name: deepseek-reasoner
-    litellm_params:
-      model: deepseek/deepseek-reasoner
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-  - model_name: r1
-    litellm_params:
-      model: openrouter/deepseek/deepseek-r1
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-router_settings:
-  num_retries: 0
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+CONFIG = gateway_config(
+    openai_double(
+        "gpt",
+        "openai/gpt-4o",
+        input_cost_per_token=INPUT_PRICE,
+        output_cost_per_token=OUTPUT_PRICE,
+        cache_read_input_token_cost=CACHED_PRICE,
+    ),
+    openai_double("deepseek-reasoner", "deepseek/deepseek-reasoner"),
+    openai_double("r1", "openrouter/deepseek/deepseek-r1"),
+    router_settings=NO_RETRIES,
+    general_settings=MASTER_KEY_FROM_SECRET,
+)
 
 
 def tool(name: str) -> Any:

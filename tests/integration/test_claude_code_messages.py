@@ -16,29 +16,35 @@ import pytest
 from devstack.doubles.anthropic_upstream import AnthropicUpstream, count_input_tokens
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import serving
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS
+from tests.support.configs import MASTER_KEY_FROM_SECRET, NO_RETRIES, deployment, gateway_config
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS
 
-CONFIG = """\
-model_list:
-  - model_name: claude
-    litellm_params:
-      model: anthropic/claude-sonnet-4-5
-      api_base: {anthropic}
-      api_key: os.environ/ANTHROPIC_API_KEY
-    model_info:
-      anthropic_betas:
-        drop: [dropped-beta-2025-01-01]
-        map: {{old-beta-2024-01-01: context-management-2025-06-27}}
-  - model_name: gpt
-    litellm_params:
-      model: openai/gpt-3.5-turbo
-      api_base: {openai}/v1
-      api_key: os.environ/OPENAI_API_KEY
-router_settings:
-  num_retries: 0
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+
+def config_for(anthropic: str, openai: str) -> str:
+    return gateway_config(
+        deployment(
+            "claude",
+            "anthropic/claude-sonnet-4-5",
+            api_base=anthropic,
+            api_key="os.environ/ANTHROPIC_API_KEY",
+            model_info={
+                "anthropic_betas": {
+                    "drop": ["dropped-beta-2025-01-01"],
+                    "map": {"old-beta-2024-01-01": "context-management-2025-06-27"},
+                }
+            },
+        ),
+        deployment(
+            "gpt",
+            "openai/gpt-3.5-turbo",
+            api_base=f"{openai}/v1",
+            api_key="os.environ/OPENAI_API_KEY",
+        ),
+        router_settings=NO_RETRIES,
+        general_settings=MASTER_KEY_FROM_SECRET,
+    )
+
+
 BETAS = ",".join(
     [
         "claude-code-20250219",
@@ -69,7 +75,7 @@ def claude_double() -> Iterator[AnthropicUpstream]:
 def url(
     gateway_for: Callable[..., str], claude_double: AnthropicUpstream, upstream: OpenAIUpstream
 ) -> str:
-    return gateway_for(CONFIG.format(anthropic=claude_double.base_url, openai=upstream.base_url))
+    return gateway_for(config_for(claude_double.base_url, upstream.base_url))
 
 
 @pytest.fixture

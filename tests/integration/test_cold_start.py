@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 PROBE = textwrap.dedent(
     """

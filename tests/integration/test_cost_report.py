@@ -23,7 +23,6 @@ import boto3
 import httpx
 import pytest
 from llm_proxy.access.virtual_keys import VirtualKey
-from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.reports.period import Period
 from llm_proxy.reports.report import report_for
 from llm_proxy.settings import Settings
@@ -32,8 +31,17 @@ from llm_proxy.store.usage import UsageTable
 from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.doubles.ollama_upstream import OllamaUpstream
 from devstack.server import serving
-from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, PROVIDER_KEYS, REPO, usage_item
-from tests.integration.test_durable_usage import load_function
+from tests.support.configs import (
+    MASTER_KEY_FROM_SECRET,
+    NO_RETRIES,
+    deployment,
+    gateway_config,
+    openai_double,
+)
+from tests.support.functions import load_function
+from tests.support.paths import REPO
+from tests.support.records import usage_record
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 MILLION = Decimal(1_000_000)
 # The seed's tables, USD per 1M tokens (input, output); Ollama runs locally at no cost.
@@ -60,29 +68,24 @@ def ollama() -> Iterator[OllamaUpstream]:
 
 
 def oracle_config(anthropic: str, ollama: str) -> str:
-    return f"""
-model_list:
-{DOUBLE_DEPLOYMENT}  - model_name: claude-3-haiku
-    litellm_params:
-      model: anthropic/claude-3-haiku-20240307
-      api_base: {anthropic}
-      api_key: os.environ/ANTHROPIC_API_KEY
-  - model_name: llama2
-    litellm_params:
-      model: ollama/llama2
-      api_base: {ollama}
-  - model_name: house-gpt
-    litellm_params:
-      model: openai/gpt-3.5-turbo
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-      input_cost_per_token: 0.000002
-      output_cost_per_token: 0.000004
-router_settings:
-  num_retries: 0
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+    return gateway_config(
+        openai_double(),
+        deployment(
+            "claude-3-haiku",
+            "anthropic/claude-3-haiku-20240307",
+            api_base=anthropic,
+            api_key="os.environ/ANTHROPIC_API_KEY",
+        ),
+        deployment("llama2", "ollama/llama2", api_base=ollama),
+        openai_double(
+            "house-gpt",
+            "openai/gpt-3.5-turbo",
+            input_cost_per_token=0.000002,
+            output_cost_per_token=0.000004,
+        ),
+        router_settings=NO_RETRIES,
+        general_settings=MASTER_KEY_FROM_SECRET,
+    )
 
 
 class Env:
@@ -164,9 +167,7 @@ def seed_usage(aws: dict[str, str], day: str, entries: list[dict[str, Any]]) -> 
     store = UsageTable(aws["UsageTable"], 90, rollups_table=aws["RollupsTable"])
     noon = datetime.fromisoformat(f"{day}T12:00:00+00:00").timestamp()
     for entry in entries:
-        record = UsageRecord(
-            request_id=uuid.uuid4().hex, endpoint="/v1/chat/completions", started_at=noon, **entry
-        )
+        record = usage_record(started_at=noon, **entry)
         assert store.write(record)
 
 

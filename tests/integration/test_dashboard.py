@@ -10,7 +10,6 @@ dimensions must name the template's resources instead."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import time
@@ -19,20 +18,26 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from types import ModuleType
 from typing import Any
 
 import boto3
 import httpx
 import pytest
-from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.accounting.dead_letters import encode
-from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.store.counters import CountersTable
 from llm_proxy.store.usage import UsageTable
 
 from devstack.aws import load_template
-from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, REPO, usage_item
+from tests.support.configs import (
+    MASTER_KEY_FROM_SECRET,
+    NO_RETRIES,
+    deployment,
+    gateway_config,
+    openai_double,
+)
+from tests.support.functions import load_function
+from tests.support.records import usage_record, virtual_key
+from tests.support.stack import MASTER_KEY, usage_item
 
 ALARM_TYPE = "AWS::CloudWatch::Alarm"
 FUNCTION_TYPE = "AWS::Serverless::Function"
@@ -298,20 +303,18 @@ def test_alarms_may_publish_to_the_encrypted_topic(template: dict[str, Any]) -> 
 
 # --- the code emits what they read ----------------------------------------------------------
 
-CONFIG = f"""
-model_list:
-{DOUBLE_DEPLOYMENT}  - model_name: broken
-    litellm_params:
-      model: openai/gpt-3.5-turbo
-      api_base: http://127.0.0.1:9/v1
-      api_key: os.environ/OPENAI_API_KEY
-router_settings:
-  num_retries: 0
-litellm_settings:
-  cache: true
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+CONFIG = gateway_config(
+    openai_double(),
+    deployment(
+        "broken",
+        "openai/gpt-3.5-turbo",
+        api_base="http://127.0.0.1:9/v1",
+        api_key="os.environ/OPENAI_API_KEY",
+    ),
+    router_settings=NO_RETRIES,
+    litellm_settings={"cache": True},
+    general_settings=MASTER_KEY_FROM_SECRET,
+)
 
 
 def emitted(output: str) -> set[tuple[str, str, frozenset[tuple[str, str]]]]:
@@ -339,17 +342,6 @@ def satisfied(use: Use, seen: set[tuple[str, str, frozenset[tuple[str, str]]]]) 
         if all(wanted is None or got[name] == wanted for name, wanted in use.dimensions):
             return True
     return False
-
-
-def load_function(name: str) -> ModuleType:
-    """functions/<name>/app.py, imported as Lambda imports it."""
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_metrics_under_test", REPO / "functions" / name / "app.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def environment(template: Mapping[str, Any], function: str) -> dict[str, str]:
@@ -415,14 +407,14 @@ def drive_the_usage_store(aws: dict[str, str], dead_letters: str, quarantine: st
     """A record DynamoDB cannot take now (its table is missing): dead-lettered; one it refuses
     as it is (an empty request id): quarantined."""
     missing = UsageTable(f"missing-{uuid.uuid4().hex[:8]}", 90, dead_letter_queue=dead_letters)
-    assert not missing.write(UsageRecord(request_id=uuid.uuid4().hex, endpoint="/v1/embeddings"))
+    assert not missing.write(usage_record(endpoint="/v1/embeddings"))
     store = UsageTable(aws["UsageTable"], 90, quarantine_queue=quarantine)
-    assert not store.write(UsageRecord(request_id="", endpoint="/v1/embeddings"))
+    assert not store.write(usage_record(request_id="", endpoint="/v1/embeddings"))
 
 
 def drive_the_replay(dead_letters: str) -> None:
     """Letters the replay repairs (over DynamoDB's item size) and quarantines (not JSON)."""
-    record = UsageRecord(request_id=uuid.uuid4().hex, endpoint="/v1/chat/completions")
+    record = usage_record()
     huge = {**record.to_item(90), "deployment_model": "openai/" + "z" * 500_000}
     sqs = boto3.client("sqs")
     for body in (encode(huge), "not json at all"):
@@ -506,22 +498,20 @@ def test_every_metric_the_dashboard_and_alarms_read_is_emitted(
 def test_settling_a_budget_returns_the_spend_the_metric_shows(aws: dict[str, str]) -> None:
     """A key with a token limit and a budget: its token counter settles in one call, its spend
     in another that reads the new spend back."""
-    limiter = CountersTable(aws["CountersTable"])
-    key = VirtualKey(
-        token=uuid.uuid4().hex, key_name="sk-...", key_alias="team-b", max_budget=2, tpm_limit=10**6
-    )
+    counters = CountersTable(aws["CountersTable"])
+    key = virtual_key(key_name="sk-...", key_alias="team-b", max_budget=2, tpm_limit=10**6)
     # Both in one minute window, whenever the test runs.
     now = time.time()
-    first = limiter.admit(key, tokens=500, cost=0.5, now=now)
+    first = counters.admit(key, tokens=500, cost=0.5, now=now)
     assert (first.budget, first.budget_owner) == (Decimal(2), "team-b")
-    assert limiter.settle(first, 120, 0.25, {}, None) == Decimal("0.25")
-    second = limiter.admit(key, tokens=500, cost=0.5, now=now)
-    assert limiter.settle(second, 100, 0.3, {}, None) == Decimal("0.55")
-    assert limiter.spend(key) == 0.55
+    assert counters.settle(first, 120, 0.25, {}, None) == Decimal("0.25")
+    second = counters.admit(key, tokens=500, cost=0.5, now=now)
+    assert counters.settle(second, 100, 0.3, {}, None) == Decimal("0.55")
+    assert counters.spend(key) == 0.55
     minute = boto3.resource("dynamodb").Table(aws["CountersTable"])
     counter = minute.get_item(Key={"counter_id": second.minute_items[0]})["Item"]
     assert counter["tokens"] == 220
     # Reserved exactly what it cost: nothing to settle, so no spend to report.
-    third = limiter.admit(key, tokens=10, cost=0.1)
-    assert limiter.settle(third, 10, 0.1, {}, None) is None
-    assert limiter.spend(key) == pytest.approx(0.65)
+    third = counters.admit(key, tokens=10, cost=0.1)
+    assert counters.settle(third, 10, 0.1, {}, None) is None
+    assert counters.spend(key) == pytest.approx(0.65)

@@ -16,7 +16,8 @@ from llm_proxy.settings import Settings
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import free_port
-from tests.conftest import MASTER_KEY, REPO, UPSTREAM_KEY, usage_item
+from tests.support.paths import REPO
+from tests.support.stack import MASTER_KEY, UPSTREAM_KEY, usage_item
 
 CONFIG = REPO / "tests" / "fixtures" / "gateway.yaml"
 BODY = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}

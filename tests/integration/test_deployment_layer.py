@@ -34,7 +34,8 @@ from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.lambda_fs import read_only, writable
 from devstack.processes import wait_until_answered
 from devstack.server import free_port, serving
-from tests.conftest import MASTER_KEY, REPO, UPSTREAM_KEY
+from tests.support.paths import REPO
+from tests.support.stack import MASTER_KEY, UPSTREAM_KEY
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -15,7 +15,7 @@ import pytest
 
 from devstack.processes import children, is_running
 from devstack.server import free_port
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.timeout(300)
 

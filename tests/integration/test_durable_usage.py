@@ -5,7 +5,6 @@ writes it once, with its rollup counted once, however often it is replayed."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import time
@@ -13,7 +12,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from types import ModuleType
 from typing import Any
 
 import boto3
@@ -25,24 +23,17 @@ from llm_proxy.accounting.rollups import Rollup
 from llm_proxy.store.rollups import RollupsTable
 
 from devstack.server import BackgroundServer
-from tests.conftest import MASTER_KEY, ONE_DEPLOYMENT_CONFIG, REPO, usage_item
+from tests.support.configs import one_deployment_config
+from tests.support.functions import load_function
+from tests.support.stack import MASTER_KEY, usage_item
 
 M = 6
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
-CONFIG = ONE_DEPLOYMENT_CONFIG
+CONFIG = one_deployment_config()
 # As deployed: in Lambda the usage write is done before the response; elsewhere (uvicorn) it
 # runs after it (`Settings.meter_after_response`).
 IN_LAMBDA = {"AWS_LAMBDA_FUNCTION_NAME": "llm-proxy-api"}
 OUTSIDE_LAMBDA = {"AWS_LAMBDA_FUNCTION_NAME": ""}
-
-
-def load_function(name: str) -> ModuleType:
-    path = REPO / "functions" / name / "app.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_function_under_test", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

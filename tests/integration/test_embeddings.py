@@ -6,7 +6,7 @@ import openai
 import pytest
 
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
-from tests.conftest import MASTER_KEY, UPSTREAM_KEY, usage_item
+from tests.support.stack import MASTER_KEY, UPSTREAM_KEY, usage_item
 
 
 @pytest.fixture

@@ -16,7 +16,14 @@ import pytest
 
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
 from devstack.server import free_port, serving
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, UPSTREAM_KEY, WRONG_UPSTREAM_KEY, usage_item
+from tests.support.configs import deployment, gateway_config
+from tests.support.stack import (
+    MASTER_KEY,
+    PROVIDER_KEYS,
+    UPSTREAM_KEY,
+    WRONG_UPSTREAM_KEY,
+    usage_item,
+)
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
 BACKUP_REPLY = "Backup answers here."
@@ -123,39 +130,38 @@ def gateway(
     gateway_for: Callable[..., str], upstream: OpenAIUpstream, backup: OpenAIUpstream
 ) -> str:
     closed = f"http://127.0.0.1:{free_port()}/v1"
-    primary = f"api_key: os.environ/OPENAI_API_KEY, timeout: {TIMEOUT_S}"
+    primary = {"api_key": "os.environ/OPENAI_API_KEY", "timeout": TIMEOUT_S}
+    base = f"{upstream.base_url}/v1"
     # The backup accepts an assistant prefill, so a stream cut after content can be continued
     # there (enable_mid_stream_fallback_continuation).
-    return gateway_for(f"""
-model_list:
-  - model_name: solo
-    litellm_params: {{model: openai/gpt-4o, api_base: {upstream.base_url}/v1, {primary}}}
-  - model_name: guarded
-    litellm_params: {{model: openai/gpt-4o, api_base: {upstream.base_url}/v1, {primary}}}
-  - model_name: backup
-    litellm_params:
-      model: openai/gpt-4o-mini
-      api_base: {backup.base_url}/v1
-      api_key: os.environ/DEEPSEEK_API_KEY
-    model_info: {{supports_assistant_prefill: true}}
-  - model_name: solo-refused
-    litellm_params: {{model: openai/gpt-4o, api_base: {closed}, {primary}}}
-  - model_name: guarded-refused
-    litellm_params: {{model: openai/gpt-4o, api_base: {closed}, {primary}}}
-  - model_name: wrong-key
-    litellm_params:
-      model: openai/gpt-4o
-      api_base: {upstream.base_url}/v1
-      api_key: os.environ/WRONG_OPENAI_KEY
-router_settings:
-  num_retries: 0
-  # Tests share this gateway; litellm reads `cooldown_time: 0` as its 5 s default.
-  disable_cooldowns: true
-  enable_mid_stream_fallback_continuation: true
-  fallbacks:
-    - guarded: [backup]
-    - guarded-refused: [backup]
-""")
+    return gateway_for(
+        gateway_config(
+            deployment("solo", "openai/gpt-4o", api_base=base, **primary),
+            deployment("guarded", "openai/gpt-4o", api_base=base, **primary),
+            deployment(
+                "backup",
+                "openai/gpt-4o-mini",
+                api_base=f"{backup.base_url}/v1",
+                api_key="os.environ/DEEPSEEK_API_KEY",
+                model_info={"supports_assistant_prefill": True},
+            ),
+            deployment("solo-refused", "openai/gpt-4o", api_base=closed, **primary),
+            deployment("guarded-refused", "openai/gpt-4o", api_base=closed, **primary),
+            deployment(
+                "wrong-key",
+                "openai/gpt-4o",
+                api_base=base,
+                api_key="os.environ/WRONG_OPENAI_KEY",
+            ),
+            router_settings={
+                "num_retries": 0,
+                # Tests share this gateway; litellm reads `cooldown_time: 0` as its 5 s default.
+                "disable_cooldowns": True,
+                "enable_mid_stream_fallback_continuation": True,
+                "fallbacks": [{"guarded": ["backup"]}, {"guarded-refused": ["backup"]}],
+            },
+        )
+    )
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,9 @@ from starlette.responses import Response
 from devstack.aws import LocalAWS
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import BackgroundServer
-from tests.conftest import MASTER_KEY, REPO
-from tests.integration.runtime_api import Invocation, RuntimeApi
+from tests.support.paths import REPO
+from tests.support.runtime_api import Invocation, RuntimeApi
+from tests.support.stack import MASTER_KEY
 
 DYNAMODB_DELAY_S = 0.15
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MASTER_KEY, REPO, usage_item
+from tests.support.paths import REPO
+from tests.support.stack import MASTER_KEY, usage_item
 
 # API Gateway events; the EventBridge ones (scheduled_*.json) are for the scheduled functions.
 EVENTS = sorted(

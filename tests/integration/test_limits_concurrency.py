@@ -19,25 +19,18 @@ import pytest
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.processes import wait_until_answered
 from devstack.server import free_port
-from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, REPO
+from tests.support.configs import MASTER_KEY_FROM_SECRET, gateway_config, openai_double
+from tests.support.paths import REPO
+from tests.support.stack import MASTER_KEY
 
 # `budgeted` prices output tokens only, at a round price: the double answers 5 tokens, so
 # 0.005 a request.
-CONFIG = f"""
-model_list:
-{DOUBLE_DEPLOYMENT}  - model_name: budgeted
-    litellm_params:
-      model: openai/budgeted
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-      input_cost_per_token: 0
-      output_cost_per_token: 0.001
-router_settings:
-  num_retries: 0
-  cooldown_time: 0
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+CONFIG = gateway_config(
+    openai_double(),
+    openai_double("budgeted", input_cost_per_token=0, output_cost_per_token=0.001),
+    router_settings={"num_retries": 0, "cooldown_time": 0},
+    general_settings=MASTER_KEY_FROM_SECRET,
+)
 THREADS = 8
 REQUESTS = 24
 MESSAGES = [{"role": "user", "content": "Say hello"}]

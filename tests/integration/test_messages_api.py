@@ -7,7 +7,7 @@ import anthropic
 import pytest
 
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
-from tests.conftest import MASTER_KEY, UPSTREAM_KEY, usage_item
+from tests.support.stack import MASTER_KEY, UPSTREAM_KEY, usage_item
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
 

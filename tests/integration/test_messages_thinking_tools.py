@@ -19,34 +19,9 @@ from devstack.doubles.anthropic_upstream import (
     AnthropicUpstream,
 )
 from devstack.server import serving
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, usage_item
+from tests.support.configs import MASTER_KEY_FROM_SECRET, NO_RETRIES, deployment, gateway_config
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
-CONFIG = """\
-model_list:
-  - model_name: claude
-    litellm_params:
-      model: anthropic/claude-sonnet-4-5
-      api_base: {base}
-      api_key: os.environ/ANTHROPIC_API_KEY
-      input_cost_per_token: 0.000003
-      output_cost_per_token: 0.000015
-    model_info:
-      allowed_params: [thinking]
-  - model_name: sonnet
-    litellm_params:
-      model: anthropic/claude-sonnet-4-5
-      api_base: {base}
-      api_key: os.environ/ANTHROPIC_API_KEY
-  - model_name: claude-plain
-    litellm_params:
-      model: anthropic/claude-sonnet-4-5
-      api_base: {base}
-      api_key: os.environ/ANTHROPIC_API_KEY
-router_settings:
-  num_retries: 0
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
 QUESTION = "What is the weather in Paris today"  # 7 tokens for the double
 THINKING = {"type": "enabled", "budget_tokens": 1024}
 MAX_TOKENS = 2048
@@ -63,6 +38,24 @@ TOOL_OUTPUT = "18 degrees and sunny"
 INPUT_PRICE, OUTPUT_PRICE = 0.000003, 0.000015
 
 
+def config_for(base: str) -> str:
+    anthropic = {"api_base": base, "api_key": "os.environ/ANTHROPIC_API_KEY"}
+    return gateway_config(
+        deployment(
+            "claude",
+            "anthropic/claude-sonnet-4-5",
+            **anthropic,
+            input_cost_per_token=0.000003,
+            output_cost_per_token=0.000015,
+            model_info={"allowed_params": ["thinking"]},
+        ),
+        deployment("sonnet", "anthropic/claude-sonnet-4-5", **anthropic),
+        deployment("claude-plain", "anthropic/claude-sonnet-4-5", **anthropic),
+        router_settings=NO_RETRIES,
+        general_settings=MASTER_KEY_FROM_SECRET,
+    )
+
+
 @pytest.fixture(scope="module")
 def double() -> Iterator[AnthropicUpstream]:
     with serving(AnthropicUpstream(api_key=PROVIDER_KEYS["ANTHROPIC_API_KEY"])) as served:
@@ -71,7 +64,7 @@ def double() -> Iterator[AnthropicUpstream]:
 
 @pytest.fixture(scope="module")
 def url(gateway_for: Callable[..., str], double: AnthropicUpstream) -> str:
-    return gateway_for(CONFIG.format(base=double.base_url))
+    return gateway_for(config_for(double.base_url))
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from llm_proxy.config import ConfigError, config_for_mode
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from tests.conftest import MASTER_KEY, UPSTREAM_KEY, usage_item
+from tests.support.stack import MASTER_KEY, UPSTREAM_KEY, usage_item
 
 MESSAGES = [{"role": "user", "content": "Plan the next step"}]
 

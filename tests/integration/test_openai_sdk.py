@@ -11,7 +11,8 @@ import openai
 import pytest
 
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
-from tests.conftest import MASTER_KEY, UPSTREAM_KEY, WRONG_UPSTREAM_KEY, usage_item
+from tests.support.configs import deployment, gateway_config
+from tests.support.stack import MASTER_KEY, UPSTREAM_KEY, WRONG_UPSTREAM_KEY, usage_item
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
 
@@ -264,13 +265,11 @@ def test_openapi_documents_openai_errors_not_422(gateway_url: str) -> None:
 def test_a_second_config_can_be_served_for_one_test(
     gateway_for: Callable[..., str], upstream: OpenAIUpstream
 ) -> None:
-    url = gateway_for(f"""
-model_list:
-  - model_name: only-one
-    litellm_params:
-      model: openai/gpt-3.5-turbo
-      api_base: {upstream.base_url}/v1
-""")
+    url = gateway_for(
+        gateway_config(
+            deployment("only-one", "openai/gpt-3.5-turbo", api_base=f"{upstream.base_url}/v1")
+        )
+    )
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=MASTER_KEY, max_retries=0)
     assert [m.id for m in client.models.list()] == ["only-one"]
     reply = client.chat.completions.create(model="only-one", messages=MESSAGES)  # type: ignore[arg-type]

@@ -16,26 +16,30 @@ import pytest
 
 from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.server import serving
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, usage_item
+from tests.support.configs import MASTER_KEY_FROM_SECRET, NO_RETRIES, deployment, gateway_config
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 INPUT, OUTPUT = Decimal("3e-6"), Decimal("15e-6")
 WRITE, READ = Decimal("3.75e-6"), Decimal("0.3e-6")
-CONFIG = f"""\
-model_list:
-  - model_name: claude
-    litellm_params:
-      model: anthropic/claude-sonnet-4-5
-      api_base: {{base}}
-      api_key: os.environ/ANTHROPIC_API_KEY
-      input_cost_per_token: {INPUT}
-      output_cost_per_token: {OUTPUT}
-      cache_creation_input_token_cost: {WRITE}
-      cache_read_input_token_cost: {READ}
-router_settings:
-  num_retries: 0
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+
+
+def config_for(base: str) -> str:
+    return gateway_config(
+        deployment(
+            "claude",
+            "anthropic/claude-sonnet-4-5",
+            api_base=base,
+            api_key="os.environ/ANTHROPIC_API_KEY",
+            input_cost_per_token=INPUT,
+            output_cost_per_token=OUTPUT,
+            cache_creation_input_token_cost=WRITE,
+            cache_read_input_token_cost=READ,
+        ),
+        router_settings=NO_RETRIES,
+        general_settings=MASTER_KEY_FROM_SECRET,
+    )
+
+
 # The instructions are cached (a token a word); the question after them is not.
 RULES = "You review code for a team that ships small careful changes."
 CACHED = len(RULES.split())
@@ -55,7 +59,7 @@ def _fresh(double: AnthropicUpstream) -> None:
 
 @pytest.fixture(scope="module")
 def url(gateway_for: Callable[..., str], double: AnthropicUpstream) -> str:
-    return gateway_for(CONFIG.format(base=double.base_url))
+    return gateway_for(config_for(double.base_url))
 
 
 def system() -> Any:

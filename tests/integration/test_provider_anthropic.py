@@ -15,7 +15,8 @@ import pytest
 
 from devstack.doubles.anthropic_upstream import AnthropicUpstream, Fault
 from devstack.server import serving
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, usage_item
+from tests.support.configs import deployment, gateway_config
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 ANTHROPIC_KEY = PROVIDER_KEYS["ANTHROPIC_API_KEY"]
 OPENAI_KEY = PROVIDER_KEYS["OPENAI_API_KEY"]
@@ -45,42 +46,31 @@ SEED_PRICES = {
 
 def seed_catalogue(api_base: str, *, prefix: str = "anthropic/") -> str:
     """The seed's three Claude entries, pointed at the double; keys from the secret."""
-    entries = "".join(
-        f"""
-  - model_name: {name}
-    litellm_params:
-      model: {prefix}{model}
-      api_base: {api_base}
-      api_key: os.environ/ANTHROPIC_API_KEY
-"""
-        for name, model in SEED_MODELS.items()
+    anthropic = {"api_base": api_base, "api_key": "os.environ/ANTHROPIC_API_KEY"}
+    haiku = "anthropic/claude-3-haiku-20240307"
+    seed = [
+        deployment(name, f"{prefix}{model}", **anthropic) for name, model in SEED_MODELS.items()
+    ]
+    return gateway_config(
+        *seed,
+        deployment(
+            "claude-3-haiku-wrong-key",
+            haiku,
+            api_base=api_base,
+            api_key="os.environ/OPENAI_API_KEY",
+        ),
+        deployment(
+            "claude-3-haiku-priced",
+            haiku,
+            **anthropic,
+            input_cost_per_token=0.00000025,
+            output_cost_per_token=0.00000125,
+        ),
+        deployment(
+            "claude-3-haiku-capped", haiku, **anthropic, model_info={"max_output_tokens": 4096}
+        ),
+        router_settings={"num_retries": 0, "cooldown_time": 0},
     )
-    return f"""
-model_list:{entries}
-  - model_name: claude-3-haiku-wrong-key
-    litellm_params:
-      model: anthropic/claude-3-haiku-20240307
-      api_base: {api_base}
-      api_key: os.environ/OPENAI_API_KEY
-  - model_name: claude-3-haiku-priced
-    litellm_params:
-      model: anthropic/claude-3-haiku-20240307
-      api_base: {api_base}
-      api_key: os.environ/ANTHROPIC_API_KEY
-      input_cost_per_token: 0.00000025
-      output_cost_per_token: 0.00000125
-  - model_name: claude-3-haiku-capped
-    litellm_params:
-      model: anthropic/claude-3-haiku-20240307
-      api_base: {api_base}
-      api_key: os.environ/ANTHROPIC_API_KEY
-    model_info:
-      max_output_tokens: 4096
-
-router_settings:
-  num_retries: 0
-  cooldown_time: 0
-"""
 
 
 @pytest.fixture(scope="module")

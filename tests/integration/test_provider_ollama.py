@@ -14,60 +14,33 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from devstack.doubles.ollama_upstream import Fault, OllamaUpstream, RecordedRequest
 from devstack.server import free_port, serving
-from tests.conftest import MASTER_KEY, streamed_reasoning, usage_item
+from tests.support.configs import NO_RETRIES, deployment, gateway_config
+from tests.support.stack import MASTER_KEY, usage_item
+from tests.support.streams import streamed_reasoning
 
 QUESTION = "Write a haiku about gateways"
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]
 
-# The seed's Ollama example, pointed at the double, plus the chat route and failure cases.
-# No retries and no cooldown, so each failure reaches the client exactly once.
-CONFIG = """
-model_list:
-  - model_name: llama2
-    litellm_params:
-      model: ollama/llama2
-      api_base: {base}
-  - model_name: mistral
-    litellm_params:
-      model: ollama/mistral
-      api_base: {base}
-  - model_name: qwen
-    litellm_params:
-      model: ollama/qwen:0.5b
-      api_base: {base}
-  - model_name: llama2-chat
-    litellm_params:
-      model: ollama_chat/llama2
-      api_base: {base}
-  - model_name: not-pulled
-    litellm_params:
-      model: ollama/codellama
-      api_base: {base}
-  - model_name: ollama-down
-    litellm_params:
-      model: ollama/llama2
-      api_base: http://127.0.0.1:{closed}
-  - model_name: llama2-slow
-    litellm_params:
-      model: ollama/llama2
-      api_base: {base}
-      timeout: 1
 
-router_settings:
-  num_retries: 0
-  cooldown_time: 0
-"""
+def config_for(base: str, closed: int) -> str:
+    """The seed's Ollama example, pointed at the double, plus the chat route and failure
+    cases. No retries and no cooldown, so each failure reaches the client exactly once."""
+    return gateway_config(
+        deployment("llama2", "ollama/llama2", api_base=base),
+        deployment("mistral", "ollama/mistral", api_base=base),
+        deployment("qwen", "ollama/qwen:0.5b", api_base=base),
+        deployment("llama2-chat", "ollama_chat/llama2", api_base=base),
+        deployment("not-pulled", "ollama/codellama", api_base=base),
+        deployment("ollama-down", "ollama/llama2", api_base=f"http://127.0.0.1:{closed}"),
+        deployment("llama2-slow", "ollama/llama2", api_base=base, timeout=1),
+        router_settings={"num_retries": 0, "cooldown_time": 0},
+    )
+
 
 # No api_base: the deployment must get the gateway's OLLAMA_API_BASE setting.
-CONFIG_WITHOUT_API_BASE = """
-model_list:
-  - model_name: local-llama
-    litellm_params:
-      model: ollama/llama2
-
-router_settings:
-  num_retries: 0
-"""
+CONFIG_WITHOUT_API_BASE = gateway_config(
+    deployment("local-llama", "ollama/llama2"), router_settings=NO_RETRIES
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +56,7 @@ def _fresh_ollama(ollama: OllamaUpstream) -> None:
 
 @pytest.fixture(scope="module")
 def gateway(gateway_for: Callable[..., str], ollama: OllamaUpstream) -> str:
-    return gateway_for(CONFIG.format(base=ollama.base_url, closed=free_port()))
+    return gateway_for(config_for(ollama.base_url, free_port()))
 
 
 @pytest.fixture

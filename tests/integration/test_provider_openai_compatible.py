@@ -18,7 +18,8 @@ from fastapi import FastAPI
 from devstack.doubles.azure_upstream import AzureOpenAIUpstream
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import BackgroundServer
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, usage_item
+from tests.support.configs import deployment, gateway_config
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
 PROMPT_TOKENS = 6  # the doubles count one token per word plus one per message
@@ -113,39 +114,35 @@ def gateway(
 ) -> str:
     # The keys must reach the upstreams from the secret, not from this process's environment.
     assert not {case.key_variable for case in (AZURE, OPENROUTER, DEEPSEEK)} & os.environ.keys()
-    return gateway_for(f"""
-model_list:
-  - model_name: gpt-35-turbo
-    litellm_params:
-      model: azure/gpt-35-turbo
-      api_key: os.environ/AZURE_API_KEY
-      api_base: {azure.base_url}
-      api_version: "2023-05-15"
-  - model_name: azure-gpt-4o
-    litellm_params:
-      model: azure/gpt-4o
-      api_base: {azure.base_url}
-      api_version: "2024-10-21"
-  - model_name: azure-wrong-key
-    litellm_params:
-      model: azure/gpt-35-turbo
-      api_key: os.environ/WRONG_OPENAI_KEY
-      api_base: {azure.base_url}
-      api_version: "2024-10-21"
-  - model_name: openrouter-gpt-4
-    litellm_params:
-      model: openrouter/openai/gpt-4
-      api_key: os.environ/OPENROUTER_API_KEY
-      api_base: {openrouter.base_url}
-  - model_name: deepseek-coder
-    litellm_params:
-      model: deepseek/deepseek-coder
-      api_base: {deepseek.base_url}
-
-router_settings:
-  num_retries: 0
-  cooldown_time: 0
-""")
+    return gateway_for(
+        gateway_config(
+            deployment(
+                "gpt-35-turbo",
+                "azure/gpt-35-turbo",
+                api_key="os.environ/AZURE_API_KEY",
+                api_base=azure.base_url,
+                api_version="2023-05-15",
+            ),
+            deployment(
+                "azure-gpt-4o", "azure/gpt-4o", api_base=azure.base_url, api_version="2024-10-21"
+            ),
+            deployment(
+                "azure-wrong-key",
+                "azure/gpt-35-turbo",
+                api_key="os.environ/WRONG_OPENAI_KEY",
+                api_base=azure.base_url,
+                api_version="2024-10-21",
+            ),
+            deployment(
+                "openrouter-gpt-4",
+                "openrouter/openai/gpt-4",
+                api_key="os.environ/OPENROUTER_API_KEY",
+                api_base=openrouter.base_url,
+            ),
+            deployment("deepseek-coder", "deepseek/deepseek-coder", api_base=deepseek.base_url),
+            router_settings={"num_retries": 0, "cooldown_time": 0},
+        )
+    )
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import csv
 import io
 import struct
 import subprocess
-import uuid
 import zlib
 from collections import Counter
 from datetime import date, datetime
@@ -23,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.reports.html import OTHER_COLOUR, PALETTE, to_html
 from llm_proxy.reports.period import Period
 from llm_proxy.reports.render import to_csv
@@ -31,7 +29,8 @@ from llm_proxy.reports.report import report_for
 from llm_proxy.settings import Settings
 from llm_proxy.store.usage import UsageTable
 
-from tests.conftest import MASTER_KEY
+from tests.support.records import usage_record
+from tests.support.stack import MASTER_KEY
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Days no other test writes: the page shows exactly what is seeded here.
@@ -48,9 +47,7 @@ def seed(aws: dict[str, str]) -> None:
         noon = f"2021-02-0{offset + 1}T12:00:00+00:00"
         for index, model in enumerate(MODELS):
             for agent in AGENTS[: index + 1]:
-                record = UsageRecord(
-                    request_id=uuid.uuid4().hex,
-                    endpoint="/v1/chat/completions",
+                record = usage_record(
                     key_id=f"key-{agent}",
                     agent=agent,
                     model_group=model,

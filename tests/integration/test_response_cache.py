@@ -13,43 +13,28 @@ import openai
 import pytest
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from tests.conftest import MASTER_KEY, usage_item
-
-MODELS = """
-model_list:
-  - model_name: gpt-3.5-turbo
-    litellm_params:
-      model: openai/gpt-3.5-turbo
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-      input_cost_per_token: 0.001
-      output_cost_per_token: 0.002
-router_settings:
-  num_retries: 0
-"""
-SEED_FORM = (
-    MODELS
-    + """
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-  cache:
-    type: "redis"
-    host: "redis"
-    port: 6379
-    ttl: 3600
-"""
+from tests.support.configs import (
+    MASTER_KEY_FROM_SECRET,
+    NO_RETRIES,
+    gateway_config,
+    openai_double,
 )
-LITELLM_FORM = (
-    MODELS
-    + """
-litellm_settings:
-  cache: true
-  cache_params:
-    type: redis
-    ttl: 600
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+from tests.support.stack import MASTER_KEY, usage_item
+
+PRICED = openai_double(input_cost_per_token=0.001, output_cost_per_token=0.002)
+SEED_FORM = gateway_config(
+    PRICED,
+    router_settings=NO_RETRIES,
+    general_settings={
+        **MASTER_KEY_FROM_SECRET,
+        "cache": {"type": "redis", "host": "redis", "port": 6379, "ttl": 3600},
+    },
+)
+LITELLM_FORM = gateway_config(
+    PRICED,
+    router_settings=NO_RETRIES,
+    litellm_settings={"cache": True, "cache_params": {"type": "redis", "ttl": 600}},
+    general_settings=MASTER_KEY_FROM_SECRET,
 )
 
 

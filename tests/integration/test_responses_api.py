@@ -17,27 +17,30 @@ from starlette.websockets import WebSocketDisconnect
 
 from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.server import serving
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, usage_item
+from tests.support.configs import MASTER_KEY_FROM_SECRET, NO_RETRIES, deployment, gateway_config
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 INPUT_PRICE, OUTPUT_PRICE = Decimal("0.00000025"), Decimal("0.00000125")
-CONFIG = """\
-model_list:
-  - model_name: claude
-    litellm_params:
-      model: anthropic/claude-3-haiku-20240307
-      api_base: {base}
-      api_key: os.environ/ANTHROPIC_API_KEY
-  - model_name: demo
-    litellm_params:
-      model: openai/demo
-      mock_response: "A mock reply."
-      input_cost_per_token: 0
-      output_cost_per_token: 0
-router_settings:
-  num_retries: 0
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+
+
+def config_for(base: str) -> str:
+    return gateway_config(
+        deployment(
+            "claude",
+            "anthropic/claude-3-haiku-20240307",
+            api_base=base,
+            api_key="os.environ/ANTHROPIC_API_KEY",
+        ),
+        deployment(
+            "demo",
+            "openai/demo",
+            mock_response="A mock reply.",
+            input_cost_per_token=0,
+            output_cost_per_token=0,
+        ),
+        router_settings=NO_RETRIES,
+        general_settings=MASTER_KEY_FROM_SECRET,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +57,7 @@ def _fresh(anthropic: AnthropicUpstream) -> None:
 @pytest.fixture(scope="module")
 def containers(gateway_for: Callable[..., str], anthropic: AnthropicUpstream) -> list[str]:
     """Two gateways on the same tables: two containers of one deployment."""
-    config = CONFIG.format(base=anthropic.base_url)
+    config = config_for(anthropic.base_url)
     return [gateway_for(config), gateway_for(config)]
 
 

@@ -16,24 +16,21 @@ import pytest
 from pydantic import BaseModel
 
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
-from tests.conftest import MASTER_KEY, usage_item
+from tests.support.configs import MASTER_KEY_FROM_SECRET, NO_RETRIES, gateway_config, openai_double
+from tests.support.stack import MASTER_KEY, usage_item
 
 INPUT_PRICE, OUTPUT_PRICE, CACHED_PRICE = (Decimal("1e-6"), Decimal("2e-6"), Decimal("1e-7"))
-CONFIG = f"""\
-model_list:
-  - model_name: gpt
-    litellm_params:
-      model: openai/gpt-5-mini
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-      input_cost_per_token: {INPUT_PRICE}
-      output_cost_per_token: {OUTPUT_PRICE}
-      cache_read_input_token_cost: {CACHED_PRICE}
-router_settings:
-  num_retries: 0
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+CONFIG = gateway_config(
+    openai_double(
+        "gpt",
+        "openai/gpt-5-mini",
+        input_cost_per_token=INPUT_PRICE,
+        output_cost_per_token=OUTPUT_PRICE,
+        cache_read_input_token_cost=CACHED_PRICE,
+    ),
+    router_settings=NO_RETRIES,
+    general_settings=MASTER_KEY_FROM_SECRET,
+)
 WEATHER = {
     "type": "function",
     "name": "get_weather",

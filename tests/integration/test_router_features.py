@@ -20,7 +20,8 @@ from fastapi.responses import JSONResponse
 from devstack.doubles.base import RecordedRequest
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
 from devstack.server import serving
-from tests.conftest import MASTER_KEY, PROVIDER_KEYS, usage_item
+from tests.support.configs import deployment, gateway_config
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
 FIRST_REPLY = "The first deployment answers."
@@ -33,7 +34,7 @@ CONTEXT_LENGTH_MESSAGE = (
 )
 # Settings that keep one request's failure from steering the next. (litellm reads
 # `cooldown_time: 0` as its 5 s default, so cooldowns are switched off by name.)
-ISOLATED = "  num_retries: 0\n  disable_cooldowns: true\n"
+ISOLATED = {"num_retries": 0, "disable_cooldowns": True}
 
 
 @dataclass
@@ -117,15 +118,17 @@ def _fresh_doubles(first: Paced, second: Paced, third: Paced) -> None:
         paced.delay_s = 0.0
 
 
-def deployment(name: str, paced: Paced | ContextLimited, key_variable: str, **params: Any) -> str:
-    """One model_list entry on a double; extra litellm_params as YAML flow values."""
-    extra = "".join(f"\n      {key}: {value}" for key, value in params.items())
-    return f"""
-  - model_name: {name}
-    litellm_params:
-      model: openai/{name}
-      api_base: {paced.base_url}/v1
-      api_key: os.environ/{key_variable}{extra}"""
+def on_double(
+    name: str, paced: Paced | ContextLimited, key_variable: str, **params: Any
+) -> dict[str, Any]:
+    """One model_list entry on a double, its key from the secret; extra litellm_params."""
+    return deployment(
+        name,
+        f"openai/{name}",
+        api_base=f"{paced.base_url}/v1",
+        api_key=f"os.environ/{key_variable}",
+        **params,
+    )
 
 
 def client_for(url: str) -> openai.OpenAI:
@@ -156,15 +159,17 @@ def test_fallbacks_in_the_seed_syntax_answer_from_the_fallback_group(
     aws: dict[str, str],
     section: str,
 ) -> None:
-    sections = {"router_settings": ISOLATED, "litellm_settings": ""}
-    sections[section] += '  fallbacks:\n    - gpt-4: ["gpt-3.5-turbo"]\n'
+    sections: dict[str, dict[str, Any]] = {
+        "router_settings": dict(ISOLATED),
+        "litellm_settings": {},
+    }
+    sections[section]["fallbacks"] = [{"gpt-4": ["gpt-3.5-turbo"]}]
     url = gateway_for(
-        f"""
-model_list:{deployment("gpt-4", first, "OPENAI_API_KEY")}{
-            deployment("gpt-3.5-turbo", second, "DEEPSEEK_API_KEY")
-        }
-"""
-        + "".join(f"{name}:\n{body}" for name, body in sections.items())
+        gateway_config(
+            on_double("gpt-4", first, "OPENAI_API_KEY"),
+            on_double("gpt-3.5-turbo", second, "DEEPSEEK_API_KEY"),
+            **sections,
+        )
     )
     first.double.fail_next(Fault(status=500))
     text, request_id = ask(client_for(url), "gpt-4")
@@ -181,12 +186,13 @@ model_list:{deployment("gpt-4", first, "OPENAI_API_KEY")}{
 def test_without_fallbacks_the_same_failure_reaches_the_client(
     gateway_for: Callable[..., str], first: Paced, second: Paced
 ) -> None:
-    url = gateway_for(f"""
-model_list:{deployment("gpt-4", first, "OPENAI_API_KEY")}{
-        deployment("gpt-3.5-turbo", second, "DEEPSEEK_API_KEY")
-    }
-router_settings:
-{ISOLATED}""")
+    url = gateway_for(
+        gateway_config(
+            on_double("gpt-4", first, "OPENAI_API_KEY"),
+            on_double("gpt-3.5-turbo", second, "DEEPSEEK_API_KEY"),
+            router_settings=ISOLATED,
+        )
+    )
     first.double.fail_next(Fault(status=500))
     with pytest.raises(openai.APIStatusError) as caught:
         ask(client_for(url), "gpt-4")
@@ -199,16 +205,18 @@ def context_gateway(
     gateway_for: Callable[..., str], context_limited: ContextLimited, second: Paced, third: Paced
 ) -> str:
     # A context-window error goes to the long-context group; any other failure to the generic one.
-    return gateway_for(f"""
-model_list:{deployment("gpt-4", context_limited, "OPENAI_API_KEY")}{
-        deployment("gpt-3.5-turbo", second, "DEEPSEEK_API_KEY")
-    }{deployment("gpt-4-32k", third, "OPENROUTER_API_KEY")}
-router_settings:
-{ISOLATED}  fallbacks:
-    - gpt-4: ["gpt-3.5-turbo"]
-  context_window_fallbacks:
-    - gpt-4: ["gpt-4-32k"]
-""")
+    return gateway_for(
+        gateway_config(
+            on_double("gpt-4", context_limited, "OPENAI_API_KEY"),
+            on_double("gpt-3.5-turbo", second, "DEEPSEEK_API_KEY"),
+            on_double("gpt-4-32k", third, "OPENROUTER_API_KEY"),
+            router_settings={
+                **ISOLATED,
+                "fallbacks": [{"gpt-4": ["gpt-3.5-turbo"]}],
+                "context_window_fallbacks": [{"gpt-4": ["gpt-4-32k"]}],
+            },
+        )
+    )
 
 
 def test_context_window_fallbacks_answer_from_the_long_context_group(
@@ -233,10 +241,11 @@ def test_context_window_fallbacks_answer_from_the_long_context_group(
 def test_a_context_window_error_without_fallbacks_is_400_context_length_exceeded(
     gateway_for: Callable[..., str], context_limited: ContextLimited
 ) -> None:
-    url = gateway_for(f"""
-model_list:{deployment("gpt-4", context_limited, "OPENAI_API_KEY")}
-router_settings:
-{ISOLATED}""")
+    url = gateway_for(
+        gateway_config(
+            on_double("gpt-4", context_limited, "OPENAI_API_KEY"), router_settings=ISOLATED
+        )
+    )
     with pytest.raises(openai.BadRequestError) as caught:
         ask(client_for(url), "gpt-4")
     assert caught.value.body["code"] == "context_length_exceeded"  # type: ignore[index]
@@ -244,16 +253,14 @@ router_settings:
 
 # -- retries --------------------------------------------------------------------------------------
 
-RETRY_SETTINGS = {
-    "num_retries": "  num_retries: 2\n",
+RETRY_SETTINGS: dict[str, dict[str, Any]] = {
+    "num_retries": {"num_retries": 2},
     # The seed's form; a short delay keeps the test quick.
-    "seed retry_policy": (
-        "  retry_policy:\n    max_retries: 2\n    delay: 0.1\n    backoff_factor: 2.0\n"
-    ),
+    "seed retry_policy": {"retry_policy": {"max_retries": 2, "delay": 0.1, "backoff_factor": 2.0}},
     # litellm's per-error form.
-    "per-error retry_policy": (
-        "  retry_policy:\n    InternalServerErrorRetries: 2\n    RateLimitErrorRetries: 0\n"
-    ),
+    "per-error retry_policy": {
+        "retry_policy": {"InternalServerErrorRetries": 2, "RateLimitErrorRetries": 0}
+    },
 }
 
 
@@ -261,11 +268,12 @@ RETRY_SETTINGS = {
 def test_retries_turn_transient_failures_into_a_success(
     gateway_for: Callable[..., str], first: Paced, aws: dict[str, str], setting: str
 ) -> None:
-    url = gateway_for(f"""
-model_list:{deployment("gpt-4", first, "OPENAI_API_KEY")}
-router_settings:
-  disable_cooldowns: true
-{RETRY_SETTINGS[setting]}""")
+    url = gateway_for(
+        gateway_config(
+            on_double("gpt-4", first, "OPENAI_API_KEY"),
+            router_settings={"disable_cooldowns": True, **RETRY_SETTINGS[setting]},
+        )
+    )
     client = client_for(url)
     first.double.fail_next(Fault(status=500), times=2)
     text, request_id = ask(client, "gpt-4")
@@ -278,12 +286,12 @@ router_settings:
 
 def _one_retry(gateway_for: Callable[..., str], first: Paced) -> openai.APIStatusError:
     """A request that fails once more than `num_retries: 1` allows."""
-    url = gateway_for(f"""
-model_list:{deployment("gpt-4", first, "OPENAI_API_KEY")}
-router_settings:
-  disable_cooldowns: true
-  num_retries: 1
-""")
+    url = gateway_for(
+        gateway_config(
+            on_double("gpt-4", first, "OPENAI_API_KEY"),
+            router_settings={"disable_cooldowns": True, "num_retries": 1},
+        )
+    )
     first.double.fail_next(Fault(status=500), times=2)
     with pytest.raises(openai.APIStatusError) as caught:
         ask(client_for(url), "gpt-4")
@@ -305,11 +313,12 @@ def test_a_failure_outlasting_the_retries_reaches_the_client(
 def test_per_error_retry_policy_does_not_retry_what_it_excludes(
     gateway_for: Callable[..., str], first: Paced
 ) -> None:
-    url = gateway_for(f"""
-model_list:{deployment("gpt-4", first, "OPENAI_API_KEY")}
-router_settings:
-  disable_cooldowns: true
-{RETRY_SETTINGS["per-error retry_policy"]}""")
+    url = gateway_for(
+        gateway_config(
+            on_double("gpt-4", first, "OPENAI_API_KEY"),
+            router_settings={"disable_cooldowns": True, **RETRY_SETTINGS["per-error retry_policy"]},
+        )
+    )
     first.double.fail_next(Fault(status=429, message="Rate limit exceeded", retry_after="1"))
     with pytest.raises(openai.RateLimitError):
         ask(client_for(url), "gpt-4")
@@ -327,11 +336,13 @@ def test_a_slow_deployment_times_out_as_504(
     gateway_for: Callable[..., str], first: Paced, aws: dict[str, str], where: str
 ) -> None:
     params = {"timeout": 0.5} if where == "litellm_params" else {}
-    settings = "  timeout: 0.5\n" if where == "router_settings" else ""
-    url = gateway_for(f"""
-model_list:{deployment("gpt-4", first, "OPENAI_API_KEY", **params)}
-router_settings:
-{ISOLATED}{settings}""")
+    settings = {"timeout": 0.5} if where == "router_settings" else {}
+    url = gateway_for(
+        gateway_config(
+            on_double("gpt-4", first, "OPENAI_API_KEY", **params),
+            router_settings={**ISOLATED, **settings},
+        )
+    )
     first.double.fail_next(Fault(delay_s=SLOW_UPSTREAM_S))
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as caught:
@@ -343,14 +354,13 @@ router_settings:
     assert (item["status"], item["error_type"]) == (504, "timeout_error")
 
 
-def _group(first: Paced, second: Paced, settings: str) -> str:
+def _group(first: Paced, second: Paced, settings: dict[str, Any]) -> str:
     """Two deployments under one model_name, told apart by their keys."""
-    return f"""
-model_list:{deployment("gpt-4", first, "OPENAI_API_KEY")}{
-        deployment("gpt-4", second, "DEEPSEEK_API_KEY")
-    }
-router_settings:
-{settings}"""
+    return gateway_config(
+        on_double("gpt-4", first, "OPENAI_API_KEY"),
+        on_double("gpt-4", second, "DEEPSEEK_API_KEY"),
+        router_settings=settings,
+    )
 
 
 @pytest.mark.parametrize("cooldown", [True, False])
@@ -358,9 +368,9 @@ def test_a_failed_deployment_cools_down_and_the_group_serves_from_the_other(
     gateway_for: Callable[..., str], first: Paced, second: Paced, cooldown: bool
 ) -> None:
     settings = (
-        "  num_retries: 0\n  allowed_fails: 0\n  cooldown_time: 60\n"
+        {"num_retries": 0, "allowed_fails": 0, "cooldown_time": 60}
         if cooldown
-        else "  num_retries: 0\n  disable_cooldowns: true\n"
+        else {"num_retries": 0, "disable_cooldowns": True}
     )
     client = client_for(gateway_for(_group(first, second, settings)))
     first.double.fail_next(Fault(status=500))
@@ -398,7 +408,7 @@ def test_every_routing_strategy_serves_a_group_of_two(
     aws: dict[str, str],
     strategy: str,
 ) -> None:
-    url = gateway_for(_group(first, second, f"{ISOLATED}  routing_strategy: {strategy}\n"))
+    url = gateway_for(_group(first, second, {**ISOLATED, "routing_strategy": strategy}))
     client = client_for(url)
     answers = [ask(client, "gpt-4") for _ in range(8)]
     assert {text for text, _ in answers} <= {FIRST_REPLY, SECOND_REPLY}
@@ -410,13 +420,13 @@ def test_every_routing_strategy_serves_a_group_of_two(
 def test_simple_shuffle_follows_the_weights(
     gateway_for: Callable[..., str], first: Paced, second: Paced
 ) -> None:
-    url = gateway_for(f"""
-model_list:{deployment("gpt-4", first, "OPENAI_API_KEY", weight=9)}{
-        deployment("gpt-4", second, "DEEPSEEK_API_KEY", weight=1)
-    }
-router_settings:
-{ISOLATED}  routing_strategy: simple-shuffle
-""")
+    url = gateway_for(
+        gateway_config(
+            on_double("gpt-4", first, "OPENAI_API_KEY", weight=9),
+            on_double("gpt-4", second, "DEEPSEEK_API_KEY", weight=1),
+            router_settings={**ISOLATED, "routing_strategy": "simple-shuffle"},
+        )
+    )
     client = client_for(url)
     for _ in range(40):
         ask(client, "gpt-4")
@@ -430,22 +440,23 @@ def test_the_seed_two_key_gpt_4_example_uses_both_keys(
     gateway_for: Callable[..., str], first: Paced, second: Paced, aws: dict[str, str]
 ) -> None:
     # The seed's "Load balancing" entries, each pointed at a double that accepts only its key.
-    url = gateway_for(f"""
-model_list:
-  - model_name: gpt-4
-    litellm_params:
-      model: gpt-4
-      api_base: {first.base_url}/v1
-      api_key: os.environ/OPENAI_API_KEY
-  - model_name: gpt-4
-    litellm_params:
-      model: gpt-4
-      api_base: {second.base_url}/v1
-      api_key: os.environ/DEEPSEEK_API_KEY
-
-router_settings:
-  routing_strategy: "least-busy"
-{ISOLATED}""")
+    url = gateway_for(
+        gateway_config(
+            deployment(
+                "gpt-4",
+                "gpt-4",
+                api_base=f"{first.base_url}/v1",
+                api_key="os.environ/OPENAI_API_KEY",
+            ),
+            deployment(
+                "gpt-4",
+                "gpt-4",
+                api_base=f"{second.base_url}/v1",
+                api_key="os.environ/DEEPSEEK_API_KEY",
+            ),
+            router_settings={"routing_strategy": "least-busy", **ISOLATED},
+        )
+    )
     client = client_for(url)
     first.delay_s = second.delay_s = 0.2
     # least-busy balances what is in flight at once.

@@ -31,7 +31,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from tests.conftest import MASTER_KEY
+from tests.support.configs import MASTER_KEY_FROM_SECRET, NO_RETRIES, deployment, gateway_config
+from tests.support.stack import MASTER_KEY
 
 CHAT_MODELS = ("gpt-3.5-turbo", "demo")
 # `demo` is a chat mock: its canned text is no embedding vector (see the xfail below).
@@ -41,23 +42,6 @@ SERVED_MODELS = {
     "/v1/messages": CHAT_MODELS,
     "/v1/embeddings": EMBEDDING_MODELS,
 }
-# Only healthy deployments: the fixture catalogue's "wrong-key" and "keyless" fail on purpose.
-HEALTHY_CONFIG = """
-model_list:
-  - model_name: gpt-3.5-turbo
-    litellm_params:
-      model: openai/gpt-3.5-turbo
-      api_base: {base}/v1
-      api_key: os.environ/OPENAI_API_KEY
-  - model_name: demo
-    litellm_params:
-      model: openai/demo
-      mock_response: "A mock reply."
-router_settings:
-  num_retries: 0
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 SCHEMA_CHECKS: list[CheckFunction] = [
     not_a_server_error,
@@ -81,9 +65,25 @@ FUZZ_SETTINGS = settings(
 )
 
 
+def healthy_config(base: str) -> str:
+    """Only healthy deployments: the fixture catalogue's "wrong-key" and "keyless" fail on
+    purpose."""
+    return gateway_config(
+        deployment(
+            "gpt-3.5-turbo",
+            "openai/gpt-3.5-turbo",
+            api_base=f"{base}/v1",
+            api_key="os.environ/OPENAI_API_KEY",
+        ),
+        deployment("demo", "openai/demo", mock_response="A mock reply."),
+        router_settings=NO_RETRIES,
+        general_settings=MASTER_KEY_FROM_SECRET,
+    )
+
+
 @pytest.fixture(scope="module")
 def fuzz_url(gateway_for: Callable[..., str], upstream: OpenAIUpstream) -> str:
-    return gateway_for(HEALTHY_CONFIG.format(base=upstream.base_url))
+    return gateway_for(healthy_config(upstream.base_url))
 
 
 @pytest.fixture(scope="module")

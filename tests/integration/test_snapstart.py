@@ -15,7 +15,8 @@ from llm_proxy.gateway import Gateway
 from llm_proxy.settings import Settings
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from tests.conftest import MASTER_KEY, REPO
+from tests.support.paths import REPO
+from tests.support.stack import MASTER_KEY
 
 CONFIG = REPO / "tests" / "fixtures" / "gateway.yaml"
 BODY = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}]}

@@ -18,23 +18,17 @@ import openai
 import pytest
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from tests.conftest import DOUBLE_DEPLOYMENT, MASTER_KEY, REPO, usage_item
+from tests.support.configs import MASTER_KEY_FROM_SECRET, gateway_config, openai_double
+from tests.support.paths import REPO
+from tests.support.stack import MASTER_KEY, usage_item
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
-LIMITED_CONFIG = f"""
-model_list:
-{DOUBLE_DEPLOYMENT}  - model_name: capped
-    litellm_params:
-      model: openai/capped
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-      rpm: 2
-router_settings:
-  num_retries: 0
-  cooldown_time: 0
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+LIMITED_CONFIG = gateway_config(
+    openai_double(),
+    openai_double("capped", rpm=2),
+    router_settings={"num_retries": 0, "cooldown_time": 0},
+    general_settings=MASTER_KEY_FROM_SECRET,
+)
 
 
 def admin(url: str, method: str, path: str, key: str = MASTER_KEY, **kwargs: Any) -> httpx.Response:

@@ -13,56 +13,41 @@ import pytest
 from llm_proxy.access.virtual_keys import VirtualKey, token_of
 
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
-from tests.conftest import MASTER_KEY, usage_item
+from tests.support.configs import (
+    MASTER_KEY_FROM_SECRET,
+    OPENAI_DOUBLE_BASE,
+    deployment,
+    gateway_config,
+    openai_double,
+)
+from tests.support.stack import MASTER_KEY, usage_item
 
-CONFIG = """\
-model_list:
-  - model_name: priced
-    litellm_params:
-      model: openai/house-model
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-      input_cost_per_token: 0.001
-      output_cost_per_token: 0.002
-    model_info:
-      max_output_tokens: 1000
-  - model_name: fail500
-    litellm_params:
-      model: openai/failing-model
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-  - model_name: gpt-4
-    litellm_params:
-      model: openai/gpt-4
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-  - model_name: keyless
-    litellm_params:
-      model: openai/gpt-4
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/NOT_SET_ANYWHERE
-  - model_name: topk
-    litellm_params:
-      model: openai/house-model
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-    model_info:
-      allowed_params: [top_k]
-  - model_name: small
-    litellm_params:
-      model: openai/small-model
-      api_base: os.environ/TEST_OPENAI_BASE
-      api_key: os.environ/OPENAI_API_KEY
-router_settings:
-  num_retries: 0
-  cooldown_time: 0
-  fallbacks:
-    - fail500: [gpt-4]
-  context_window_fallbacks:
-    - small: [gpt-4]
-general_settings:
-  master_key: os.environ/LLM_PROXY__MASTER_KEY
-"""
+CONFIG = gateway_config(
+    openai_double(
+        "priced",
+        "openai/house-model",
+        input_cost_per_token=0.001,
+        output_cost_per_token=0.002,
+        model_info={"max_output_tokens": 1000},
+    ),
+    openai_double("fail500", "openai/failing-model"),
+    openai_double("gpt-4"),
+    deployment(
+        "keyless",
+        "openai/gpt-4",
+        api_base=OPENAI_DOUBLE_BASE,
+        api_key="os.environ/NOT_SET_ANYWHERE",
+    ),
+    openai_double("topk", "openai/house-model", model_info={"allowed_params": ["top_k"]}),
+    openai_double("small", "openai/small-model"),
+    router_settings={
+        "num_retries": 0,
+        "cooldown_time": 0,
+        "fallbacks": [{"fail500": ["gpt-4"]}],
+        "context_window_fallbacks": [{"small": ["gpt-4"]}],
+    },
+    general_settings=MASTER_KEY_FROM_SECRET,
+)
 QUESTION = [{"role": "user", "content": "Say hi"}]
 
 

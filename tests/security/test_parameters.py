@@ -17,7 +17,7 @@ from llm_proxy.pipeline.validate import (
     refuse_unsupported,
 )
 
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 # Every name the former deny-list (FORBIDDEN_PARAMS, and its `mock_` prefix) held.
 FORMER_DENY_LIST = (

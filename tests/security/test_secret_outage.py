@@ -21,7 +21,8 @@ from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.settings import Settings
 
 from devstack.server import BackgroundServer
-from tests.conftest import MASTER_KEY, REPO
+from tests.support.paths import REPO
+from tests.support.stack import MASTER_KEY
 
 CONFIG = REPO / "tests" / "fixtures" / "gateway.yaml"
 BODY = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}

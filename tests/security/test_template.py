@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import importlib.util
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -23,7 +22,9 @@ import yaml
 
 from devstack.aws import LocalAWS, load_template
 from devstack.server import BackgroundServer
-from tests.conftest import MASTER_KEY, REPO
+from tests.support.functions import load_function
+from tests.support.paths import REPO
+from tests.support.stack import MASTER_KEY
 
 FUNCTION_TYPE = "AWS::Serverless::Function"
 API_FUNCTIONS = ("ApiFunction", "ApiStreamFunction")
@@ -328,13 +329,8 @@ def function_environment(env: Mapping[str, str]) -> Iterator[None]:
 
 def import_function(function: str, module_name: str, env: Mapping[str, str]) -> ModuleType:
     """functions/<function>/app.py, imported as Lambda imports it, with `env` as its environment."""
-    path = REPO / "functions" / function / "app.py"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
     with function_environment(env):
-        spec.loader.exec_module(module)
-    return module
+        return load_function(function, module_name)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ the quarantine queue with their reasons. AWS is the moto server on loopback."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import uuid
@@ -20,11 +19,14 @@ import httpx
 import pytest
 from llm_proxy.accounting.dead_letters import encode
 from llm_proxy.accounting.rollups import LABEL_BYTES, Rollup, cut, key_of
-from llm_proxy.accounting.usage import FIELD_BYTES, LABEL_FIELDS, UsageRecord
+from llm_proxy.accounting.usage import FIELD_BYTES, LABEL_FIELDS
 from llm_proxy.store.rollups import RollupsTable
 from llm_proxy.store.usage import Backoff, UsageTable
 
-from tests.conftest import MASTER_KEY, ONE_DEPLOYMENT_CONFIG, REPO, usage_item
+from tests.support.configs import one_deployment_config
+from tests.support.functions import load_function
+from tests.support.records import usage_record
+from tests.support.stack import MASTER_KEY, usage_item
 
 IN_LAMBDA = {"AWS_LAMBDA_FUNCTION_NAME": "llm-proxy-api"}
 
@@ -82,9 +84,7 @@ def rollup(aws: dict[str, str], **labels: str) -> Rollup:
 
 def letter(**fields: Any) -> dict[str, Any]:
     """A usage item as the gateway dead-letters it."""
-    record = UsageRecord(
-        request_id=uuid.uuid4().hex,
-        endpoint="/v1/chat/completions",
+    record = usage_record(
         key_id="master",
         model_group="gpt-3.5-turbo",
         prompt_tokens=6,
@@ -111,11 +111,7 @@ def run_replay(aws: dict[str, str], dlq: str, quarantine: str | None) -> dict[st
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
-        path = REPO / "functions" / "usage_replay" / "app.py"
-        spec = importlib.util.spec_from_file_location("usage_replay_never_stalls", path)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = load_function("usage_replay", "usage_replay_never_stalls")
         result: dict[str, int] = module.handler({}, None)
     finally:
         for name, value in saved.items():
@@ -165,7 +161,7 @@ def test_oversized_names_are_metered_and_counted(
 ) -> None:
     # A model group of this test's own, so its rollup row counts this request alone.
     group = f"group-{uuid.uuid4().hex[:12]}"
-    config = ONE_DEPLOYMENT_CONFIG.replace("model_name: gpt-3.5-turbo", f"model_name: {group}")
+    config = one_deployment_config(group)
     base = gateway_for(config, LLM_PROXY__USAGE_DLQ_URL=dlq, **IN_LAMBDA)
     model = f"{group}-{body['model']}" if "model" in body else group
     response = httpx.post(
@@ -326,9 +322,7 @@ def test_a_record_with_oversized_names_is_written_cut_and_counted(
     )
     agent = f"store-{uuid.uuid4().hex}-" + "a" * 2048
     model = f"store-{uuid.uuid4().hex}-" + "m" * 300_000
-    record = UsageRecord(
-        request_id=uuid.uuid4().hex,
-        endpoint="/v1/chat/completions",
+    record = usage_record(
         key_id="master",
         agent=agent,
         model_requested=model,
@@ -356,7 +350,7 @@ def test_a_record_dynamodb_refuses_is_quarantined_with_its_reason(
         dead_letter_queue=dlq,
         quarantine_queue=quarantine,
     )
-    record = UsageRecord(request_id="q" * 3000, endpoint="/v1/chat/completions")
+    record = usage_record(request_id="q" * 3000)
     assert store.write(record) is False
 
     (message,) = messages(quarantine)
@@ -391,7 +385,7 @@ def test_without_a_quarantine_queue_a_refused_record_waits_in_the_dead_letter_qu
         dead_letter_queue=dlq,
         backoff=backoff,
     )
-    record = UsageRecord(request_id="w" * 3000, endpoint="/v1/chat/completions")
+    record = usage_record(request_id="w" * 3000)
     assert store.write(record) is False
     assert backoff.waits == []  # refused as invalid: not retried
     (message,) = messages(dlq)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from devstack.stats import percentile
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 
 def test_percentile_interpolates_between_ranks() -> None:

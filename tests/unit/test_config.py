@@ -16,6 +16,8 @@ from llm_proxy.gateway import Gateway
 from llm_proxy.pipeline.model_router import ModelRouter, build_router, retire, router_kwargs
 from llm_proxy.settings import Settings
 
+from tests.support.configs import deployment, gateway_config
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -138,14 +140,7 @@ litellm_settings:
 
 def test_a_model_litellm_cannot_place_fails_naming_the_entry(tmp_path: Path) -> None:
     config = load_config(
-        write(
-            tmp_path,
-            """
-model_list:
-  - model_name: mystery
-    litellm_params: {model: mystery-model-9000, api_key: sk-x}
-""",
-        )
+        write(tmp_path, gateway_config(deployment("mystery", "mystery-model-9000", api_key="sk-x")))
     )
     with pytest.raises(
         ConfigError,
@@ -159,13 +154,12 @@ def test_seed_names_litellm_dropped_get_their_provider_and_seed_prices(tmp_path:
     config = load_config(
         write(
             tmp_path,
-            """
-model_list:
-  - model_name: gpt-4-turbo
-    litellm_params: {model: gpt-4-turbo-preview, api_key: sk-your-openai-key}
-  - model_name: claude-3-haiku
-    litellm_params: {model: claude-3-haiku-20240307, api_key: sk-ant-your-anthropic-key}
-""",
+            gateway_config(
+                deployment("gpt-4-turbo", "gpt-4-turbo-preview", api_key="sk-your-openai-key"),
+                deployment(
+                    "claude-3-haiku", "claude-3-haiku-20240307", api_key="sk-ant-your-anthropic-key"
+                ),
+            ),
         )
     )
     routes = build_router(config, lambda name: None, "http://127.0.0.1:11434")
@@ -203,14 +197,13 @@ def test_a_replaced_router_hands_its_strategy_handlers_over(
     config = load_config(
         write(
             tmp_path,
-            """
-model_list:
-  - model_name: m
-    litellm_params: {model: openai/gpt-4, api_key: sk-x, api_base: "http://127.0.0.1:9"}
-router_settings:
-  routing_strategy: latency-based-routing
-  routing_strategy_args: {ttl: 3597}
-""",
+            gateway_config(
+                deployment("m", "openai/gpt-4", api_key="sk-x", api_base="http://127.0.0.1:9"),
+                router_settings={
+                    "routing_strategy": "latency-based-routing",
+                    "routing_strategy_args": {"ttl": 3597},
+                },
+            ),
         )
     )
 

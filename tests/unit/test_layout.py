@@ -1,5 +1,6 @@
 """The layout's rules, checked on the source: handlers only wire, modules and classes stay small
-enough to read, the core has no import cycle, and tests and scripts keep out of each other."""
+enough to read, the core has no import cycle, tests and scripts keep out of each other, and no
+test file imports a test module or conftest.py (shared helpers live in tests/support)."""
 
 from __future__ import annotations
 
@@ -181,3 +182,15 @@ def test_the_module_map_lists_every_core_module() -> None:
     listed = module_map()
     assert sorted(modules - listed) == [], "missing from the module map"
     assert sorted(listed - modules) == [], "in the module map, but gone"
+
+
+def test_no_test_file_imports_a_test_module_or_conftest() -> None:
+    """Helpers live in tests/support: conftest.py holds fixtures and test_* modules hold tests,
+    and neither is imported by another file."""
+    offenders = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        package = ".".join(path.relative_to(REPO).parent.parts)
+        for module in imported_modules(path, package):
+            if any(part == "conftest" or part.startswith("test_") for part in module.split(".")):
+                offenders.append(f"{path.relative_to(REPO)}: {module}")
+    assert offenders == []

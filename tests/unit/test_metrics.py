@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from llm_proxy.accounting.metrics import dimension_value, emit_budget
-from llm_proxy.accounting.usage import UsageRecord, emit_metrics
+from llm_proxy.accounting.usage import emit_metrics
+
+from tests.support.records import usage_record
 
 
 @pytest.fixture(autouse=True)
@@ -45,9 +47,8 @@ def dims(**values: str) -> frozenset[tuple[str, str]]:
 def test_a_request_is_counted_per_model_agent_status_class_and_in_total(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    record = UsageRecord(
+    record = usage_record(
         request_id="r1",
-        endpoint="/v1/chat/completions",
         agent="coder",
         model_group="gpt-4o",
         prompt_tokens=10,
@@ -90,7 +91,7 @@ def test_an_error_is_counted_by_class_type_status_and_code(
     code: str | None,
     provider: int,
 ) -> None:
-    record = UsageRecord(request_id="r2", endpoint="/v1/chat/completions", latency_ms=5.0)
+    record = usage_record(request_id="r2", latency_ms=5.0)
     record.fail(status, error_type, code)
     emit_metrics(record)
     got = published(capsys.readouterr().out)
@@ -132,6 +133,6 @@ def test_nothing_is_emitted_without_a_namespace(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("POWERTOOLS_METRICS_NAMESPACE")
-    emit_metrics(UsageRecord(request_id="r3", endpoint="/v1/embeddings"))
+    emit_metrics(usage_record(request_id="r3", endpoint="/v1/embeddings"))
     emit_budget("team-a", Decimal(1), Decimal(1))
     assert blobs(capsys.readouterr().out) == []

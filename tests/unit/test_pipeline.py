@@ -26,6 +26,8 @@ from llm_proxy.store.answer_cache import AnswerCache
 from llm_proxy.store.counters import CountersTable
 from llm_proxy.store.usage import UsageTable
 
+from tests.support.records import virtual_key
+
 INPUT_PRICE, OUTPUT_PRICE = 1e-6, 2e-6
 CONFIG = {
     "model_list": [
@@ -191,7 +193,7 @@ def test_an_agent_role_asked_for_by_name_tags_the_usage(pipeline: Pipeline, stor
         ({"model": "nope", "messages": QUESTION}, MASTER, 404, "model_not_found"),
         (
             {"model": "other", "messages": QUESTION},
-            Caller("k", key=VirtualKey(token="k", key_name="sk-k", models=["demo"])),
+            Caller("k", key=virtual_key("k", models=["demo"])),
             403,
             "model_not_allowed",
         ),
@@ -216,7 +218,7 @@ def test_a_refusal_is_raised_and_metered(
 def test_a_limited_key_reserves_its_estimate_and_settles_what_was_used(
     pipeline: Pipeline, stores: Stores
 ) -> None:
-    key = VirtualKey(token="k", key_name="sk-k", max_budget=1.0)
+    key = virtual_key("k", max_budget=1.0)
     ask(pipeline, {"model": "demo", "messages": QUESTION, "max_tokens": 50}, Caller("k", key=key))
     counters: MemoryCounters = stores.counters  # type: ignore[assignment]
     [(token, tokens, cost)] = counters.admitted
@@ -228,7 +230,7 @@ def test_a_limited_key_reserves_its_estimate_and_settles_what_was_used(
 def test_a_cache_hit_costs_nothing_and_settles_no_tokens(
     pipeline: Pipeline, stores: Stores
 ) -> None:
-    key = VirtualKey(token="k", key_name="sk-k", max_budget=1.0)
+    key = virtual_key("k", max_budget=1.0)
     body = {"model": "demo", "messages": QUESTION}
     first = ask(pipeline, dict(body), Caller("k", key=key))
     again = ask(pipeline, dict(body), Caller("k", key=key))
@@ -250,7 +252,7 @@ def test_a_mock_chat_model_has_no_embeddings(pipeline: Pipeline, stores: Stores)
 
 
 def test_the_request_object_resolves_model_and_agent(pipeline: Pipeline) -> None:
-    key = VirtualKey(token="k", key_name="sk-k", metadata={"agent": "debug"})
+    key = virtual_key("k", metadata={"agent": "debug"})
     caller = Caller("k", key=key, claimed_agent="intruder")
     body = {"model": "coder", "messages": QUESTION, "metadata": {"agent": "ask"}}
     sent = {**body, "max_tokens": 8}

@@ -7,9 +7,10 @@ import pytest
 from llm_proxy.access.auth import authenticate, check_master_key, presented_key
 from llm_proxy.access.virtual_keys import KeyStore
 from llm_proxy.accounting.pricing import cost_usd
-from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.errors import ProxyError
 from llm_proxy.pipeline.meter import record_usage
+
+from tests.support.records import usage_record
 
 
 def test_key_comes_from_bearer_or_x_api_key() -> None:
@@ -97,7 +98,7 @@ CACHED_40 = {"cached_tokens": 40}
     ],
 )
 def test_usage_counts_prompt_cache_tokens(usage: dict[str, Any], cached: int, written: int) -> None:
-    record = UsageRecord(request_id="r", endpoint="/v1/chat/completions")
+    record = usage_record(request_id="r")
     record_usage(record, usage)
     assert (record.prompt_tokens, record.completion_tokens) == (100, 5)
     assert (record.cached_tokens, record.cache_write_tokens) == (cached, written)

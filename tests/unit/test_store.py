@@ -34,7 +34,7 @@ from llm_proxy.store.rollups import RollupsTable
 from llm_proxy.store.stored_responses import StoredResponse, StoredResponses
 from llm_proxy.store.usage import UsageTable
 
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 TOKEN = token_of("sk-unknown")
 ITEM = {"request_id": "r1", "day": "2025-01-01", "endpoint": "/v1/embeddings", "latency_ms": 5}
