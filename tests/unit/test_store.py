@@ -18,7 +18,7 @@ from llm_proxy.access.limits import Limits, Reservation
 from llm_proxy.access.virtual_keys import KeyStore, VirtualKey, token_of
 from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.config import ProxyConfig
-from llm_proxy.errors import ProxyError
+from llm_proxy.errors import DomainError, ProxyError, as_proxy_error
 from llm_proxy.pipeline.apis import APIS
 from llm_proxy.pipeline.model_router import CurrentRouter
 from llm_proxy.pipeline.pipeline import Pipeline, Stores
@@ -73,10 +73,10 @@ def without_aws(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(aws, name, no_aws)
 
 
-def missing(caught: pytest.ExceptionInfo[ProxyError], table: type[Table]) -> None:
-    """The 503 of an operation that requires `table`."""
+def missing(caught: pytest.ExceptionInfo[Any], table: type[Table]) -> None:
+    """The 503 of an operation that requires `table` (a domain error, answered as a 503)."""
     code, message = CLIENT_ERRORS[table]
-    error = caught.value
+    error = as_proxy_error(caught.value, "")
     assert (error.status, error.error_type, error.code, error.message) == (
         503,
         "service_unavailable",
@@ -94,10 +94,11 @@ def test_every_table_declares_its_variable_and_refuses_what_requires_it(table: T
     assert not table.enabled
     assert table.variable.startswith("LLM_PROXY__") and table.variable.endswith("_TABLE")
     for accessor in (table.require, table.resource, table.client):
-        with pytest.raises(ProxyError) as caught:
+        with pytest.raises(DomainError) as caught:
             accessor()
-        assert (caught.value.status, caught.value.code) == (503, table.missing_code)
-        assert table.variable in caught.value.message
+        answered = caught.value.as_proxy_error()
+        assert (answered.status, answered.code) == (503, table.missing.code)
+        assert table.variable in answered.message
 
 
 def test_every_table_class_is_under_the_base() -> None:
@@ -118,7 +119,7 @@ def test_keys_without_a_table_every_key_is_unknown_and_management_is_a_503() -> 
         lambda: table.delete(TOKEN),
         table.scan,
     ):
-        with pytest.raises(ProxyError) as caught:
+        with pytest.raises((ProxyError, DomainError)) as caught:
             write()
         missing(caught, KeysTable)
 
@@ -140,7 +141,7 @@ def test_the_key_store_without_a_table_answers_as_before() -> None:
         lambda: store.update("sk-anything", {}),
         lambda: store.delete([TOKEN]),
     ):
-        with pytest.raises(ProxyError) as caught:
+        with pytest.raises((ProxyError, DomainError)) as caught:
             manage()
         missing(caught, KeysTable)
     # What names no key is not looked for: as before, 404 and nothing deleted.
@@ -162,10 +163,10 @@ def test_counters_without_a_table_settle_nothing_and_admit_no_limited_key() -> N
     # A key without limits takes no counter.
     assert counters.admit(limited_key(), tokens=10, cost=0.1) == Reservation(tokens=10)
     for limits in ({"rpm_limit": 1}, {"tpm_limit": 100}, {"max_budget": 1.0}):
-        with pytest.raises(ProxyError) as caught:
+        with pytest.raises((ProxyError, DomainError)) as caught:
             counters.admit(limited_key(**limits), tokens=10, cost=0.1)
         missing(caught, CountersTable)
-    with pytest.raises(ProxyError) as caught:
+    with pytest.raises((ProxyError, DomainError)) as caught:
         counters.admit_deployment("d", Limits(rpm=1), tokens=10)
     missing(caught, CountersTable)
 
@@ -179,9 +180,9 @@ def test_usage_without_a_table_is_not_written_and_storing_it_is_a_503() -> None:
     usage = UsageTable(None, 90)
     assert usage.write(UsageRecord(request_id="r1", endpoint="/v1/embeddings")) is False
     usage.ping()
-    with pytest.raises(ProxyError) as caught:
+    with pytest.raises(DomainError) as caught:
         usage.store(ITEM)
-    assert (caught.value.status, caught.value.code) == (503, "usage_table_missing")
+    assert caught.value.kind.code == "usage_table_missing"
 
 
 def test_a_usage_item_adds_to_no_rollup_without_a_rollups_table() -> None:
@@ -202,13 +203,13 @@ def test_rollups_without_a_table_are_not_raised_and_reading_them_is_a_503() -> N
         lambda: rollups.between(date(2025, 1, 2), date(2025, 1, 1)),
         lambda: rollups.add_update(ITEM),
     ):
-        with pytest.raises(ProxyError) as caught:
+        with pytest.raises((ProxyError, DomainError)) as caught:
             read()
         missing(caught, RollupsTable)
 
 
 def test_the_spend_report_without_rollups_is_a_503_before_its_period_is_read() -> None:
-    with pytest.raises(ProxyError) as caught:
+    with pytest.raises((ProxyError, DomainError)) as caught:
         spend("not-a-date", None, Settings())
     missing(caught, RollupsTable)
 
@@ -217,7 +218,7 @@ def test_the_scheduled_report_without_rollups_is_refused_as_before() -> None:
     from llm_proxy.reports.period import yesterday
     from llm_proxy.reports.report import report_for
 
-    with pytest.raises(ValueError, match="LLM_PROXY__ROLLUPS_TABLE is not set"):
+    with pytest.raises(ValueError, match="LLM_PROXY__ROLLUPS_TABLE"):
         report_for(yesterday(), Settings())
 
 
@@ -286,7 +287,7 @@ def test_a_pipeline_without_tables_answers_and_refuses_only_a_limited_key(
     # A key with limits is refused for its missing table before a request that can never fit
     # its limit is refused for its size (400).
     caller = Caller("k", key=limited_key(tpm_limit=5))
-    with pytest.raises(ProxyError) as caught:
+    with pytest.raises((ProxyError, DomainError)) as caught:
         ask(pipeline, caller, max_tokens=1000)
     missing(caught, CountersTable)
 

@@ -134,6 +134,9 @@ MASTER_KEY_INSECURE = ErrorCode("master_key_insecure", 503, UNAVAILABLE)
 KEYS_TABLE_MISSING = ErrorCode("keys_table_missing", 503, UNAVAILABLE)
 COUNTERS_TABLE_MISSING = ErrorCode("counters_table_missing", 503, UNAVAILABLE)
 ROLLUPS_NOT_CONFIGURED = ErrorCode("rollups_not_configured", 503, UNAVAILABLE)
+USAGE_TABLE_MISSING = ErrorCode("usage_table_missing", 503, UNAVAILABLE)
+CACHE_TABLE_MISSING = ErrorCode("cache_table_missing", 503, UNAVAILABLE)
+RESPONSES_TABLE_MISSING = ErrorCode("responses_table_missing", 503, UNAVAILABLE)
 # 504: the provider did not answer in time.
 PROVIDER_TIMEOUT = ErrorCode("provider_timeout", 504, TIMEOUT)
 # Never sent: what a usage item records for a client that hung up (nginx's 499).
@@ -199,18 +202,6 @@ def anthropic_body(error: ProxyError) -> dict[str, Any]:
             "param": error.param,
         },
     }
-
-
-def invalid_request(message: str, param: str | None = None, code: str | None = None) -> ProxyError:
-    return ProxyError(400, message, "invalid_request_error", param=param, code=code)
-
-
-def authentication_failed(message: str) -> ProxyError:
-    return ProxyError(401, message, "authentication_error", code="invalid_api_key")
-
-
-def dependency_unavailable(message: str) -> ProxyError:
-    return ProxyError(503, message, "service_unavailable", code="dependency_unavailable")
 
 
 def model_not_found(model: str, available: list[str]) -> ProxyError:
@@ -351,6 +342,8 @@ def as_proxy_error(exc: Exception, model: str) -> ProxyError:
     """A provider failure as the client sees it (logged without secrets); our own bugs re-raise."""
     if isinstance(exc, ProxyError):
         return exc
+    if isinstance(exc, DomainError):
+        return exc.as_proxy_error()
     if isinstance(exc, TimeoutError):
         return PROVIDER_TIMEOUT(f"Model '{model}': the provider did not answer in time.")
     if type(exc).__module__.split(".", 1)[0] in PROVIDER_ERROR_PACKAGES:

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from llm_proxy.access.virtual_keys import VirtualKey
-from llm_proxy.errors import ProxyError
+from llm_proxy.errors import BUDGET_EXCEEDED, RATE_LIMIT_EXCEEDED, ProxyError
 
 if TYPE_CHECKING:
     # store.counters imports this module.
@@ -76,11 +76,8 @@ def over_limit(who: str, limits: Limits, old: dict[str, Any], now: float) -> Pro
         }
         if not broken or used_tokens >= limits.tpm:
             broken.append(f"{limits.tpm} tokens per minute")
-    return ProxyError(
-        429,
+    return RATE_LIMIT_EXCEEDED(
         f"{who} is over its rate limit ({' and '.join(broken)}); retry in {reset_s} s.",
-        "rate_limit_error",
-        code="rate_limit_exceeded",
         headers=headers,
     )
 
@@ -96,7 +93,7 @@ def budget_exceeded(key: VirtualKey, old: dict[str, Any], now: float) -> ProxyEr
         message += f" for this {key.budget_duration} window; it resets in {reset_s} s."
     else:
         message += "; raise max_budget to continue."
-    return ProxyError(429, message, "budget_exceeded", code="budget_exceeded", headers=headers)
+    return BUDGET_EXCEEDED(message, headers=headers)
 
 
 @dataclass

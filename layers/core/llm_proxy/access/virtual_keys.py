@@ -18,10 +18,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llm_proxy.errors import (
+    DEPENDENCY_UNAVAILABLE,
+    INVALID_API_KEY,
+    INVALID_DURATION,
+    KEY_NOT_FOUND,
+    DomainError,
     ProxyError,
-    authentication_failed,
-    dependency_unavailable,
-    invalid_request,
 )
 from llm_proxy.store.keys import KeysTable
 from llm_proxy.store.values import number, plain
@@ -61,11 +63,10 @@ def duration_s(value: str, field_name: str) -> int:
     match = DURATION.match(value)
     seconds = int(match.group(1)) * SECONDS_PER_UNIT[match.group(2)] if match else 0
     if not 0 < seconds <= MAX_DURATION_S:
-        raise invalid_request(
+        raise INVALID_DURATION(
             f"'{field_name}' must be a duration such as '30s', '15m', '1h' or '30d', at most "
             f"{MAX_DURATION_S // SECONDS_PER_UNIT['d']}d; got {value[:40]!r}.",
             param=field_name,
-            code="invalid_duration",
         )
     return seconds
 
@@ -161,7 +162,7 @@ class KeyStore:
         """The key's metadata, from this container's cache when fresh; 401 when unknown,
         blocked or expired (every key is unknown without a keys table)."""
         if not self.enabled:
-            raise authentication_failed("Invalid API key.")
+            raise INVALID_API_KEY("Invalid API key.")
         token = token_of(raw_key)
         fresh, key = self._cached(token)
         if not fresh:
@@ -172,11 +173,11 @@ class KeyStore:
                 while len(self._cache) > KEY_CACHE_SIZE:
                     self._cache.popitem(last=False)
         if key is None:
-            raise authentication_failed("Invalid API key.")
+            raise INVALID_API_KEY("Invalid API key.")
         if key.blocked:
-            raise authentication_failed("This key has been blocked.")
+            raise INVALID_API_KEY("This key has been blocked.")
         if key.expired(time.time()):
-            raise authentication_failed(f"This key expired at {key.expires}.")
+            raise INVALID_API_KEY(f"This key expired at {key.expires}.")
         return key
 
     def _cached(self, token: str) -> tuple[bool, VirtualKey | None]:
@@ -190,10 +191,10 @@ class KeyStore:
     def _read(self, token: str) -> VirtualKey | None:
         try:
             item = self.table.get(token)
-        except ProxyError:
+        except (ProxyError, DomainError):
             raise
         except Exception as exc:
-            raise dependency_unavailable(
+            raise DEPENDENCY_UNAVAILABLE(
                 f"The keys table cannot be read ({type(exc).__name__})."
             ) from None
         return VirtualKey.from_item(item) if item else None
@@ -240,9 +241,7 @@ class KeyStore:
             self.table.require()
             key = self._read(token)
         if key is None:
-            raise ProxyError(
-                404, "No such key.", "invalid_request_error", param="key", code="key_not_found"
-            )
+            raise KEY_NOT_FOUND("No such key.", param="key")
         return key
 
     def list(self) -> list[VirtualKey]:

@@ -11,7 +11,7 @@ import litellm
 
 from llm_proxy.access.limits import Admission, Reservation
 from llm_proxy.accounting.pricing import cost_usd
-from llm_proxy.errors import ProxyError
+from llm_proxy.errors import REQUEST_EXCEEDS_LIMIT, ProxyError
 from llm_proxy.pipeline.model_router import ModelRouter
 from llm_proxy.pipeline.request import GatewayRequest
 from llm_proxy.store.counters import CountersTable
@@ -52,13 +52,10 @@ def admit(
 
 
 def never_fits(estimate: str, limit: str) -> ProxyError:
-    return ProxyError(
-        400,
+    return REQUEST_EXCEEDS_LIMIT(
         f"This request may use up to {estimate}, more than this key's {limit}: lower "
         "max_tokens (or n).",
-        "invalid_request_error",
         param="max_tokens",
-        code="request_exceeds_limit",
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_proxy.config import ProxyConfig
-from llm_proxy.errors import invalid_request
+from llm_proxy.errors import INVALID_CACHE_CONTROL
 
 # Parameters that change how an answer is delivered, billed or kept, not what it says (a
 # `previous_response_id` is in the key as the conversation it names).
@@ -54,17 +54,14 @@ class CacheControl:
     def of(cls, body: dict[str, Any], settings: CacheSettings) -> CacheControl:
         control = body.get("cache") or {}
         if not isinstance(control, dict):
-            raise invalid_request(
-                '\'cache\' must be an object such as {"no-cache": true, "ttl": 600}.',
-                param="cache",
-                code="invalid_cache_control",
+            raise INVALID_CACHE_CONTROL(
+                '\'cache\' must be an object such as {"no-cache": true, "ttl": 600}.', param="cache"
             )
         ttl = control.get("ttl", control.get("s-maxage", settings.ttl_s))
         if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 0 < ttl <= MAX_TTL_S:
-            raise invalid_request(
+            raise INVALID_CACHE_CONTROL(
                 f"'cache.ttl' must be a positive number of seconds, at most {MAX_TTL_S}.",
                 param="cache.ttl",
-                code="invalid_cache_control",
             )
         cacheable = settings.enabled and not body.get("n", 1) > 1
         return cls(

@@ -134,9 +134,8 @@ def read_budgets(keys_table: str | None, key_ids: Iterable[str]) -> dict[str, Bu
 
 
 def report_for(period: Period, settings: Settings, now: datetime | None = None) -> Report:
-    """Read the period's rollups (one Query a day) and the keys' budgets; build the report."""
-    if not settings.rollups_table:
-        raise ValueError("LLM_PROXY__ROLLUPS_TABLE is not set: there are no rollups to read.")
+    """Read the period's rollups (one Query a day) and the keys' budgets; build the report. No
+    rollups table is a DomainError (rollups_not_configured): there are no rollups to read."""
     rows = RollupsTable(settings.rollups_table).between(period.start, period.end)
     budgets = read_budgets(settings.keys_table, (row.key_id for row in rows))
     return build(period, rows, budgets, settings.budget_alert_share, now)

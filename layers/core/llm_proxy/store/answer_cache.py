@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+from llm_proxy.errors import CACHE_TABLE_MISSING
 from llm_proxy.logs import logger
 from llm_proxy.store.base import Table
 
@@ -18,7 +19,7 @@ class AnswerCache(Table):
     Not configured: every lookup is a miss and nothing is written."""
 
     variable = "LLM_PROXY__CACHE_TABLE"
-    missing_code = "cache_table_missing"
+    missing = CACHE_TABLE_MISSING
     missing_message = "No response cache table is configured ({variable})."
 
     def load(self, key: str) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from llm_proxy import aws
-from llm_proxy.errors import ProxyError
+from llm_proxy.errors import DomainError, ErrorCode
 
 
 class Table:
@@ -14,8 +14,8 @@ class Table:
 
     A table that is not configured is never called: reads find nothing and writes are skipped,
     except operations that cannot answer correctly without the table, which call `require()`
-    and raise a 503 ProxyError (`service_unavailable`, with the class's `missing_code` and
-    `missing_message`). Which is which is each operation's to say, in its docstring: a key
+    and raise a DomainError with the class's `missing` code (a 503 to an HTTP client) and
+    `missing_message`. Which is which is each operation's to say, in its docstring: a key
     that cannot be found is an unknown key (401), a stored response a 404, a cache lookup a
     miss; managing keys, admitting a key with limits, reading rollups for a report and
     replaying usage require their table.
@@ -26,7 +26,7 @@ class Table:
     # The environment variable that names the table, and what `require()` raises without it;
     # `missing_message` may name the variable as `{variable}`.
     variable: ClassVar[str]
-    missing_code: ClassVar[str]
+    missing: ClassVar[ErrorCode]
     missing_message: ClassVar[str]
 
     def __init__(self, table_name: str | None) -> None:
@@ -37,14 +37,9 @@ class Table:
         return bool(self.table_name)
 
     def require(self) -> str:
-        """The table's name; a 503 for an operation that cannot answer without the table."""
+        """The table's name; a DomainError for an operation that cannot answer without it."""
         if not self.table_name:
-            raise ProxyError(
-                503,
-                self.missing_message.format(variable=self.variable),
-                "service_unavailable",
-                code=self.missing_code,
-            )
+            raise DomainError(self.missing, self.missing_message.format(variable=self.variable))
         return self.table_name
 
     def resource(self) -> Any:

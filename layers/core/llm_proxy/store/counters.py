@@ -22,7 +22,7 @@ from llm_proxy.access.limits import (
     window_end,
 )
 from llm_proxy.access.virtual_keys import VirtualKey
-from llm_proxy.errors import dependency_unavailable
+from llm_proxy.errors import COUNTERS_TABLE_MISSING, DEPENDENCY_UNAVAILABLE
 from llm_proxy.logs import logger
 from llm_proxy.store.base import Table
 from llm_proxy.store.values import attribute, from_attribute, from_attributes
@@ -40,7 +40,7 @@ class CountersTable(Table):
     limits (or a deployment with its own) requires the table (503 `counters_table_missing`)."""
 
     variable = "LLM_PROXY__COUNTERS_TABLE"
-    missing_code = "counters_table_missing"
+    missing = COUNTERS_TABLE_MISSING
     missing_message = "This key has limits but no counters table is configured ({variable})."
 
     # -- admission --------------------------------------------------------------------------
@@ -87,7 +87,7 @@ class CountersTable(Table):
         except Exception as exc:
             old = _old_item(exc)
             if old is None:
-                raise dependency_unavailable(
+                raise DEPENDENCY_UNAVAILABLE(
                     f"The counters table cannot be updated ({type(exc).__name__})."
                 ) from None
             from litellm.exceptions import RateLimitError
@@ -171,14 +171,14 @@ class CountersTable(Table):
         except Exception as exc:
             failed = _failed_updates(exc, updates)
             if failed is None:
-                raise dependency_unavailable(
+                raise DEPENDENCY_UNAVAILABLE(
                     f"The counters table cannot be updated ({type(exc).__name__})."
                 ) from None
         for update, old in failed:
             if update["Key"]["counter_id"]["S"].startswith(f"key#{key.token}#minute#"):
                 raise over_limit("This key", key_limits, old, now)
             raise budget_exceeded(key, old, now)
-        raise dependency_unavailable("The counters table refused the update.")
+        raise DEPENDENCY_UNAVAILABLE("The counters table refused the update.")
 
     # -- settlement and reading ---------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from llm_proxy.errors import KEYS_TABLE_MISSING
 from llm_proxy.store.base import Table
 
 # BatchGetItem's most keys per call.
@@ -18,7 +19,7 @@ class KeysTable(Table):
     managing keys (create, put, delete, scan) requires the table."""
 
     variable = "LLM_PROXY__KEYS_TABLE"
-    missing_code = "keys_table_missing"
+    missing = KEYS_TABLE_MISSING
     missing_message = "Virtual keys are not configured: set {variable}."
 
     def get(self, token: str) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from llm_proxy.accounting.counters import Counters
 from llm_proxy.accounting.rollups import Rollup, RollupKey, days, key_of
+from llm_proxy.errors import ROLLUPS_NOT_CONFIGURED
 from llm_proxy.store.base import Table
 from llm_proxy.store.values import from_attributes, number_attribute
 
@@ -33,7 +34,7 @@ class RollupsTable(Table):
     (the report) requires the table (503 `rollups_not_configured`)."""
 
     variable = "LLM_PROXY__ROLLUPS_TABLE"
-    missing_code = "rollups_not_configured"
+    missing = ROLLUPS_NOT_CONFIGURED
     missing_message = "No rollups table is configured ({variable})."
 
     def __init__(self, table_name: str | None) -> None:

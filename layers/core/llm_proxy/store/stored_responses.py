@@ -14,7 +14,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from llm_proxy.errors import ProxyError, dependency_unavailable
+from llm_proxy.errors import (
+    DEPENDENCY_UNAVAILABLE,
+    RESPONSE_NOT_FOUND,
+    RESPONSES_TABLE_MISSING,
+    ProxyError,
+)
 from llm_proxy.logs import logger
 from llm_proxy.store.base import Table
 
@@ -36,12 +41,8 @@ class StoredResponse:
 
 
 def not_found(response_id: str, param: str | None = None) -> ProxyError:
-    return ProxyError(
-        404,
-        f"No response with id '{response_id[:100]}' is stored for this key.",
-        "invalid_request_error",
-        param=param,
-        code="response_not_found",
+    return RESPONSE_NOT_FOUND(
+        f"No response with id '{response_id[:100]}' is stored for this key.", param=param
     )
 
 
@@ -52,7 +53,7 @@ class StoredResponses(Table):
     `response_not_found`, as for another key's)."""
 
     variable = "LLM_PROXY__RESPONSES_TABLE"
-    missing_code = "responses_table_missing"
+    missing = RESPONSES_TABLE_MISSING
     missing_message = "No responses table is configured ({variable})."
 
     def __init__(self, table_name: str | None, retention_days: int) -> None:
@@ -82,7 +83,7 @@ class StoredResponses(Table):
         try:
             item = self.resource().get_item(Key={"response_id": response_id}).get("Item")
         except Exception as exc:
-            raise dependency_unavailable(
+            raise DEPENDENCY_UNAVAILABLE(
                 f"The responses table cannot be read ({type(exc).__name__})."
             ) from None
         # DynamoDB's TTL deletes lazily: an expired item is gone already for the client.

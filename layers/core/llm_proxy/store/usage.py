@@ -24,6 +24,7 @@ from llm_proxy.accounting.write_errors import (
     is_duplicate,
     retryable,
 )
+from llm_proxy.errors import USAGE_TABLE_MISSING
 from llm_proxy.logs import logger
 from llm_proxy.store.base import Table
 from llm_proxy.store.rollups import RollupsTable
@@ -75,7 +76,7 @@ class UsageTable(Table):
     table. Without a rollups table an item adds to no rollup."""
 
     variable = "LLM_PROXY__USAGE_TABLE"
-    missing_code = "usage_table_missing"
+    missing = USAGE_TABLE_MISSING
     missing_message = "No usage table is configured ({variable})."
 
     def __init__(
