@@ -20,7 +20,7 @@ from llm_proxy.pipeline.request import Api, GatewayRequest
 from llm_proxy.pipeline.router import RouterCache
 from llm_proxy.pipeline.streams import ChatStream
 from llm_proxy.provider_keys import ProviderKeys
-from llm_proxy.settings import Settings
+from llm_proxy.settings import ApiSettings
 
 INPUT_PRICE, OUTPUT_PRICE = 1e-6, 2e-6
 CONFIG = {
@@ -105,7 +105,9 @@ def stores() -> Stores:
 def pipeline(stores: Stores) -> Pipeline:
     config = ProxyConfig.model_validate(CONFIG)
     routers = RouterCache(config, ProviderKeys(None, 300), "http://127.0.0.1:11434")
-    return Pipeline(Settings(meter_after_response=False), config, routers, stores)
+    # As in Lambda (a function name set): usage is written before the response.
+    settings = ApiSettings.of(lambda_function_name="api")
+    return Pipeline(settings, config, routers, stores)
 
 
 def usage_of(stores: Stores) -> list[UsageRecord]:

@@ -8,7 +8,7 @@ from llm_proxy.accounting.usage import UsageStore
 from llm_proxy.errors import ProxyError
 from llm_proxy.logs import logger
 from llm_proxy.provider_keys import ProviderKeys
-from llm_proxy.settings import Settings
+from llm_proxy.settings import SharedSettings
 
 NOT_CONFIGURED = "not configured"
 UNREACHABLE = "unreachable"
@@ -18,7 +18,7 @@ READINESS_TTL_S = 30.0
 
 
 class Readiness:
-    def __init__(self, settings: Settings, provider_keys: ProviderKeys, usage: UsageStore):
+    def __init__(self, settings: SharedSettings, provider_keys: ProviderKeys, usage: UsageStore):
         self.settings = settings
         self.provider_keys = provider_keys
         self.usage = usage

@@ -54,7 +54,7 @@ from llm_proxy.pipeline.validate import (
     validate_model,
     validate_request,
 )
-from llm_proxy.settings import Settings
+from llm_proxy.settings import ApiSettings
 
 
 @dataclass
@@ -70,7 +70,7 @@ class Stores:
 
 class Pipeline:
     def __init__(
-        self, settings: Settings, config: ProxyConfig, routers: RouterCache, stores: Stores
+        self, settings: ApiSettings, config: ProxyConfig, routers: RouterCache, stores: Stores
     ) -> None:
         self.settings = settings
         self.config = config

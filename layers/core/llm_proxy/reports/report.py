@@ -19,7 +19,7 @@ from llm_proxy.accounting.counters import Counters, money
 from llm_proxy.accounting.rollups import Rollup, Rollups
 from llm_proxy.errors import ProxyError
 from llm_proxy.reports.period import Period, parse_period, yesterday
-from llm_proxy.settings import DEFAULT_BUDGET_ALERT_SHARE, Settings
+from llm_proxy.settings import DEFAULT_BUDGET_ALERT_SHARE, SharedSettings
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def read_budgets(keys_table: str | None, key_ids: Iterable[str]) -> dict[str, Bu
     return budgets
 
 
-def report_for(period: Period, settings: Settings, now: datetime | None = None) -> Report:
+def report_for(period: Period, settings: SharedSettings, now: datetime | None = None) -> Report:
     """Read the period's rollups (one Query a day) and the keys' budgets; build the report."""
     if not settings.rollups_table:
         raise ValueError("LLM_PROXY__ROLLUPS_TABLE is not set: there are no rollups to read.")
@@ -155,7 +155,7 @@ def report_for(period: Period, settings: Settings, now: datetime | None = None) 
     return build(period, rows, budgets, settings.budget_alert_share, now)
 
 
-def spend(start: str | None, end: str | None, settings: Settings) -> Report:
+def spend(start: str | None, end: str | None, settings: SharedSettings) -> Report:
     """GET /spend/report (master key): the rollups' view of a period, yesterday by default."""
     if not settings.rollups_table:
         raise ProxyError(
