@@ -1,6 +1,6 @@
 """Process settings (llm_proxy.settings): each function's model, the empty-variable rule, errors
-that name the variable, the three ways to build settings, and the template and the layers kept
-in step with the models."""
+that name the variable, the three ways to build settings, and the README's table, the template
+and the layers kept in step with the models."""
 
 from __future__ import annotations
 
@@ -310,7 +310,70 @@ def test_every_field_reads_one_named_variable() -> None:
         assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*", name) for name in variables)
 
 
-# --- the template, the handlers, the layers --------------------------------------------------
+# --- the README's table, the template, the handlers, the layers ------------------------------
+
+
+def readme_table() -> dict[str, tuple[str, str]]:
+    """Each variable of README's "Process settings" table -> its "read by" and "default"."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Process settings", 1)[1]
+    table = section[section.index("\n|") + 1 :].split("\n\n", 1)[0]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        name_cell, read_by, default, _ = (cell.strip() for cell in line.strip("|").split("|"))
+        for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", name_cell):
+            rows[name] = (read_by, default)
+    return rows
+
+
+def model_of(variable: str) -> type[EnvSettings]:
+    return next(m for m in MODELS if variable in m.variables().values())
+
+
+def is_platform(model: type[EnvSettings], variable: str) -> bool:
+    name = next(field for field, alias in model.variables().items() if alias == variable)
+    extra = model.model_fields[name].json_schema_extra
+    return isinstance(extra, dict) and extra.get("platform") is True
+
+
+def documented_default(model: type[EnvSettings], variable: str) -> str:
+    name = next(field for field, alias in model.variables().items() if alias == variable)
+    default = model.model_fields[name].default
+    if default is None:
+        return "none"
+    return str(default).lower() if isinstance(default, bool) else str(default)
+
+
+# "read by" in README's table -> the functions whose models read the variable.
+READ_BY = {
+    "all": set(FUNCTION_SETTINGS),
+    "api": {"api", "keys"},
+    "cost_report": {"cost_report"},
+    "usage_replay": {"usage_replay"},
+}
+# Defaults the README words for the operator rather than as the model's value.
+WORDED_DEFAULTS = {"LLM_PROXY__CONFIG_PATH": "the function's config.yaml (Gateway.from_settings)"}
+
+
+def test_the_readme_table_lists_every_operator_variable_as_the_models_read_it() -> None:
+    table = readme_table()
+    operator_variables = {
+        name
+        for model in MODELS
+        for name in model.variables().values()
+        if not is_platform(model, name)
+    }
+    assert set(table) == operator_variables
+    for name, (read_by, default) in table.items():
+        functions = {
+            function
+            for function, model in FUNCTION_SETTINGS.items()
+            if name in model.variables().values()
+        }
+        assert functions == READ_BY[read_by.split(" ")[0]], name
+        if name not in WORDED_DEFAULTS:
+            shown = default.split(" ")[0].strip("`")
+            assert shown == documented_default(model_of(name), name), name
 
 
 # Variables the template gives functions that configure something other than our settings.
