@@ -22,7 +22,7 @@ from llm_proxy.reports.period import last_hours, parse_period
 from llm_proxy.reports.publish import publish, renderings
 from llm_proxy.reports.render import to_text
 from llm_proxy.reports.report import report_for
-from llm_proxy.settings import Settings
+from llm_proxy.settings import CostReportSettings
 
 from devstack.aws import REPO_ROOT, function_environment, load_template
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     local = function_environment(load_template(), LOCAL_RESOURCES, "CostReportFunction")
     bucket = None if args.no_upload else (args.bucket or local["LLM_PROXY__REPORT_BUCKET"])
-    settings = Settings(
+    settings = CostReportSettings.of(
         rollups_table=args.rollups_table or local["LLM_PROXY__ROLLUPS_TABLE"],
         report_bucket=bucket,
         keys_table=args.keys_table,

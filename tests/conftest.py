@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 from llm_proxy.gateway import Gateway
-from llm_proxy.settings import Settings
+from llm_proxy.settings import ApiSettings
 
 from devstack.aws import LocalAWS, local_aws
 from devstack.doubles.openai_upstream import OpenAIUpstream
@@ -85,7 +85,7 @@ def gateway_for(
             path = folder / f"config-{len(servers)}.yaml"
             path.write_text(config_text)
             env["LLM_PROXY__CONFIG_PATH"] = str(path)
-        gateway = Gateway.from_settings(Settings.from_env(env), api.DEFAULT_CONFIG)
+        gateway = Gateway.from_settings(ApiSettings.from_env(env), api.DEFAULT_CONFIG)
         server = BackgroundServer(api.create_app(gateway)).start()
         servers.append(server)
         return server.url

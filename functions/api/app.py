@@ -1,5 +1,5 @@
-"""The api Lambda function: the gateway from the environment, its FastAPI app, the SnapStart
-hooks and the Mangum handler. Everything else lives in `llm_proxy`."""
+"""The api Lambda function: its settings and the gateway from the environment, its FastAPI
+app, the SnapStart hooks and the Mangum handler. Everything else lives in `llm_proxy`."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from llm_proxy import snapstart
 from llm_proxy.gateway import Gateway
 from llm_proxy.http.app import create_app
 from llm_proxy.lambda_extension import AfterResponseExtension
+from llm_proxy.settings import ApiSettings
 from mangum import Mangum
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 
+settings = ApiSettings.from_env()
 # Registered during init, as Lambda requires of extensions; None outside Lambda.
-extension = AfterResponseExtension.start_in_lambda()
-gateway = Gateway.from_env(DEFAULT_CONFIG)
+extension = AfterResponseExtension.start_in_lambda(settings)
+gateway = Gateway.from_settings(settings, DEFAULT_CONFIG)
 if extension is not None:
     gateway.meter_in_extension()
 app = create_app(gateway, extension=extension)

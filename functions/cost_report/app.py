@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from llm_proxy.reports.publish import period_of, run
-from llm_proxy.settings import Settings
+from llm_proxy.settings import CostReportSettings
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     # Settings are read per invocation: they are a few environment variables.
-    return run(period_of(event), Settings.from_env())
+    return run(period_of(event), CostReportSettings.from_env())

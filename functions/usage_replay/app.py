@@ -9,14 +9,14 @@ from typing import Any
 
 from llm_proxy.accounting.dead_letters import DeadLetters
 from llm_proxy.accounting.replay import replay
-from llm_proxy.settings import Settings
+from llm_proxy.settings import UsageReplaySettings
 from llm_proxy.store.usage import UsageTable
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
-    settings = Settings.from_env()
-    if not (settings.usage_table and settings.usage_dead_letter_queue):
-        raise ValueError("LLM_PROXY__USAGE_TABLE and LLM_PROXY__USAGE_DLQ_URL must be set.")
+    # Per invocation; without LLM_PROXY__USAGE_TABLE and LLM_PROXY__USAGE_DLQ_URL it fails,
+    # naming them.
+    settings = UsageReplaySettings.from_env()
     store = UsageTable(
         settings.usage_table,
         settings.usage_retention_days,

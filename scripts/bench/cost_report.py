@@ -38,7 +38,7 @@ from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.reports.period import Period
 from llm_proxy.reports.publish import renderings
 from llm_proxy.reports.report import report_for
-from llm_proxy.settings import Settings
+from llm_proxy.settings import CostReportSettings
 from llm_proxy.store.rollups import RollupsTable
 from llm_proxy.store.usage import UsageTable
 
@@ -125,7 +125,7 @@ def _key(row: Rollup) -> tuple[str, str, str, str]:
 
 
 def time_report(rollups_table: str, runs: int) -> dict[str, Any]:
-    settings = Settings(rollups_table=rollups_table, budget_alert_share=0.8)
+    settings = CostReportSettings.of(rollups_table=rollups_table, budget_alert_share=0.8)
     period = Period(START, START + timedelta(days=DAYS - 1))
     samples = []
     for _ in range(runs):

@@ -99,7 +99,7 @@ def measure_soak(stack: Stack, requests: int) -> dict[str, Any]:
 
 def measure_usage_before_response(stack: Stack, plan: Plan) -> dict[str, Any]:
     """The same requests against the gateway as `make dev` runs it (usage written after the
-    response) and against one that writes before, as both Lambda functions do: Settings reads
+    response) and against one that writes before, as both Lambda functions do: ApiSettings reads
     AWS_LAMBDA_FUNCTION_NAME to tell it runs in Lambda."""
     with stack.another_gateway({"AWS_LAMBDA_FUNCTION_NAME": "llm-proxy-bench"}) as inline:
         targets = [stack.direct(), stack.target("after"), stack.target("before", inline)]

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 import httpx
-from llm_proxy.settings import Settings
+from llm_proxy.settings import ApiSettings
 
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
 from tests.support.paths import REPO
@@ -18,10 +18,10 @@ BODY = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}
 
 
 def test_provider_deadline_sits_below_the_integration_timeout() -> None:
-    assert Settings.from_env({}).provider_deadline_s == 27.0
-    settings = Settings.from_env({"LLM_PROXY__API_TIMEOUT_MS": "60000"})
+    assert ApiSettings.from_env({}).provider_deadline_s == 27.0
+    settings = ApiSettings.from_env({"LLM_PROXY__API_TIMEOUT_MS": "60000"})
     assert settings.provider_deadline_s == 58.0
-    assert Settings.from_env({"LLM_PROXY__API_TIMEOUT_MS": "0"}).provider_deadline_s is None
+    assert ApiSettings.from_env({"LLM_PROXY__API_TIMEOUT_MS": "0"}).provider_deadline_s is None
 
 
 def test_a_provider_slower_than_the_api_timeout_gets_the_gateways_504(

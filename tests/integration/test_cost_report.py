@@ -25,7 +25,7 @@ import pytest
 from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.reports.period import Period
 from llm_proxy.reports.report import report_for
-from llm_proxy.settings import Settings
+from llm_proxy.settings import CostReportSettings
 from llm_proxy.store.usage import UsageTable
 
 from devstack.doubles.anthropic_upstream import AnthropicUpstream
@@ -347,7 +347,7 @@ def test_spend_report_over_https_serves_the_rollups(gateway_url: str, aws: dict[
         response = client.get("/spend/report?start=2023-01-10&end=2023-01-11", headers=auth)
         assert response.status_code == 200, response.text
         body = response.json()
-        settings = Settings(rollups_table=aws["RollupsTable"], budget_alert_share=0.8)
+        settings = CostReportSettings.of(rollups_table=aws["RollupsTable"], budget_alert_share=0.8)
         direct = report_for(Period(date(2023, 1, 10), date(2023, 1, 11)), settings).as_dict()
         body.pop("generated_at"), direct.pop("generated_at")
         assert body == direct

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from llm_proxy.config import load_config
 from llm_proxy.gateway import Gateway
 from llm_proxy.provider_keys import ProviderKeys
-from llm_proxy.settings import Settings
+from llm_proxy.settings import ApiSettings
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import free_port
@@ -25,7 +25,7 @@ BODY = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
 
 def build_client(
     api_module: object,
-    settings: Settings,
+    settings: ApiSettings,
     config_path: Path = CONFIG,
     keys: ProviderKeys | None = None,
 ) -> TestClient:
@@ -33,14 +33,14 @@ def build_client(
     return TestClient(api_module.create_app(gateway))  # type: ignore[attr-defined]
 
 
-def settings(aws: dict[str, str], **overrides: str) -> Settings:
+def settings(aws: dict[str, str], **overrides: str) -> ApiSettings:
     env = {
         "LLM_PROXY__ENV": "aws",
         "LLM_PROXY__SECRET_ID": aws["ProviderKeysSecret"],
         "LLM_PROXY__USAGE_TABLE": aws["UsageTable"],
         **overrides,
     }
-    return Settings.from_env(env)
+    return ApiSettings.from_env(env)
 
 
 def auth(key: str = MASTER_KEY) -> dict[str, str]:

@@ -26,7 +26,7 @@ from llm_proxy.reports.html import OTHER_COLOUR, PALETTE, to_html
 from llm_proxy.reports.period import Period
 from llm_proxy.reports.render import to_csv
 from llm_proxy.reports.report import report_for
-from llm_proxy.settings import Settings
+from llm_proxy.settings import CostReportSettings
 from llm_proxy.store.usage import UsageTable
 
 from tests.support.records import usage_record
@@ -76,7 +76,7 @@ PERIOD = f"start={START.isoformat()}&end={END.isoformat()}"
 
 
 def direct(aws: dict[str, str]) -> Any:
-    settings = Settings(rollups_table=aws["RollupsTable"], budget_alert_share=0.8)
+    settings = CostReportSettings.of(rollups_table=aws["RollupsTable"], budget_alert_share=0.8)
     return report_for(Period(START, END), settings)
 
 

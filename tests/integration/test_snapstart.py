@@ -12,7 +12,7 @@ from llm_proxy import aws as aws_clients
 from llm_proxy import snapstart
 from llm_proxy.config import load_config
 from llm_proxy.gateway import Gateway
-from llm_proxy.settings import Settings
+from llm_proxy.settings import ApiSettings
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from tests.support.paths import REPO
@@ -23,7 +23,7 @@ BODY = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}
 
 
 def make_gateway(aws_names: dict[str, str]) -> Gateway:
-    settings = Settings.from_env(
+    settings = ApiSettings.from_env(
         {
             "LLM_PROXY__ENV": "aws",
             "LLM_PROXY__SECRET_ID": aws_names["ProviderKeysSecret"],

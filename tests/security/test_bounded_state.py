@@ -10,7 +10,7 @@ from llm_proxy.access.virtual_keys import KeyStore, VirtualKey
 from llm_proxy.errors import ProxyError
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.readiness import Readiness
-from llm_proxy.settings import Settings
+from llm_proxy.settings import ApiSettings
 from llm_proxy.store.usage import UsageTable
 
 
@@ -66,7 +66,7 @@ def test_readiness_probes_at_most_once_per_interval(monkeypatch: pytest.MonkeyPa
     clock = [1000.0]
     monkeypatch.setattr(readiness.time, "monotonic", lambda: clock[0])
     secret, usage = CountingSecret(), CountingUsage()
-    probe = Readiness(Settings(secret_id="secret", usage_table="usage"), secret, usage)
+    probe = Readiness(ApiSettings.of(secret_id="secret", usage_table="usage"), secret, usage)
     for _ in range(20):
         checks = probe.checks()
     assert (secret.reads, usage.pings) == (1, 1)

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from llm_proxy.config import load_config
 from llm_proxy.gateway import Gateway
 from llm_proxy.provider_keys import ProviderKeys
-from llm_proxy.settings import Settings
+from llm_proxy.settings import ApiSettings
 
 from devstack.server import BackgroundServer
 from tests.support.paths import REPO
@@ -87,7 +87,7 @@ def provider_keys(
 
 
 def gateway(api: object, aws: dict[str, str], keys: ProviderKeys) -> TestClient:
-    settings = Settings.from_env(
+    settings = ApiSettings.from_env(
         {
             "LLM_PROXY__ENV": "aws",
             "LLM_PROXY__SECRET_ID": aws["ProviderKeysSecret"],

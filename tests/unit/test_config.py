@@ -14,7 +14,7 @@ from llm_proxy.config import (
 )
 from llm_proxy.gateway import Gateway
 from llm_proxy.pipeline.model_router import ModelRouter, build_router, retire, router_kwargs
-from llm_proxy.settings import Settings
+from llm_proxy.settings import ApiSettings
 
 from tests.support.configs import deployment, gateway_config
 
@@ -247,6 +247,6 @@ def test_environment_variables_are_set_as_the_litellm_proxy_sets_them(
     apply_environment_variables(config, isolated)
     assert isolated == {"HOUSE_API_BASE": "http://127.0.0.1:9/v1"}
 
-    gateway = Gateway(Settings(), config)
+    gateway = Gateway(ApiSettings.of(), config)
     [house] = gateway.model_router().deployments.values()
     assert house["litellm_params"]["api_base"] == "http://127.0.0.1:9/v1"

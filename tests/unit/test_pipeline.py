@@ -21,7 +21,7 @@ from llm_proxy.pipeline.model_router import CurrentRouter
 from llm_proxy.pipeline.pipeline import Pipeline, Stores
 from llm_proxy.pipeline.request import Answer, GatewayRequest, Inbound
 from llm_proxy.provider_keys import ProviderKeys
-from llm_proxy.settings import Settings
+from llm_proxy.settings import ApiSettings
 from llm_proxy.store.answer_cache import AnswerCache
 from llm_proxy.store.counters import CountersTable
 from llm_proxy.store.usage import UsageTable
@@ -111,7 +111,9 @@ def stores() -> Stores:
 def pipeline(stores: Stores) -> Pipeline:
     config = ProxyConfig.model_validate(CONFIG)
     routers = CurrentRouter(config, ProviderKeys(None, 300), "http://127.0.0.1:11434")
-    return Pipeline(Settings(meter_after_response=False), config, routers, stores)
+    # As in Lambda (a function name set): usage is written before the response.
+    settings = ApiSettings.of(lambda_function_name="api")
+    return Pipeline(settings, config, routers, stores)
 
 
 def usage_of(stores: Stores) -> list[UsageRecord]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from functools import cache
 from typing import Any
 
 import boto3
 from botocore.config import Config
+
+from llm_proxy.settings import AwsSettings
 
 CLIENT_CONFIG = Config(
     connect_timeout=2,
@@ -18,9 +19,8 @@ CLIENT_CONFIG = Config(
 
 
 def _endpoint_url() -> str | None:
-    # AWS_ENDPOINT_URL is honoured by boto3 itself; this one is for `sam local`, which passes
-    # only variables that the template declares (empty when deployed).
-    return os.environ.get("LLM_PROXY__AWS_ENDPOINT_URL") or None
+    # LLM_PROXY__AWS_ENDPOINT_URL, for `sam local` (AwsSettings); boto3 honours AWS_ENDPOINT_URL.
+    return AwsSettings.current().aws_endpoint_url
 
 
 # A session is not safe to make clients from on two threads at once.

@@ -38,7 +38,7 @@ from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.readiness import Readiness
 from llm_proxy.reports.render import Rendered, check_format, rendered
 from llm_proxy.reports.report import spend
-from llm_proxy.settings import Settings
+from llm_proxy.settings import ApiSettings
 from llm_proxy.store.answer_cache import AnswerCache
 from llm_proxy.store.counters import CountersTable
 from llm_proxy.store.stored_responses import StoredResponses
@@ -52,7 +52,7 @@ DEFAULT_MASTER_KEY_REFERENCE = "os.environ/LLM_PROXY__MASTER_KEY"
 class Gateway:
     def __init__(
         self,
-        settings: Settings,
+        settings: ApiSettings,
         config: ProxyConfig,
         provider_keys: ProviderKeys | None = None,
         *,
@@ -87,7 +87,7 @@ class Gateway:
         self._readiness = Readiness(settings, self.provider_keys, self.stores.usage)
 
     @classmethod
-    def from_settings(cls, settings: Settings, default_config: Path) -> Gateway:
+    def from_settings(cls, settings: ApiSettings, default_config: Path) -> Gateway:
         config = config_for_mode(
             settings.llm_mode,
             settings.config_path,
@@ -98,10 +98,6 @@ class Gateway:
         gateway = cls(settings, config)
         gateway.warm()
         return gateway
-
-    @classmethod
-    def from_env(cls, default_config: Path) -> Gateway:
-        return cls.from_settings(Settings.from_env(), default_config)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

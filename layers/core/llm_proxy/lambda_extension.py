@@ -13,7 +13,6 @@ allows extensions up to 2 s).
 from __future__ import annotations
 
 import json
-import os
 import queue
 import threading
 import time
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llm_proxy.logs import logger
+from llm_proxy.settings import ApiSettings
 
 NAME = "llm-proxy-after-response"
 API_VERSION = "2020-01-01"
@@ -41,14 +41,11 @@ class AfterResponseExtension:
         self._id = ""
 
     @classmethod
-    def start_in_lambda(
-        cls, environ: dict[str, str] | None = None
-    ) -> AfterResponseExtension | None:
-        """Registered and running where the Lambda runtime API is (None elsewhere, or when
-        registration fails: the work then stays before the response)."""
-        env = os.environ if environ is None else environ
-        runtime_api = env.get("AWS_LAMBDA_RUNTIME_API")
-        if not runtime_api or env.get("LLM_PROXY__AFTER_RESPONSE_EXTENSION", "").lower() == "false":
+    def start_in_lambda(cls, settings: ApiSettings) -> AfterResponseExtension | None:
+        """Registered and running where the Lambda runtime API is, unless the settings switch
+        it off (None then, or when registration fails: the work stays before the response)."""
+        runtime_api = settings.lambda_runtime_api
+        if not runtime_api or not settings.after_response_extension:
             return None
         extension = cls(runtime_api)
         try:

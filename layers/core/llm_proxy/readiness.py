@@ -8,7 +8,7 @@ from typing import Any
 from llm_proxy.errors import ProxyError
 from llm_proxy.logs import logger
 from llm_proxy.provider_keys import ProviderKeys
-from llm_proxy.settings import Settings
+from llm_proxy.settings import SharedSettings
 from llm_proxy.store.usage import UsageTable
 
 NOT_CONFIGURED = "not configured"
@@ -19,7 +19,7 @@ READINESS_TTL_S = 30.0
 
 
 class Readiness:
-    def __init__(self, settings: Settings, provider_keys: ProviderKeys, usage: UsageTable):
+    def __init__(self, settings: SharedSettings, provider_keys: ProviderKeys, usage: UsageTable):
         self.settings = settings
         self.provider_keys = provider_keys
         self.usage = usage

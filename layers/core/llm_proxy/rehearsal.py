@@ -26,7 +26,7 @@ from llm_proxy.gateway import Gateway
 from llm_proxy.http.app import create_app
 from llm_proxy.logs import logger
 from llm_proxy.pipeline.model_router import retire
-from llm_proxy.settings import Settings
+from llm_proxy.settings import ApiSettings
 
 KEY = "sk-snapshot-rehearsal"
 # A model of litellm's catalogue: its first request loads the provider-config map that every
@@ -73,7 +73,7 @@ async def rehearse(app: Any, stop_logging_worker: bool) -> None:
     """Every rehearsed path through a rehearsal gateway's app, then through `app`'s routing."""
     with loopback_upstream() as api_base:
         gateway = Gateway(
-            Settings(environment="local"), ProxyConfig.model_validate(config(api_base))
+            ApiSettings.of(environment="local"), ProxyConfig.model_validate(config(api_base))
         )
         headers = {"Authorization": f"Bearer {KEY}"}
         transport = httpx.ASGITransport(app=create_app(gateway))

@@ -1,67 +1,262 @@
-"""Process settings, read once from the environment (the seed's `LLM_PROXY__*` names): one
-set for the api, cost-report and replay functions alike, each reading what it needs."""
+"""Process settings: one pydantic-settings model per Lambda function, each with the variables
+that function is given (the seed's `LLM_PROXY__*` names, `OLLAMA_API_BASE`, and what Lambda,
+Lambda Web Adapter and Powertools set). This module is the gateway's only reader of its
+settings from the environment.
+
+    SharedSettings          what every function may read: the environment, the AWS endpoint,
+                            metrics, the provider-keys secret, the usage, rollups and keys
+                            tables, usage retention, the dead-letter and quarantine queues,
+                            the budget alert share (the api's /spend report and the cost report)
+      ApiSettings           the api function (under Mangum, and streamed under Lambda Web
+                            Adapter) and the keys function, which serves the same app with the
+                            key routes alone
+      CostReportSettings    the cost-report function
+      UsageReplaySettings   the usage-replay function (its table and queue are required)
+    AwsSettings, MetricsSettings
+                            parts of SharedSettings that `aws` and `accounting.metrics` read
+                            where they are used, with `current()`
+
+The empty-variable rule, for every variable: **an empty variable is unset**, and the field's
+default applies (the template declares some variables empty, so that `sam local --env-vars`
+can set them). Any other value must parse, or building the settings raises `SettingsError`
+naming the variable: `LLM_PROXY__SECRET_TTL_S=abc` fails at init, never falls back. Booleans
+take true/false, 1/0, yes/no, on/off, t/f, y/n in any case. Names are case-sensitive, as
+Lambda's environment is; no `.env` file or secrets directory is read.
+
+Building one:
+
+    ApiSettings.from_env()           from the process environment, as ApiSettings() (handlers)
+    ApiSettings.from_env(mapping)    from that mapping of variables alone (tests, benches)
+    ApiSettings.of(secret_id="s")    those fields by name, defaults for the rest, no environment
+"""
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any, ClassVar, Self, cast
 
-TRUE_VALUES = {"1", "true", "yes", "on"}
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
 DEFAULT_BUDGET_ALERT_SHARE = 0.8
+DEFAULT_SERVICE = "llm-proxy"
+# A value shown in an error is cut to this many characters.
+SHOWN_VALUE_CHARS = 80
 
 
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in TRUE_VALUES
+class SettingsError(ValueError):
+    """A variable whose value does not parse, or a required one unset; the message names it."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    config_path: Path | None = None
-    environment: str = "aws"
-    secret_id: str | None = None
-    secret_ttl_s: int = 300
+def variable(name: str, default: Any = None) -> Any:
+    """A field read from the variable `name` (the operator's: README's "Process settings")."""
+    return Field(default, validation_alias=name)
+
+
+def platform_variable(name: str, default: Any = None) -> Any:
+    """A field read from a variable that Lambda or Lambda Web Adapter sets, not the operator."""
+    return Field(default, validation_alias=name, json_schema_extra={"platform": True})
+
+
+# Set while a model is built from given values (`from_env(mapping)`, `of`): no environment.
+_GIVEN_VALUES_ONLY: ContextVar[bool] = ContextVar("given_values_only", default=False)
+
+
+@contextmanager
+def _given_values_only() -> Iterator[None]:
+    token = _GIVEN_VALUES_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _GIVEN_VALUES_ONLY.reset(token)
+
+
+class EnvSettings(BaseSettings):
+    """The base of every settings model: the empty-variable rule, errors that name the
+    variable, and the three ways to build one (module docstring)."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True,
+        env_ignore_empty=True,
+        extra="forbid",
+        frozen=True,
+        validate_by_alias=True,
+        validate_by_name=False,
+    )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _settings_error(type(self), exc) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,) if _GIVEN_VALUES_ONLY.get() else (init_settings, env_settings)
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """Field name -> the variable it is read from."""
+        return dict(_variables(cls))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """The settings `environ` gives (by default the process environment); with a mapping,
+        nothing else is read."""
+        if environ is None:
+            return cls()
+        given = {name: environ[name] for name in cls.variables().values() if environ.get(name)}
+        with _given_values_only():
+            return cls(**given)
+
+    @classmethod
+    def of(cls, **fields: Any) -> Self:
+        """Settings with these fields (by field name), defaults for the rest."""
+        variables = cls.variables()
+        unknown = sorted(set(fields) - set(variables))
+        if unknown:
+            raise SettingsError(f"{cls.__name__} has no field {', '.join(unknown)}")
+        with _given_values_only():
+            return cls(**{variables[name]: value for name, value in fields.items()})
+
+    @classmethod
+    def current(cls) -> Self:
+        """The settings as the process environment has them now, built once per distinct
+        value of their variables: for a few settings read where they are used."""
+        values = tuple(os.environ.get(name, "") for _, name in _variables(cls))
+        return cast(Self, _built(cls, values))
+
+
+@functools.cache
+def _variables(model: type[EnvSettings]) -> tuple[tuple[str, str], ...]:
+    return tuple((name, str(field.validation_alias)) for name, field in model.model_fields.items())
+
+
+@functools.lru_cache(maxsize=64)
+def _built(model: type[EnvSettings], values: tuple[str, ...]) -> EnvSettings:
+    names = (name for _, name in _variables(model))
+    return model.from_env(dict(zip(names, values, strict=True)))
+
+
+def _settings_error(model: type[EnvSettings], exc: ValidationError) -> SettingsError:
+    problems = []
+    for error in exc.errors(include_url=False):
+        name = ".".join(str(part) for part in error["loc"]) or "(settings)"
+        if error["type"] == "missing":
+            problems.append(f"{name} must be set")
+        elif error["type"] == "extra_forbidden":
+            problems.append(f"{name} is not a variable of {model.__name__}")
+        else:
+            shown = repr(error["input"])
+            if len(shown) > SHOWN_VALUE_CHARS:
+                shown = shown[: SHOWN_VALUE_CHARS - 3] + "..."
+            problems.append(f"{name}={shown}: {error['msg']}")
+    return SettingsError(f"{model.__name__}: " + "; ".join(problems))
+
+
+def _lowered(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+class AwsSettings(EnvSettings):
+    # boto3 honours AWS_ENDPOINT_URL itself; this one is for `sam local`, which passes only
+    # variables that the template declares (empty when deployed).
+    aws_endpoint_url: str | None = variable("LLM_PROXY__AWS_ENDPOINT_URL")
+
+
+class MetricsSettings(EnvSettings):
+    # No namespace, no metrics (the template sets one; the local stack does not).
+    metrics_namespace: str | None = variable("POWERTOOLS_METRICS_NAMESPACE")
+    service_name: str = variable("POWERTOOLS_SERVICE_NAME", DEFAULT_SERVICE)
+
+
+class SharedSettings(AwsSettings, MetricsSettings):
+    # `local` allows the seed's sk-1234 master key; anything else is a deployment.
+    environment: str = variable("LLM_PROXY__ENV", "aws")
+    secret_id: str | None = variable("LLM_PROXY__SECRET_ID")
+    secret_ttl_s: int = variable("LLM_PROXY__SECRET_TTL_S", 300)
     # How long the last good provider-keys secret keeps serving while Secrets Manager is
     # unreachable (readiness says "degraded" meanwhile).
-    secret_max_staleness_s: int = 86_400
-    usage_table: str | None = None
-    keys_table: str | None = None
-    counters_table: str | None = None
-    cache_table: str | None = None
-    # Stored responses of the Responses API (`store`, `previous_response_id`).
-    responses_table: str | None = None
-    responses_retention_days: int = 30
-    usage_retention_days: int = 90
-    rollups_table: str | None = None
-    usage_dead_letter_queue: str | None = None
+    secret_max_staleness_s: int = variable("LLM_PROXY__SECRET_MAX_STALENESS_S", 86_400)
+    usage_table: str | None = variable("LLM_PROXY__USAGE_TABLE")
+    usage_retention_days: int = variable("LLM_PROXY__USAGE_RETENTION_DAYS", 90)
+    rollups_table: str | None = variable("LLM_PROXY__ROLLUPS_TABLE")
+    keys_table: str | None = variable("LLM_PROXY__KEYS_TABLE")
+    usage_dead_letter_queue: str | None = variable("LLM_PROXY__USAGE_DLQ_URL")
     # Usage records that can never be written as they are, each with its reason.
-    usage_quarantine_queue: str | None = None
-    llm_mode: str = "config"
-    default_model: str | None = None
-    litellm_proxy_url: str | None = None
-    ollama_api_base: str = "http://localhost:11434"
-    detailed_debug: bool = False
+    usage_quarantine_queue: str | None = variable("LLM_PROXY__USAGE_QUARANTINE_URL")
+    # The share of a key's budget that flags it in a spend report.
+    budget_alert_share: float = variable(
+        "LLM_PROXY__BUDGET_ALERT_SHARE", DEFAULT_BUDGET_ALERT_SHARE
+    )
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _environment_lowered(cls, value: Any) -> Any:
+        return _lowered(value)
+
+    @property
+    def is_local(self) -> bool:
+        return self.environment == "local"
+
+
+class ApiSettings(SharedSettings):
+    """The api function's, and the keys function's: the same app, with the key routes alone
+    (`LLM_PROXY__KEY_MANAGEMENT` and the tables it is given tell them apart)."""
+
+    config_path: Path | None = variable("LLM_PROXY__CONFIG_PATH")
+    # `config`, `ollama` or `litellm` (config.config_for_mode checks it, naming the variable).
+    llm_mode: str = variable("LLM_PROXY__LLM_MODE", "config")
+    default_model: str | None = variable("LLM_PROXY__DEFAULT_MODEL")
+    litellm_proxy_url: str | None = variable("LLM_PROXY__LITELLM_PROXY_URL")
+    ollama_api_base: str = variable("OLLAMA_API_BASE", "http://localhost:11434")
+    detailed_debug: bool = variable("LLM_PROXY__DETAILED_DEBUG", False)
+    counters_table: str | None = variable("LLM_PROXY__COUNTERS_TABLE")
+    cache_table: str | None = variable("LLM_PROXY__CACHE_TABLE")
+    # Stored responses of the Responses API (`store`, `previous_response_id`).
+    responses_table: str | None = variable("LLM_PROXY__RESPONSES_TABLE")
+    responses_retention_days: int = variable("LLM_PROXY__RESPONSES_RETENTION_DAYS", 30)
     # API Gateway's synchronous payload limit.
-    max_body_bytes: int = 6 * 1024 * 1024
+    max_body_bytes: int = variable("LLM_PROXY__MAX_BODY_BYTES", 6 * 1024 * 1024)
     # API Gateway's integration timeout. Provider calls stop `timeout_margin_ms` sooner, so a
     # client gets the gateway's 504 (metered) rather than API Gateway's own. 0: no deadline.
-    api_timeout_ms: int = 29_000
-    timeout_margin_ms: int = 2_000
-    # Write a non-streamed answer's usage item after the response is sent. Only where the
-    # process outlives the response (uvicorn: `make dev`, a container): Lambda freezes the
-    # execution environment once the invocation's response is out (Lambda Web Adapter), and
-    # under Mangum the invocation waits for the write anyway, so there it stays inline.
-    meter_after_response: bool = True
-    # The cost report: where it is written, and the share of a key's budget that flags it.
-    report_bucket: str | None = None
-    report_topic_arn: str | None = None
-    budget_alert_share: float = DEFAULT_BUDGET_ALERT_SHARE
-    report_prefix: str = "reports"
+    api_timeout_ms: int = variable("LLM_PROXY__API_TIMEOUT_MS", 29_000)
+    timeout_margin_ms: int = variable("LLM_PROXY__TIMEOUT_MARGIN_MS", 2_000)
     # The HTTP surface: `/openapi.json` and `/docs` only where enabled; the `/key/*` routes
     # where this process manages keys (deployed, a function of its own does).
-    openapi: bool = False
-    key_management: bool = True
+    openapi: bool = variable("LLM_PROXY__OPENAPI", False)
+    key_management: bool = variable("LLM_PROXY__KEY_MANAGEMENT", True)
+    # In Lambda, the work after each response runs in an internal extension (lambda_extension)
+    # unless this is false; the work then stays before the response.
+    after_response_extension: bool = variable("LLM_PROXY__AFTER_RESPONSE_EXTENSION", True)
+    # Set by Lambda: the function's name (in Lambda at all), the runtime API's host:port.
+    lambda_function_name: str | None = platform_variable("AWS_LAMBDA_FUNCTION_NAME")
+    lambda_runtime_api: str | None = platform_variable("AWS_LAMBDA_RUNTIME_API")
+    # Set for Lambda Web Adapter (the template's streamed function): where the adapter POSTs
+    # before the snapshot and after each restore (snapstart.add_adapter_hooks).
+    snapstart_before_checkpoint_path: str | None = platform_variable(
+        "AWS_LWA_SNAPSTART_BEFORE_CHECKPOINT_PATH"
+    )
+    snapstart_after_restore_path: str | None = platform_variable(
+        "AWS_LWA_SNAPSTART_AFTER_RESTORE_PATH"
+    )
+
+    @field_validator("llm_mode", mode="before")
+    @classmethod
+    def _mode_lowered(cls, value: Any) -> Any:
+        return _lowered(value)
 
     @property
     def provider_deadline_s(self) -> float | None:
@@ -70,43 +265,33 @@ class Settings:
         return max(self.api_timeout_ms - self.timeout_margin_ms, 1_000) / 1000
 
     @property
-    def is_local(self) -> bool:
-        return self.environment == "local"
+    def meter_after_response(self) -> bool:
+        """Write a non-streamed answer's usage item after the response is sent. Only where the
+        process outlives the response (uvicorn: `make dev`, a container): Lambda freezes the
+        execution environment once the invocation's response is out (Lambda Web Adapter), and
+        under Mangum the invocation waits for the write anyway, so there it stays inline (the
+        after-response extension moves it, see Gateway.meter_in_extension)."""
+        return not self.lambda_function_name
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        config_path = env.get("LLM_PROXY__CONFIG_PATH")
-        return cls(
-            config_path=Path(config_path) if config_path else None,
-            environment=env.get("LLM_PROXY__ENV", "aws").strip().lower(),
-            secret_id=env.get("LLM_PROXY__SECRET_ID") or None,
-            secret_ttl_s=int(env.get("LLM_PROXY__SECRET_TTL_S", "300")),
-            secret_max_staleness_s=int(env.get("LLM_PROXY__SECRET_MAX_STALENESS_S") or "86400"),
-            usage_table=env.get("LLM_PROXY__USAGE_TABLE") or None,
-            keys_table=env.get("LLM_PROXY__KEYS_TABLE") or None,
-            counters_table=env.get("LLM_PROXY__COUNTERS_TABLE") or None,
-            cache_table=env.get("LLM_PROXY__CACHE_TABLE") or None,
-            responses_table=env.get("LLM_PROXY__RESPONSES_TABLE") or None,
-            responses_retention_days=int(env.get("LLM_PROXY__RESPONSES_RETENTION_DAYS") or "30"),
-            usage_retention_days=int(env.get("LLM_PROXY__USAGE_RETENTION_DAYS", "90")),
-            rollups_table=env.get("LLM_PROXY__ROLLUPS_TABLE") or None,
-            usage_dead_letter_queue=env.get("LLM_PROXY__USAGE_DLQ_URL") or None,
-            usage_quarantine_queue=env.get("LLM_PROXY__USAGE_QUARANTINE_URL") or None,
-            llm_mode=env.get("LLM_PROXY__LLM_MODE", "config").strip().lower(),
-            default_model=env.get("LLM_PROXY__DEFAULT_MODEL") or None,
-            litellm_proxy_url=env.get("LLM_PROXY__LITELLM_PROXY_URL") or None,
-            ollama_api_base=env.get("OLLAMA_API_BASE", "http://localhost:11434"),
-            detailed_debug=_flag(env.get("LLM_PROXY__DETAILED_DEBUG")),
-            max_body_bytes=int(env.get("LLM_PROXY__MAX_BODY_BYTES", str(6 * 1024 * 1024))),
-            api_timeout_ms=int(env.get("LLM_PROXY__API_TIMEOUT_MS") or "29000"),
-            timeout_margin_ms=int(env.get("LLM_PROXY__TIMEOUT_MARGIN_MS") or "2000"),
-            meter_after_response=not env.get("AWS_LAMBDA_FUNCTION_NAME"),
-            openapi=_flag(env.get("LLM_PROXY__OPENAPI")),
-            key_management=_flag(env.get("LLM_PROXY__KEY_MANAGEMENT") or "true"),
-            report_bucket=env.get("LLM_PROXY__REPORT_BUCKET") or None,
-            report_topic_arn=env.get("LLM_PROXY__REPORT_TOPIC_ARN") or None,
-            budget_alert_share=float(
-                env.get("LLM_PROXY__BUDGET_ALERT_SHARE") or DEFAULT_BUDGET_ALERT_SHARE
-            ),
-        )
+
+class CostReportSettings(SharedSettings):
+    # Where the report is written: objects in the bucket, a summary to the topic.
+    report_bucket: str | None = variable("LLM_PROXY__REPORT_BUCKET")
+    report_topic_arn: str | None = variable("LLM_PROXY__REPORT_TOPIC_ARN")
+    # Not a variable: the template grants the function `reports/*` of the bucket only.
+    report_prefix: ClassVar[str] = "reports"
+
+
+class UsageReplaySettings(SharedSettings):
+    # Nothing to replay without the table to write and the queue to read.
+    usage_table: str = Field(validation_alias="LLM_PROXY__USAGE_TABLE")
+    usage_dead_letter_queue: str = Field(validation_alias="LLM_PROXY__USAGE_DLQ_URL")
+
+
+# Every function's model, by the function's name in functions/.
+FUNCTION_SETTINGS: dict[str, type[SharedSettings]] = {
+    "api": ApiSettings,
+    "keys": ApiSettings,
+    "cost_report": CostReportSettings,
+    "usage_replay": UsageReplaySettings,
+}

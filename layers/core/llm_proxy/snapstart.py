@@ -12,9 +12,8 @@ warm.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import litellm
@@ -25,7 +24,7 @@ from llm_proxy import aws
 from llm_proxy.gateway import Gateway
 from llm_proxy.logs import logger
 from llm_proxy.rehearsal import rehearse
-from llm_proxy.settings import Settings
+from llm_proxy.settings import ApiSettings
 
 
 def before_snapshot(gateway: Gateway, app: Any) -> None:
@@ -55,7 +54,7 @@ def after_restore(gateway: Gateway) -> None:
 ITEM_OPERATIONS = ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "TransactWriteItems")
 
 
-def reconnect(settings: Settings) -> None:
+def reconnect(settings: ApiSettings) -> None:
     """The AWS clients the request path uses, made again, with their operations loaded."""
     # The second: the usage store's, which retries with its own backoff.
     dynamodb = [aws.client("dynamodb"), aws.client("dynamodb", max_attempts=1)]
@@ -88,7 +87,7 @@ def register(gateway: Gateway, app: FastAPI, runtime: Any = None) -> bool:
     """Register the hooks with Lambda's `snapshot_restore_py`, which the Lambda Python runtime
     provides; outside Lambda (no runtime API) nothing is registered."""
     if runtime is None:
-        if not os.environ.get("AWS_LAMBDA_RUNTIME_API"):
+        if not gateway.settings.lambda_runtime_api:
             return False
         try:
             import snapshot_restore_py
@@ -103,21 +102,19 @@ def register(gateway: Gateway, app: FastAPI, runtime: Any = None) -> bool:
 # --- under Lambda Web Adapter (the streaming function) ---------------------------------------
 
 # The adapter (1.1.0 and newer) runs the app as a process of its own, outside the runtime's
-# hook loop, and bridges SnapStart to it: it POSTs to these paths, where they are set, before
-# the snapshot and after each restore, and answers 403 to any invocation asking for them.
-BEFORE_CHECKPOINT_PATH = "AWS_LWA_SNAPSTART_BEFORE_CHECKPOINT_PATH"
-AFTER_RESTORE_PATH = "AWS_LWA_SNAPSTART_AFTER_RESTORE_PATH"
+# hook loop, and bridges SnapStart to it: it POSTs to the paths its variables name, where they
+# are set (ApiSettings.snapstart_*_path), before the snapshot and after each restore, and
+# answers 403 to any invocation asking for them.
+
 # The adapter adds this header to every invocation it relays; its own hook calls lack it.
 RELAYED_INVOCATION_HEADER = "x-amzn-lambda-context"
 
 
-def add_adapter_hooks(
-    gateway: Gateway, app: FastAPI, environ: Mapping[str, str] | None = None
-) -> list[str]:
+def add_adapter_hooks(gateway: Gateway, app: FastAPI) -> list[str]:
     """The adapter's SnapStart hooks as routes of `app`, at the paths its variables name;
     returns those paths (none outside the adapter). A relayed invocation never reaches a hook:
     the adapter refuses it, and the route answers 404 as to any unknown path."""
-    env = os.environ if environ is None else environ
+    settings = gateway.settings
 
     async def warm() -> None:
         gateway.warm()
@@ -128,9 +125,12 @@ def add_adapter_hooks(
         after_restore(gateway)
 
     paths = []
-    for variable, hook in ((BEFORE_CHECKPOINT_PATH, warm), (AFTER_RESTORE_PATH, refresh)):
-        path = env.get(variable, "")
-        if path.startswith("/"):
+    hooks = (
+        (settings.snapstart_before_checkpoint_path, warm),
+        (settings.snapstart_after_restore_path, refresh),
+    )
+    for path, hook in hooks:
+        if path and path.startswith("/"):
             app.add_api_route(path, _hook_route(hook), methods=["POST"], include_in_schema=False)
             paths.append(path)
     return paths

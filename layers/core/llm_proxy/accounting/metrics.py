@@ -12,7 +12,6 @@ in number and cost. The template's dashboard and alarms read these names (a test
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from decimal import Decimal
@@ -24,17 +23,12 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties imp
 
 from llm_proxy.accounting.rollups import cut
 from llm_proxy.logs import logger
+from llm_proxy.settings import MetricsSettings
 
-NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
-SERVICE = "llm-proxy"
 # CloudWatch takes printable ASCII dimension values of at most 1,024 characters.
 DIMENSION_CHARS = 250
 NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
 NONE = "-"
-
-
-def _namespace() -> str | None:
-    return os.environ.get(NAMESPACE_ENV) or None
 
 
 def dimension_value(value: str | None) -> str:
@@ -51,11 +45,12 @@ def emit(
 ) -> None:
     """One EMF blob: metric name -> (unit, value), published under `dimensions` and under each
     further dimension set in `more` (`{}` is the service alone). Every set carries `service`."""
-    namespace = _namespace()
+    # Read where used, so that it follows the environment (MetricsSettings.current).
+    settings = MetricsSettings.current()
+    namespace, service = settings.metrics_namespace, settings.service_name
     if namespace is None:
         return
     try:
-        service = os.environ.get("POWERTOOLS_SERVICE_NAME") or SERVICE
         provider = AmazonCloudWatchEMFProvider(namespace=namespace, service=service)
         for name, value in (dimensions or {}).items():
             provider.add_dimension(name, dimension_value(value))

@@ -52,7 +52,7 @@ from llm_proxy.pipeline.validate import (
     validate_model,
     validate_request,
 )
-from llm_proxy.settings import Settings
+from llm_proxy.settings import ApiSettings
 from llm_proxy.store.answer_cache import AnswerCache
 from llm_proxy.store.counters import CountersTable
 from llm_proxy.store.stored_responses import StoredResponses
@@ -75,7 +75,7 @@ class Stores:
 
 class Pipeline:
     def __init__(
-        self, settings: Settings, config: ProxyConfig, routers: CurrentRouter, stores: Stores
+        self, settings: ApiSettings, config: ProxyConfig, routers: CurrentRouter, stores: Stores
     ) -> None:
         self.settings = settings
         self.config = config

@@ -17,7 +17,7 @@ from llm_proxy.reports.html import to_html
 from llm_proxy.reports.period import Period, parse_period, yesterday
 from llm_proxy.reports.render import to_csv, to_json, to_text
 from llm_proxy.reports.report import Report, report_for
-from llm_proxy.settings import Settings
+from llm_proxy.settings import CostReportSettings
 
 CONTENT_TYPES = {
     "json": "application/json",
@@ -59,11 +59,13 @@ def summary(report: Report, location: str | None) -> tuple[str, str]:
     return subject, body
 
 
-def run(period: Period, settings: Settings, now: datetime | None = None) -> dict[str, Any]:
+def run(
+    period: Period, settings: CostReportSettings, now: datetime | None = None
+) -> dict[str, Any]:
     return publish(report_for(period, settings, now), settings)
 
 
-def publish(report: Report, settings: Settings) -> dict[str, Any]:
+def publish(report: Report, settings: CostReportSettings) -> dict[str, Any]:
     """The report's objects to the bucket, its summary to the topic (each when configured)."""
     period = report.period
     keys = object_keys(period, settings.report_prefix)

@@ -17,7 +17,7 @@ from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.accounting.counters import Counters, money
 from llm_proxy.accounting.rollups import Rollup
 from llm_proxy.reports.period import Period, parse_period, yesterday
-from llm_proxy.settings import DEFAULT_BUDGET_ALERT_SHARE, Settings
+from llm_proxy.settings import DEFAULT_BUDGET_ALERT_SHARE, SharedSettings
 from llm_proxy.store.keys import KeysTable
 from llm_proxy.store.rollups import RollupsTable
 
@@ -133,7 +133,7 @@ def read_budgets(keys_table: str | None, key_ids: Iterable[str]) -> dict[str, Bu
     return budgets
 
 
-def report_for(period: Period, settings: Settings, now: datetime | None = None) -> Report:
+def report_for(period: Period, settings: SharedSettings, now: datetime | None = None) -> Report:
     """Read the period's rollups (one Query a day) and the keys' budgets; build the report. No
     rollups table is a DomainError (rollups_not_configured): there are no rollups to read."""
     rows = RollupsTable(settings.rollups_table).between(period.start, period.end)
@@ -141,7 +141,7 @@ def report_for(period: Period, settings: Settings, now: datetime | None = None) 
     return build(period, rows, budgets, settings.budget_alert_share, now)
 
 
-def spend(start: str | None, end: str | None, settings: Settings) -> Report:
+def spend(start: str | None, end: str | None, settings: SharedSettings) -> Report:
     """GET /spend/report (master key): the rollups' view of a period, yesterday by default."""
     # Without a rollups table there is no report to give: a 503 before the period is read.
     RollupsTable(settings.rollups_table).require()
