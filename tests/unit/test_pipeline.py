@@ -8,126 +8,41 @@ from typing import Any
 
 import pytest
 from llm_proxy.access.auth import Caller
-from llm_proxy.access.limits import Reservation
-from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.after_response import AfterResponse
-from llm_proxy.config import ProxyConfig
 from llm_proxy.errors import ProxyError
 from llm_proxy.pipeline.apis import APIS, ApiName
 from llm_proxy.pipeline.cache import CACHE_HIT_HEADER
 from llm_proxy.pipeline.meter import Metering
-from llm_proxy.pipeline.model_router import CurrentRouter
 from llm_proxy.pipeline.pipeline import Pipeline, Stores
-from llm_proxy.pipeline.request import Answer, GatewayRequest, Inbound
-from llm_proxy.provider_keys import ProviderKeys
-from llm_proxy.settings import ApiSettings
-from llm_proxy.store.answer_cache import AnswerCache
-from llm_proxy.store.counters import CountersTable
-from llm_proxy.store.usage import UsageTable
+from llm_proxy.pipeline.request import Answer, GatewayRequest
 
+from tests.support.memory import (
+    INPUT_PRICE,
+    MASTER,
+    OUTPUT_PRICE,
+    QUESTION,
+    MemoryCounters,
+    inbound,
+    memory_stores,
+    mock_pipeline,
+)
 from tests.support.records import virtual_key
-
-INPUT_PRICE, OUTPUT_PRICE = 1e-6, 2e-6
-CONFIG = {
-    "model_list": [
-        {
-            "model_name": "demo",
-            "litellm_params": {
-                "model": "openai/demo-model",
-                "mock_response": "Hello there",
-                "api_key": "not-used",
-                "input_cost_per_token": INPUT_PRICE,
-                "output_cost_per_token": OUTPUT_PRICE,
-            },
-        },
-        {
-            "model_name": "other",
-            "litellm_params": {"model": "openai/other", "mock_response": "x", "api_key": "n"},
-        },
-    ],
-    "router_settings": {"num_retries": 0, "model_group_alias": {"coder": "demo"}},
-    "litellm_settings": {"cache": True},
-}
-MASTER = Caller(key_id="master")
-QUESTION = [{"role": "user", "content": "hi"}]
-
-
-class MemoryUsage(UsageTable):
-    def __init__(self) -> None:
-        super().__init__("memory", 90)
-        self.records: list[UsageRecord] = []
-
-    def write(self, record: UsageRecord) -> bool:
-        self.records.append(record)
-        return True
-
-
-class MemoryCounters(CountersTable):
-    """Admits everything; keeps what was reserved and settled."""
-
-    def __init__(self) -> None:
-        super().__init__("memory")
-        self.admitted: list[tuple[str, int, float]] = []
-        self.settled: list[tuple[int, float]] = []
-
-    def admit(
-        self, key: VirtualKey, tokens: int, cost: float, now: float | None = None
-    ) -> Reservation:
-        self.admitted.append((key.token, tokens, cost))
-        return Reservation(tokens=tokens, spend_item=f"key#{key.token}#spend#all")
-
-    def settle(
-        self,
-        reservation: Reservation,
-        tokens: int,
-        cost: float,
-        deployment_items: dict[str, str],
-        answered_by: str | None,
-    ) -> None:
-        self.settled.append((tokens, cost))
-
-
-class MemoryCache(AnswerCache):
-    """Keeps answers as their JSON, as the table does."""
-
-    def __init__(self) -> None:
-        super().__init__("memory")
-        self.entries: dict[str, dict[str, Any]] = {}
-
-    def load(self, key: str) -> dict[str, Any] | None:
-        return self.entries.get(key)
-
-    def put(self, key: str, response: Any, ttl_s: int) -> None:
-        self.entries[key] = response.model_dump(exclude_none=True)
 
 
 @pytest.fixture
 def stores() -> Stores:
-    return Stores(counters=MemoryCounters(), usage=MemoryUsage(), cache=MemoryCache())
+    return memory_stores()
 
 
 @pytest.fixture
 def pipeline(stores: Stores) -> Pipeline:
-    config = ProxyConfig.model_validate(CONFIG)
-    routers = CurrentRouter(config, ProviderKeys(None, 300), "http://127.0.0.1:11434")
-    # As in Lambda (a function name set): usage is written before the response.
-    settings = ApiSettings.of(lambda_function_name="api")
-    return Pipeline(settings, config, routers, stores)
+    return mock_pipeline(stores)
 
 
 def usage_of(stores: Stores) -> list[UsageRecord]:
     records: list[UsageRecord] = stores.usage.records  # type: ignore[attr-defined]
     return records
-
-
-def inbound(
-    body: dict[str, Any],
-    caller: Caller = MASTER,
-    after_response: AfterResponse | None = None,
-    endpoint: str = "/v1/chat/completions",
-) -> Inbound:
-    return Inbound(endpoint, caller, body, {}, "rid-1", after_response)
 
 
 def ask(
@@ -263,3 +178,49 @@ def test_the_request_object_resolves_model_and_agent(pipeline: Pipeline) -> None
     assert (request.model, request.agent, request.endpoint) == ("coder", "debug", "/v1/messages")
     anonymous = pipeline.request(APIS["chat"], inbound(body))
     assert anonymous.agent == "ask"
+
+
+def test_a_responses_answer_gets_the_gateways_id_and_is_stored_for_its_key(
+    pipeline: Pipeline, stores: Stores
+) -> None:
+    first = ask(pipeline, {"model": "demo", "input": "hi"}, api="responses")
+    response_id = first.body["id"]
+    assert response_id.startswith("resp_") and first.body["usage"]["total_tokens"] > 0
+    stored = stores.responses.get(response_id, "master")
+    assert stored.input == [{"type": "message", "role": "user", "content": "hi"}]
+    assert stored.response["id"] == response_id
+    follow_up = {"model": "demo", "input": "and?", "previous_response_id": response_id}
+    second = ask(pipeline, follow_up, api="responses")
+    assert second.body["id"] not in (response_id, None)
+    assert len(stores.responses.get(second.body["id"], "master").input) == 3
+    with pytest.raises(ProxyError) as elsewhere:
+        ask(pipeline, follow_up, Caller("k", key=virtual_key("k")), api="responses")
+    assert (elsewhere.value.status, elsewhere.value.param) == (404, "previous_response_id")
+    assert [record.status for record in usage_of(stores)] == [200, 200, 404]
+
+
+def test_a_response_asked_not_to_be_stored_is_not(pipeline: Pipeline, stores: Stores) -> None:
+    answer = ask(pipeline, {"model": "demo", "input": "hi", "store": False}, api="responses")
+    with pytest.raises(ProxyError):
+        stores.responses.get(answer.body["id"], "master")
+
+
+def test_a_messages_request_is_answered_as_a_message(pipeline: Pipeline, stores: Stores) -> None:
+    sent = {"model": "coder", "max_tokens": 8, "messages": QUESTION}
+    answer = ask(pipeline, sent, api="messages")
+    assert (answer.body["type"], answer.body["model"]) == ("message", "coder")
+    assert answer.body["id"].startswith("msg_")
+    assert answer.body["content"] == [{"type": "text", "text": "Hello there"}]
+    [record] = usage_of(stores)
+    assert (record.status, record.model_group, record.agent) == (200, "demo", "coder")
+
+
+def test_count_tokens_is_validated_and_counted_and_nothing_is_metered(
+    pipeline: Pipeline, stores: Stores
+) -> None:
+    answer = ask(pipeline, {"model": "demo", "messages": QUESTION}, api="count_tokens")
+    assert answer.body["input_tokens"] > 0 and answer.events is None
+    with pytest.raises(ProxyError) as refused:
+        ask(pipeline, {"model": "demo", "messages": QUESTION, "top_q": 1}, api="count_tokens")
+    assert refused.value.code == "unsupported_parameter"
+    assert usage_of(stores) == []

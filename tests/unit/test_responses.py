@@ -21,24 +21,10 @@ from llm_proxy.pipeline.responses import (
     to_stored,
     with_conversation,
 )
-from llm_proxy.store.stored_responses import StoredResponse, StoredResponses
+
+from tests.support.memory import MemoryStoredResponses
 
 USER = {"type": "message", "role": "user", "content": "hi"}
-
-
-class MemoryResponses(StoredResponses):
-    def __init__(self) -> None:
-        super().__init__("memory", 30)
-        self.items: dict[str, StoredResponse] = {}
-
-    def put(self, stored: StoredResponse) -> None:
-        self.items[stored.response_id] = stored
-
-    def get(self, response_id: str, key_id: str, param: str | None = None) -> StoredResponse:
-        stored = self.items.get(response_id)
-        if stored is None or stored.key_id != key_id:
-            raise ProxyError(404, "none", "invalid_request_error", code="response_not_found")
-        return stored
 
 
 def request(body: dict[str, Any], key_id: str = "k") -> GatewayRequest:
@@ -65,7 +51,7 @@ def test_reasoning_without_its_encrypted_content_is_left_out() -> None:
 
 
 def test_a_follow_up_carries_the_conversation_it_names_for_its_key_only() -> None:
-    store = MemoryResponses()
+    store = MemoryStoredResponses()
     first = request({"input": "hi"})
     answer = {
         "id": "resp_1",
