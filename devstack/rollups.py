@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from llm_proxy.accounting.counters import Counters
 from llm_proxy.accounting.rollups import Rollup, RollupKey, key_of
+from llm_proxy.accounting.totals import Totals
 
 
 def aggregate(items: Iterable[Mapping[str, Any]]) -> list[Rollup]:
@@ -19,5 +19,5 @@ def aggregate(items: Iterable[Mapping[str, Any]]) -> list[Rollup]:
         row = rows.get(key)
         if row is None:
             row = rows[key] = Rollup(key.day, key.model, key.key_id, key.agent)
-        row.add(Counters.of_usage(item))
+        row.add(Totals.of_usage(item))
     return list(rows.values())

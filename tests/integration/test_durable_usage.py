@@ -31,7 +31,7 @@ M = 6
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
 CONFIG = one_deployment_config()
 # As deployed: in Lambda the usage write is done before the response; elsewhere (uvicorn) it
-# runs after it (`ApiSettings.meter_after_response`).
+# runs after it (`ApiSettings.outlives_response`).
 IN_LAMBDA = {"AWS_LAMBDA_FUNCTION_NAME": "llm-proxy-api"}
 OUTSIDE_LAMBDA = {"AWS_LAMBDA_FUNCTION_NAME": ""}
 

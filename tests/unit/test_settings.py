@@ -285,8 +285,8 @@ def test_derived_settings() -> None:
     assert ApiSettings.from_env({"LLM_PROXY__ENV": " LOCAL "}).is_local
     assert not ApiSettings.from_env({"LLM_PROXY__ENV": "aws"}).is_local
     # Outside Lambda the usage item follows the response; in Lambda it precedes it.
-    assert ApiSettings.of().meter_after_response
-    assert not ApiSettings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "api"}).meter_after_response
+    assert ApiSettings.of().outlives_response
+    assert not ApiSettings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "api"}).outlives_response
 
 
 def test_settings_read_where_used_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -265,12 +265,12 @@ class ApiSettings(SharedSettings):
         return max(self.api_timeout_ms - self.timeout_margin_ms, 1_000) / 1000
 
     @property
-    def meter_after_response(self) -> bool:
-        """Write a non-streamed answer's usage item after the response is sent. Only where the
-        process outlives the response (uvicorn: `make dev`, a container): Lambda freezes the
-        execution environment once the invocation's response is out (Lambda Web Adapter), and
-        under Mangum the invocation waits for the write anyway, so there it stays inline (the
-        after-response extension moves it, see Gateway.meter_in_extension)."""
+    def outlives_response(self) -> bool:
+        """Whether the process runs on once a response is sent (uvicorn: `make dev`, a
+        container), so after-response work may run there: Lambda freezes the execution
+        environment once the invocation's response is out (Lambda Web Adapter), and under
+        Mangum the invocation waits for that work anyway (pipeline.meter.Metering; the
+        after-response extension changes it, Gateway.meter_in_extension)."""
         return not self.lambda_function_name
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from llm_proxy.accounting.counters import Counters
+from llm_proxy.accounting.totals import Totals
 
 NONE = "-"
 # DynamoDB caps a sort key at 1,024 bytes: each of the three labels of `model#key_id#agent` is
@@ -50,7 +50,7 @@ class RollupKey:
 
 
 @dataclass
-class Rollup(Counters):
+class Rollup(Totals):
     """One day's totals for a model, key and agent."""
 
     day: str

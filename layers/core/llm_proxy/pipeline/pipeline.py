@@ -84,7 +84,7 @@ class Pipeline:
         self.cache_settings = CacheSettings.from_config(config)
         metering = (
             Metering.USAGE_AFTER_RESPONSE
-            if settings.meter_after_response
+            if settings.outlives_response
             else Metering.BEFORE_RESPONSE
         )
         self.meter = Meter(stores.usage, stores.counters, metering)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from html import escape
 
-from llm_proxy.accounting.counters import Counters, money
+from llm_proxy.accounting.totals import Totals, money
 from llm_proxy.reports.report import Report
 
 # Distinct hues (Tableau's palette, its grey kept for other models); a model keeps its colour in
@@ -189,7 +189,7 @@ def _day_table(stacked: Mapping[str, list[Decimal]], series: list[str]) -> str:
 
 
 def _bars(
-    title: str, groups: Mapping[str, Counters], palette: Mapping[str, str] | None = None
+    title: str, groups: Mapping[str, Totals], palette: Mapping[str, str] | None = None
 ) -> str:
     """A horizontal bar chart of cost, one bar per group (the costliest first)."""
     items = list(groups.items())[:CHART_LIMIT]
@@ -215,7 +215,7 @@ def _bars(
     return "".join(parts)
 
 
-def _table(title: str, groups: Mapping[str, Counters]) -> str:
+def _table(title: str, groups: Mapping[str, Totals]) -> str:
     head = (
         f"<tr><th>{escape(title)}</th><th>requests</th><th>errors</th><th>prompt tokens</th>"
         "<th>completion tokens</th><th>cost USD</th><th>cache hits</th><th>avg ms</th>"

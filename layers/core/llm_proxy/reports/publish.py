@@ -11,7 +11,7 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties imp
 
 from llm_proxy import aws
 from llm_proxy.accounting import metrics
-from llm_proxy.accounting.counters import money
+from llm_proxy.accounting.totals import money
 from llm_proxy.logs import logger
 from llm_proxy.reports.html import to_html
 from llm_proxy.reports.period import Period, parse_period, yesterday

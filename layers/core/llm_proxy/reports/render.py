@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from llm_proxy.accounting.counters import Counters, money
+from llm_proxy.accounting.totals import Totals, money
 from llm_proxy.errors import INVALID_FORMAT, DomainError
 from llm_proxy.reports.html import to_html
 from llm_proxy.reports.report import Report
 
-CSV_COLUMNS = ("day", "model", "key_id", "agent", *Counters.columns())
+CSV_COLUMNS = ("day", "model", "key_id", "agent", *Totals.columns())
 
 
 def to_json(report: Report) -> str:
@@ -30,12 +30,12 @@ def to_csv(report: Report) -> str:
         values = row.as_dict()
         writer.writerow(
             [row.day, row.model, row.key_id, row.agent]
-            + [values[name] for name in Counters.columns()]
+            + [values[name] for name in Totals.columns()]
         )
     return out.getvalue()
 
 
-def _table(title: str, groups: Mapping[str, Counters], limit: int | None = None) -> list[str]:
+def _table(title: str, groups: Mapping[str, Totals], limit: int | None = None) -> list[str]:
     header = f"{title:<32} {'requests':>9} {'errors':>7} {'tokens':>12} {'cost USD':>14}"
     lines = [header, "-" * len(header)]
     for name, totals in list(groups.items())[:limit]:

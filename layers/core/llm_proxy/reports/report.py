@@ -14,8 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 from llm_proxy.access.virtual_keys import VirtualKey
-from llm_proxy.accounting.counters import Counters, money
 from llm_proxy.accounting.rollups import Rollup
+from llm_proxy.accounting.totals import Totals, money
 from llm_proxy.reports.period import Period, parse_period, yesterday
 from llm_proxy.settings import DEFAULT_BUDGET_ALERT_SHARE, SharedSettings
 from llm_proxy.store.keys import KeysTable
@@ -54,17 +54,17 @@ class BudgetFlag:
 class Report:
     period: Period
     generated_at: str
-    total: Counters
-    by_day: dict[str, Counters]
-    by_model: dict[str, Counters]
-    by_key: dict[str, Counters]
-    by_agent: dict[str, Counters]
+    total: Totals
+    by_day: dict[str, Totals]
+    by_model: dict[str, Totals]
+    by_key: dict[str, Totals]
+    by_agent: dict[str, Totals]
     rows: list[Rollup]
     budget_share: float
     flagged: list[BudgetFlag]
 
     def as_dict(self) -> dict[str, Any]:
-        def grouped(groups: Mapping[str, Counters]) -> dict[str, Any]:
+        def grouped(groups: Mapping[str, Totals]) -> dict[str, Any]:
             return {name: totals.as_dict() for name, totals in groups.items()}
 
         return {
@@ -81,10 +81,10 @@ class Report:
         }
 
 
-def _by(rows: Iterable[Rollup], attribute: str) -> dict[str, Counters]:
-    groups: dict[str, Counters] = {}
+def _by(rows: Iterable[Rollup], attribute: str) -> dict[str, Totals]:
+    groups: dict[str, Totals] = {}
     for row in rows:
-        groups.setdefault(getattr(row, attribute), Counters()).add(row)
+        groups.setdefault(getattr(row, attribute), Totals()).add(row)
     # Most expensive first: what a reader looks for.
     return dict(sorted(groups.items(), key=lambda pair: (-pair[1].cost_usd, pair[0])))
 
@@ -96,15 +96,15 @@ def build(
     budget_share: float = DEFAULT_BUDGET_ALERT_SHARE,
     now: datetime | None = None,
 ) -> Report:
-    total = Counters()
-    by_day = {day: Counters() for day in period.days()}
+    total = Totals()
+    by_day = {day: Totals() for day in period.days()}
     for row in rows:
         total.add(row)
-        by_day.setdefault(row.day, Counters()).add(row)
+        by_day.setdefault(row.day, Totals()).add(row)
     by_key = _by(rows, "key_id")
     flagged = []
     for key_id, budget in (budgets or {}).items():
-        spend = by_key.get(key_id, Counters()).cost_usd
+        spend = by_key.get(key_id, Totals()).cost_usd
         if budget.max_budget > 0 and spend >= budget.max_budget * Decimal(str(budget_share)):
             flagged.append(BudgetFlag(key_id, budget.alias, budget.max_budget, spend))
     flagged.sort(key=lambda flag: -flag.share)

@@ -16,8 +16,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from llm_proxy.accounting.counters import Counters
 from llm_proxy.accounting.rollups import Rollup, RollupKey, days, key_of
+from llm_proxy.accounting.totals import Totals
 from llm_proxy.errors import ROLLUPS_NOT_CONFIGURED
 from llm_proxy.store.base import Table
 from llm_proxy.store.values import from_attributes, number_attribute
@@ -46,10 +46,10 @@ class RollupsTable(Table):
     def add_update(self, item: Mapping[str, Any]) -> dict[str, Any]:
         """The UpdateItem (low-level form, for the usage item's transaction) that adds a usage
         item to its rollup. Requires the table: the caller adds it only where there is one."""
-        key, added = key_of(item), Counters.of_usage(item)
-        counters = Counters.added_names()
-        names = {f"#{name}": name for name in counters}
-        values = {f":{name}": number_attribute(getattr(added, name)) for name in counters}
+        key, added = key_of(item), Totals.of_usage(item)
+        added_names = Totals.added_names()
+        names = {f"#{name}": name for name in added_names}
+        values = {f":{name}": number_attribute(getattr(added, name)) for name in added_names}
         labels = {"model": key.model, "key_id": key.key_id, "agent": key.agent}
         names.update({f"#{name}": name for name in labels})
         values.update({f":{name}": {"S": value} for name, value in labels.items()})
@@ -59,7 +59,7 @@ class RollupsTable(Table):
             "UpdateExpression": "SET "
             + ", ".join(f"#{name} = :{name}" for name in labels)
             + " ADD "
-            + ", ".join(f"#{name} :{name}" for name in counters),
+            + ", ".join(f"#{name} :{name}" for name in added_names),
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         }

@@ -1,5 +1,5 @@
-"""The totals a daily rollup keeps and a report sums: one type for both, so the counter names
-are written once."""
+"""The totals a daily rollup keeps and a report sums: one type for both, so their names are
+written once. (The counters table, apart, holds the rate-limit and budget counters.)"""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def money(value: Decimal) -> float:
 
 
 @dataclass(kw_only=True)
-class Counters:
+class Totals:
     requests: int = 0
     errors: int = 0
     prompt_tokens: int = 0
@@ -30,12 +30,12 @@ class Counters:
     @classmethod
     def added_names(cls) -> tuple[str, ...]:
         """The counters a usage item adds to (an ADD each); all but the maximum."""
-        return tuple(f.name for f in fields(Counters) if f.name != "latency_ms_max")
+        return tuple(f.name for f in fields(Totals) if f.name != "latency_ms_max")
 
     @classmethod
-    def of_usage(cls, item: Mapping[str, Any]) -> Counters:
+    def of_usage(cls, item: Mapping[str, Any]) -> Totals:
         """What one usage item adds."""
-        return Counters(
+        return Totals(
             requests=1,
             errors=1 if int(item.get("status", 200)) >= 400 else 0,
             prompt_tokens=int(item.get("prompt_tokens", 0)),
@@ -50,12 +50,12 @@ class Counters:
     def from_item(cls, item: Mapping[str, Any]) -> Self:
         """From a DynamoDB item (numbers as Decimals), with any other fields of `cls`."""
         values = {f.name: item[f.name] for f in fields(cls) if f.name in item}
-        for counter in fields(Counters):
-            kind = int if counter.type in ("int", int) else Decimal
-            values[counter.name] = kind(values.get(counter.name, 0))
+        for total in fields(Totals):
+            kind = int if total.type in ("int", int) else Decimal
+            values[total.name] = kind(values.get(total.name, 0))
         return cls(**values)
 
-    def add(self, other: Counters) -> None:
+    def add(self, other: Totals) -> None:
         for name in self.added_names():
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.latency_ms_max = max(self.latency_ms_max, other.latency_ms_max)
@@ -78,4 +78,4 @@ class Counters:
     @staticmethod
     def columns() -> tuple[str, ...]:
         """`as_dict`'s figures as a row of a table: everything but the derived total."""
-        return tuple(name for name in Counters().as_dict() if name != "total_tokens")
+        return tuple(name for name in Totals().as_dict() if name != "total_tokens")
