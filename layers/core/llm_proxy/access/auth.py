@@ -11,7 +11,6 @@ from llm_proxy.errors import (
     INVALID_API_KEY,
     MASTER_KEY_INSECURE,
     MASTER_KEY_MISSING,
-    MASTER_KEY_REQUIRED,
 )
 
 # Keys printed in public docs (the seed's `sk-1234` among them) must never guard a deployment.
@@ -40,10 +39,6 @@ class Caller:
     @property
     def is_master(self) -> bool:
         return self.key is None and self.key_id == MASTER
-
-    def require_master(self) -> None:
-        if not self.is_master:
-            raise MASTER_KEY_REQUIRED("Only the master key may manage keys.")
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
