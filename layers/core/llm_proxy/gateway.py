@@ -3,7 +3,7 @@
 
 The facade of the core: the HTTP layer imports nothing else from it but the errors and the
 after-response work (a layout test holds it to that). Its vocabulary (`Caller`, `Inbound`,
-`Answer`, `ApiName`, `Metering`) is re-exported here for that reason."""
+`Answer`, `ApiName`) is re-exported here for that reason."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ from llm_proxy.store.counters import CountersTable
 from llm_proxy.store.stored_responses import StoredResponses
 from llm_proxy.store.usage import UsageTable
 
-__all__ = ["Answer", "ApiName", "Caller", "Gateway", "Inbound", "Metering"]
+__all__ = ["Answer", "ApiName", "Caller", "Gateway", "Inbound"]
 
 DEFAULT_MASTER_KEY_REFERENCE = "os.environ/LLM_PROXY__MASTER_KEY"
 

@@ -76,26 +76,27 @@ async def _responses(router: ModelRouter, request: GatewayRequest) -> Any:
 
 
 async def _completion(router: ModelRouter, request: GatewayRequest, permission: Permission) -> Any:
-    model, messages, params = request.model, request.body["messages"], request.call_params()
-    if request.stream and router.streams_usage(model):
+    params = request.call_params()
+    if request.stream and router.streams_usage(request.model):
         # Usage comes in the stream's last chunk only when asked for.
         params["stream_options"] = {**(params.get("stream_options") or {}), "include_usage": True}
-    response = await router.router.acompletion(model=model, messages=messages, **params)
+    call = {"messages": request.body["messages"], **params}
+    response = await router.router.acompletion(model=request.model, **call)
     if not request.stream:
         return response
-    return await _opened(router, model, response, messages, params, permission)
+    return await _opened(router, request.model, response, call, permission)
 
 
 async def _opened(
     router: ModelRouter,
     model: str,
     response: Any,
-    messages: Any,
-    params: dict[str, Any],
+    call: dict[str, Any],
     permission: Permission,
 ) -> OpenedStream:
     """The stream, its first chunk read. litellm reads a body that is not SSE as an empty
-    stream and raises nothing, so the Router never tries the fallbacks: they are tried here."""
+    stream and raises nothing, so the Router never tries the fallbacks: they are tried here,
+    with the same `call` (messages and parameters)."""
     opened = await OpenedStream.open(response, carries_something)
     if opened.has_content:
         return opened
@@ -105,7 +106,7 @@ async def _opened(
             permission.skipped.append(fallback)
             continue
         try:
-            retry = await router.router.acompletion(model=fallback, messages=messages, **params)
+            retry = await router.router.acompletion(model=fallback, **call)
             opened = await OpenedStream.open(retry, carries_something, fallbacks=taken)
         except Exception as exc:
             logger.warning(
