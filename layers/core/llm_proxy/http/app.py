@@ -8,6 +8,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from llm_proxy.gateway import Gateway
 from llm_proxy.http.errors import install_error_handlers
@@ -55,6 +56,15 @@ def create_app(
     app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
     app.add_middleware(RequestContext, max_body_bytes=gateway.max_body_bytes, extension=extension)
     install_error_handlers(app)
-    for resource in dict.fromkeys(resources):
+    served = dict.fromkeys(resources)
+    for resource in served:
         app.include_router(resource.router)
+    # The routes as their routers declare them: which one a path falls to, before routing
+    # (an error's envelope) or past it (a method another route serves).
+    app.state.served_routes = tuple(
+        route
+        for resource in served
+        for route in resource.router.routes
+        if isinstance(route, APIRoute)
+    )
     return app

@@ -44,10 +44,18 @@ def error_body_for(scope: Scope) -> ErrorBody:
     raised before routing (a body too large), the one it will match."""
     route = scope.get("route")
     if route is None:
-        routes = getattr(getattr(scope.get("app"), "router", None), "routes", ())
-        route = next((r for r in routes if r.matches(scope)[0] is not Match.NONE), None)
+        route = next(
+            (r for r in served_routes(scope) if r.matches(scope)[0] is not Match.NONE), None
+        )
     body: ErrorBody = getattr(route, "error_body", openai_body)
     return body
+
+
+def served_routes(scope: Scope) -> tuple[APIRoute, ...]:
+    """The app's own routes, as its routers declare them (`app.create_app` keeps them)."""
+    state = getattr(scope.get("app"), "state", None)
+    routes: tuple[APIRoute, ...] = getattr(state, "served_routes", ())
+    return routes
 
 
 def proxy_error_response(scope: Scope, rid: str, error: ProxyError) -> JSONResponse:
@@ -68,9 +76,8 @@ def not_served(request: Request) -> ProxyError:
     served there, else 404 (what Starlette answers, in the router's envelope)."""
     allowed = sorted(
         method
-        for route in request.app.router.routes
-        if isinstance(route, APIRoute)
-        and route.endpoint is not request.scope.get("endpoint")
+        for route in served_routes(request.scope)
+        if route.endpoint is not request.scope.get("endpoint")
         and route.matches(request.scope)[0] is Match.PARTIAL
         for method in route.methods or ()
     )
