@@ -25,7 +25,7 @@ from llm_proxy.pipeline.pipeline import Pipeline, Stores
 from llm_proxy.pipeline.request import Inbound
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.reports.report import read_budgets, spend
-from llm_proxy.settings import Settings
+from llm_proxy.settings import ApiSettings
 from llm_proxy.store.answer_cache import AnswerCache
 from llm_proxy.store.base import Table
 from llm_proxy.store.counters import CountersTable
@@ -210,7 +210,7 @@ def test_rollups_without_a_table_are_not_raised_and_reading_them_is_a_503() -> N
 
 def test_the_spend_report_without_rollups_is_a_503_before_its_period_is_read() -> None:
     with pytest.raises((ProxyError, DomainError)) as caught:
-        spend("not-a-date", None, Settings())
+        spend("not-a-date", None, ApiSettings.of())
     missing(caught, RollupsTable)
 
 
@@ -218,8 +218,8 @@ def test_the_scheduled_report_without_rollups_is_refused_as_before() -> None:
     from llm_proxy.reports.period import yesterday
     from llm_proxy.reports.report import report_for
 
-    with pytest.raises(ValueError, match="LLM_PROXY__ROLLUPS_TABLE is not set"):
-        report_for(yesterday(), Settings())
+    with pytest.raises(ValueError, match="LLM_PROXY__ROLLUPS_TABLE"):
+        report_for(yesterday(), ApiSettings.of())
 
 
 class Unstorable:
@@ -270,7 +270,7 @@ def pipeline() -> Pipeline:
     )
     config = ProxyConfig.model_validate(CONFIG)
     routers = CurrentRouter(config, ProviderKeys(None, 300), "http://127.0.0.1:11434")
-    return Pipeline(Settings(meter_after_response=False), config, routers, stores)
+    return Pipeline(ApiSettings.of(lambda_function_name="api"), config, routers, stores)
 
 
 def ask(pipeline: Pipeline, caller: Caller, **body: Any) -> Any:
