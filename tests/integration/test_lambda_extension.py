@@ -88,6 +88,9 @@ def start_function(runtime: RuntimeApi, env: dict[str, str]) -> subprocess.Popen
             "AWS_LAMBDA_FUNCTION_NAME": "api",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            # As Lambda's Python 3.12 runtime sets it: the runtime client then polls for
+            # invocations on a thread of its own, and the main thread takes signals.
+            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
             "PYTHONPATH": os.pathsep.join([str(REPO / "layers" / "core"), str(REPO)]),
         },
         stdout=subprocess.PIPE,
@@ -133,7 +136,8 @@ def test_usage_is_written_after_the_response_and_before_the_freeze(
         first = runtime.invoke(first_event)
         wait(first, "answered")
         assert runtime.extensions, "the function registered no extension"
-        second = runtime.invoke(chat_event())
+        second_event = chat_event()
+        second = runtime.invoke(second_event)
         wait(first, "frozen")
         wait(second, "answered")
         response = json.loads(first.response or b"{}")
@@ -142,9 +146,12 @@ def test_usage_is_written_after_the_response_and_before_the_freeze(
         assert writes, "no usage item was written"
         first_write = min(writes, key=lambda call: call.started)
         # The client had its answer before the usage write began, and the write was done before
-        # the environment could be frozen.
+        # the environment could be frozen; no DynamoDB call at all was awaited before the
+        # response (150 ms each here).
         assert first.responded_at <= first_write.started
         assert first_write.ended <= first.frozen_at
+        during = [c for c in dynamodb.calls if first.handed_at <= c.started <= first.frozen_at]
+        assert during and all(call.started >= first.responded_at for call in during)
         item = (
             boto3.resource("dynamodb")
             .Table(aws["UsageTable"])
@@ -152,13 +159,20 @@ def test_usage_is_written_after_the_response_and_before_the_freeze(
             .get("Item")
         )
         assert item is not None and item["status"] == 200
-        runtime.shutdown_extensions()
-        wait(second, "answered")
+        # The Shutdown phase: the process finishes within the grace period, nothing is left
+        # unwritten.
+        wait(second, "frozen")
+        assert runtime.shutdown(function), "the function outlived the shutdown's grace period"
+        usage = boto3.resource("dynamodb").Table(aws["UsageTable"])
+        for invocation in (first_event, second_event):
+            request_id = invocation["requestContext"]["requestId"]
+            assert usage.get_item(Key={"request_id": request_id}).get("Item") is not None
     finally:
-        function.terminate()
+        function.kill()
         output, _ = function.communicate(timeout=30)
         runtime.stop()
     assert runtime.errors == [], output[-3000:]
+    assert runtime.refused == [], output[-3000:]
 
 
 def test_without_the_extension_the_usage_write_precedes_the_response(
@@ -187,4 +201,28 @@ def test_without_the_extension_the_usage_write_precedes_the_response(
     finally:
         function.terminate()
         function.communicate(timeout=30)
+        runtime.stop()
+
+
+def test_the_emulator_refuses_what_aws_refuses_internal_extensions() -> None:
+    """The registrations the old extension made (SHUTDOWN), and any after init, are refused as
+    AWS refuses them; INVOKE during init is taken."""
+    runtime = RuntimeApi().start()
+    register = f"http://{runtime.address}/2020-01-01/extension/register"
+    try:
+        for events in (["INVOKE", "SHUTDOWN"], ["SHUTDOWN"], []):
+            refused = httpx.post(
+                register, json={"events": events}, headers={"Lambda-Extension-Name": "x"}
+            )
+            assert refused.status_code == 403, events
+        taken = httpx.post(
+            register, json={"events": ["INVOKE"]}, headers={"Lambda-Extension-Name": "x"}
+        )
+        assert taken.status_code == 200
+        runtime.init_done = True
+        late = httpx.post(
+            register, json={"events": ["INVOKE"]}, headers={"Lambda-Extension-Name": "y"}
+        )
+        assert late.status_code == 403
+    finally:
         runtime.stop()

@@ -1,12 +1,26 @@
 """A loopback Lambda Runtime API and Extensions API, enough to run a function under the
 runtime's own client (`awslambdaric`): it hands invocations to the runtime and INVOKE events
 to extensions, and notes when each side is done with an invocation, which is when Lambda would
-freeze the environment."""
+freeze the environment.
+
+It keeps the rules AWS's Extensions API reference gives for internal extensions, the only kind
+a function's own process can register
+(https://docs.aws.amazon.com/lambda/latest/dg/runtimes-extensions-api.html):
+- they are started and stopped by the runtime process, so they may register for INVOKE only:
+  a registration that names SHUTDOWN is refused (403);
+- they register during init: once the runtime has asked for its first invocation, a
+  registration is refused (403);
+- at shutdown they get no event: the runtime process gets SIGTERM, then SIGKILL after a short
+  grace period (`shutdown`; AWS gives the runtime 300 ms with internal extensions, 500 ms with
+  external ones: the longer is used here, a failure at it is a failure in Lambda too).
+"""
 
 from __future__ import annotations
 
 import json
 import queue
+import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -16,6 +30,9 @@ from typing import Any
 
 RUNTIME = "/2018-06-01/runtime"
 EXTENSION = "/2020-01-01/extension"
+# What an internal extension may register for.
+INTERNAL_EVENTS = frozenset({"INVOKE"})
+SHUTDOWN_GRACE_S = 0.5
 
 
 @dataclass
@@ -44,7 +61,9 @@ class RuntimeApi:
         self.current: Invocation | None = None
         self.extension_current: Invocation | None = None
         self.extensions: list[str] = []
+        self.refused: list[str] = []
         self.errors: list[bytes] = []
+        self.init_done = False
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
 
@@ -69,8 +88,16 @@ class RuntimeApi:
         self.invocations.put(invocation)
         return invocation
 
-    def shutdown_extensions(self) -> None:
-        self.extension_events.put({"eventType": "SHUTDOWN", "shutdownReason": "spindown"})
+    def shutdown(self, process: subprocess.Popen[str]) -> bool:
+        """The Shutdown phase: SIGTERM to the runtime process, SIGKILL after the grace period;
+        whether the process ended within it."""
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(SHUTDOWN_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return False
+        return True
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         api = self
@@ -96,6 +123,7 @@ class RuntimeApi:
 
             def do_GET(self) -> None:
                 if self.path == f"{RUNTIME}/invocation/next":
+                    api.init_done = True
                     if api.current is not None:
                         api.current.runtime_done_at = time.monotonic()
                         _maybe_frozen(api.current)
@@ -139,6 +167,12 @@ class RuntimeApi:
                 body = self._body()
                 if self.path == f"{EXTENSION}/register":
                     name = self.headers.get("Lambda-Extension-Name", "")
+                    events = set(json.loads(body or b"{}").get("events") or [])
+                    problem = _refusal(events, api.init_done)
+                    if problem:
+                        api.refused.append(name)
+                        self._answer(403, {"errorMessage": problem, "errorType": "Forbidden"})
+                        return
                     api.extensions.append(name)
                     self._answer(
                         200, {"functionName": "api"}, {"Lambda-Extension-Identifier": name}
@@ -157,6 +191,15 @@ class RuntimeApi:
                     self._answer(404, {"message": "no such route"})
 
         return Handler
+
+
+def _refusal(events: set[str], init_done: bool) -> str:
+    """Why an internal extension's registration is refused ("" when it is not)."""
+    if init_done:
+        return "Extensions register during init, before the runtime's first next."
+    if not events or not events <= INTERNAL_EVENTS:
+        return f"An internal extension may register for INVOKE only, not {sorted(events)}."
+    return ""
 
 
 def _maybe_frozen(invocation: Invocation) -> None:
