@@ -256,3 +256,14 @@ def test_a_cached_answer_replays_as_the_apis_stream(name: str) -> None:
     events = encoded(stream, api)
     assert any("Cached" in event for event in events)
     assert finish_of(stream).calls[0][0] is True
+
+
+def test_responses_events_are_named_as_the_api_spells_them() -> None:
+    from litellm.types.llms.openai import ResponsesAPIStreamEvents
+
+    events = responses_events({"input_tokens": 1, "output_tokens": 1})
+    events[0]["type"] = ResponsesAPIStreamEvents.RESPONSE_CREATED  # as litellm gives it
+    stream = metered(APIS["responses"], items_of(events), {"input": "hi"})
+    first = encoded(stream, APIS["responses"])[0]
+    assert first.startswith("event: response.created\n")
+    assert json.loads(first.split("data: ", 1)[1])["type"] == "response.created"

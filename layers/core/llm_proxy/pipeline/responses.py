@@ -167,6 +167,12 @@ class ResponsesReader(StreamReader):
         return replayed_events(response)
 
 
+def event_name(kind: Any) -> str:
+    """An event's name as the API spells it (`response.created`); litellm's types are enums,
+    whose str() is their Python name."""
+    return str(getattr(kind, "value", kind) or "message")
+
+
 def sse(event_type: str, data: Mapping[str, Any]) -> str:
     return f"event: {event_type}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
@@ -177,7 +183,7 @@ async def responses_events(stream: MeteredStream, request: GatewayRequest) -> As
     try:
         async for data in stream.items():
             sequence = int(data.get("sequence_number") or sequence)
-            yield sse(str(data.get("type") or "message"), data)
+            yield sse(event_name(data.get("type")), data)
     except ProxyError as error:
         error_event = {
             "type": "error",

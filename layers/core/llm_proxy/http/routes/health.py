@@ -13,7 +13,10 @@ router = APIRouter()
 
 
 @router.get("/health")
+@router.get("/health/liveliness", include_in_schema=False)  # the LiteLLM proxy's spelling
+@router.get("/health/liveness", include_in_schema=False)
 async def health() -> dict[str, str]:
+    """Liveness: no dependency is called."""
     return {"status": "ok"}
 
 

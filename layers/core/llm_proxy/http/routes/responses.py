@@ -27,11 +27,13 @@ async def create_response(
 
 
 @router.get("/v1/responses/{response_id}")
+@router.get("/responses/{response_id}", include_in_schema=False)
 async def get_response(response_id: str, gateway: GatewayDep, who: Authenticated) -> Any:
     return await gateway.stored_response(response_id, who)
 
 
 @router.delete("/v1/responses/{response_id}")
+@router.delete("/responses/{response_id}", include_in_schema=False)
 async def delete_response(
     response_id: str, gateway: GatewayDep, who: Authenticated
 ) -> dict[str, Any]:

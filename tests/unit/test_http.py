@@ -1,6 +1,7 @@
-"""http.errors: an error takes the envelope its route declares (Anthropic's on the Messages
-API's routes, OpenAI's elsewhere), before routing (a body too large) and past it (a path under
-`/v1/messages` that no route serves, or a method another route serves there)."""
+"""http: the HTTP surface on the app itself. An error takes the envelope its route declares
+(Anthropic's on the Messages API's routes, OpenAI's elsewhere), before routing (a body too
+large) and past it (a path under `/v1/messages` that no route serves, or a method another route
+serves there); routes answer under the names clients use."""
 
 from __future__ import annotations
 
@@ -91,3 +92,20 @@ def test_the_messages_api_answers_and_refuses_in_its_own_shape(app: Any) -> None
     question = {"model": "demo", "messages": sent["messages"]}
     counted = call(app, "POST", "/v1/messages/count_tokens", json=question)
     assert counted.status_code == 200 and counted.json()["input_tokens"] > 0
+
+
+def test_liveness_answers_under_the_litellm_proxys_names_too(app: Any) -> None:
+    for path in ("/health", "/health/liveliness", "/health/liveness"):
+        response = call(app, "GET", path)
+        assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+def test_stored_responses_are_served_with_and_without_v1(app: Any) -> None:
+    created = call(app, "POST", "/v1/responses", json={"model": "demo", "input": "hi"})
+    assert created.status_code == 200
+    # No responses table here: a stored response is not found, on either path, in one shape.
+    for path in ("/v1/responses/resp_1", "/responses/resp_1"):
+        missing = call(app, "GET", path)
+        assert missing.status_code == 404
+        assert openai_error(missing)["code"] == "response_not_found"
+        assert call(app, "DELETE", path).status_code == 404
