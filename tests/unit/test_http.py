@@ -109,3 +109,27 @@ def test_stored_responses_are_served_with_and_without_v1(app: Any) -> None:
         assert missing.status_code == 404
         assert openai_error(missing)["code"] == "response_not_found"
         assert call(app, "DELETE", path).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("temperature", "hot"),
+        ("temperature", 2.5),
+        ("top_p", -0.1),
+        ("top_logprobs", 21),
+        ("truncation", "sometimes"),
+        ("parallel_tool_calls", "yes please"),
+        ("tools", {"type": "function"}),
+        ("include", "reasoning.encrypted_content"),
+    ],
+)
+def test_a_responses_request_is_typed_as_the_spec_types_it(
+    app: Any, field: str, value: Any
+) -> None:
+    refused = call(
+        app, "POST", "/v1/responses", json={"model": "demo", "input": "hi", field: value}
+    )
+    assert refused.status_code == 400
+    error = openai_error(refused)
+    assert (error["code"], error["param"]) == ("invalid_value", field)

@@ -92,18 +92,36 @@ class CountTokensRequest(BaseModel):
 
 
 class ResponsesRequest(BaseModel):
-    """OpenAI's Responses API body (`POST /v1/responses`); its other fields are checked by the
-    pipeline's allow-list."""
+    """OpenAI's Responses API body (`POST /v1/responses`), its fields typed and bounded as
+    OpenAI's OpenAPI spec (`CreateResponse`) defines them; which fields a caller may send at
+    all is the pipeline's allow-list."""
 
     model_config = ConfigDict(extra="allow")
     model: str | None = Field(default=None, min_length=1)
     input: str | list[dict[str, Any]] | None = None
     instructions: str | None = None
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
     max_output_tokens: int | None = Field(default=None, ge=1)
+    max_tool_calls: int | None = Field(default=None, ge=0)
     previous_response_id: str | None = Field(default=None, min_length=1, max_length=200)
     store: bool | None = None
+    background: bool | None = None
     metadata: dict[str, Any] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    truncation: Literal["auto", "disabled"] | None = None
+    parallel_tool_calls: bool | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    text: dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
+    include: list[str] | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    service_tier: str | None = None
 
 
 class KeyFields(BaseModel):
