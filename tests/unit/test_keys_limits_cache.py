@@ -33,6 +33,23 @@ def test_a_key_allows_its_models_or_all_when_none_are_listed() -> None:
     assert scoped.allows("gpt-4") and not scoped.allows("gpt-3.5-turbo")
 
 
+@pytest.mark.parametrize(
+    ("models", "allowed", "refused"),
+    [
+        (["*"], ["gpt-4o", "claude"], []),
+        (["openai/*"], ["openai/gpt-4o", "openai/o3"], ["anthropic/claude", "openai", "gpt-4o"]),
+        (["bedrock/anthropic.*"], ["bedrock/anthropic.claude-v2"], ["bedrock/meta.llama"]),
+        (["gpt-4?", "a[b]c"], ["gpt-4?", "a[b]c"], ["gpt-4o", "abc"]),
+    ],
+)
+def test_a_key_allows_what_its_wildcards_cover(
+    models: list[str], allowed: list[str], refused: list[str]
+) -> None:
+    key = VirtualKey(token="t", key_name="k", models=models)
+    assert all(key.allows(model) for model in allowed)
+    assert not any(key.allows(model) for model in refused)
+
+
 def test_a_key_survives_its_item_form() -> None:
     key = VirtualKey(
         token=token_of("sk-x"),

@@ -9,6 +9,7 @@ import pytest
 from llm_proxy.access.auth import Caller
 from llm_proxy.errors import ProxyError
 from llm_proxy.pipeline.apis import APIS, ApiName
+from llm_proxy.pipeline.litellm_hooks import Permission
 from llm_proxy.pipeline.model_router import ModelRouter
 from llm_proxy.pipeline.request import GatewayRequest
 from llm_proxy.pipeline.validate import (
@@ -126,3 +127,14 @@ def test_a_keys_model_list_holds_for_its_fallbacks_and_aliases(router: ModelRout
     assert permitted_groups(everything, router) is None
     coder = Caller("k", key=virtual_key("k", models=["coder"]))
     assert permitted_groups(coder, router) == {"coder", "demo"}
+
+
+def test_a_keys_wildcard_covers_models_and_fallbacks(router: ModelRouter) -> None:
+    wildcard = Caller("k", key=virtual_key("k", models=["de*"]))
+    validate_model(request({"model": "demo"}, caller=wildcard), router, SERVED, False)
+    error = refused(
+        validate_model, request({"model": "other"}, caller=wildcard), router, SERVED, False
+    )
+    assert error.code == "model_not_allowed"
+    permission = Permission(permitted_groups(wildcard, router))
+    assert permission.allows("demo") and not permission.allows("other")

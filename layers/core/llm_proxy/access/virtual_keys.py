@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +53,20 @@ SETTABLE = (
     "blocked",
     "expires",
 )
+
+
+def matches_any(model: str, names: Iterable[str]) -> bool:
+    """Whether `model` is one of `names` or inside a wildcard among them, as LiteLLM's key
+    model lists have them (`*`, `openai/*`, `bedrock/anthropic.*`): `*` stands for any run of
+    characters, nothing else is special."""
+    for name in names:
+        if model == name:
+            return True
+        if "*" in name:
+            pattern = ".*".join(re.escape(part) for part in name.split("*"))
+            if re.fullmatch(pattern, model):
+                return True
+    return False
 
 
 def token_of(raw_key: str) -> str:
@@ -108,11 +123,11 @@ class VirtualKey:
 
     @property
     def allows_all(self) -> bool:
-        # An empty list, or LiteLLM's "all-proxy-models", allows every model.
-        return not self.models or "all-proxy-models" in self.models
+        # An empty list, LiteLLM's "all-proxy-models" or a bare "*" allows every model.
+        return not self.models or "all-proxy-models" in self.models or "*" in self.models
 
     def allows(self, model: str) -> bool:
-        return self.allows_all or model in self.models
+        return self.allows_all or matches_any(model, self.models)
 
     def to_item(self) -> dict[str, Any]:
         item = {k: number(v) for k, v in self.__dict__.items() if v not in (None, "", [], {})}

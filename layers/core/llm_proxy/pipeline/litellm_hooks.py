@@ -27,6 +27,7 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
 from llm_proxy.access.limits import Admission
+from llm_proxy.access.virtual_keys import matches_any
 from llm_proxy.pipeline.anthropic_native import NativeParts, for_deployment
 
 
@@ -39,7 +40,7 @@ class Permission:
     skipped: list[str] = field(default_factory=list)
 
     def allows(self, group: str) -> bool:
-        return self.groups is None or group in self.groups
+        return self.groups is None or matches_any(group, self.groups)
 
 
 @dataclass(frozen=True)
