@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -81,6 +82,21 @@ def test_the_key_api_needs_the_master_key(gateway_url: str) -> None:
         assert response.json()["error"]["code"] == "master_key_required"
     unknown = admin(gateway_url, "GET", "/key/list", key="sk-not-a-key-at-all-0000")
     assert unknown.status_code == 401
+
+
+def test_a_key_reads_its_own_info_as_litellm_allows(gateway_url: str) -> None:
+    made = new_key(gateway_url, key_alias=f"own-{made_suffix()}", max_budget=5)
+    own = admin(gateway_url, "GET", "/key/info", key=made["key"])
+    assert own.status_code == 200, own.text
+    body = own.json()
+    assert body["key"] == made["token"] and body["info"]["remaining_budget"] == 5
+    assert made["key"] not in own.text
+    master = admin(gateway_url, "GET", "/key/info")
+    assert master.status_code == 400 and master.json()["error"]["param"] == "key"
+
+
+def made_suffix() -> str:
+    return uuid.uuid4().hex[:8]
 
 
 def test_bad_key_settings_are_refused_naming_the_field(gateway_url: str) -> None:

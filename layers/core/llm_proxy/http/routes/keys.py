@@ -1,4 +1,5 @@
-"""Virtual key management (`/key/*`, master key only), in LiteLLM's shapes."""
+"""Virtual key management (`/key/*`), in LiteLLM's shapes: the master key only, but for a key
+reading its own info (`GET /key/info` without `key`), as LiteLLM allows."""
 
 from __future__ import annotations
 
@@ -7,34 +8,44 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from llm_proxy.http.dependencies import GatewayDep, MasterKey
+from llm_proxy.errors import INVALID_VALUE
+from llm_proxy.http.dependencies import Authenticated, GatewayDep, MasterKey, master_key_only
 from llm_proxy.http.schemas import KeyDeleteRequest, KeyGenerateRequest, KeyUpdateRequest
 
-router = APIRouter(tags=["keys"], dependencies=[MasterKey])
+router = APIRouter(tags=["keys"])
 
 
-@router.post("/key/generate")
+@router.post("/key/generate", dependencies=[MasterKey])
 async def key_generate(body: KeyGenerateRequest, gateway: GatewayDep) -> dict[str, Any]:
     fields = body.model_dump(exclude_unset=True)
     return await asyncio.to_thread(gateway.key_admin.generate, fields)
 
 
-@router.post("/key/update")
+@router.post("/key/update", dependencies=[MasterKey])
 async def key_update(body: KeyUpdateRequest, gateway: GatewayDep) -> dict[str, Any]:
     fields = body.model_dump(exclude_unset=True)
     return await asyncio.to_thread(gateway.key_admin.update, fields)
 
 
-@router.post("/key/delete")
+@router.post("/key/delete", dependencies=[MasterKey])
 async def key_delete(body: KeyDeleteRequest, gateway: GatewayDep) -> dict[str, Any]:
     return await asyncio.to_thread(gateway.key_admin.delete, body.keys)
 
 
 @router.get("/key/info")
-async def key_info(key: str, gateway: GatewayDep) -> dict[str, Any]:
+async def key_info(
+    gateway: GatewayDep, who: Authenticated, key: str | None = None
+) -> dict[str, Any]:
+    """A key's info: any key's for the master key; without `key`, the caller's own."""
+    if key is None:
+        if who.is_master:
+            raise INVALID_VALUE("'key' is required with the master key.", param="key")
+        key = who.key_id
+    else:
+        await master_key_only(who)
     return await asyncio.to_thread(gateway.key_admin.info, key)
 
 
-@router.get("/key/list")
+@router.get("/key/list", dependencies=[MasterKey])
 async def key_list(gateway: GatewayDep, return_full_object: bool = False) -> dict[str, Any]:
     return await asyncio.to_thread(gateway.key_admin.list, return_full_object)
