@@ -276,3 +276,28 @@ def test_a_second_config_can_be_served_for_one_test(
     assert reply.choices[0].message.content == upstream.reply
     # No api_key in the entry: the provider's conventional variable comes from the secret.
     assert upstream.requests[-1].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+
+
+def test_the_azure_openai_sdk_reaches_a_deployment_by_its_path(
+    gateway_url: str, upstream: OpenAIUpstream, aws: dict[str, str]
+) -> None:
+    """The Azure OpenAI client: the deployment in the path, the key in `api-key`, an
+    `api-version` query; the gateway serves the model group of that name."""
+    azure = openai.AzureOpenAI(
+        azure_endpoint=gateway_url, api_key=MASTER_KEY, api_version="2024-10-21", max_retries=0
+    )
+    raw = azure.chat.completions.with_raw_response.create(
+        model="gpt-3.5-turbo",
+        messages=MESSAGES,  # type: ignore[arg-type]
+    )
+    assert raw.http_request.url.path == "/openai/deployments/gpt-3.5-turbo/chat/completions"
+    assert raw.http_request.headers["api-key"] == MASTER_KEY
+    assert raw.parse().choices[0].message.content == upstream.reply
+    item = usage_item(aws["UsageTable"], raw.headers["x-request-id"])
+    assert (item["status"], item["model_group"]) == (200, "gpt-3.5-turbo")
+    vectors = azure.embeddings.create(model="gpt-3.5-turbo", input="hi")
+    assert len(vectors.data) == 1
+    with pytest.raises(openai.AuthenticationError):
+        openai.AzureOpenAI(
+            azure_endpoint=gateway_url, api_key="sk-wrong", api_version="2024-10-21", max_retries=0
+        ).chat.completions.create(model="gpt-3.5-turbo", messages=MESSAGES)  # type: ignore[arg-type]

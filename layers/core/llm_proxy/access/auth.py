@@ -42,12 +42,16 @@ class Caller:
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key a request presents: `Authorization: Bearer`, else Anthropic's `x-api-key`, else
+    Azure OpenAI's `api-key` (the Azure OpenAI SDK's)."""
     authorization = headers.get("authorization", "")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    api_key = headers.get("x-api-key", "").strip()
-    return api_key or None
+    for name in ("x-api-key", "api-key"):
+        if key := headers.get(name, "").strip():
+            return key
+    return None
 
 
 def check_master_key(master_key: str | None, *, local: bool) -> str:

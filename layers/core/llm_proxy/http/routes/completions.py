@@ -1,4 +1,6 @@
-"""OpenAI's chat completions and embeddings, through the pipeline."""
+"""OpenAI's chat completions and embeddings, through the pipeline; also under Azure OpenAI's
+paths (`/openai/deployments/{deployment}/...`, the Azure OpenAI SDK's), where the deployment
+in the path is the model asked for and `api-version` is the client's own business."""
 
 from __future__ import annotations
 
@@ -21,6 +23,33 @@ async def chat_completions(
     body: ChatCompletionRequest, request: Request, gateway: GatewayDep, who: Authenticated
 ) -> Response:
     return respond(await gateway.serve("chat", inbound(request, who, body)))
+
+
+@router.post("/openai/deployments/{deployment}/chat/completions", include_in_schema=False)
+async def azure_chat_completions(
+    deployment: str,
+    body: ChatCompletionRequest,
+    request: Request,
+    gateway: GatewayDep,
+    who: Authenticated,
+) -> Response:
+    fields = {**body.model_dump(exclude_unset=True), "model": deployment}
+    return respond(await gateway.serve("chat", inbound(request, who, fields)))
+
+
+@router.post("/openai/deployments/{deployment}/embeddings", include_in_schema=False)
+async def azure_embeddings(
+    deployment: str,
+    body: EmbeddingRequest,
+    request: Request,
+    gateway: GatewayDep,
+    who: Authenticated,
+) -> dict[str, Any]:
+    fields = {**body.model_dump(exclude_unset=True), "model": deployment}
+    vectors: dict[str, Any] = (
+        await gateway.serve("embeddings", inbound(request, who, fields))
+    ).body
+    return vectors
 
 
 @router.post("/v1/embeddings")
