@@ -194,3 +194,9 @@ def test_no_test_file_imports_a_test_module_or_conftest() -> None:
             if any(part == "conftest" or part.startswith("test_") for part in module.split(".")):
                 offenders.append(f"{path.relative_to(REPO)}: {module}")
     assert offenders == []
+
+
+def test_test_files_have_names_of_their_own() -> None:
+    # Test folders are not packages: pytest imports two files of one name as one module.
+    names = [path.name for path in (REPO / "tests").rglob("test_*.py")]
+    assert sorted(name for name in set(names) if names.count(name) > 1) == []

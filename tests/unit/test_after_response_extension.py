@@ -1,6 +1,6 @@
-"""lambda_extension: the internal extension registers for INVOKE only (AWS refuses SHUTDOWN
-from an internal extension), and the work still queued at shutdown runs on the runtime's
-SIGTERM before the process ends."""
+"""lambda_extension's after-response extension at shutdown: the work still queued runs on the
+runtime's SIGTERM before the process ends (its registration, INVOKE only, is tested under the
+loopback Runtime API in tests/integration/test_lambda_extension.py)."""
 
 from __future__ import annotations
 
