@@ -5,7 +5,7 @@ work; and the request as the pipeline takes it."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -58,9 +58,12 @@ def after_response(request: Request) -> AfterResponse | None:
     return later
 
 
-def inbound(request: Request, who: Caller, body: BaseModel | dict[str, Any]) -> Inbound:
-    """The request as the pipeline takes it: the body with the fields the client set."""
-    fields = body if isinstance(body, dict) else body.model_dump(exclude_unset=True)
+def inbound(request: Request, who: Caller, body: BaseModel, model: str | None = None) -> Inbound:
+    """The request as the pipeline takes it: the body with the fields the client set, and the
+    model where the path names it (Azure OpenAI's deployment)."""
+    fields = body.model_dump(exclude_unset=True)
+    if model is not None:
+        fields["model"] = model
     return Inbound(
         endpoint=request.url.path,
         caller=who,

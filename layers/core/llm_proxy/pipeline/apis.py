@@ -58,10 +58,6 @@ class Api:
         return f"Api({self.name})"
 
 
-def _dump(response: Any, request: GatewayRequest) -> Any:
-    return response.model_dump(exclude_none=True)
-
-
 CHAT = Api(
     name="chat",
     # LiteLLM's per-request cache control (the response cache); `extra_body`, a container of
@@ -69,7 +65,7 @@ CHAT = Api(
     params=api_params.CHAT_COMPLETIONS | {"cache", "extra_body"},
     router_call="chat",
     envelope="openai",
-    answer=chat.chat_answer,
+    answer=chat.dumped,
     reader=chat.ChatReader,
     encode=chat.chat_events,
     from_cache=chat.from_cache,
@@ -81,7 +77,7 @@ EMBEDDINGS = Api(
     params=api_params.EMBEDDINGS | {"extra_body"},
     router_call="embedding",
     envelope="openai",
-    answer=_dump,
+    answer=chat.dumped,
 )
 MESSAGES = Api(
     name="messages",

@@ -100,7 +100,8 @@ async def chat_events(stream: MeteredStream, request: GatewayRequest) -> AsyncIt
         yield f"data: {json.dumps(error.body())}\n\n"
 
 
-def chat_answer(response: Any, request: GatewayRequest) -> Any:
+def dumped(response: Any, request: GatewayRequest) -> Any:
+    """litellm's answer as its API's JSON (chat completions, embeddings)."""
     return response.model_dump(exclude_none=True)
 
 

@@ -40,7 +40,7 @@ from llm_proxy.pipeline.meter import (
     record_latency,
     record_usage,
 )
-from llm_proxy.pipeline.model_router import CurrentRouter
+from llm_proxy.pipeline.model_router import CurrentRouter, ModelRouter
 from llm_proxy.pipeline.provider_call import call_provider
 from llm_proxy.pipeline.request import Answer, GatewayRequest, Inbound, RequestState
 from llm_proxy.pipeline.responses import new_response_id, stores, to_stored, with_conversation
@@ -97,11 +97,11 @@ class Pipeline:
         request = self.request(api, inbound)
         if api.router_call is None:
             # Nothing to call and nothing to meter (Anthropic's count_tokens).
-            self.validate(RequestState(request, new_record(request), None))
+            self.validate(request)
             return Answer(api.answer(None, request))
         state = RequestState(request, new_record(request), inbound.after_response)
         try:
-            self.validate(state)
+            state.router = self.validate(request)
             await self.expand_conversation(state)
             hit = await self.look_up_cache(state)
             await self.admit(state, cache_hit=hit is not None)
@@ -148,11 +148,13 @@ class Pipeline:
             native=native,
         )
 
-    def validate(self, state: RequestState) -> None:
-        """The key may use the model, the model can be served, the parameters are the API's."""
-        state.router = router = self.routers.get()
-        validate_model(state.request, router, self.model_names(), self.config.accepts_any_model)
-        validate_request(state.request, router)
+    def validate(self, request: GatewayRequest) -> ModelRouter:
+        """The key may use the model, the model can be served, the parameters are the API's;
+        the router the request is validated against."""
+        router = self.routers.get()
+        validate_model(request, router, self.model_names(), self.config.accepts_any_model)
+        validate_request(request, router)
+        return router
 
     async def expand_conversation(self, state: RequestState) -> None:
         """The Responses API: the stored conversation a `previous_response_id` names."""
@@ -166,10 +168,13 @@ class Pipeline:
         if api.from_cache is None:
             return None
         state.cache = cache = CacheControl.of(state.request.body, self.cache_settings)
+        if not (cache.lookup or cache.store):
+            return None
+        # The key is the whole question hashed: once, for the lookup and the write.
+        state.cache_key = cache_key(state.request.model, state.request.body)
         if not cache.lookup:
             return None
-        key = cache_key(state.request.model, state.request.body)
-        answer = await asyncio.to_thread(self.stores.cache.load, key)
+        answer = await asyncio.to_thread(self.stores.cache.load, state.cache_key)
         return None if answer is None else api.from_cache(answer)
 
     async def admit(self, state: RequestState, *, cache_hit: bool) -> None:
@@ -246,10 +251,9 @@ class Pipeline:
     # -- state the next request must see -------------------------------------------------------
 
     def cache_write(self, state: RequestState, response: Any) -> StateWrite | None:
-        cache = state.cache
-        if cache is None or not cache.store or state.record.cache_hit:
+        cache, key = state.cache, state.cache_key
+        if cache is None or key is None or not cache.store or state.record.cache_hit:
             return None
-        key = cache_key(str(state.record.model_requested), state.request.body)
         return partial(self.stores.cache.put, key, response, cache.ttl_s)
 
     def store_write(self, state: RequestState, response: dict[str, Any]) -> StateWrite | None:

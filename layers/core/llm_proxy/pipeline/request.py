@@ -97,6 +97,8 @@ class RequestState:
     router: ModelRouter | None = None
     admission: Admission | None = None
     cache: CacheControl | None = None
+    # The response cache's key for the request, where the cache may be read or written.
+    cache_key: str | None = None
 
     @property
     def validated_router(self) -> ModelRouter:

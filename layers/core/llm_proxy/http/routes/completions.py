@@ -33,8 +33,7 @@ async def azure_chat_completions(
     gateway: GatewayDep,
     who: Authenticated,
 ) -> Response:
-    fields = {**body.model_dump(exclude_unset=True), "model": deployment}
-    return respond(await gateway.serve("chat", inbound(request, who, fields)))
+    return respond(await gateway.serve("chat", inbound(request, who, body, model=deployment)))
 
 
 @router.post("/openai/deployments/{deployment}/embeddings", include_in_schema=False)
@@ -45,10 +44,8 @@ async def azure_embeddings(
     gateway: GatewayDep,
     who: Authenticated,
 ) -> dict[str, Any]:
-    fields = {**body.model_dump(exclude_unset=True), "model": deployment}
-    vectors: dict[str, Any] = (
-        await gateway.serve("embeddings", inbound(request, who, fields))
-    ).body
+    called = inbound(request, who, body, model=deployment)
+    vectors: dict[str, Any] = (await gateway.serve("embeddings", called)).body
     return vectors
 
 
