@@ -233,23 +233,23 @@ def test_deployment_without_api_base_uses_the_ollama_api_base_setting(
     assert only_call(ollama, "/api/generate").body["model"] == "llama2"
 
 
-def test_model_not_pulled_in_ollama_is_502_naming_the_gateway_model(
+def test_model_not_pulled_in_ollama_is_404_naming_the_gateway_model(
     client: openai.OpenAI, ollama: OllamaUpstream, aws: dict[str, str]
 ) -> None:
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(model="not-pulled", messages=MESSAGES)
 
     assert only_call(ollama, "/api/generate").body["model"] == "codellama"
-    assert caught.value.status_code == 502
+    assert caught.value.status_code == 404
     error = caught.value.body
     assert isinstance(error, dict)
     assert set(error) == {"message", "type", "param", "code"}
-    assert error["type"] == "upstream_error"
+    assert error["type"] == "invalid_request_error"
     assert error["code"] == "provider_model_not_found"
     assert "'not-pulled'" in error["message"]
     assert "codellama" in error["message"]  # Ollama's own reason, for whoever reads it
     item = usage_item(aws["UsageTable"], caught.value.response.headers["x-request-id"])
-    assert item["status"] == 502 and item["error_code"] == "provider_model_not_found"
+    assert item["status"] == 404 and item["error_code"] == "provider_model_not_found"
 
 
 def test_ollama_down_is_502_provider_unreachable(client: openai.OpenAI) -> None:

@@ -95,10 +95,13 @@ MODEL_NOT_EMBEDDING = ErrorCode("model_not_embedding", 400, INVALID_REQUEST)
 INVALID_DURATION = ErrorCode("invalid_duration", 400, INVALID_REQUEST)
 INVALID_PERIOD = ErrorCode("invalid_period", 400, INVALID_REQUEST)
 INVALID_FORMAT = ErrorCode("invalid_format", 400, INVALID_REQUEST)
-# ...or the provider refused it (litellm's exceptions, below).
+# ...or the provider refused it (litellm's exceptions, below): its own status, its message.
 CONTEXT_LENGTH_EXCEEDED = ErrorCode("context_length_exceeded", 400, INVALID_REQUEST)
 CONTENT_POLICY_VIOLATION = ErrorCode("content_policy_violation", 400, INVALID_REQUEST)
 BAD_REQUEST = ErrorCode("bad_request", 400, INVALID_REQUEST)
+PROVIDER_MODEL_NOT_FOUND = ErrorCode("provider_model_not_found", 404, INVALID_REQUEST)
+PROVIDER_REQUEST_TOO_LARGE = ErrorCode("provider_request_too_large", 413, INVALID_REQUEST)
+UNPROCESSABLE_REQUEST = ErrorCode("unprocessable_request", 422, INVALID_REQUEST)
 # 401, 403: who is calling, and what it may do.
 INVALID_API_KEY = ErrorCode("invalid_api_key", 401, AUTHENTICATION)
 MODEL_NOT_ALLOWED = ErrorCode("model_not_allowed", 403, PERMISSION)
@@ -121,7 +124,6 @@ INTERNAL_ERROR = ErrorCode("internal_error", 500, "internal_error")
 PROVIDER_ERROR = ErrorCode("provider_error", 502, UPSTREAM)
 PROVIDER_AUTHENTICATION_FAILED = ErrorCode("provider_authentication_failed", 502, UPSTREAM)
 PROVIDER_PERMISSION_DENIED = ErrorCode("provider_permission_denied", 502, UPSTREAM)
-PROVIDER_MODEL_NOT_FOUND = ErrorCode("provider_model_not_found", 502, UPSTREAM)
 PROVIDER_UNREACHABLE = ErrorCode("provider_unreachable", 502, UPSTREAM)
 PROVIDER_UNAVAILABLE = ErrorCode("provider_unavailable", 502, UPSTREAM)
 PROVIDER_BAD_RESPONSE = ErrorCode("provider_bad_response", 502, UPSTREAM)
@@ -212,14 +214,16 @@ def model_not_found(model: str, available: list[str]) -> ProxyError:
     )
 
 
-# litellm exception class name -> its code. Provider-side auth and "not found" are
-# the gateway's configuration problem, not the client's, so they surface as 502.
+# litellm exception class name -> its code. A provider's refusal of the request itself (400,
+# 404, 413, 422) is the client's to see, with its status; a refusal of the gateway's own
+# credentials or permissions (401, 403) is the operator's, so it surfaces as 502, not as a
+# reason for the client to drop its key.
 _LITELLM_ERRORS: dict[str, ErrorCode] = {
     "ContextWindowExceededError": CONTEXT_LENGTH_EXCEEDED,
     "ContentPolicyViolationError": CONTENT_POLICY_VIOLATION,
     "UnsupportedParamsError": UNSUPPORTED_PARAMETER,
     "BadRequestError": BAD_REQUEST,
-    "UnprocessableEntityError": BAD_REQUEST,
+    "UnprocessableEntityError": UNPROCESSABLE_REQUEST,
     "AuthenticationError": PROVIDER_AUTHENTICATION_FAILED,
     "PermissionDeniedError": PROVIDER_PERMISSION_DENIED,
     "NotFoundError": PROVIDER_MODEL_NOT_FOUND,
@@ -235,6 +239,14 @@ _LITELLM_ERRORS: dict[str, ErrorCode] = {
     "APIError": PROVIDER_ERROR,
 }
 
+# A provider's refusals by its status, where litellm's exception class does not tell them.
+_PROVIDER_REFUSALS: dict[int, ErrorCode] = {
+    400: BAD_REQUEST,
+    404: PROVIDER_MODEL_NOT_FOUND,
+    413: PROVIDER_REQUEST_TOO_LARGE,
+    422: UNPROCESSABLE_REQUEST,
+}
+
 DEFAULT_RETRY_AFTER_S = 5
 
 
@@ -245,6 +257,9 @@ def from_litellm(exc: Exception, model: str, redact: Any) -> ProxyError:
         if cls.__name__ in _LITELLM_ERRORS:
             kind = _LITELLM_ERRORS[cls.__name__]
             break
+    if kind in (PROVIDER_ERROR, BAD_REQUEST):
+        # litellm raises a 422 as a BadRequestError, a 413 as its generic APIError.
+        kind = _PROVIDER_REFUSALS.get(getattr(exc, "status_code", 0), kind)
     if _caused_by(exc, json.JSONDecodeError):
         # litellm wraps an unparsable provider body as a connection error.
         kind = PROVIDER_BAD_RESPONSE
@@ -277,17 +292,21 @@ def provider_message(text: str) -> str:
     ("litellm.BadRequestError: OpenAIException - {...}"), else litellm's first line (it
     appends multi-line debug dumps: deployment ids, cooldown lists)."""
     line = text.strip().split("\n", 1)[0].strip()
-    unwrapped = _LITELLM_WORDS.sub("", line, count=1)
+    unwrapped = _LITELLM_WORDS.sub("", line, count=1) or line
     try:
         body = json.loads(unwrapped)
     except ValueError:
-        return line[:1000]
+        return unwrapped[:1000]
     error = body.get("error") if isinstance(body, dict) else None
     message = error.get("message") if isinstance(error, dict) else error
-    return str(message)[:1000] if isinstance(message, str) and message else line[:1000]
+    return str(message)[:1000] if isinstance(message, str) and message else unwrapped[:1000]
 
 
-_LITELLM_WORDS = re.compile(r"^(?:litellm\.\w+: )?(?:\w+Exception - )?")
+# "litellm.NotFoundError: NotFoundError: OpenAIException - <the provider's body>", and the
+# openai SDK's "Error code: 404 - <...>" inside it.
+_LITELLM_WORDS = re.compile(
+    r"^(?:litellm\.\w+: )?(?:\w+Error: )?(?:\w+Exception - )?(?:Error code: \d+ - )?"
+)
 
 
 # Connection failures as the HTTP clients under litellm name them.
