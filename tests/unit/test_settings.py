@@ -76,6 +76,9 @@ API_DEFAULTS: dict[str, Any] = {
     "openapi": False,
     "key_management": True,
     "after_response_extension": True,
+    "output_tokens_over_limit": "cap",
+    "max_request_retries": 3,
+    "mock_testing_params": "off",
     "lambda_function_name": None,
     "lambda_runtime_api": None,
     "snapstart_before_checkpoint_path": None,
@@ -114,6 +117,9 @@ API_VARIABLES = {
     "LLM_PROXY__OPENAPI": "TRUE",
     "LLM_PROXY__KEY_MANAGEMENT": "false",
     "LLM_PROXY__AFTER_RESPONSE_EXTENSION": "0",
+    "LLM_PROXY__OUTPUT_TOKENS_OVER_LIMIT": "Refuse",
+    "LLM_PROXY__MAX_REQUEST_RETRIES": "1",
+    "LLM_PROXY__MOCK_TESTING_PARAMS": "on",
     "AWS_LAMBDA_FUNCTION_NAME": "llm-proxy-api",
     "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001",
     "AWS_LWA_SNAPSTART_BEFORE_CHECKPOINT_PATH": "/_snapstart/before",
@@ -178,6 +184,9 @@ def test_every_variable_is_read_and_typed() -> None:
         "openapi": True,
         "key_management": False,
         "after_response_extension": False,
+        "output_tokens_over_limit": "refuse",
+        "max_request_retries": 1,
+        "mock_testing_params": "on",
         "lambda_function_name": "llm-proxy-api",
         "lambda_runtime_api": "127.0.0.1:9001",
         "snapstart_before_checkpoint_path": "/_snapstart/before",
@@ -250,6 +259,26 @@ def test_a_bad_value_fails_at_init_naming_the_variable(
         ApiSettings.from_env()
     with pytest.raises(SettingsError, match=re.escape(expected)):
         ApiSettings()
+
+
+def test_a_choice_names_its_values_and_mock_testing_takes_local_or_forced() -> None:
+    with pytest.raises(
+        SettingsError, match="OUTPUT_TOKENS_OVER_LIMIT='clip': Input should be 'cap' or 'refuse'"
+    ):
+        ApiSettings.from_env({"LLM_PROXY__OUTPUT_TOKENS_OVER_LIMIT": "clip"})
+    with pytest.raises(SettingsError, match="LLM_PROXY__MAX_REQUEST_RETRIES='11'"):
+        ApiSettings.from_env({"LLM_PROXY__MAX_REQUEST_RETRIES": "11"})
+    with pytest.raises(SettingsError) as refused:
+        ApiSettings.from_env({"LLM_PROXY__MOCK_TESTING_PARAMS": "on"})
+    assert str(refused.value) == (
+        "ApiSettings: LLM_PROXY__MOCK_TESTING_PARAMS=on takes LLM_PROXY__ENV=local; a "
+        "deployment that means it sets `forced`"
+    )
+    local = {"LLM_PROXY__MOCK_TESTING_PARAMS": "on", "LLM_PROXY__ENV": "local"}
+    assert ApiSettings.from_env(local).allows_mock_testing_params
+    forced = ApiSettings.from_env({"LLM_PROXY__MOCK_TESTING_PARAMS": "Forced"})
+    assert forced.allows_mock_testing_params
+    assert not ApiSettings.from_env({}).allows_mock_testing_params
 
 
 def test_the_scheduled_handlers_fail_naming_the_variable(

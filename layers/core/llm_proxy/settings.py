@@ -38,9 +38,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, ClassVar, Self, cast
+from typing import Any, ClassVar, Literal, Self, cast
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_BUDGET_ALERT_SHARE = 0.8
@@ -153,8 +153,11 @@ def _built(model: type[EnvSettings], values: tuple[str, ...]) -> EnvSettings:
 def _settings_error(model: type[EnvSettings], exc: ValidationError) -> SettingsError:
     problems = []
     for error in exc.errors(include_url=False):
-        name = ".".join(str(part) for part in error["loc"]) or "(settings)"
-        if error["type"] == "missing":
+        name = ".".join(str(part) for part in error["loc"])
+        if not name:
+            # A rule between variables: its message names them (the values are not shown).
+            problems.append(error["msg"].removeprefix("Value error, "))
+        elif error["type"] == "missing":
             problems.append(f"{name} must be set")
         elif error["type"] == "extra_forbidden":
             problems.append(f"{name} is not a variable of {model.__name__}")
@@ -241,6 +244,19 @@ class ApiSettings(SharedSettings):
     # In Lambda, the work after each response runs in an internal extension (lambda_extension)
     # unless this is false; the work then stays before the response.
     after_response_extension: bool = variable("LLM_PROXY__AFTER_RESPONSE_EXTENSION", True)
+    # A max_tokens over the model's output limit: served with the limit, or refused (400).
+    output_tokens_over_limit: Literal["cap", "refuse"] = variable(
+        "LLM_PROXY__OUTPUT_TOKENS_OVER_LIMIT", "cap"
+    )
+    # The most provider retries a request's own `num_retries` may ask for.
+    max_request_retries: int = Field(
+        3, ge=0, le=10, validation_alias="LLM_PROXY__MAX_REQUEST_RETRIES"
+    )
+    # LiteLLM's testing parameters (`mock_response`, ...): `off`; `on` where LLM_PROXY__ENV is
+    # `local`; `forced` anywhere (a deployment that means it).
+    mock_testing_params: Literal["off", "on", "forced"] = variable(
+        "LLM_PROXY__MOCK_TESTING_PARAMS", "off"
+    )
     # Set by Lambda: the function's name (in Lambda at all), the runtime API's host:port.
     lambda_function_name: str | None = platform_variable("AWS_LAMBDA_FUNCTION_NAME")
     lambda_runtime_api: str | None = platform_variable("AWS_LAMBDA_RUNTIME_API")
@@ -253,10 +269,23 @@ class ApiSettings(SharedSettings):
         "AWS_LWA_SNAPSTART_AFTER_RESTORE_PATH"
     )
 
-    @field_validator("llm_mode", mode="before")
+    @field_validator("llm_mode", "output_tokens_over_limit", "mock_testing_params", mode="before")
     @classmethod
     def _mode_lowered(cls, value: Any) -> Any:
         return _lowered(value)
+
+    @model_validator(mode="after")
+    def _mock_testing_only_local(self) -> Self:
+        if self.mock_testing_params == "on" and not self.is_local:
+            raise ValueError(
+                "LLM_PROXY__MOCK_TESTING_PARAMS=on takes LLM_PROXY__ENV=local; a deployment "
+                "that means it sets `forced`"
+            )
+        return self
+
+    @property
+    def allows_mock_testing_params(self) -> bool:
+        return self.mock_testing_params != "off"
 
     @property
     def provider_deadline_s(self) -> float | None:

@@ -80,5 +80,10 @@ def estimate_tokens(body: dict[str, Any]) -> tuple[int, int]:
         prompt = len(json.dumps(body.get("messages") or body.get("input") or "")) // 4
     if "input" in body and "messages" not in body:
         prompt = len(json.dumps(body["input"])) // 4
-    output = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    output = (
+        body.get("max_completion_tokens")
+        or body.get("max_tokens")
+        or body.get("max_output_tokens")
+        or 0
+    )
     return prompt, int(output)

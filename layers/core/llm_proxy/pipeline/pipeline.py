@@ -41,6 +41,7 @@ from llm_proxy.pipeline.meter import (
     record_usage,
 )
 from llm_proxy.pipeline.model_router import CurrentRouter, ModelRouter
+from llm_proxy.pipeline.output_limits import bound_output_tokens
 from llm_proxy.pipeline.provider_call import call_provider
 from llm_proxy.pipeline.request import Answer, GatewayRequest, Inbound, RequestState
 from llm_proxy.pipeline.responses import new_response_id, stores, to_stored, with_conversation
@@ -154,6 +155,8 @@ class Pipeline:
         router = self.routers.get()
         validate_model(request, router, self.model_names(), self.config.accepts_any_model)
         validate_request(request, router)
+        limit = router.max_output_tokens(request.model)
+        bound_output_tokens(request, limit, self.settings.output_tokens_over_limit)
         return router
 
     async def expand_conversation(self, state: RequestState) -> None:

@@ -16,7 +16,6 @@ from llm_proxy.errors import (
     INVALID_AGENT_NAME,
     INVALID_MODEL_NAME,
     INVALID_VALUE,
-    MAX_TOKENS_TOO_LARGE,
     METADATA_TOO_LARGE,
     MISSING_MODEL,
     MODEL_NOT_ALLOWED,
@@ -36,9 +35,6 @@ METADATA_KEYS = frozenset(
 )
 MAX_METADATA_BYTES = 8 * 1024
 MAX_MODEL_NAME = 256
-# The parameters that bound an answer's length, and the bound where a model's own is unknown.
-OUTPUT_TOKEN_PARAMS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
-MAX_OUTPUT_TOKENS = 1_000_000
 AGENT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -52,7 +48,6 @@ def validate_request(request: GatewayRequest, router: ModelRouter) -> None:
         check_agent_name(request.caller.claimed_agent, "x-agent")
     refuse_non_finite(sent)
     refuse_unencodable_text(sent)
-    check_output_tokens(sent, router.max_output_tokens(request.model))
 
 
 def claimed_agents(caller: Caller, body: dict[str, Any]) -> list[str]:
@@ -60,19 +55,6 @@ def claimed_agents(caller: Caller, body: dict[str, Any]) -> list[str]:
     metadata = body.get("metadata")
     named = [caller.claimed_agent, metadata.get("agent") if isinstance(metadata, dict) else None]
     return [name for name in named if isinstance(name, str)]
-
-
-def check_output_tokens(body: dict[str, Any], model_limit: int | None) -> None:
-    """An answer may not be asked to be longer than the model can answer (or than any model,
-    where the model's limit is unknown)."""
-    limit = model_limit or MAX_OUTPUT_TOKENS
-    for name in OUTPUT_TOKEN_PARAMS:
-        value = body.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > limit:
-            raise MAX_TOKENS_TOO_LARGE(
-                f"'{name}' is {value:.0f}, more than the model's limit of {limit} tokens.",
-                param=name,
-            )
 
 
 def validate_model(
