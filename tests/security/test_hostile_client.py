@@ -156,15 +156,27 @@ def test_the_reservation_counts_every_choice_and_the_first_request(
     assert bounded.status_code == 200
 
 
-@pytest.mark.parametrize("max_tokens", [1e40, 10**30, 1001])
-def test_max_tokens_beyond_the_models_limit_is_a_client_error(
-    url: str, max_tokens: float, double: OpenAIUpstream
-) -> None:
+def test_max_tokens_that_is_no_integer_is_a_client_error(url: str, double: OpenAIUpstream) -> None:
     key = new_key(url, tpm_limit=100_000)
-    body = {"model": "priced", "messages": QUESTION, "max_tokens": max_tokens}
+    body = {"model": "priced", "messages": QUESTION, "max_tokens": 1e40}
     response = call(url, "/v1/chat/completions", body, key)
     assert response.status_code == 400, response.text
+    assert error_of(response)["param"] == "max_tokens"
     assert double.requests == []
+
+
+@pytest.mark.parametrize("max_tokens", [10**30, 1001])
+def test_max_tokens_beyond_the_models_limit_is_served_and_reserved_at_the_limit(
+    url: str, max_tokens: float, double: OpenAIUpstream
+) -> None:
+    """The model's limit is 1,000 tokens; a tpm limit of 1,100 fits the capped request only
+    (docs/keys-and-limits.md#output-limits)."""
+    key = new_key(url, tpm_limit=1_100)
+    body = {"model": "priced", "messages": QUESTION, "max_tokens": max_tokens}
+    response = call(url, "/v1/chat/completions", body, key)
+    assert response.status_code == 200, response.text
+    sent = double.requests[-1].body
+    assert {sent[name] for name in sent if name.startswith("max_")} == {1000}
 
 
 # -- Medium: fallbacks escaped a key's model list ----------------------------------------------

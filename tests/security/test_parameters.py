@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from llm_proxy.errors import ProxyError
+from llm_proxy.pipeline.request_options import ROUTING_OPTIONS
 from llm_proxy.pipeline.validate import (
     allowed_params,
     check_metadata,
@@ -67,13 +68,10 @@ FORMER_DENY_LIST = (
     "success_callback",
     "failure_callback",
     "client",
-    "timeout",
     "request_timeout",
     "stream_timeout",
     "specific_deployment",
-    "num_retries",
     "max_retries",
-    "fallbacks",
     "context_window_fallbacks",
     "content_policy_fallbacks",
     "model_group_alias",
@@ -100,6 +98,16 @@ def refused(body: dict[str, Any], allowed: frozenset[str] = CHAT) -> ProxyError:
     with pytest.raises(ProxyError) as caught:
         refuse_unsupported({"model": "m", "messages": [], **body}, allowed)
     return caught.value
+
+
+@pytest.mark.parametrize("name", sorted(ROUTING_OPTIONS))
+def test_litellms_routing_options_are_the_routers_never_in_extra_body(name: str) -> None:
+    """`fallbacks`, `num_retries` and `timeout` are checked by the gateway
+    (tests/integration/test_request_options.py); inside `extra_body` they would reach the
+    provider."""
+    refuse_unsupported({"model": "m", "messages": [], name: "x"}, CHAT)
+    nested = refused({"extra_body": {name: "x"}})
+    assert (nested.code, nested.param) == ("unsupported_parameter", f"extra_body.{name}")
 
 
 @pytest.mark.parametrize("name", FORMER_DENY_LIST + FOUND_IN_REVIEW)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from llm_proxy.pipeline import api_params
 from llm_proxy.pipeline.apis import APIS, Api
+from llm_proxy.pipeline.request_options import ROUTING_OPTIONS
 from llm_proxy.pipeline.validate import allowed_params
 
 
@@ -36,10 +37,14 @@ def test_what_each_step_reads_from_the_table() -> None:
 @pytest.mark.parametrize(
     ("name", "sdk", "gateway"),
     [
-        ("chat", api_params.CHAT_COMPLETIONS, {"cache", "extra_body"}),
-        ("embeddings", api_params.EMBEDDINGS, {"extra_body"}),
-        ("messages", api_params.MESSAGES, {"temperature", "top_p", "top_k"}),
-        ("responses", api_params.RESPONSES, {"cache", "extra_body", "client_metadata"}),
+        ("chat", api_params.CHAT_COMPLETIONS, {"cache", "extra_body", *ROUTING_OPTIONS}),
+        ("embeddings", api_params.EMBEDDINGS, {"extra_body", *ROUTING_OPTIONS}),
+        ("messages", api_params.MESSAGES, {"temperature", "top_p", "top_k", *ROUTING_OPTIONS}),
+        (
+            "responses",
+            api_params.RESPONSES,
+            {"cache", "extra_body", "client_metadata", *ROUTING_OPTIONS},
+        ),
         ("count_tokens", api_params.MESSAGES_COUNT_TOKENS, set()),
     ],
 )

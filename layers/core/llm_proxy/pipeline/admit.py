@@ -14,6 +14,7 @@ from llm_proxy.accounting.pricing import cost_usd
 from llm_proxy.errors import REQUEST_EXCEEDS_LIMIT, ProxyError
 from llm_proxy.pipeline.model_router import ModelRouter
 from llm_proxy.pipeline.request import GatewayRequest
+from llm_proxy.pipeline.request_options import candidate_models
 from llm_proxy.store.counters import CountersTable
 
 # What an answer of unknown length is reserved at, where the model's own limit is unknown.
@@ -61,13 +62,18 @@ def never_fits(estimate: str, limit: str) -> ProxyError:
 
 def estimate(request: GatewayRequest, router: ModelRouter) -> tuple[int, float]:
     """Worst-case tokens and cost: n answers, each the prompt plus max_tokens (or the model's
-    longest answer when the request sets none), at the group's dearest price."""
+    longest answer when the request sets none), at the dearest price of the deployments that
+    may answer (the model's group and its fallbacks')."""
     prompt, output = estimate_tokens(request.body)
     if request.api.reserves_longest_answer and not output:
         output = router.max_output_tokens(request.model) or DEFAULT_OUTPUT_RESERVE
     choices = int(request.body.get("n") or 1)
     prompt, output = prompt * choices, output * choices
-    costs = [cost_usd(deployment, prompt, output) for deployment in router.in_group(request.model)]
+    costs = [
+        cost_usd(deployment, prompt, output)
+        for model in candidate_models(request, router)
+        for deployment in router.in_group(model)
+    ]
     return prompt + output, max(costs, default=0.0)
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from llm_proxy.pipeline import api_params, chat, messages, responses
 from llm_proxy.pipeline.anthropic_native import NativeParts
 from llm_proxy.pipeline.request import CLIENT_ONLY_PARAMS
+from llm_proxy.pipeline.request_options import ROUTING_OPTIONS
 from llm_proxy.pipeline.streams import StreamReader
 
 if TYPE_CHECKING:
@@ -60,9 +61,10 @@ class Api:
 
 CHAT = Api(
     name="chat",
-    # LiteLLM's per-request cache control (the response cache); `extra_body`, a container of
-    # more parameters, checked against the same list.
-    params=api_params.CHAT_COMPLETIONS | {"cache", "extra_body"},
+    # LiteLLM's per-request cache control (the response cache) and routing options (every
+    # API's, request_options); `extra_body`, a container of more parameters, checked against
+    # the same list.
+    params=api_params.CHAT_COMPLETIONS | {"cache", "extra_body"} | ROUTING_OPTIONS,
     router_call="chat",
     envelope="openai",
     answer=chat.dumped,
@@ -74,7 +76,7 @@ CHAT = Api(
 )
 EMBEDDINGS = Api(
     name="embeddings",
-    params=api_params.EMBEDDINGS | {"extra_body"},
+    params=api_params.EMBEDDINGS | {"extra_body"} | ROUTING_OPTIONS,
     router_call="embedding",
     envelope="openai",
     answer=chat.dumped,
@@ -82,7 +84,7 @@ EMBEDDINGS = Api(
 MESSAGES = Api(
     name="messages",
     # The Messages API's sampling parameters, which SDK versions before the current types send.
-    params=api_params.MESSAGES | {"temperature", "top_p", "top_k"},
+    params=api_params.MESSAGES | {"temperature", "top_p", "top_k"} | ROUTING_OPTIONS,
     router_call="chat",
     envelope="anthropic",
     answer=messages.message_answer,
@@ -93,7 +95,7 @@ MESSAGES = Api(
 )
 RESPONSES = Api(
     name="responses",
-    params=api_params.RESPONSES | {"cache", "extra_body", *CLIENT_ONLY_PARAMS},
+    params=api_params.RESPONSES | {"cache", "extra_body", *CLIENT_ONLY_PARAMS} | ROUTING_OPTIONS,
     router_call="responses",
     envelope="openai",
     answer=responses.responses_answer,

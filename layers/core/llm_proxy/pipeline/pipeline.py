@@ -44,6 +44,12 @@ from llm_proxy.pipeline.model_router import CurrentRouter, ModelRouter
 from llm_proxy.pipeline.output_limits import bound_output_tokens
 from llm_proxy.pipeline.provider_call import call_provider
 from llm_proxy.pipeline.request import Answer, GatewayRequest, Inbound, RequestState
+from llm_proxy.pipeline.request_options import (
+    MOCK_TESTING_PARAMS,
+    check_mock_testing_params,
+    check_routing_options,
+    with_header_timeout,
+)
 from llm_proxy.pipeline.responses import new_response_id, stores, to_stored, with_conversation
 from llm_proxy.pipeline.streams import MeteredStream
 from llm_proxy.pipeline.validate import (
@@ -126,9 +132,9 @@ class Pipeline:
         (or the default) and the agent resolved: the key's own agent; else one the caller names
         (`x-agent`, `metadata.agent`) where it is a valid name (validation refuses the others);
         else an agent role asked for by name (the seed's AGENT_MODELS as model_group_alias)."""
-        body, sent, native = inbound.body, None, None
+        body, sent, native = with_header_timeout(inbound.body, inbound.headers), None, None
         if api.translate is not None:
-            sent = inbound.body
+            sent = body
             body, native = api.translate(sent, inbound.headers)
         model = str(body.get("model") or self.settings.default_model or "")
         aliases = self.config.router_settings.get("model_group_alias") or {}
@@ -152,11 +158,22 @@ class Pipeline:
     def validate(self, request: GatewayRequest) -> ModelRouter:
         """The key may use the model, the model can be served, the parameters are the API's;
         the router the request is validated against."""
-        router = self.routers.get()
-        validate_model(request, router, self.model_names(), self.config.accepts_any_model)
-        validate_request(request, router)
+        router, settings = self.routers.get(), self.settings
+        served, accepts_any = self.model_names(), self.config.accepts_any_model
+        validate_model(request, router, served, accepts_any)
+        testing = MOCK_TESTING_PARAMS.keys() if settings.allows_mock_testing_params else ()
+        validate_request(request, router, testing)
+        check_mock_testing_params(request.as_sent)
         limit = router.max_output_tokens(request.model)
-        bound_output_tokens(request, limit, self.settings.output_tokens_over_limit)
+        bound_output_tokens(request, limit, settings.output_tokens_over_limit)
+        check_routing_options(
+            request,
+            router,
+            served,
+            accepts_any,
+            settings.max_request_retries,
+            settings.provider_deadline_s,
+        )
         return router
 
     async def expand_conversation(self, state: RequestState) -> None:

@@ -14,6 +14,7 @@ from llm_proxy.pipeline.chat import carries_something
 from llm_proxy.pipeline.litellm_hooks import Permission, RequestScope, request_scope
 from llm_proxy.pipeline.model_router import ModelRouter
 from llm_proxy.pipeline.request import GatewayRequest
+from llm_proxy.pipeline.request_options import candidate_models
 from llm_proxy.pipeline.responses import readable_input, replayed_events
 from llm_proxy.pipeline.streams import OpenedStream, empty_stream
 
@@ -32,7 +33,7 @@ async def call_provider(
                     return await _responses(router, request)
                 return await _completion(router, request, scope.permission)
     except Exception:
-        fallbacks = router.fallbacks(request.model)
+        fallbacks = candidate_models(request, router)[1:]
         if fallbacks and set(fallbacks) <= set(scope.permission.skipped):
             raise fallbacks_not_allowed(request.model, fallbacks) from None
         raise
@@ -84,12 +85,14 @@ async def _completion(router: ModelRouter, request: GatewayRequest, permission: 
     response = await router.router.acompletion(model=request.model, **call)
     if not request.stream:
         return response
-    return await _opened(router, request.model, response, call, permission)
+    fallbacks = candidate_models(request, router)[1:]
+    return await _opened(router, request.model, fallbacks, response, call, permission)
 
 
 async def _opened(
     router: ModelRouter,
     model: str,
+    fallbacks: list[str],
     response: Any,
     call: dict[str, Any],
     permission: Permission,
@@ -101,7 +104,7 @@ async def _opened(
     if opened.has_content:
         return opened
     error = empty_stream(model, response)
-    for taken, fallback in enumerate(router.fallbacks(model), start=1):
+    for taken, fallback in enumerate(fallbacks, start=1):
         if not permission.allows(fallback):
             permission.skipped.append(fallback)
             continue

@@ -28,6 +28,7 @@ from llm_proxy.json_bodies import refuse_non_finite, refuse_unencodable_text
 from llm_proxy.pipeline.apis import APIS, ApiName
 from llm_proxy.pipeline.model_router import ModelRouter
 from llm_proxy.pipeline.request import GatewayRequest
+from llm_proxy.pipeline.request_options import MOCK_TESTING_PARAMS, ROUTING_OPTIONS
 
 # What `metadata` may hold: the gateway's and LiteLLM's documented keys, Anthropic's user id.
 METADATA_KEYS = frozenset(
@@ -35,13 +36,18 @@ METADATA_KEYS = frozenset(
 )
 MAX_METADATA_BYTES = 8 * 1024
 MAX_MODEL_NAME = 256
+# What only the gateway and its Router read, never the provider.
+NOT_IN_EXTRA_BODY = frozenset({"extra_body", *ROUTING_OPTIONS, *MOCK_TESTING_PARAMS})
 AGENT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-def validate_request(request: GatewayRequest, router: ModelRouter) -> None:
-    """Everything about the request but the model: its parameters, text and numbers."""
+def validate_request(
+    request: GatewayRequest, router: ModelRouter, operator_allowed: Iterable[str] = ()
+) -> None:
+    """Everything about the request but the model: its parameters (with those the operator
+    allows on every model), text and numbers."""
     sent = request.as_sent
-    allowed = request.api.params | router.allowed_params(request.model)
+    allowed = request.api.params | router.allowed_params(request.model) | set(operator_allowed)
     refuse_unsupported(sent, allowed)
     check_metadata(sent.get("metadata"))
     if request.caller.claimed_agent is not None:
@@ -106,7 +112,8 @@ def allowed_params(api: ApiName, operator_enabled: Iterable[str] = ()) -> frozen
 
 def refuse_unsupported(body: dict[str, Any], allowed: frozenset[str]) -> None:
     """Any parameter the endpoint's API does not define is refused, at the top level and inside
-    `extra_body` (which litellm would merge into the provider's request)."""
+    `extra_body` (which litellm would merge into the provider's request: the Router's own
+    options have no place there)."""
     for name in body:
         if name not in allowed:
             raise unsupported(name)
@@ -116,7 +123,7 @@ def refuse_unsupported(body: dict[str, Any], allowed: frozenset[str]) -> None:
     if not isinstance(extra, dict):
         raise INVALID_VALUE("'extra_body' must be an object.", param="extra_body")
     for name in extra:
-        if name not in allowed or name == "extra_body":
+        if name not in allowed or name in NOT_IN_EXTRA_BODY:
             raise unsupported(f"extra_body.{name}")
 
 
