@@ -157,7 +157,7 @@ class AzureOpenAIUpstream(UpstreamDouble[Fault]):
         openai_format = OpenAIUpstream(api_key=self.api_key, reply=self.reply)
         answer = openai_format._answer(body)
         usage = openai_format._usage(prompt_tokens, answer) if include_usage else None
-        async for frame in openai_format._chunks(model, answer, usage, None):
+        async for frame in openai_format._chunks({**body, "model": model}, answer, usage, None):
             yield frame
 
 

@@ -5,7 +5,10 @@ It checks the Bearer key, answers plain JSON or SSE chunks (with the usage chunk
 `stream_options.include_usage` is set), and records every request it received. Asked to, it
 calls the tools a request offers (`call_tools`) and quotes a tool's result back; a reasoning
 model (a name with "reasoner", or a request with `reasoning_effort`) answers with its
-reasoning in `reasoning_content` (DeepSeek, Ollama) or `reasoning` (OpenRouter).
+reasoning in `reasoning_content` (DeepSeek, Ollama) or `reasoning` (OpenRouter). With
+`logprobs` asked, each choice carries its tokens' log probabilities, as OpenAI's chat object
+and chunk object references describe them (`logprobs.content` of token, logprob, bytes and
+`top_logprobs`; `logprobs.refusal` null): https://platform.openai.com/docs/api-reference/chat
 """
 
 from __future__ import annotations
@@ -94,7 +97,7 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
             if body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 return StreamingResponse(
-                    self._chunks(body["model"], answer, usage if include_usage else None, fault),
+                    self._chunks(body, answer, usage if include_usage else None, fault),
                     media_type="text/event-stream",
                 )
             return JSONResponse(
@@ -104,7 +107,12 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
                     "created": int(time.time()),
                     "model": body["model"],
                     "choices": [
-                        {"index": 0, "message": answer.message(), "finish_reason": answer.finish}
+                        {
+                            "index": 0,
+                            "message": answer.message(),
+                            "logprobs": _logprobs(answer.content, body),
+                            "finish_reason": answer.finish,
+                        }
                     ],
                     "usage": usage,
                 }
@@ -210,17 +218,23 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
         return usage
 
     async def _chunks(
-        self, model: str, answer: ChatAnswer, usage: dict[str, Any] | None, fault: Fault | None
+        self,
+        body: dict[str, Any],
+        answer: ChatAnswer,
+        usage: dict[str, Any] | None,
+        fault: Fault | None,
     ) -> AsyncIterator[bytes]:
-        chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
+        chunk_id, model = f"chatcmpl-{uuid.uuid4().hex}", body["model"]
 
         def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            logprobs = _logprobs(delta.get("content"), body) if delta.get("content") else None
+            choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
             chunk = {
                 "id": chunk_id,
                 "object": "chat.completion.chunk",
                 "created": int(time.time()),
                 "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                "choices": [choice],
             }
             return f"data: {json.dumps(chunk)}\n\n".encode()
 
@@ -281,6 +295,18 @@ class ChatAnswer:
             for call in self.tool_calls
         )
         return sum(len((text or "").split()) for text in (self.content, self.reasoning, calls))
+
+
+def _logprobs(text: str | None, body: dict[str, Any]) -> dict[str, Any] | None:
+    """The log probabilities of a text's tokens (one per word), where the request asks."""
+    if not body.get("logprobs"):
+        return None
+    top = int(body.get("top_logprobs") or 0)
+    tokens = []
+    for word in (text or "").split(" "):
+        entry = {"token": word, "logprob": -0.25, "bytes": list(word.encode())}
+        tokens.append({**entry, "top_logprobs": [entry] * top})
+    return {"content": tokens, "refusal": None}
 
 
 def _count_tokens(messages: list[dict[str, Any]]) -> int:

@@ -17,6 +17,8 @@ from llm_proxy.pipeline.responses import (
     complete_usage,
     readable_input,
     replayed_events,
+    spec_event,
+    spec_response,
     stores,
     to_stored,
     with_conversation,
@@ -80,9 +82,29 @@ def test_usage_has_every_field_the_api_always_sends() -> None:
         "input_tokens": 3,
         "output_tokens": 2,
         "total_tokens": 5,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens_details": {"reasoning_tokens": 0},
     }
+
+
+def test_a_function_calls_arguments_done_event_names_the_function() -> None:
+    names: dict[str, str] = {}
+    added = {
+        "type": "response.output_item.added",
+        "output_index": 0,
+        "item": {"type": "function_call", "id": "fc_1", "name": "get_weather", "arguments": ""},
+    }
+    spec_event(added, names)
+    done = {"type": "response.function_call_arguments.done", "item_id": "fc_1", "arguments": "{}"}
+    assert spec_event(done, names)["name"] == "get_weather"
+
+
+def test_a_response_says_what_the_caller_asked_for_and_null_where_nothing() -> None:
+    sent = {"instructions": "Be brief", "temperature": 0.5, "metadata": {"agent": "codex"}}
+    made = spec_response({"id": "resp_1", "output": [], "top_p": 1.0}, sent)
+    assert (made["instructions"], made["temperature"], made["top_p"]) == ("Be brief", 0.5, 1.0)
+    assert made["metadata"] == {"agent": "codex"}
+    assert (made["error"], made["incomplete_details"]) == (None, None)
 
 
 def test_a_whole_response_replays_as_numbered_events() -> None:

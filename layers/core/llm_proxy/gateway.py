@@ -34,6 +34,7 @@ from llm_proxy.pipeline.meter import Metering
 from llm_proxy.pipeline.model_router import CurrentRouter, ModelRouter, configure_litellm
 from llm_proxy.pipeline.pipeline import Pipeline, Stores
 from llm_proxy.pipeline.request import Answer, Inbound
+from llm_proxy.pipeline.responses import spec_response
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.readiness import Readiness
 from llm_proxy.reports.render import Rendered, check_format, rendered
@@ -162,7 +163,7 @@ class Gateway:
         """A stored response of the Responses API, the caller's own (404 otherwise)."""
         store = self.stores.responses
         stored = await asyncio.to_thread(store.get, response_id, caller.key_id)
-        return stored.response
+        return spec_response(stored.response, {})
 
     async def delete_stored_response(self, response_id: str, caller: Caller) -> None:
         await asyncio.to_thread(self.stores.responses.delete, response_id, caller.key_id)

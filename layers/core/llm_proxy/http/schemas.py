@@ -10,16 +10,47 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from llm_proxy.errors import INVALID_JSON, INVALID_VALUE, MISSING_BODY, ProxyError
 
+# Numbers as OpenAI's OpenAPI spec bounds them: finite, of the JSON type it names (a JSON
+# integer where it says integer; a string or a boolean is never a number).
+Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Temperature = Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)]
+Penalty = Annotated[float, Field(ge=-2, le=2, allow_inf_nan=False)]
+TopLogprobs = Annotated[int, Field(ge=0, le=20)]
+PositiveInt = Annotated[int, Field(ge=1)]
+# The range of a 64-bit signed integer (`seed`).
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+Verbosity = Literal["low", "medium", "high"]
+ToolChoiceMode = Literal["none", "auto", "required"]
+ServiceTier = Literal["auto", "default", "flex", "scale", "priority", "fast", "ultrafast"]
+CacheRetention = Literal["in_memory", "24h"]
+# `include` (the spec's IncludeEnum).
+Includable = Literal[
+    "file_search_call.results",
+    "web_search_call.results",
+    "web_search_call.action.sources",
+    "message.input_image.image_url",
+    "computer_call_output.output.image_url",
+    "code_interpreter_call.outputs",
+    "reasoning.encrypted_content",
+    "message.output_text.logprobs",
+]
 
-class ContentPart(BaseModel):
+
+class SpecBody(BaseModel):
+    """A request body read as strictly as the spec types it: no string for a number or a
+    boolean, no decimal for an integer. Fields it does not name pass on to the allow-list."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class ContentPart(SpecBody):
     """One part of a multi-part message (text, image_url, input_audio, ...)."""
 
-    model_config = ConfigDict(extra="allow")
     type: str = Field(min_length=1)
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class ChatMessage(SpecBody):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
 
@@ -31,45 +62,69 @@ class ChatMessage(BaseModel):
         return self
 
 
-class ChatCompletionRequest(BaseModel):
-    """OpenAI's chat-completions body; unknown fields pass through to litellm."""
+class StreamOptions(SpecBody):
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
 
-    model_config = ConfigDict(extra="allow")
+
+class ChatCompletionRequest(SpecBody):
+    """OpenAI's chat-completions body, typed and bounded as the spec's
+    `CreateChatCompletionRequest`."""
+
     model: str | None = Field(default=None, min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    n: int | None = Field(default=None, ge=1, le=128)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    stop: str | list[str] | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    logprobs: bool | None = None
+    top_logprobs: TopLogprobs | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    seed: Int64 | None = None
+    stop: str | Annotated[list[str], Field(min_length=1, max_length=4)] | None = None
     tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: ToolChoiceMode | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    function_call: Literal["none", "auto"] | dict[str, Any] | None = None
+    functions: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=128)] | None = None
     response_format: dict[str, Any] | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    verbosity: Verbosity | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+    service_tier: ServiceTier | None = None
+    store: bool | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: CacheRetention | None = None
+    safety_identifier: Annotated[str, Field(max_length=64)] | None = None
     extra_body: dict[str, Any] | None = None
     user: str | None = None
     metadata: dict[str, Any] | None = None
 
 
-class AnthropicMessagesRequest(BaseModel):
-    """Anthropic's Messages body (`POST /v1/messages`); unknown fields pass through."""
+class AnthropicToolChoice(SpecBody):
+    type: Literal["auto", "any", "tool", "none"]
 
-    model_config = ConfigDict(extra="allow")
+
+class AnthropicMessagesRequest(SpecBody):
+    """Anthropic's Messages body (`POST /v1/messages`), typed and bounded as the anthropic
+    SDK's `MessageCreateParams`."""
+
     model: str = Field(min_length=1)
     messages: list[dict[str, Any]] = Field(min_length=1)
-    max_tokens: int = Field(ge=1)
+    max_tokens: PositiveInt
     system: str | list[dict[str, Any]] | None = None
-    stream: bool = False
-    temperature: float | None = Field(default=None, ge=0, le=1)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
+    stream: bool | None = False
+    temperature: Probability | None = None
+    top_p: Probability | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
     stop_sequences: list[str] | None = None
     tools: list[dict[str, Any]] | None = None
-    tool_choice: dict[str, Any] | None = None
+    tool_choice: AnthropicToolChoice | None = None
     metadata: dict[str, Any] | None = None
 
 
@@ -81,47 +136,62 @@ MAX_RPM = 1_000_000_000
 MAX_TPM = 1_000_000_000_000
 
 
-class CountTokensRequest(BaseModel):
+class CountTokensRequest(SpecBody):
     """Anthropic's count-tokens body (`POST /v1/messages/count_tokens`)."""
 
-    model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1)
     messages: list[dict[str, Any]] = Field(min_length=1)
     system: str | list[dict[str, Any]] | None = None
     tools: list[dict[str, Any]] | None = None
+    tool_choice: AnthropicToolChoice | None = None
 
 
-class ResponsesRequest(BaseModel):
+class Reasoning(SpecBody):
+    effort: ReasoningEffort | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+
+
+class TextFormat(SpecBody):
+    type: Literal["text", "json_schema", "json_object"]
+
+
+class TextConfig(SpecBody):
+    format: TextFormat | None = None
+    verbosity: Verbosity | None = None
+
+
+class ResponsesRequest(SpecBody):
     """OpenAI's Responses API body (`POST /v1/responses`), its fields typed and bounded as
     OpenAI's OpenAPI spec (`CreateResponse`) defines them; which fields a caller may send at
     all is the pipeline's allow-list."""
 
-    model_config = ConfigDict(extra="allow")
     model: str | None = Field(default=None, min_length=1)
+    # A string is one user message; a list holds input items, each an object.
     input: str | list[dict[str, Any]] | None = None
     instructions: str | None = None
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    max_output_tokens: int | None = Field(default=None, ge=1)
-    max_tool_calls: int | None = Field(default=None, ge=0)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    max_output_tokens: Annotated[int, Field(ge=16)] | None = None
+    max_tool_calls: Annotated[int, Field(ge=0)] | None = None
     previous_response_id: str | None = Field(default=None, min_length=1, max_length=200)
     store: bool | None = None
     background: bool | None = None
     metadata: dict[str, Any] | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    top_logprobs: TopLogprobs | None = None
     truncation: Literal["auto", "disabled"] | None = None
     parallel_tool_calls: bool | None = None
     tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    text: dict[str, Any] | None = None
-    reasoning: dict[str, Any] | None = None
-    include: list[str] | None = None
+    tool_choice: ToolChoiceMode | dict[str, Any] | None = None
+    text: TextConfig | None = None
+    reasoning: Reasoning | None = None
+    include: list[Includable] | None = None
     user: str | None = None
-    safety_identifier: str | None = None
+    safety_identifier: Annotated[str, Field(max_length=64)] | None = None
     prompt_cache_key: str | None = None
-    service_tier: str | None = None
+    prompt_cache_retention: CacheRetention | None = None
+    service_tier: ServiceTier | None = None
 
 
 class KeyFields(BaseModel):
@@ -175,10 +245,9 @@ class KeyDeleteRequest(BaseModel):
     keys: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
 
 
-class EmbeddingRequest(BaseModel):
-    """OpenAI's embeddings body; unknown fields pass through to litellm."""
+class EmbeddingRequest(SpecBody):
+    """OpenAI's embeddings body, typed as the spec's `CreateEmbeddingRequest`."""
 
-    model_config = ConfigDict(extra="allow")
     model: str | None = Field(default=None, min_length=1)
     input: (
         Annotated[str, Field(min_length=1)]
@@ -187,7 +256,7 @@ class EmbeddingRequest(BaseModel):
         | Annotated[list[list[int]], Field(min_length=1)]
     )
     encoding_format: Literal["float", "base64"] | None = None
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: PositiveInt | None = None
     user: str | None = None
     metadata: dict[str, Any] | None = None
 
@@ -197,7 +266,7 @@ def validation_error(errors: list[dict[str, Any]]) -> ProxyError:
     first = errors[0] if errors else {"loc": (), "msg": "invalid body", "type": ""}
     if first.get("type") == "json_invalid":
         return INVALID_JSON("The request body is not valid JSON.")
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    loc = [str(part) for part in first.get("loc", ()) if part != "body" and not _tag(part)]
     field = ".".join(loc)
     if not field and first.get("type") in ("model_attributes_type", "dict_type"):
         return INVALID_JSON(
@@ -207,6 +276,15 @@ def validation_error(errors: list[dict[str, Any]]) -> ProxyError:
         return MISSING_BODY("The request body is missing or empty.")
     message = f"Invalid value for '{field}': {first.get('msg')}" if field else str(first.get("msg"))
     return INVALID_VALUE(message, param=field or None)
+
+
+# The names pydantic gives the members of a union in an error's location (`stop.list[str]`):
+# a type, not a field, so the error names the field alone.
+_TYPE_TAGS = re.compile(r"^(str|int|float|bool|dict|list|function-.*|constrained-.*|.*\[.*)$")
+
+
+def _tag(part: Any) -> bool:
+    return isinstance(part, str) and bool(_TYPE_TAGS.match(part))
 
 
 class ErrorDetail(BaseModel):

@@ -89,7 +89,7 @@ async def chat_events(stream: MeteredStream, request: GatewayRequest) -> AsyncIt
     wants_usage = request.client_wants_usage
     try:
         async for chunk in stream.items():
-            data = chunk.model_dump(exclude_none=True)
+            data = spec_chunk(chunk.model_dump(exclude_none=True))
             if not wants_usage:
                 data.pop("usage", None)
                 if not data.get("choices"):
@@ -101,8 +101,37 @@ async def chat_events(stream: MeteredStream, request: GatewayRequest) -> AsyncIt
 
 
 def dumped(response: Any, request: GatewayRequest) -> Any:
-    """litellm's answer as its API's JSON (chat completions, embeddings)."""
+    """litellm's answer as its API's JSON (embeddings)."""
     return response.model_dump(exclude_none=True)
+
+
+def chat_answer(response: Any, request: GatewayRequest) -> Any:
+    """A chat completion as OpenAI's spec has it (`CreateChatCompletionResponse`): the fields
+    it requires present, as null where there is nothing, which litellm's dump leaves out."""
+    answer: dict[str, Any] = response.model_dump(exclude_none=True)
+    for choice in answer.get("choices") or []:
+        choice["logprobs"] = spec_logprobs(choice.get("logprobs"))
+        message = choice.setdefault("message", {})
+        # An assistant message that only calls tools has content, and it is null.
+        message.setdefault("content", None)
+        message.setdefault("refusal", None)
+    return answer
+
+
+def spec_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
+    """A chunk as OpenAI's spec has it (`CreateChatCompletionStreamResponse`): each choice's
+    `finish_reason` null until the last, and its `logprobs` null or whole."""
+    for choice in chunk.get("choices") or []:
+        choice.setdefault("finish_reason", None)
+        choice["logprobs"] = spec_logprobs(choice.get("logprobs"))
+    return chunk
+
+
+def spec_logprobs(logprobs: Any) -> Any:
+    """Logprobs with both their lists (`content`, `refusal`), each null where it is absent."""
+    if not isinstance(logprobs, dict):
+        return None
+    return {"content": logprobs.get("content"), "refusal": logprobs.get("refusal"), **logprobs}
 
 
 def from_cache(answer: dict[str, Any]) -> Any:

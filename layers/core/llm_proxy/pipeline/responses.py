@@ -78,8 +78,53 @@ def to_stored(request: GatewayRequest, response: dict[str, Any]) -> StoredRespon
         response_id=str(response["id"]),
         key_id=request.caller.key_id,
         input=as_items(request.body.get("input")),
-        response=response,
+        response=spec_response(response, request.as_sent),
     )
+
+
+# What a response says it was made with, where a deployment's answer leaves it out (litellm's
+# bridge through chat completions does): the caller's value, else null.
+ECHOED = ("instructions", "temperature", "top_p")
+
+
+def spec_response(response: dict[str, Any], sent: Mapping[str, Any]) -> dict[str, Any]:
+    """A response as OpenAI's spec has it (`Response`): every field it requires present, as
+    null where there is nothing, and what the caller asked for as the caller asked it."""
+    for name in ECHOED:
+        value = sent.get(name)
+        response[name] = value if value is not None else response.get(name)
+    metadata = sent.get("metadata")
+    response["metadata"] = metadata if isinstance(metadata, dict) else response.get("metadata")
+    response.setdefault("error", None)
+    response.setdefault("incomplete_details", None)
+    response.setdefault("tool_choice", "auto")
+    response.setdefault("parallel_tool_calls", True)
+    for tool in response.setdefault("tools", []):
+        if isinstance(tool, dict) and tool.get("type") == "function":
+            tool.setdefault("parameters", None)
+            tool.setdefault("strict", None)
+    for item in response.setdefault("output", []):
+        spec_item(item)
+    return complete_usage(response)
+
+
+def spec_item(item: Any) -> Any:
+    """An output item as the spec has it: a message's text parts with their annotations and
+    logprobs, a reasoning item with its summary."""
+    if not isinstance(item, dict):
+        return item
+    if item.get("type") == "reasoning":
+        item.setdefault("summary", [])
+    for part in item.get("content") or []:
+        spec_part(part)
+    return item
+
+
+def spec_part(part: Any) -> Any:
+    if isinstance(part, dict) and part.get("type") == "output_text":
+        part.setdefault("annotations", [])
+        part.setdefault("logprobs", [])
+    return part
 
 
 async def replayed_events(response: Any) -> AsyncIterator[dict[str, Any]]:
@@ -87,7 +132,9 @@ async def replayed_events(response: Any) -> AsyncIterator[dict[str, Any]]:
     response, such as a `mock_response`, or a cached answer): created, each output item with
     its text, completed."""
     whole = _as_dict(response)
-    pending = {**whole, "status": "in_progress", "output": [], "usage": None}
+    # Nothing is used yet: the spec's usage is an object or absent, never null.
+    pending = {**whole, "status": "in_progress", "output": []}
+    pending.pop("usage", None)
     events: list[dict[str, Any]] = [
         {"type": "response.created", "response": pending},
         {"type": "response.in_progress", "response": pending},
@@ -122,6 +169,7 @@ def complete_usage(response: dict[str, Any]) -> dict[str, Any]:
     usage.pop("cost", None)  # litellm's estimate; the gateway meters the cost itself
     inputs = usage.get("input_tokens_details") or {}
     inputs["cached_tokens"] = int(inputs.get("cached_tokens") or 0)
+    inputs["cache_write_tokens"] = int(inputs.get("cache_write_tokens") or 0)
     outputs = usage.get("output_tokens_details") or {}
     outputs["reasoning_tokens"] = int(outputs.get("reasoning_tokens") or 0)
     usage["input_tokens_details"], usage["output_tokens_details"] = inputs, outputs
@@ -129,7 +177,7 @@ def complete_usage(response: dict[str, Any]) -> dict[str, Any]:
 
 
 def responses_answer(response: Any, request: GatewayRequest) -> Any:
-    return complete_usage(response.model_dump(exclude_none=True))
+    return spec_response(response.model_dump(exclude_none=True), request.as_sent)
 
 
 def from_cache(answer: dict[str, Any]) -> Any:
@@ -144,13 +192,17 @@ class ResponsesReader(StreamReader):
     def __init__(self, request: GatewayRequest) -> None:
         super().__init__(request)
         self.response_id = new_response_id()
+        self._sent = request.as_sent
+        # Each function call's name by its item id, for the `arguments.done` event that the
+        # spec says names it (litellm's bridge leaves the name out).
+        self._call_names: dict[str, str] = {}
 
     def read(self, event: Any, record: UsageRecord) -> dict[str, Any]:
-        data = _as_dict(event)
+        data = spec_event(_as_dict(event), self._call_names)
         response = data.get("response")
         if isinstance(response, dict):
             response["id"] = self.response_id
-            complete_usage(response)
+            spec_response(response, self._sent)
             if data.get("type") == "response.completed":
                 self.completed, self.result = True, response
                 record_usage(record, response.get("usage"))
@@ -165,6 +217,22 @@ class ResponsesReader(StreamReader):
     @staticmethod
     def replay(response: Any) -> AsyncIterator[Any]:
         return replayed_events(response)
+
+
+def spec_event(event: dict[str, Any], call_names: dict[str, str]) -> dict[str, Any]:
+    """A stream event as the spec's variant for its type has it: items and parts whole, text
+    events with their logprobs, a function call's arguments naming the function."""
+    kind = event_name(event.get("type"))
+    event["type"] = kind
+    item = spec_item(event.get("item"))
+    if isinstance(item, dict) and item.get("type") == "function_call" and item.get("name"):
+        call_names[str(item.get("id"))] = str(item["name"])
+    spec_part(event.get("part"))
+    if kind in ("response.output_text.delta", "response.output_text.done"):
+        event.setdefault("logprobs", [])
+    if kind == "response.function_call_arguments.done" and not event.get("name"):
+        event["name"] = call_names.get(str(event.get("item_id")), "")
+    return event
 
 
 def event_name(kind: Any) -> str:

@@ -22,7 +22,14 @@ async def list_models(request: Request, gateway: GatewayDep, who: Authenticated)
     if request.headers.get("anthropic-version"):
         return {
             "data": [
-                {"type": "model", "id": name, "display_name": name, "created_at": EPOCH}
+                # A configured model is served for as long as it is configured.
+                {
+                    "type": "model",
+                    "id": name,
+                    "display_name": name,
+                    "created_at": EPOCH,
+                    "lifecycle": "active",
+                }
                 for name in names
             ],
             "has_more": False,
