@@ -217,8 +217,10 @@ def test_litellms_empty_defaults_ask_for_nothing(url: str) -> None:
             "auto_rotate": False,
             "metadata": {},
             "models": [],
+            "max_budget": "",
         },
     )
+    assert made["max_budget"] is None
     assert made["models"] == [] and made["metadata"] == {}
     assert "config" not in made and "soft_budget" not in made
 

@@ -162,6 +162,12 @@ class KeyFields(BaseModel):
     agent: str | None = Field(default=None, pattern=AGENT_NAME_PATTERN)
     team: str | None = Field(default=None, max_length=256)
 
+    @field_validator("max_budget", mode="before")
+    @classmethod
+    def _blank_budget(cls, value: Any) -> Any:
+        # LiteLLM's UI and scripts send "" for no budget, which LiteLLM reads as null.
+        return None if value == "" else value
+
     @field_validator("metadata")
     @classmethod
     def _bounded_metadata(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -21,6 +21,8 @@ from llm_proxy.store.values import attribute
 SLOT_PREFIX = "slot_"
 # The item outlives its last lease a little, then goes with its TTL.
 TTL_GRACE_S = 3600
+# Slots freed by one update: its expression stays within DynamoDB's 4 KB.
+PRUNE_AT_ONCE = 100
 
 
 def new_slot() -> str:
@@ -68,7 +70,7 @@ def prune(client: Any, table_name: str | None, item: str, old: dict[str, Any], n
         name
         for name, lease_end in old.items()
         if name.startswith(SLOT_PREFIX) and float(lease_end) <= now
-    )
+    )[:PRUNE_AT_ONCE]
     if not expired:
         return False
     names = {f"#s{i}": name for i, name in enumerate(expired)}
