@@ -383,3 +383,10 @@ def test_a_slot_a_crashed_container_left_frees_when_its_lease_ends(aws: dict[str
     counters.release(held)
     assert in_flight(aws, key.token)["n"] == 0
     assert counters.admit(key, 0, 0.0).parallel_slot
+
+
+def test_a_keys_aliases_are_bounded(url: str) -> None:
+    aliases = {f"name-{n}": "gpt-4" for n in range(101)}
+    response = admin(url, "POST", "/key/generate", json={"aliases": aliases})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "aliases"

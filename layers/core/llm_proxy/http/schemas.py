@@ -138,7 +138,8 @@ class KeyFields(BaseModel):
         default=None, max_length=1000
     )
     # LiteLLM's key aliases: a name this key's caller may ask for -> the model it stands for.
-    aliases: dict[ModelName, ModelName] | None = Field(default=None, max_length=1000)
+    # At most 100: with the other fields at their largest, the item stays under 400 KB.
+    aliases: dict[ModelName, ModelName] | None = Field(default=None, max_length=100)
     # Finite and within what a DynamoDB number holds exactly (38 significant digits).
     max_budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
     budget_duration: str | None = None
