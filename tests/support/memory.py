@@ -66,6 +66,8 @@ class MemoryCounters(CountersTable):
         super().__init__("memory")
         self.admitted: list[tuple[str, int, float]] = []
         self.settled: list[tuple[int, float]] = []
+        # Each key's spend, by token.
+        self.spent: dict[str, float] = {}
 
     def admit(
         self, key: VirtualKey, tokens: int, cost: float, now: float | None = None
@@ -82,6 +84,9 @@ class MemoryCounters(CountersTable):
         answered_by: str | None,
     ) -> None:
         self.settled.append((tokens, cost))
+
+    def spend(self, key: VirtualKey, now: float | None = None) -> float:
+        return self.spent.get(key.token, 0.0)
 
 
 class MemoryCache(AnswerCache):

@@ -121,6 +121,19 @@ def test_a_request_that_can_never_fit_is_refused_outright(
     assert counters.admitted == []
 
 
+@pytest.mark.parametrize(("max_budget", "spent"), [(0.0001, 0.0001), (0.0, 0.0), (0.0001, 0.5)])
+def test_a_spent_budget_is_budget_exceeded_whatever_the_request_costs(
+    router: ModelRouter, max_budget: float, spent: float
+) -> None:
+    counters, caller = MemoryCounters(), limited(max_budget=max_budget)
+    counters.spent["k"] = spent
+    with pytest.raises(ProxyError) as refused:
+        admit(counters, request({"messages": PROMPT, "max_tokens": 500}, caller), router, False)
+    assert (refused.value.status, refused.value.code) == (429, "budget_exceeded")
+    assert f"Current cost: {spent}, Max budget: {max_budget}" in refused.value.message
+    assert counters.admitted == []
+
+
 def test_a_key_with_limits_needs_the_counters_table(router: ModelRouter) -> None:
     caller = limited(tpm_limit=100)
     with pytest.raises(DomainError) as missing:

@@ -4,7 +4,14 @@ key and its settings, and the 429s' headers."""
 from __future__ import annotations
 
 import pytest
-from llm_proxy.access.limits import Limits, budget_exceeded, over_limit, spend_item
+from llm_proxy.access.limits import (
+    Limits,
+    budget_exceeded,
+    over_limit,
+    parallel_limit_reached,
+    spend_item,
+    would_overspend,
+)
 from llm_proxy.access.virtual_keys import KeyStore, VirtualKey, duration_s, token_of
 from llm_proxy.config import ProxyConfig
 from llm_proxy.errors import ProxyError
@@ -114,7 +121,33 @@ def test_a_rate_limit_429_carries_openais_headers() -> None:
 
 def test_a_budget_429_says_when_the_window_resets() -> None:
     key = VirtualKey(token="t", key_name="k", max_budget=1.0, budget_duration="1h")
-    error = budget_exceeded(key, {"spend": 1.0}, now=3600 * 5 + 600)
-    assert (error.status, error.error_type) == (429, "budget_exceeded")
+    error = budget_exceeded(key, 1.25, now=3600 * 5 + 600)
+    assert (error.status, error.error_type, error.code) == (429, *["budget_exceeded"] * 2)
+    # LiteLLM's words, which its users' alerting matches.
+    assert error.message.startswith("Budget has been exceeded! Current cost: 1.25, Max budget: 1.0")
     assert error.headers["Retry-After"] == "3000"
     assert spend_item(key, 3600 * 5 + 600) == "key#t#spend#18000"
+
+
+def test_under_budget_a_request_too_dear_for_what_is_left_is_a_400() -> None:
+    key = VirtualKey(token="t", key_name="k", max_budget=1.0)
+    error = would_overspend(key, 0.75, 0.5)
+    assert (error.status, error.code, error.param) == (400, "request_exceeds_limit", "max_tokens")
+    assert "$0.250000 left" in error.message and "current cost: 0.75" in error.message
+
+
+def test_the_parallel_limit_is_worded_as_litellms_rate_limiter() -> None:
+    key = VirtualKey(token="t", key_name="k", max_parallel_requests=3)
+    error = parallel_limit_reached(key)
+    assert (error.status, error.code) == (429, "rate_limit_exceeded")
+    assert error.headers["Retry-After"] == "1"
+    assert error.message == (
+        "Rate limit exceeded for api_key: t. Limit type: max_parallel_requests. "
+        "Current limit: 3, Remaining: 0."
+    )
+
+
+def test_a_keys_aliases_name_the_model_it_is_served_by() -> None:
+    key = VirtualKey(token="t", key_name="k", aliases={"mistral-7b": "gpt-3.5-turbo"})
+    assert (key.resolve("mistral-7b"), key.resolve("gpt-4")) == ("gpt-3.5-turbo", "gpt-4")
+    assert VirtualKey.from_item(key.to_item()) == key

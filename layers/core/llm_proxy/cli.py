@@ -88,7 +88,7 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
         case "info":
             return "GET", "/key/info", {"key": args.key}
         case _:
-            return "GET", "/key/list", {"return_full_object": "true"}
+            return "GET", "/key/list", {"return_full_object": "true", "size": "100"}
 
 
 def main(argv: list[str] | None = None) -> int:

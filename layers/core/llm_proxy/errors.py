@@ -93,6 +93,7 @@ INVALID_CACHE_CONTROL = ErrorCode("invalid_cache_control", 400, INVALID_REQUEST)
 INVALID_MESSAGES_REQUEST = ErrorCode("invalid_messages_request", 400, INVALID_REQUEST)
 MODEL_NOT_EMBEDDING = ErrorCode("model_not_embedding", 400, INVALID_REQUEST)
 INVALID_DURATION = ErrorCode("invalid_duration", 400, INVALID_REQUEST)
+KEY_ALIAS_TAKEN = ErrorCode("key_alias_taken", 400, INVALID_REQUEST)
 INVALID_PERIOD = ErrorCode("invalid_period", 400, INVALID_REQUEST)
 INVALID_FORMAT = ErrorCode("invalid_format", 400, INVALID_REQUEST)
 # ...or the provider refused it (litellm's exceptions, below): its own status, its message.

@@ -14,13 +14,21 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from llm_proxy.access.virtual_keys import VirtualKey
-from llm_proxy.errors import BUDGET_EXCEEDED, RATE_LIMIT_EXCEEDED, ProxyError
+from llm_proxy.errors import (
+    BUDGET_EXCEEDED,
+    RATE_LIMIT_EXCEEDED,
+    REQUEST_EXCEEDS_LIMIT,
+    ProxyError,
+)
 
 if TYPE_CHECKING:
     # store.counters imports this module.
     from llm_proxy.store.counters import CountersTable
 
 MINUTE_S = 60
+# How long a request may hold one of its key's parallel slots: Lambda's longest invocation, so
+# no request still running loses its slot, and one a crashed container left frees after it.
+PARALLEL_SLOT_LEASE_S = 900
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,10 @@ class Reservation:
     # The key's budget, and what its budget metric is named after (its alias, else its agent).
     budget: Decimal | None = None
     budget_owner: str | None = None
+    # The key's in-flight counter and this request's slot in it (max_parallel_requests),
+    # released when the request is metered.
+    parallel_item: str | None = None
+    parallel_slot: str | None = None
 
 
 def spend_item(key: VirtualKey, now: float) -> str:
@@ -82,18 +94,44 @@ def over_limit(who: str, limits: Limits, old: dict[str, Any], now: float) -> Pro
     )
 
 
-def budget_exceeded(key: VirtualKey, old: dict[str, Any], now: float) -> ProxyError:
-    spent = float(old.get("spend", 0))
-    window = key.budget_window_s
+def parallel_item(key: VirtualKey) -> str:
+    return f"key#{key.token}#parallel"
+
+
+def budget_exceeded(key: VirtualKey, spent: float, now: float) -> ProxyError:
+    """The key's spend has reached its budget: LiteLLM's words, which its users' alerting
+    matches ("Budget has been exceeded! Current cost: X, Max budget: Y"), and when a windowed
+    budget resets."""
     headers: dict[str, str] = {}
-    message = f"Budget exceeded: this key has spent ${spent:.6f} of its ${key.max_budget}"
+    budget = float(key.max_budget or 0)
+    message = f"Budget has been exceeded! Current cost: {float(spent)}, Max budget: {budget}"
+    window = key.budget_window_s
     if window:
         reset_s = max(1, math.ceil(window_end(now, window) - now))
         headers["Retry-After"] = str(reset_s)
-        message += f" for this {key.budget_duration} window; it resets in {reset_s} s."
-    else:
-        message += "; raise max_budget to continue."
+        message += f" (this key's {key.budget_duration} budget resets in {reset_s} s)"
     return BUDGET_EXCEEDED(message, headers=headers)
+
+
+def would_overspend(key: VirtualKey, spent: float, cost: float) -> ProxyError:
+    """Under budget, but this request's worst case does not fit what is left: the request is
+    reserved before the call, so it is refused rather than let overspend."""
+    left = max(float(key.max_budget or 0) - spent, 0.0)
+    return REQUEST_EXCEEDS_LIMIT(
+        f"This request may cost up to ${cost:.6f}, more than the ${left:.6f} left of this key's "
+        f"budget (current cost: {spent}, max budget: {key.max_budget}): lower max_tokens (or n).",
+        param="max_tokens",
+    )
+
+
+def parallel_limit_reached(key: VirtualKey) -> ProxyError:
+    """As LiteLLM's rate limiter words it for max_parallel_requests."""
+    limit = key.max_parallel_requests
+    return RATE_LIMIT_EXCEEDED(
+        f"Rate limit exceeded for api_key: {key.token}. Limit type: max_parallel_requests. "
+        f"Current limit: {limit}, Remaining: 0.",
+        headers={"Retry-After": "1"},
+    )
 
 
 @dataclass
@@ -112,4 +150,9 @@ class Admission:
     def holds_counters(self) -> bool:
         """Whether settling it writes anything (a key or deployment with limits)."""
         reservation = self.reservation
-        return bool(reservation.minute_items or reservation.spend_item or self.deployment_items)
+        return bool(
+            reservation.minute_items
+            or reservation.spend_item
+            or reservation.parallel_item
+            or self.deployment_items
+        )

@@ -22,6 +22,7 @@ from llm_proxy.errors import (
     DEPENDENCY_UNAVAILABLE,
     INVALID_API_KEY,
     INVALID_DURATION,
+    KEY_ALIAS_TAKEN,
     KEY_NOT_FOUND,
     DomainError,
     ProxyError,
@@ -52,7 +53,20 @@ SETTABLE = (
     "team_id",
     "blocked",
     "expires",
+    "aliases",
+    "max_parallel_requests",
+    "user_id",
+    "tags",
 )
+
+# The settings whose null means empty (or false).
+EMPTY: dict[str, Any] = {
+    "models": list,
+    "metadata": dict,
+    "aliases": dict,
+    "tags": list,
+    "blocked": bool,
+}
 
 
 def matches_any(model: str, names: Iterable[str]) -> bool:
@@ -100,6 +114,11 @@ class VirtualKey:
     team_id: str | None = None
     blocked: bool = False
     expires: str | None = None
+    # LiteLLM's key aliases: a name the key's caller may ask for -> the model it stands for.
+    aliases: dict[str, str] = field(default_factory=dict)
+    max_parallel_requests: int | None = None
+    user_id: str | None = None
+    tags: list[str] = field(default_factory=list)
     created_at: str = ""
     updated_at: str = ""
 
@@ -119,7 +138,17 @@ class VirtualKey:
 
     @property
     def has_limits(self) -> bool:
-        return bool(self.rpm_limit or self.tpm_limit or self.max_budget is not None)
+        return bool(
+            self.rpm_limit
+            or self.tpm_limit
+            or self.max_budget is not None
+            or self.max_parallel_requests
+        )
+
+    def resolve(self, model: str) -> str:
+        """The model a request for `model` is served by: the key's alias for it, if any (as
+        LiteLLM applies a key's `aliases`; the key's model list then holds for what it names)."""
+        return self.aliases.get(model, model)
 
     @property
     def allows_all(self) -> bool:
@@ -132,15 +161,18 @@ class VirtualKey:
     def to_item(self) -> dict[str, Any]:
         item = {k: number(v) for k, v in self.__dict__.items() if v not in (None, "", [], {})}
         item["blocked"] = self.blocked
-        # Free-form metadata is kept as JSON text: any key or number survives as sent.
+        # Free-form maps are kept as JSON text: any key or number survives as sent.
         item["metadata"] = json.dumps(self.metadata, separators=(",", ":"))
+        if self.aliases:
+            item["aliases"] = json.dumps(self.aliases, separators=(",", ":"))
         return item
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> VirtualKey:
         known = {name: plain(item[name]) for name in cls.__dataclass_fields__ if name in item}
-        if isinstance(known.get("metadata"), str):
-            known["metadata"] = json.loads(known["metadata"])
+        for name in ("metadata", "aliases"):
+            if isinstance(known.get(name), str):
+                known[name] = json.loads(known[name])
         return cls(**known)
 
     def public(self) -> dict[str, Any]:
@@ -226,12 +258,15 @@ class KeyStore:
             updated_at=now,
         )
         self._apply(key, fields)
+        self._alias_free(key)
         self.table.create(key.to_item())
         return raw, key
 
     def update(self, key_or_token: str, fields: dict[str, Any]) -> VirtualKey:
         key = self.get(key_or_token)
         self._apply(key, fields)
+        if "key_alias" in fields:
+            self._alias_free(key)
         key.updated_at = _now_iso()
         self.table.put(key.to_item())
         self._forget(key.token)
@@ -263,6 +298,18 @@ class KeyStore:
         keys = [VirtualKey.from_item(item) for item in self.table.scan()]
         return sorted(keys, key=lambda key: key.created_at)
 
+    def _alias_free(self, key: VirtualKey) -> None:
+        """A key alias names one key, as LiteLLM requires (checked before the write, as LiteLLM
+        does: key management is the operator's, not a race between callers)."""
+        if not key.key_alias:
+            return
+        if any(token != key.token for token in self.table.tokens_with_alias(key.key_alias)):
+            raise KEY_ALIAS_TAKEN(
+                f"Key with alias '{key.key_alias}' already exists. Unique key aliases across all "
+                "keys are required.",
+                param="key_alias",
+            )
+
     @staticmethod
     def resolve(key_or_token: str) -> str:
         """A raw key (sk-...) or its token: both name a key in the management API."""
@@ -278,7 +325,11 @@ class KeyStore:
     def _apply(key: VirtualKey, fields: dict[str, Any]) -> None:
         for name in SETTABLE:
             if name in fields:
-                setattr(key, name, fields[name])
+                value = fields[name]
+                if value is None and name in EMPTY:
+                    # LiteLLM's null for a list, a map or a flag: empty, unblocked.
+                    value = EMPTY[name]()
+                setattr(key, name, value)
         if "duration" in fields:
             seconds = duration_s(str(fields["duration"]), "duration") if fields["duration"] else 0
             key.expires = (

@@ -134,6 +134,9 @@ AGENT_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 MAX_BUDGET_USD = 1_000_000_000
 MAX_RPM = 1_000_000_000
 MAX_TPM = 1_000_000_000_000
+# A key's requests in flight at once: each holds a slot in one DynamoDB item (400 KB at most).
+MAX_PARALLEL_REQUESTS = 1000
+ModelName = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class CountTokensRequest(SpecBody):
@@ -195,13 +198,18 @@ class ResponsesRequest(SpecBody):
 
 
 class KeyFields(BaseModel):
-    """A virtual key's settings, with LiteLLM's field names (`rpm`/`tpm` also accepted)."""
+    """A virtual key's settings, with LiteLLM's field names (`rpm`/`tpm` also accepted). Other
+    fields pass through to the key admin, which refuses each by name with its reason
+    (`access.key_admin.UNSUPPORTED`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
     key_alias: str | None = Field(default=None, max_length=256)
     models: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
         default=None, max_length=1000
     )
+    # LiteLLM's key aliases: a name this key's caller may ask for -> the model it stands for.
+    # At most 100: with the other fields at their largest, the item stays under 400 KB.
+    aliases: dict[ModelName, ModelName] | None = Field(default=None, max_length=100)
     # Finite and within what a DynamoDB number holds exactly (38 significant digits).
     max_budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
     budget_duration: str | None = None
@@ -211,12 +219,25 @@ class KeyFields(BaseModel):
     tpm_limit: int | None = Field(
         default=None, ge=1, le=MAX_TPM, validation_alias=AliasChoices("tpm_limit", "tpm")
     )
+    # Requests in flight at once, across every container.
+    max_parallel_requests: int | None = Field(default=None, ge=1, le=MAX_PARALLEL_REQUESTS)
     duration: str | None = None
     metadata: dict[str, Any] | None = None
     team_id: str | None = Field(default=None, max_length=256)
+    user_id: str | None = Field(default=None, max_length=256)
+    tags: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        default=None, max_length=100
+    )
+    blocked: bool | None = None
     # Shorthands for metadata.agent and metadata.team.
     agent: str | None = Field(default=None, pattern=AGENT_NAME_PATTERN)
     team: str | None = Field(default=None, max_length=256)
+
+    @field_validator("max_budget", mode="before")
+    @classmethod
+    def _blank_budget(cls, value: Any) -> Any:
+        # LiteLLM's UI and scripts send "" for no budget, which LiteLLM reads as null.
+        return None if value == "" else value
 
     @field_validator("metadata")
     @classmethod
@@ -237,7 +258,6 @@ class KeyGenerateRequest(KeyFields):
 
 class KeyUpdateRequest(KeyFields):
     key: str = Field(min_length=1, description="The key (sk-...) or its token.")
-    blocked: bool | None = None
 
 
 class KeyDeleteRequest(BaseModel):

@@ -5,11 +5,12 @@ check (`access.limits.DeploymentLimitCheck`) under the same admission."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import litellm
 
-from llm_proxy.access.limits import Admission, Reservation
+from llm_proxy.access.limits import Admission, Reservation, budget_exceeded
 from llm_proxy.accounting.pricing import cost_usd
 from llm_proxy.errors import REQUEST_EXCEEDS_LIMIT, ProxyError
 from llm_proxy.pipeline.model_router import ModelRouter
@@ -46,7 +47,12 @@ def admit(
     counters.require()
     if key.tpm_limit and tokens > key.tpm_limit:
         raise never_fits(f"{tokens} tokens", f"limit of {key.tpm_limit} tokens per minute")
-    if key.max_budget is not None and estimated_cost > key.max_budget:
+    if key.max_budget is not None and (estimated_cost > key.max_budget or key.max_budget <= 0):
+        # Refused either way: a spent budget says so, as LiteLLM does; else the request alone
+        # is too dear for the whole budget.
+        spent = counters.spend(key)
+        if spent >= key.max_budget:
+            raise budget_exceeded(key, spent, time.time())
         raise never_fits(f"${estimated_cost:.6f}", f"budget of ${key.max_budget}")
     reservation = counters.admit(key, tokens, estimated_cost)
     return Admission(counters, reservation, limits)

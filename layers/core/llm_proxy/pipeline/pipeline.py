@@ -137,8 +137,12 @@ class Pipeline:
             sent = body
             body, native = api.translate(sent, inbound.headers)
         model = str(body.get("model") or self.settings.default_model or "")
-        aliases = self.config.router_settings.get("model_group_alias") or {}
         caller = inbound.caller
+        if caller.key is not None and caller.key.resolve(model) != model:
+            # The key's own alias names the model it is served by (and checked against).
+            model = caller.key.resolve(model)
+            body = {**body, "model": model}
+        aliases = self.config.router_settings.get("model_group_alias") or {}
         agent = caller.agent or next(
             (name for name in claimed_agents(caller, sent or body) if AGENT_NAME.match(name)),
             model if model in aliases else None,

@@ -18,12 +18,16 @@ from llm_proxy.access.limits import (
     Reservation,
     budget_exceeded,
     over_limit,
+    parallel_item,
+    parallel_limit_reached,
     spend_item,
     window_end,
+    would_overspend,
 )
 from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.errors import COUNTERS_TABLE_MISSING, DEPENDENCY_UNAVAILABLE
 from llm_proxy.logs import logger
+from llm_proxy.store import parallel
 from llm_proxy.store.base import Table
 from llm_proxy.store.values import attribute, from_attribute, from_attributes
 
@@ -66,9 +70,15 @@ class CountersTable(Table):
             reservation.budget = Decimal(str(float(key.max_budget)))
             reservation.budget_owner = key.key_alias or key.agent
             updates.append(self._budget_update(key, reservation, now))
+        if key.max_parallel_requests:
+            reservation.parallel_item = parallel_item(key)
+            reservation.parallel_slot = parallel.new_slot()
+            updates.append(parallel.acquire_update(self.table_name, key, reservation, now))
         if not updates:
             return reservation
-        self._apply(updates, key_limits=limits, key=key, now=now)
+        if not self._apply(updates, key_limits=limits, key=key, now=now):
+            # Slots past their lease were freed: the admission is tried once more.
+            self._apply(updates, key_limits=limits, key=key, now=now, prune=False)
         return reservation
 
     def admit_deployment(
@@ -159,26 +169,57 @@ class CountersTable(Table):
         }
 
     def _apply(
-        self, updates: list[dict[str, Any]], *, key_limits: Limits, key: VirtualKey, now: float
-    ) -> None:
+        self,
+        updates: list[dict[str, Any]],
+        *,
+        key_limits: Limits,
+        key: VirtualKey,
+        now: float,
+        prune: bool = True,
+    ) -> bool:
+        """True when admitted; False when only the parallel limit refused it and slots past
+        their lease were freed (worth one more try); else the refusal."""
         client = self.client()
         try:
             if len(updates) == 1:
                 client.update_item(**updates[0])
             else:
                 client.transact_write_items(TransactItems=[{"Update": u} for u in updates])
-            return
+            return True
         except Exception as exc:
             failed = _failed_updates(exc, updates)
             if failed is None:
                 raise DEPENDENCY_UNAVAILABLE(
                     f"The counters table cannot be updated ({type(exc).__name__})."
                 ) from None
+        # The parallel limit last: pruning old slots cannot help a rate limit or a budget.
+        failed.sort(key=lambda pair: pair[0]["Key"]["counter_id"]["S"] == parallel_item(key))
         for update, old in failed:
-            if update["Key"]["counter_id"]["S"].startswith(f"key#{key.token}#minute#"):
+            counter = update["Key"]["counter_id"]["S"]
+            if counter.startswith(f"key#{key.token}#minute#"):
                 raise over_limit("This key", key_limits, old, now)
-            raise budget_exceeded(key, old, now)
+            if counter == parallel_item(key):
+                if prune and parallel.prune(self.client(), self.table_name, counter, old, now):
+                    return False
+                raise parallel_limit_reached(key)
+            spent = float(old.get("spend", 0))
+            if key.max_budget is not None and spent < key.max_budget:
+                raise would_overspend(key, spent, float(update_cost(update)))
+            raise budget_exceeded(key, spent, now)
         raise DEPENDENCY_UNAVAILABLE("The counters table refused the update.")
+
+    def release(self, reservation: Reservation) -> None:
+        """The request's parallel slot, given back. Skipped without a table; a failure is
+        logged, and the slot frees when its lease ends."""
+        if not self.enabled or reservation.parallel_item is None:
+            return
+        try:
+            self.client().update_item(**parallel.release_update(self.table_name, reservation))
+        except Exception as exc:
+            logger.warning(
+                "parallel slot not released",
+                extra={"counter": reservation.parallel_item, "error": type(exc).__name__},
+            )
 
     # -- settlement and reading ---------------------------------------------------------------
 
@@ -193,9 +234,11 @@ class CountersTable(Table):
         """Replace the admission's estimates by what the request really used: the deployment
         that answered keeps its real tokens, the ones that failed hand their estimate back.
         Returns the key's spend once its budget counter is settled (None when it was not).
-        Skipped without a table."""
+        The request's parallel slot is released. Skipped without a table."""
         if not self.enabled:
             return None
+        # The request is over: its parallel slot first, whatever the rest does.
+        self.release(reservation)
         tokens_delta = tokens - reservation.tokens
         changes: list[tuple[str, str, Any]] = [
             (item, "tokens", tokens_delta) for item in reservation.minute_items if tokens_delta
@@ -249,6 +292,11 @@ def _settle_update(table_name: str | None, item: str, counter: str, delta: Any) 
         "ConditionExpression": "attribute_exists(counter_id)",
         "ExpressionAttributeValues": {":delta": attribute(delta)},
     }
+
+
+def update_cost(update: dict[str, Any]) -> Any:
+    """The cost a budget update reserves."""
+    return from_attribute(update["ExpressionAttributeValues"][":cost"])
 
 
 def _bounded(limit: int | None) -> int | None:

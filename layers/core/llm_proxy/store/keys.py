@@ -62,6 +62,24 @@ class KeysTable(Table):
         found = self.resource().delete_item(Key={"token": token}, ReturnValues="ALL_OLD")
         return bool(found.get("Attributes"))
 
+    def tokens_with_alias(self, alias: str) -> list[str]:
+        """The tokens of the keys with this alias (a filtered scan: keys are few, and only
+        key management asks)."""
+        table = self.resource()
+        request: dict[str, Any] = {
+            "FilterExpression": "key_alias = :alias",
+            "ExpressionAttributeValues": {":alias": alias},
+            "ProjectionExpression": "#t",
+            "ExpressionAttributeNames": {"#t": "token"},
+        }
+        tokens: list[str] = []
+        while True:
+            page = table.scan(**request)
+            tokens.extend(str(item["token"]) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return tokens
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def scan(self) -> list[dict[str, Any]]:
         """Every key's item."""
         table = self.resource()

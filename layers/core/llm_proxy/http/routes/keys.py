@@ -4,9 +4,10 @@ reading its own info (`GET /key/info` without `key`), as LiteLLM allows."""
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from llm_proxy.errors import INVALID_VALUE
 from llm_proxy.http.dependencies import Authenticated, GatewayDep, MasterKey, master_key_only
@@ -47,5 +48,19 @@ async def key_info(
 
 
 @router.get("/key/list", dependencies=[MasterKey])
-async def key_list(gateway: GatewayDep, return_full_object: bool = False) -> dict[str, Any]:
-    return await asyncio.to_thread(gateway.key_admin.list, return_full_object)
+async def key_list(
+    gateway: GatewayDep,
+    page: int = Query(1, ge=1),
+    size: int = Query(10, ge=1, le=100),
+    return_full_object: bool = False,
+    user_id: str | None = None,
+    team_id: str | None = None,
+    key_alias: str | None = None,
+    key_hash: str | None = None,
+) -> dict[str, Any]:
+    """LiteLLM's page of keys (its query parameters and its filters)."""
+    filters = {"user_id": user_id, "team_id": team_id, "key_alias": key_alias, "token": key_hash}
+    listing = partial(
+        gateway.key_admin.list, full=return_full_object, page=page, size=size, filters=filters
+    )
+    return await asyncio.to_thread(listing)
