@@ -39,7 +39,7 @@ def endpoints() -> dict[str, tuple[str, list[str]]]:
     from anthropic.types.beta import message_create_params as beta_create
     from openai.types import embedding_create_params
     from openai.types.chat import completion_create_params
-    from openai.types.responses import response_create_params
+    from openai.types.responses import input_token_count_params, response_create_params
 
     return {
         "CHAT_COMPLETIONS": (
@@ -59,6 +59,10 @@ def endpoints() -> dict[str, tuple[str, list[str]]]:
                 response_create_params.ResponseCreateParamsStreaming,
                 response_create_params.ResponseCreateParamsNonStreaming,
             ),
+        ),
+        "RESPONSES_INPUT_TOKENS": (
+            "openai.types.responses.input_token_count_params.InputTokenCountParams",
+            keys(input_token_count_params.InputTokenCountParams),
         ),
         "MESSAGES": (
             "anthropic.types[.beta].message_create_params.MessageCreateParams*",

@@ -34,6 +34,12 @@ from llm_proxy.pipeline.meter import Metering
 from llm_proxy.pipeline.model_router import CurrentRouter, ModelRouter, configure_litellm
 from llm_proxy.pipeline.pipeline import Pipeline, Stores
 from llm_proxy.pipeline.request import Answer, Inbound
+from llm_proxy.pipeline.response_items import (
+    ItemsQuery,
+    cancelled,
+    check_response_id,
+    input_items,
+)
 from llm_proxy.pipeline.responses import spec_response
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.readiness import Readiness
@@ -42,10 +48,10 @@ from llm_proxy.reports.report import spend
 from llm_proxy.settings import ApiSettings
 from llm_proxy.store.answer_cache import AnswerCache
 from llm_proxy.store.counters import CountersTable
-from llm_proxy.store.stored_responses import StoredResponses
+from llm_proxy.store.stored_responses import StoredResponse, StoredResponses
 from llm_proxy.store.usage import UsageTable
 
-__all__ = ["Answer", "ApiName", "Caller", "Gateway", "Inbound"]
+__all__ = ["Answer", "ApiName", "Caller", "Gateway", "Inbound", "ItemsQuery"]
 
 DEFAULT_MASTER_KEY_REFERENCE = "os.environ/LLM_PROXY__MASTER_KEY"
 
@@ -161,12 +167,28 @@ class Gateway:
 
     async def stored_response(self, response_id: str, caller: Caller) -> dict[str, Any]:
         """A stored response of the Responses API, the caller's own (404 otherwise)."""
-        store = self.stores.responses
-        stored = await asyncio.to_thread(store.get, response_id, caller.key_id)
+        stored = await asyncio.to_thread(self._stored, response_id, caller)
         return spec_response(stored.response, {})
 
     async def delete_stored_response(self, response_id: str, caller: Caller) -> None:
+        check_response_id(response_id)
         await asyncio.to_thread(self.stores.responses.delete, response_id, caller.key_id)
+
+    async def cancel_stored_response(self, response_id: str, caller: Caller) -> dict[str, Any]:
+        """OpenAI's cancel of the caller's stored response (404 for another key's)."""
+        stored = await asyncio.to_thread(self._stored, response_id, caller)
+        return spec_response(cancelled(stored), {})
+
+    async def stored_input_items(
+        self, response_id: str, caller: Caller, query: ItemsQuery
+    ) -> dict[str, Any]:
+        """A page of the input items of the caller's stored response."""
+        stored = await asyncio.to_thread(self._stored, response_id, caller)
+        return input_items(stored, query)
+
+    def _stored(self, response_id: str, caller: Caller) -> StoredResponse:
+        check_response_id(response_id)
+        return self.stores.responses.get(response_id, caller.key_id)
 
     @property
     def max_body_bytes(self) -> int:

@@ -197,6 +197,25 @@ class ResponsesRequest(SpecBody):
     service_tier: ServiceTier | None = None
 
 
+class InputTokensRequest(BaseModel):
+    """OpenAI's input-tokens body (`POST /v1/responses/input_tokens`, `TokenCountsBody`), typed
+    as `ResponsesRequest`; which fields a caller may send at all is the pipeline's
+    allow-list."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = Field(default=None, min_length=1)
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = Field(default=None, min_length=1, max_length=200)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    text: dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    parallel_tool_calls: bool | None = None
+    personality: str | None = Field(default=None, max_length=64)
+
+
 class KeyFields(BaseModel):
     """A virtual key's settings, with LiteLLM's field names (`rpm`/`tpm` also accepted). Other
     fields pass through to the key admin, which refuses each by name with its reason

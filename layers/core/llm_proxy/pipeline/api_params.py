@@ -97,6 +97,24 @@ RESPONSES = frozenset(
     }
 )
 
+# openai.types.responses.input_token_count_params.InputTokenCountParams
+RESPONSES_INPUT_TOKENS = frozenset(
+    {
+        "conversation",
+        "input",
+        "instructions",
+        "model",
+        "parallel_tool_calls",
+        "personality",
+        "previous_response_id",
+        "reasoning",
+        "text",
+        "tool_choice",
+        "tools",
+        "truncation",
+    }
+)
+
 # anthropic.types[.beta].message_create_params.MessageCreateParams*
 MESSAGES = frozenset(
     {

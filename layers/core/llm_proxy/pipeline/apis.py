@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from llm_proxy.pipeline import api_params, chat, messages, responses
+from llm_proxy.pipeline import api_params, chat, messages, response_items, responses
 from llm_proxy.pipeline.anthropic_native import NativeParts
 from llm_proxy.pipeline.request import CLIENT_ONLY_PARAMS
 from llm_proxy.pipeline.request_options import ROUTING_OPTIONS
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from llm_proxy.pipeline.request import GatewayRequest
     from llm_proxy.pipeline.streams import MeteredStream
 
-ApiName = Literal["chat", "embeddings", "messages", "responses", "count_tokens"]
+ApiName = Literal["chat", "embeddings", "messages", "responses", "count_tokens", "input_tokens"]
 # The litellm Router call that serves an API (its `a`-prefixed method).
 RouterCall = Literal["chat", "embedding", "responses"]
 # The error body an API's clients expect: OpenAI's shape, or Anthropic's envelope.
@@ -113,7 +113,17 @@ COUNT_TOKENS = Api(
     answer=messages.count_answer,
     translate=messages.translate_count,
 )
+# The Responses API's count (`/v1/responses/input_tokens`): a stored conversation it continues
+# is counted too.
+INPUT_TOKENS = Api(
+    name="input_tokens",
+    params=api_params.RESPONSES_INPUT_TOKENS,
+    router_call=None,
+    envelope="openai",
+    answer=response_items.input_tokens_answer,
+    conversations=True,
+)
 
 APIS: dict[ApiName, Api] = {
-    api.name: api for api in (CHAT, EMBEDDINGS, MESSAGES, RESPONSES, COUNT_TOKENS)
+    api.name: api for api in (CHAT, EMBEDDINGS, MESSAGES, RESPONSES, COUNT_TOKENS, INPUT_TOKENS)
 }

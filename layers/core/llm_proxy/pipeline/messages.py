@@ -128,12 +128,18 @@ def _started(raw: bytes, prompt: dict[str, int]) -> bytes:
 
 
 def count_input_tokens(chat: dict[str, Any], model: str) -> int:
-    """The prompt's tokens as litellm counts them for `model`: messages and tool definitions."""
+    """The prompt's tokens as litellm counts them for `model`: messages and tool definitions.
+    An image counts as litellm's default size: litellm would otherwise fetch a client's image
+    URL to measure it, a request the gateway never makes on a client's behalf."""
+    messages = chat.get("messages") or []
     try:
         return int(
             litellm.token_counter(
-                model=model, messages=chat.get("messages") or [], tools=chat.get("tools")
+                model=model,
+                messages=messages,
+                tools=chat.get("tools"),
+                use_default_image_token_count=True,
             )
         )
     except Exception:
-        return int(litellm.token_counter(messages=chat.get("messages") or []))
+        return int(litellm.token_counter(messages=messages, use_default_image_token_count=True))

@@ -103,8 +103,11 @@ class Pipeline:
         """The request's answer; a ProxyError when it fails."""
         request = self.request(api, inbound)
         if api.router_call is None:
-            # Nothing to call and nothing to meter (Anthropic's count_tokens).
+            # Nothing to call and nothing to meter (the count_tokens and input_tokens APIs).
             self.validate(request)
+            if api.conversations:
+                store = self.stores.responses
+                request = await asyncio.to_thread(with_conversation, request, store)
             return Answer(api.answer(None, request))
         state = RequestState(request, new_record(request), inbound.after_response)
         try:
