@@ -29,6 +29,7 @@ from llm_proxy.config import (
 )
 from llm_proxy.errors import ProxyError
 from llm_proxy.logs import logger, redactor
+from llm_proxy.model_info import model_info
 from llm_proxy.pipeline.apis import APIS, ApiName
 from llm_proxy.pipeline.meter import Metering
 from llm_proxy.pipeline.model_router import CurrentRouter, ModelRouter, configure_litellm
@@ -164,6 +165,10 @@ class Gateway:
         """The models the caller may ask for."""
         names = self.pipeline.model_names()
         return [name for name in names if caller.key is None or caller.key.allows(name)]
+
+    def model_info_for(self, caller: Caller) -> list[dict[str, Any]]:
+        """LiteLLM's model info of the models the caller may use."""
+        return model_info(self.pipeline.routers.get(), self.models_for(caller))
 
     async def stored_response(self, response_id: str, caller: Caller) -> dict[str, Any]:
         """A stored response of the Responses API, the caller's own (404 otherwise)."""

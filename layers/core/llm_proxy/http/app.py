@@ -19,6 +19,7 @@ from llm_proxy.http.routes import (
     health,
     keys,
     messages,
+    model_info,
     models,
     responses,
     spend,
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 # The routes of each function: the api functions serve agents; key management is a function
 # of its own where deployed, the only one that may write the keys table.
-API_ROUTES = (health, models, completions, messages, responses, spend)
+API_ROUTES = (health, models, model_info, completions, messages, responses, spend)
 KEY_ROUTES = (health, keys)
 
 
