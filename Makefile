@@ -46,12 +46,15 @@ profile: .venv/.installed
 report: .venv/.installed
 	$(PY) -m scripts.report
 
-# Claude Code and Codex CLI, as locked in scripts/clients, under .tools/clients: the agent CLIs
-# tests/integration/test_agent_clients.py runs against the gateway (skipped without them).
+# Claude Code, Codex CLI, OpenCode, Kilo Code's CLI and Cline's, as locked in scripts/clients,
+# under .tools/clients: the agent CLIs tests/integration/test_agent_clients.py and
+# test_coding_agent_clis.py run against the gateway (skipped without them). `npm install` with
+# the lock, not `npm ci`: Kilo's lock lists platform packages its registry does not publish for
+# every platform, which `npm ci` refuses; the versions and hashes are the lock's either way.
 clients:
 	rm -rf .tools/clients && mkdir -p .tools/clients
 	cp scripts/clients/package.json scripts/clients/package-lock.json .tools/clients/
-	cd .tools/clients && npm ci --no-audit --no-fund
+	cd .tools/clients && npm install --no-audit --no-fund
 
 # Re-lock after changing pyproject.toml: runtime deps (the Lambda layer) and the dev set.
 requirements:

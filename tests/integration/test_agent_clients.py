@@ -7,7 +7,6 @@ model provider) on a mock deployment and, running a command, on an OpenAI deploy
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.doubles.base import RecordedRequest
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import serving
+from tests.support.agent_clis import NOTE, client
 from tests.support.configs import (
     MASTER_KEY_FROM_SECRET,
     NO_RETRIES,
@@ -26,10 +26,8 @@ from tests.support.configs import (
     gateway_config,
     openai_double,
 )
-from tests.support.paths import REPO
 from tests.support.stack import MASTER_KEY, PROVIDER_KEYS
 
-CLIENTS = REPO / ".tools" / "clients" / "node_modules" / ".bin"
 # Claude Code asks for its small model (for side tasks) under another name.
 CLAUDE_CODE_ROUTING = {
     "num_retries": 0,
@@ -72,20 +70,12 @@ def tools_config(base: str) -> str:
     )
 
 
-NOTE = "The gateway passed the tool result back."
 # Codex's model on an OpenAI deployment: the OpenAI double's Responses API.
 CODEX_CONFIG = gateway_config(
     openai_double("gpt-5.1-codex"),
     router_settings=NO_RETRIES,
     general_settings=MASTER_KEY_FROM_SECRET,
 )
-
-
-def client(name: str) -> str:
-    found = shutil.which(name, path=str(CLIENTS)) or shutil.which(name)
-    if found is None:
-        pytest.skip(f"{name} is not installed (make clients)")
-    return found
 
 
 @pytest.fixture(scope="module")
