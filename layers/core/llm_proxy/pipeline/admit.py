@@ -86,7 +86,12 @@ def estimate(request: GatewayRequest, router: ModelRouter) -> tuple[int, float]:
 def estimate_tokens(body: dict[str, Any]) -> tuple[int, int]:
     """Before the call: the prompt's tokens, and the most the answer may use (max_tokens)."""
     try:
-        prompt = int(litellm.token_counter(messages=body.get("messages") or []))
+        # An image at litellm's default size: never a fetch of a client's URL.
+        prompt = int(
+            litellm.token_counter(
+                messages=body.get("messages") or [], use_default_image_token_count=True
+            )
+        )
     except Exception:
         # About four characters a token, for content the tokenizer cannot read.
         prompt = len(json.dumps(body.get("messages") or body.get("input") or "")) // 4

@@ -71,7 +71,11 @@ class ChatReader(StreamReader):
             return
         model = record.deployment_model or model
         try:
-            record.prompt_tokens = int(litellm.token_counter(model=model, messages=self._messages))
+            record.prompt_tokens = int(
+                litellm.token_counter(
+                    model=model, messages=self._messages, use_default_image_token_count=True
+                )
+            )
             text = "".join(self._text)
             record.completion_tokens = int(litellm.token_counter(model=model, text=text))
         except Exception:
