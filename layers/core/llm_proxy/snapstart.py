@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from llm_proxy import aws
 from llm_proxy.gateway import Gateway
 from llm_proxy.logs import logger
+from llm_proxy.pipeline.model_router import ModelRouter
 from llm_proxy.rehearsal import rehearse
 from llm_proxy.settings import ApiSettings
 
@@ -38,7 +39,9 @@ def before_snapshot(gateway: Gateway, app: Any) -> None:
     logger.info("warmed before the snapshot")
 
 
-def after_restore(gateway: Gateway) -> None:
+def after_restore(gateway: Gateway, handler_loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """`handler_loop`: the event loop the handler serves on (Mangum's), when it is not running:
+    its worker thread is started now, not by the first request."""
     random.seed()  # every restored environment would otherwise draw the same numbers
     # AWS clients hold the snapshot's credentials and connections: make them again, now,
     # rather than on the first request (a client costs 100-200 ms of CPU to make).
@@ -47,7 +50,28 @@ def after_restore(gateway: Gateway) -> None:
     # litellm's HTTP clients hold sockets of the snapshotted environment.
     litellm.in_memory_llm_clients_cache.flush_cache()  # type: ignore[no-untyped-call]
     gateway.refresh_after_restore()
+    if gateway.routers.last_built is not None:
+        warm_router(gateway.routers.last_built)
+    if handler_loop is not None and not handler_loop.is_running():
+        # A request's blocking calls (DynamoDB, the usage write without the extension) run in
+        # the loop's default executor, whose first thread its first such call would start.
+        handler_loop.run_until_complete(asyncio.to_thread(int))
     logger.info("refreshed after restore")
+
+
+def warm_router(model_router: ModelRouter) -> None:
+    """The lookups litellm's Router makes, and caches per Router, when it routes a request and
+    counts its usage (each group's merged model info, each deployment's): made now, as a new
+    Router starts with them empty. Nothing is sent anywhere."""
+    try:
+        registry = model_router.router.registry()
+        for deployment_id, deployment in model_router.deployments.items():
+            group = str(deployment.get("model_name"))
+            registry.group(group, field="cached_info")
+            registry.deployment_model_info(deployment_id, group, cached=True)
+            registry.router_model_info(deployment=None, received_model_name=group, id=deployment_id)
+    except Exception as exc:  # a first request makes them instead
+        logger.warning("router lookups left to the first request", extra={"error": repr(exc)})
 
 
 # What the request path asks of DynamoDB.
@@ -95,8 +119,14 @@ def register(gateway: Gateway, app: FastAPI, runtime: Any = None) -> bool:
             return False
         runtime = snapshot_restore_py
     runtime.register_before_snapshot(lambda: before_snapshot(gateway, app))
-    runtime.register_after_restore(lambda: after_restore(gateway))
+    runtime.register_after_restore(lambda: after_restore(gateway, handler_loop()))
     return True
+
+
+def handler_loop() -> asyncio.AbstractEventLoop:
+    """The event loop of the thread the hooks and the handler run on: Mangum sets it up when it
+    is made, and serves every invocation on it."""
+    return asyncio.get_event_loop_policy().get_event_loop()
 
 
 # --- under Lambda Web Adapter (the streaming function) ---------------------------------------
