@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.skip_size:
             figures = measure_lambda_restore(stack, args.runs, args.warm)
         else:
-            from scripts.bench.cold import built_layers
+            from scripts.bench.cold import built_layers  # which measures with this module
 
             with built_layers() as (pythonpath, _):
                 figures = measure_lambda_restore(stack, args.runs, args.warm, pythonpath)

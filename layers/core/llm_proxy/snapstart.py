@@ -12,11 +12,13 @@ warm.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import litellm
+from botocore.stub import Stubber
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -60,16 +62,24 @@ def after_restore(gateway: Gateway, handler_loop: asyncio.AbstractEventLoop | No
 
 
 def warm_router(model_router: ModelRouter) -> None:
-    """The lookups litellm's Router makes, and caches per Router, when it routes a request and
-    counts its usage (each group's merged model info, each deployment's): made now, as a new
-    Router starts with them empty. Nothing is sent anywhere."""
+    """The lookups litellm makes, and caches, when the Router routes a request and counts its
+    usage and cost (each group's merged model info, each deployment's, whether it tracks
+    usage, its token prices): made now, as a new Router starts with them empty. Nothing is
+    sent anywhere."""
     try:
         registry = model_router.router.registry()
+        # litellm has no public form of the Router's "does this deployment track usage".
+        tracks_usage = model_router.router._core.deployment_tracks_usage
         for deployment_id, deployment in model_router.deployments.items():
             group = str(deployment.get("model_name"))
+            model = str(deployment["litellm_params"]["model"])
             registry.group(group, field="cached_info")
             registry.deployment_model_info(deployment_id, group, cached=True)
             registry.router_model_info(deployment=None, received_model_name=group, id=deployment_id)
+            for name in (group, model):
+                tracks_usage(deployment_id, name)
+            with contextlib.suppress(Exception):  # a model litellm does not price
+                litellm.cost_per_token(model=model, prompt_tokens=1, completion_tokens=1)
     except Exception as exc:  # a first request makes them instead
         logger.warning("router lookups left to the first request", extra={"error": repr(exc)})
 
@@ -96,6 +106,51 @@ def reconnect(settings: ApiSettings) -> None:
         aws.load_operations(client, ITEM_OPERATIONS)
         if settings.usage_table:
             _open_connection(client, settings.usage_table)
+            rehearse_operations(client, settings.usage_table)
+
+
+def _item_calls(table: str) -> dict[str, dict[str, Any]]:
+    """A valid call of each of ITEM_OPERATIONS on `table` (names only: none is sent)."""
+    key = {"request_id": {"S": "snapshot-rehearsal"}}
+    update = {
+        "TableName": table,
+        "Key": key,
+        "UpdateExpression": "SET n = :n",
+        "ConditionExpression": "attribute_not_exists(n) OR n < :n",
+        "ExpressionAttributeValues": {":n": {"N": "1"}},
+    }
+    return {
+        "get_item": {"TableName": table, "Key": key},
+        "put_item": {
+            "TableName": table,
+            "Item": key,
+            "ConditionExpression": "attribute_not_exists(request_id)",
+        },
+        "update_item": update,
+        "delete_item": {"TableName": table, "Key": key},
+        "query": {
+            "TableName": table,
+            "KeyConditionExpression": "request_id = :k",
+            "ExpressionAttributeValues": {":k": {"S": "snapshot-rehearsal"}},
+        },
+        "transact_write_items": {
+            "TransactItems": [{"Put": {"TableName": table, "Item": key}}, {"Update": update}]
+        },
+    }
+
+
+def rehearse_operations(client: Any, table: str) -> None:
+    """Each item operation called once through botocore's own Stubber, which answers it in
+    place of DynamoDB: nothing is sent, but the client's first call of each operation
+    (its events, endpoint rules, parameter checks and serialisation, about 3-5 ms of CPU
+    each) is made now rather than by the first request."""
+    try:
+        with Stubber(client) as stub:
+            for method, params in _item_calls(table).items():
+                stub.add_response(method, {}, params)
+                getattr(client, method)(**params)
+    except Exception as exc:  # the first request makes them instead
+        logger.warning("DynamoDB operations left to the first request", extra={"error": repr(exc)})
 
 
 def _open_connection(client: Any, table: str) -> None:
