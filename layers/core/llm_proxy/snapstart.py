@@ -94,19 +94,24 @@ def reconnect(settings: ApiSettings) -> None:
     dynamodb = [aws.client("dynamodb"), aws.client("dynamodb", max_attempts=1)]
     if settings.usage_dead_letter_queue or settings.usage_quarantine_queue:
         aws.client("sqs")
-    for table in (
-        settings.keys_table,
-        settings.cache_table,
-        settings.responses_table,
-        settings.rollups_table,
-    ):
-        if table:
-            dynamodb.append(aws.resource_table(table).meta.client)
+    tables = [
+        aws.resource_table(table)
+        for table in (
+            settings.keys_table,
+            settings.cache_table,
+            settings.responses_table,
+            settings.rollups_table,
+        )
+        if table
+    ]
+    dynamodb += [table.meta.client for table in tables]
     for client in {id(client): client for client in dynamodb}.values():
         aws.load_operations(client, ITEM_OPERATIONS)
         if settings.usage_table:
             _open_connection(client, settings.usage_table)
             rehearse_operations(client, settings.usage_table)
+    for table in tables:
+        rehearse_table(table)
 
 
 def _item_calls(table: str) -> dict[str, dict[str, Any]]:
@@ -149,6 +154,33 @@ def rehearse_operations(client: Any, table: str) -> None:
             for method, params in _item_calls(table).items():
                 stub.add_response(method, {}, params)
                 getattr(client, method)(**params)
+    except Exception as exc:  # the first request makes them instead
+        logger.warning("DynamoDB operations left to the first request", extra={"error": repr(exc)})
+
+
+def rehearse_table(table: Any) -> None:
+    """The same for a table resource's own item calls, whose first call of each also prepares
+    the resource's action and its conversion of Python values to DynamoDB's."""
+    key = {"request_id": "snapshot-rehearsal"}
+    calls = {
+        "get_item": {"Key": key},
+        "put_item": {"Item": {**key, "n": 1, "tags": {"a": ["b"]}}},
+        "update_item": {
+            "Key": key,
+            "UpdateExpression": "SET n = :n",
+            "ExpressionAttributeValues": {":n": 1},
+        },
+        "delete_item": {"Key": key},
+        "query": {
+            "KeyConditionExpression": "request_id = :k",
+            "ExpressionAttributeValues": {":k": "snapshot-rehearsal"},
+        },
+    }
+    try:
+        with Stubber(table.meta.client) as stub:
+            for method, params in calls.items():
+                stub.add_response(method, {})
+                getattr(table, method)(**params)
     except Exception as exc:  # the first request makes them instead
         logger.warning("DynamoDB operations left to the first request", extra={"error": repr(exc)})
 
