@@ -162,7 +162,7 @@ def rehearse_table(table: Any) -> None:
     """The same for a table resource's own item calls, whose first call of each also prepares
     the resource's action and its conversion of Python values to DynamoDB's."""
     key = {"request_id": "snapshot-rehearsal"}
-    calls = {
+    calls: dict[str, dict[str, Any]] = {
         "get_item": {"Key": key},
         "put_item": {"Item": {**key, "n": 1, "tags": {"a": ["b"]}}},
         "update_item": {
