@@ -51,6 +51,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=3,
         help="fresh processes per cold-init figure (0 skips cold init)",
     )
+    parser.add_argument(
+        "--restore-runs",
+        type=int,
+        default=3,
+        help="restored processes per path under the runtime client (0 skips them)",
+    )
     parser.add_argument("--skip-size", action="store_true", help="skip building the layers")
     parser.add_argument(
         "--output",
@@ -61,8 +67,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.requests < 1 or min(args.concurrency) < 1:
         parser.error("--requests and --concurrency must be >= 1")
-    if args.warmup < 0 or args.cold_runs < 0 or args.soak < 0:
-        parser.error("--warmup, --soak and --cold-runs must be >= 0")
+    if min(args.warmup, args.cold_runs, args.soak, args.restore_runs) < 0:
+        parser.error("--warmup, --soak, --cold-runs and --restore-runs must be >= 0")
     return args
 
 
@@ -83,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         references=tuple(args.references),
         soak=args.soak,
         cold_runs=args.cold_runs,
+        restore_runs=args.restore_runs,
         skip_size=args.skip_size,
     )
     with bench_stack() as stack:

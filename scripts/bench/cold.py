@@ -1,5 +1,6 @@
 """What the gateway bench measures from fresh processes: the api module's cold init against a
-bare `import litellm` (time and peak RSS), and the deployed size of the layers it runs from."""
+bare `import litellm` (time and peak RSS), the first request after a SnapStart restore under
+the runtime client (lambda_restore.py), and the deployed size of the layers they run from."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from devstack.aws import REPO_ROOT
 from devstack.lambda_fs import read_only, writable
 from devstack.stats import ratio
 from scripts import build_layer
+from scripts.bench.lambda_restore import measure_lambda_restore
 from scripts.bench.stack import Stack
 
 API_APP = REPO_ROOT / "functions" / "api" / "app.py"
@@ -158,18 +160,26 @@ def _size_figures(sizes: Mapping[str, float]) -> dict[str, Any]:
 # --- both -----------------------------------------------------------------------------------
 
 
-def measure_size_and_cold_init(stack: Stack, cold_runs: int, skip_size: bool) -> dict[str, Any]:
-    """The size_mb and cold_init figures; None for those skipped."""
-    figures: dict[str, Any] = {"size_mb": None, "cold_init": None}
+def measure_size_and_cold_init(
+    stack: Stack, cold_runs: int, skip_size: bool, restore_runs: int = 0
+) -> dict[str, Any]:
+    """The size_mb, cold_init and lambda_restore figures; None for those skipped."""
+    figures: dict[str, Any] = {"size_mb": None, "cold_init": None, "lambda_restore": None}
     if skip_size:
-        # Cold init from this environment: no layer is built.
+        # Cold init and restores from this environment: no layer is built.
         if cold_runs > 0:
             figures["cold_init"] = measure_cold_init(stack, cold_runs)
+        if restore_runs > 0:
+            figures["lambda_restore"] = measure_lambda_restore(stack, restore_runs)
         return figures
     with built_layers() as (pythonpath, sizes):
         figures["size_mb"] = _size_figures(sizes)
         if cold_runs > 0:
             figures["cold_init"] = measure_cold_init(stack, cold_runs, pythonpath)
+        if restore_runs > 0:
+            figures["lambda_restore"] = measure_lambda_restore(
+                stack, restore_runs, pythonpath=pythonpath
+            )
     if cold_runs > 0:
         # What shipping no bytecode would cost: Lambda cannot write __pycache__.
         with built_layers(compiled=False) as (source_only, _):

@@ -8,9 +8,10 @@
   both Lambda functions do, against the first (which writes after, as `make dev` does);
 - usage_write_ms: the gateway's usage transaction alone against the local DynamoDB;
 - litellm_overhead_ms: `litellm.acompletion` against a direct async call, in this process;
-- cold_init and size_mb (cold.py);
-- restore: the first request of each path after the SnapStart hooks against warm ones, in CPU
-  time (restore.py).
+- cold_init, lambda_restore and size_mb (cold.py): lambda_restore is the first request of each
+  path after a restore under the runtime client, from the built layers, against warm ones, in
+  CPU time (lambda_restore.py);
+- restore: the same through the Mangum handler in one process (restore.py).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Plan:
     references: Sequence[str] = (LITELLM_PROXY, PORTKEY)
     soak: int = 5000
     cold_runs: int = 3
+    restore_runs: int = 3
     skip_size: bool = False
 
 
@@ -223,6 +225,7 @@ def measure(stack: Stack, plan: Plan) -> dict[str, Any]:
             "concurrency": list(plan.concurrency),
             "soak": plan.soak,
             "cold_runs": plan.cold_runs,
+            "restore_runs": plan.restore_runs,
             "python": sys.version.split()[0],
             "litellm": _version("litellm"),
             "cpus": os.cpu_count(),
@@ -236,7 +239,9 @@ def measure(stack: Stack, plan: Plan) -> dict[str, Any]:
     results["litellm_overhead_ms"] = measure_litellm_overhead(stack, plan.requests, plan.warmup)
     # Requests that reached the double: every loop's, if nothing answered in its place.
     results["upstream_requests"] = len(stack.upstream.requests)
-    results.update(measure_size_and_cold_init(stack, plan.cold_runs, plan.skip_size))
+    results.update(
+        measure_size_and_cold_init(stack, plan.cold_runs, plan.skip_size, plan.restore_runs)
+    )
     results["restore"] = measure_restore(stack, plan.cold_runs) if plan.cold_runs > 0 else None
     return results
 

@@ -218,6 +218,32 @@ def _restore_rows(restore: Mapping[str, Any], targets: Mapping[str, float]) -> l
     return rows
 
 
+def _lambda_restore_rows(restore: Mapping[str, Any], targets: Mapping[str, float]) -> list[Row]:
+    rows: list[Row] = [
+        (
+            "restore under awslambdaric: after-restore hook, CPU",
+            ms(restore["after_restore_cpu_ms"]),
+            restore["layout"],
+            "",
+            "",
+        )
+    ]
+    for name, figures in restore["paths"].items():
+        rows.append(
+            (
+                f"restore under awslambdaric: first {name}, CPU to response (to freeze)",
+                f"{ms(figures['first_cpu_ms'])} ({ms(figures['first_to_freeze_cpu_ms'])})",
+                f"warm {ms(figures['warm_cpu_ms'])} ({ms(figures['warm_to_freeze_cpu_ms'])})",
+                f"{figures['ratio']:.2f}x ({figures['ratio_to_freeze']:.2f}x)",
+                _target(
+                    max(figures["ratio"], figures["ratio_to_freeze"]),
+                    targets["restore_first_vs_warm_cpu"],
+                ),
+            )
+        )
+    return rows
+
+
 def _size_rows(size: Mapping[str, Any], limit_mb: float) -> list[Row]:
     return [
         (
@@ -242,6 +268,8 @@ def render(results: Mapping[str, Any]) -> str:
         rows += _cold_rows(cold, targets)
     if restore := results.get("restore"):
         rows += _restore_rows(restore, targets)
+    if lambda_restore := results.get("lambda_restore"):
+        rows += _lambda_restore_rows(lambda_restore, targets)
     if size:
         rows += _size_rows(size, targets["size_mb"])
     cold_text = f"cold init median of {config['cold_runs']} runs" if cold else "cold init skipped"

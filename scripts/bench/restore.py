@@ -73,7 +73,7 @@ def child(model: str, key: str, warm_requests: int) -> dict[str, Any]:
     spec.loader.exec_module(api)
     snapstart.before_snapshot(api.gateway, api.app)
     restore_started = time.process_time()
-    snapstart.after_restore(api.gateway)
+    snapstart.after_restore(api.gateway, snapstart.handler_loop())
     restore_cpu_s = time.process_time() - restore_started
 
     def serve(path: str, body: Mapping[str, Any]) -> float:

@@ -23,9 +23,9 @@ from starlette.responses import Response
 
 from devstack.aws import LocalAWS
 from devstack.doubles.openai_upstream import OpenAIUpstream
+from devstack.runtime_api import Invocation, RuntimeApi
 from devstack.server import BackgroundServer
 from tests.support.paths import REPO
-from tests.support.runtime_api import Invocation, RuntimeApi
 from tests.support.stack import MASTER_KEY
 
 DYNAMODB_DELAY_S = 0.15

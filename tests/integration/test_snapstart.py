@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+import boto3
 import litellm
 import pytest
 from fastapi.testclient import TestClient
@@ -71,6 +72,11 @@ def test_before_snapshot_warms_and_after_restore_makes_unique_state_again(
     # The request path's clients were made during the restore, not left to the first request.
     assert aws_clients.client.cache_info().currsize >= 3
     assert litellm.in_memory_llm_clients_cache.get_cache("probe") is None
+    # The Router's lookups and each DynamoDB operation were made, and the operations wrote
+    # nothing: botocore's Stubber answered them.
+    assert "left to the first request" not in caplog.text
+    usage = boto3.resource("dynamodb").Table(aws["UsageTable"])
+    assert "Item" not in usage.get_item(Key={"request_id": "snapshot-rehearsal"})
     client = TestClient(app)
     headers = {"Authorization": f"Bearer {MASTER_KEY}"}
     response = client.post("/v1/chat/completions", headers=headers, json=BODY)

@@ -56,7 +56,7 @@ DIFFERENCES = frozenset(
     }
 )
 # Figures a run with --skip-size leaves out.
-SKIPPED = frozenset({".size_mb"})
+SKIPPED = frozenset({".size_mb", ".lambda_restore"})
 
 
 @pytest.mark.timeout(300)
@@ -65,7 +65,7 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
     command = [
         *(sys.executable, "-m", "scripts.bench"),
         *("--requests", "5", "--warmup", "2", "--concurrency", "1", "2", "--soak", "20"),
-        *("--references", "portkey", "--cold-runs", "1", "--skip-size"),
+        *("--references", "portkey", "--cold-runs", "1", "--restore-runs", "0", "--skip-size"),
         *("--output", str(output)),
     ]
     # No Node.js on the path: the Portkey reference is reported as skipped, not a failure.
@@ -109,6 +109,7 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
         assert set(results["cold_init"][side]) >= {"import_s", "max_rss_mb"}
         assert len(results["cold_init"][side]["runs"]) == 1
     assert results["size_mb"] is None
+    assert results["lambda_restore"] is None  # --restore-runs 0
     restore = results["restore"]
     assert set(restore["paths"]) == {
         "chat completions",
@@ -146,3 +147,35 @@ def test_the_litellm_proxy_reference_runs_the_projects_litellm() -> None:
     bench_lock = REPO / "scripts" / "bench" / "litellm-proxy-requirements.txt"
     assert pinned(bench_lock) == pinned(REPO / "layers" / "deps" / "requirements.txt")
     assert "--hash=sha256:" in bench_lock.read_text(encoding="utf-8")
+
+
+@pytest.mark.timeout(900)
+def test_the_restore_bench_under_the_runtime_client_reports_each_path(tmp_path: Path) -> None:
+    output = tmp_path / "lambda-restore.json"
+    command = [
+        *(sys.executable, "-m", "scripts.bench.lambda_restore"),
+        *("--runs", "1", "--warm", "1", "--skip-size", "--output", str(output)),
+    ]
+    done = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=880, check=False
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    figures = json.loads(output.read_text())
+    assert set(figures["paths"]) == {
+        "chat completions",
+        "chat completions, streamed",
+        "messages",
+        "responses",
+        "embeddings",
+    }
+    for path in figures["paths"].values():
+        assert set(path) == {
+            "first_cpu_ms",
+            "warm_cpu_ms",
+            "ratio",
+            "first_to_freeze_cpu_ms",
+            "warm_to_freeze_cpu_ms",
+            "ratio_to_freeze",
+        }
+    assert _positive_numbers(figures) == []
+    assert "chat completions, streamed: to response" in done.stdout

@@ -61,20 +61,21 @@ def load_operations(client: Any, operations: tuple[str, ...]) -> None:
     model = client.meta.service_model
     for name in operations:
         operation = model.operation_model(name)
-        seen: set[str] = set()
         for shape in (operation.input_shape, operation.output_shape):
-            _resolve(shape, seen)
+            _resolve(shape, frozenset())
 
 
-def _resolve(shape: Any, seen: set[str]) -> None:
-    # Shapes are recursive (a DynamoDB AttributeValue holds maps and lists of itself).
-    if shape is None or shape.name in seen:
+def _resolve(shape: Any, path: frozenset[str]) -> None:
+    # botocore makes a shape object per place a shape is used, and resolves each one's members
+    # when first read: every place is resolved (an AttributeValue in Key, Item, ...), down to
+    # where a shape would hold itself again (a DynamoDB AttributeValue holds maps of itself).
+    if shape is None or shape.name in path:
         return
-    seen.add(shape.name)
+    path |= {shape.name}
     for member in getattr(shape, "members", {}).values():
-        _resolve(member, seen)
+        _resolve(member, path)
     for part in ("member", "key", "value"):
-        _resolve(getattr(shape, part, None), seen)
+        _resolve(getattr(shape, part, None), path)
 
 
 def forget_clients() -> None:

@@ -13,10 +13,19 @@ a function's own process can register
 - at shutdown they get no event: the runtime process gets SIGTERM, then SIGKILL after a short
   grace period (`shutdown`; AWS gives the runtime 300 ms with internal extensions, 500 ms with
   external ones: the longer is used here, a failure at it is a failure in Lambda too).
+
+With SnapStart (`AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`) the runtime client runs the
+before-snapshot hooks after init, asks `restore/next` (Lambda snapshots the environment there,
+and answers once a restored copy resumes), runs the after-restore hooks, then asks for its
+first invocation: `restore/next` is answered at once, in the same process.
+
+`watch(pid)` reads the runtime process's CPU clock (all its threads, ns resolution) when an
+invocation is handed over (the thaw), when its response arrives and when it is frozen.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import queue
 import signal
@@ -24,6 +33,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -46,6 +56,10 @@ class Invocation:
     # When each side asked for its next event after this invocation: the freeze is the later.
     runtime_done_at: float = 0.0
     extension_done_at: float = 0.0
+    # The runtime process's CPU time (seconds) at the thaw, the response and the freeze.
+    thaw_cpu: float = 0.0
+    response_cpu: float = 0.0
+    freeze_cpu: float = 0.0
     answered: threading.Event = field(default_factory=threading.Event)
     frozen: threading.Event = field(default_factory=threading.Event)
 
@@ -59,18 +73,22 @@ class RuntimeApi:
         self.invocations: queue.Queue[Invocation] = queue.Queue()
         self.extension_events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.current: Invocation | None = None
+        self.handed: list[Invocation] = []
         self.extension_current: Invocation | None = None
         self.extensions: list[str] = []
         self.refused: list[str] = []
         self.errors: list[bytes] = []
         self.init_done = False
+        # Set when the runtime asks restore/next (SnapStart): the snapshot would be taken then.
+        self.restore_requested = threading.Event()
+        self.restore_cpu = 0.0
+        self.cpu: Callable[[], float] = lambda: 0.0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
 
     @property
     def address(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
+        return f"127.0.0.1:{self._server.server_port}"
 
     def start(self) -> RuntimeApi:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -78,6 +96,10 @@ class RuntimeApi:
 
     def stop(self) -> None:
         self._server.shutdown()
+
+    def watch(self, pid: int) -> None:
+        """Read the CPU clock of process `pid` at each invocation's thaw, response and freeze."""
+        self.cpu = process_cpu_clock(pid)
 
     def invoke(self, event: dict[str, Any], timeout_s: float = 60) -> Invocation:
         invocation = Invocation(
@@ -98,6 +120,13 @@ class RuntimeApi:
             process.kill()
             return False
         return True
+
+    def maybe_frozen(self, invocation: Invocation) -> None:
+        """Frozen once the runtime, and every extension there is, asked for the next event."""
+        done = invocation.runtime_done_at and (invocation.extension_done_at or not self.extensions)
+        if done and not invocation.frozen.is_set():
+            invocation.freeze_cpu = self.cpu()
+            invocation.frozen.set()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         api = self
@@ -122,13 +151,20 @@ class RuntimeApi:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
-                if self.path == f"{RUNTIME}/invocation/next":
+                if self.path == f"{RUNTIME}/restore/next":
+                    api.init_done = True
+                    api.restore_cpu = api.cpu()
+                    api.restore_requested.set()
+                    self._answer(200, b"")
+                elif self.path == f"{RUNTIME}/invocation/next":
                     api.init_done = True
                     if api.current is not None:
                         api.current.runtime_done_at = time.monotonic()
-                        _maybe_frozen(api.current)
+                        api.maybe_frozen(api.current)
                     invocation = api.invocations.get()
                     invocation.handed_at = time.monotonic()
+                    invocation.thaw_cpu = api.cpu()
+                    api.handed.append(invocation)
                     api.current = invocation
                     if api.extensions:
                         # Extensions register during init, before the runtime's first next:
@@ -156,7 +192,7 @@ class RuntimeApi:
                 elif self.path == f"{EXTENSION}/event/next":
                     if api.extension_current is not None:
                         api.extension_current.extension_done_at = time.monotonic()
-                        _maybe_frozen(api.extension_current)
+                        api.maybe_frozen(api.extension_current)
                     event = dict(api.extension_events.get())
                     api.extension_current = event.pop("invocation", None)
                     self._answer(200, event)
@@ -178,11 +214,12 @@ class RuntimeApi:
                         200, {"functionName": "api"}, {"Lambda-Extension-Identifier": name}
                     )
                 elif self.path.endswith("/response") and api.current is not None:
+                    api.current.response_cpu = api.cpu()
                     api.current.response = body
                     api.current.responded_at = time.monotonic()
                     api.current.answered.set()
                     self._answer(202, {})
-                elif self.path.endswith("/error"):
+                elif self.path.endswith("/error"):  # an invocation's, init's or restore's
                     api.errors.append(body)
                     if api.current is not None:
                         api.current.answered.set()
@@ -202,6 +239,12 @@ def _refusal(events: set[str], init_done: bool) -> str:
     return ""
 
 
-def _maybe_frozen(invocation: Invocation) -> None:
-    if invocation.runtime_done_at and invocation.extension_done_at:
-        invocation.frozen.set()
+def process_cpu_clock(pid: int) -> Callable[[], float]:
+    """The CPU time of process `pid`, every thread's, living or ended (Linux's per-process CPU
+    clock, which clock_getcpuclockid names)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    clock = ctypes.c_int()
+    if libc.clock_getcpuclockid(pid, ctypes.byref(clock)) != 0:
+        raise OSError(ctypes.get_errno(), f"no CPU clock for process {pid}")
+    clock_id = clock.value
+    return lambda: time.clock_gettime(clock_id)
