@@ -11,8 +11,10 @@ answer quotes it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ import pytest
 
 from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from devstack.server import serving
+from devstack.server import free_port, serving
 from tests.support.agent_clis import NOTE, client
 from tests.support.configs import (
     MASTER_KEY_FROM_SECRET,
@@ -102,13 +104,30 @@ def kilo(url: str, model: str, home: Path) -> subprocess.CompletedProcess[str]:
 
 
 def cline(url: str, model: str, home: Path) -> subprocess.CompletedProcess[str]:
-    """`cline auth` with the OpenAI Compatible provider, then a task (auto-approved)."""
+    """`cline auth` with the OpenAI Compatible provider, then a task (auto-approved). Cline
+    starts a hub daemon that outlives it: on a port of the test's own, stopped afterwards."""
     executable = client("cline")
     auth = [executable, "auth", "-p", "openai", "-k", MASTER_KEY, "-m", model, "-b", f"{url}/v1"]
-    done = run(auth, home)
-    if done.returncode != 0:
-        return done
-    return run([executable, PROMPT], home)
+    hub = {"CLINE_HUB_PORT": str(free_port())}
+    try:
+        done = run(auth, home, **hub)
+        if done.returncode != 0:
+            return done
+        return run([executable, PROMPT], home, **hub)
+    finally:
+        stop_hub_daemons(home)
+
+
+def stop_hub_daemons(home: Path) -> None:
+    """Cline's hub daemons started for this working directory (their command line names it)."""
+    for process in Path("/proc").iterdir():
+        try:
+            command = (process / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--cline-hub-daemon" in command and str(home).encode() in command:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(process.name), signal.SIGTERM)
 
 
 CLIS = [
