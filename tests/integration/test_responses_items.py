@@ -10,15 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import litellm
 import openai
 import pytest
-from fastapi import FastAPI
-from fastapi.responses import Response
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from devstack.server import BackgroundServer
 from tests.support.configs import MASTER_KEY_FROM_SECRET, NO_RETRIES, gateway_config, openai_double
+from tests.support.image_host import image_host
 from tests.support.stack import MASTER_KEY
 
 CONFIG = gateway_config(
@@ -292,25 +289,11 @@ def test_input_tokens_refuse_what_create_refuses(
 
 
 def test_an_image_is_counted_without_fetching_it(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """litellm measures a high-detail image by fetching its URL unless told not to; its SSRF
-    guard would refuse this loopback host, so the guard is lifted here to see that no fetch is
-    made."""
-    fetched: list[str] = []
-    images = FastAPI()
-
-    @images.get("/{name}")
-    async def image(name: str) -> Response:
-        fetched.append(name)
-        return Response(b"", media_type="image/png")
-
-    monkeypatch.setattr(litellm, "user_url_validation", False)
-    server = BackgroundServer(images).start()
-    try:
-        part = {"type": "input_image", "image_url": f"{server.url}/cat.png", "detail": "high"}
+    """litellm measures a high-detail image by fetching its URL unless told not to."""
+    with image_host(monkeypatch) as (host, fetched):
+        part = {"type": "input_image", "image_url": f"{host}/cat.png", "detail": "high"}
         body = {"model": "gpt", "input": [{"role": "user", "content": [part]}]}
         counted = call(url, "POST", "/v1/responses/input_tokens", json=body)
-    finally:
-        server.stop()
     assert counted.status_code == 200, counted.text
     assert counted.json()["input_tokens"] > 0
     assert fetched == []

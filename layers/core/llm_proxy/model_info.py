@@ -41,8 +41,9 @@ def model_info(router: ModelRouter, models: list[str]) -> list[dict[str, Any]]:
     order; an alias's entries are its group's, under the alias's name."""
     entries = []
     for name in models:
+        group = router.group_of(name)
         for deployment_id, deployment in router.deployments.items():
-            if deployment.get("model_name") == router.group_of(name):
+            if deployment.get("model_name") == group:
                 entries.append(_entry(name, deployment_id, deployment))
     return entries
 

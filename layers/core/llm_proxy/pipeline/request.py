@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 # What clients send about themselves, accepted and never passed on (Codex CLI's
 # `client_metadata` on the Responses API).
 CLIENT_ONLY_PARAMS = frozenset({"client_metadata"})
+# The longest model name a request may carry (`model`, a fallback's).
+MAX_MODEL_NAME = 256
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,12 @@ from typing import Any
 
 from llm_proxy.errors import INVALID_VALUE, MODEL_NOT_ALLOWED, ProxyError
 from llm_proxy.pipeline.model_router import ModelRouter
-from llm_proxy.pipeline.request import GatewayRequest
+from llm_proxy.pipeline.request import MAX_MODEL_NAME, GatewayRequest
 
 ROUTING_OPTIONS = frozenset({"fallbacks", "num_retries", "timeout"})
 TIMEOUT_HEADER = "x-litellm-timeout"
 # LiteLLM's own bound on the fallbacks one request tries (`max_fallbacks`).
 MAX_FALLBACKS = 5
-MAX_MODEL_NAME = 256
 # LiteLLM's testing parameters, and the type of each.
 MOCK_TESTING_PARAMS: dict[str, type] = {
     "mock_response": str,

@@ -27,7 +27,7 @@ from llm_proxy.errors import (
 from llm_proxy.json_bodies import refuse_non_finite, refuse_unencodable_text
 from llm_proxy.pipeline.apis import APIS, ApiName
 from llm_proxy.pipeline.model_router import ModelRouter
-from llm_proxy.pipeline.request import GatewayRequest
+from llm_proxy.pipeline.request import MAX_MODEL_NAME, GatewayRequest
 from llm_proxy.pipeline.request_options import MOCK_TESTING_PARAMS, ROUTING_OPTIONS
 
 # What `metadata` may hold: the gateway's and LiteLLM's documented keys, Anthropic's user id.
@@ -35,7 +35,6 @@ METADATA_KEYS = frozenset(
     {"agent", "tags", "trace_id", "trace_name", "session_id", "generation_name", "user_id"}
 )
 MAX_METADATA_BYTES = 8 * 1024
-MAX_MODEL_NAME = 256
 # What only the gateway and its Router read, never the provider.
 NOT_IN_EXTRA_BODY = frozenset({"extra_body", *ROUTING_OPTIONS, *MOCK_TESTING_PARAMS})
 AGENT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
