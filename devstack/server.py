@@ -22,7 +22,13 @@ class BackgroundServer:
     def __init__(self, app: Any, port: int | None = None) -> None:
         self.port = port or free_port()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            # A stream whose client is gone must not hold the shutdown open.
+            timeout_graceful_shutdown=2,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -40,9 +46,23 @@ class BackgroundServer:
             time.sleep(0.02)
         return self
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout=10)
+
+    def stop(self) -> None:
+        self.request_stop()
+        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._server.force_exit = True
+            self._thread.join(timeout=5)
+
+
+def stop_all(servers: list[BackgroundServer]) -> None:
+    """Stop many servers at once: each winds down while the others do."""
+    for server in servers:
+        server.request_stop()
+    for server in servers:
+        server.stop()
 
 
 class ServedDouble(Protocol):

@@ -13,7 +13,7 @@ from llm_proxy.settings import ApiSettings
 
 from devstack.aws import LocalAWS, local_aws
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from devstack.server import BackgroundServer, serving
+from devstack.server import BackgroundServer, serving, stop_all
 from tests.support.functions import import_api_module
 from tests.support.paths import REPO
 from tests.support.stack import ONE_PROCESS, PROVIDER_KEYS, TEST_NAMES, UPSTREAM_KEY
@@ -91,8 +91,7 @@ def gateway_for(
         return server.url
 
     yield start
-    for server in servers:
-        server.stop()
+    stop_all(servers)
 
 
 @pytest.fixture(scope="session")
