@@ -136,7 +136,9 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
             if body.get("stream"):
                 events = list(answer.events(usage))
                 return StreamingResponse(
-                    _frames(events, cut=len(events) // 2 if fault else None),
+                    _frames(
+                        events, cut=len(events) // 2 if fault else None, pause=self.chunk_delay_s
+                    ),
                     media_type="text/event-stream",
                 )
             whole = answer.response(usage=usage)
@@ -324,11 +326,17 @@ def sse(event_type: str, data: dict[str, Any]) -> bytes:
     return f"event: {event_type}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-async def _frames(events: list[dict[str, Any]], cut: int | None) -> AsyncIterator[bytes]:
-    """A Responses API stream, its connection dropped before event `cut` when one is given."""
+async def _frames(
+    events: list[dict[str, Any]], cut: int | None, pause: float = 0.0
+) -> AsyncIterator[bytes]:
+    """A Responses API stream, its connection dropped before event `cut` when one is given,
+    with a `pause` before its last event (`response.completed`, whose usage a client that
+    hangs up in the pause never lets the gateway read)."""
     for number, event in enumerate(events):
         if number == cut:
             raise ConnectionResetError("stream cut by fault injection")
+        if pause and number == len(events) - 1:
+            await asyncio.sleep(pause)
         yield sse(event["type"], event)
 
 

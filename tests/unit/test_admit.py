@@ -74,12 +74,37 @@ def test_the_worst_case_is_n_answers_of_the_longest_at_the_dearest_price(
     assert twice == 2 * tokens
 
 
-def test_chat_without_max_tokens_reserves_the_models_longest_answer(router: ModelRouter) -> None:
+def test_without_max_tokens_the_models_longest_answer_is_reserved(router: ModelRouter) -> None:
     tokens, _ = estimate(request({"messages": PROMPT}, limited()), router)
     assert tokens > LONGEST_ANSWER
-    assert not APIS["embeddings"].reserves_longest_answer
-    vectors, _ = estimate(request({"input": "x" * 40}, limited(), "embeddings"), router)
-    assert vectors == 10  # about four characters a token, nothing for an answer
+    answer, _ = estimate(request({"input": "hi"}, limited(), "responses"), router)
+    assert answer > LONGEST_ANSWER
+    assert not APIS["embeddings"].generates
+    vectors, _ = estimate(request({"input": "hello world"}, limited(), "embeddings"), router)
+    assert vectors == 2  # the tokenizer's count, nothing for an answer
+    tokens_in, _ = estimate(request({"input": [[1, 2, 3], [4]]}, limited(), "embeddings"), router)
+    assert tokens_in == 4
+
+
+def test_instructions_and_tool_definitions_are_reserved_as_input(router: ModelRouter) -> None:
+    bare, _ = estimate(request({"messages": PROMPT, "max_tokens": 1}, limited()), router)
+    tool = {"type": "function", "function": {"name": "f", "description": "word " * 2000}}
+    with_tools, _ = estimate(
+        request({"messages": PROMPT, "max_tokens": 1, "tools": [tool]}, limited()), router
+    )
+    assert with_tools > bare + 1900
+    plain, _ = estimate(
+        request({"input": "hi", "max_output_tokens": 16}, limited(), "responses"), router
+    )
+    instructed, _ = estimate(
+        request(
+            {"input": "hi", "max_output_tokens": 16, "instructions": "word " * 2000},
+            limited(),
+            "responses",
+        ),
+        router,
+    )
+    assert instructed > plain + 1900
     assert DEFAULT_OUTPUT_RESERVE == 4096  # where the model's own limit is unknown
 
 

@@ -29,7 +29,7 @@ def test_the_envelope_is_anthropics_on_the_messages_api_only() -> None:
 def test_what_each_step_reads_from_the_table() -> None:
     assert {n for n, a in APIS.items() if a.from_cache is not None} == {"chat", "responses"}
     assert {n for n, a in APIS.items() if a.conversations} == {"responses", "input_tokens"}
-    assert {n for n, a in APIS.items() if a.reserves_longest_answer} == {"chat"}
+    assert {n for n, a in APIS.items() if not a.generates} == {"embeddings"}
     assert {n for n, a in APIS.items() if a.translate is not None} == {"messages", "count_tokens"}
     assert {n for n, a in APIS.items() if a.cache_header} == {"chat", "messages", "responses"}
 

@@ -4,15 +4,13 @@ check (`access.limits.DeploymentLimitCheck`) under the same admission."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
-
-import litellm
 
 from llm_proxy.access.limits import Admission, Reservation, budget_exceeded
 from llm_proxy.accounting.pricing import cost_usd
 from llm_proxy.errors import REQUEST_EXCEEDS_LIMIT, ProxyError
+from llm_proxy.pipeline.billed_input import count_request_input
 from llm_proxy.pipeline.model_router import ModelRouter
 from llm_proxy.pipeline.request import GatewayRequest
 from llm_proxy.pipeline.request_options import candidate_models
@@ -35,7 +33,8 @@ def admit(
     which costs nothing). A request whose worst case can never fit the key's tpm limit or
     budget is refused outright, the first of a window like any other."""
     key = request.caller.key
-    limits = {} if cache_hit or not counters.enabled else router.deployment_limits
+    calls_nothing = cache_hit or request.api.router_call is None
+    limits = {} if calls_nothing or not counters.enabled else router.deployment_limits
     tokens, estimated_cost = 0, 0.0
     # Only a tpm limit or a budget needs the estimate; rpm counts requests.
     counts_tokens = key is not None and (key.tpm_limit or key.max_budget is not None)
@@ -67,11 +66,15 @@ def never_fits(estimate: str, limit: str) -> ProxyError:
 
 
 def estimate(request: GatewayRequest, router: ModelRouter) -> tuple[int, float]:
-    """Worst-case tokens and cost: n answers, each the prompt plus max_tokens (or the model's
-    longest answer when the request sets none), at the dearest price of the deployments that
-    may answer (the model's group and its fallbacks')."""
-    prompt, output = estimate_tokens(request.body)
-    if request.api.reserves_longest_answer and not output:
+    """Worst-case tokens and cost: n answers, each everything the provider bills as input
+    (`billed_input`) plus the longest answer the request allows (its max tokens, else the
+    model's limit), at the dearest price of the deployments that may answer (the model's
+    group and its fallbacks')."""
+    if request.api.router_call is None:
+        return 0, 0.0
+    prompt = count_request_input(request)
+    output = requested_output_tokens(request.body)
+    if request.api.generates and not output:
         output = router.max_output_tokens(request.model) or DEFAULT_OUTPUT_RESERVE
     choices = int(request.body.get("n") or 1)
     prompt, output = prompt * choices, output * choices
@@ -83,24 +86,12 @@ def estimate(request: GatewayRequest, router: ModelRouter) -> tuple[int, float]:
     return prompt + output, max(costs, default=0.0)
 
 
-def estimate_tokens(body: dict[str, Any]) -> tuple[int, int]:
-    """Before the call: the prompt's tokens, and the most the answer may use (max_tokens)."""
-    try:
-        # An image at litellm's default size: never a fetch of a client's URL.
-        prompt = int(
-            litellm.token_counter(
-                messages=body.get("messages") or [], use_default_image_token_count=True
-            )
-        )
-    except Exception:
-        # About four characters a token, for content the tokenizer cannot read.
-        prompt = len(json.dumps(body.get("messages") or body.get("input") or "")) // 4
-    if "input" in body and "messages" not in body:
-        prompt = len(json.dumps(body["input"])) // 4
+def requested_output_tokens(body: dict[str, Any]) -> int:
+    """The most the answer may use, as the request bounds it (0: unbounded)."""
     output = (
         body.get("max_completion_tokens")
         or body.get("max_tokens")
         or body.get("max_output_tokens")
         or 0
     )
-    return prompt, int(output)
+    return int(output)

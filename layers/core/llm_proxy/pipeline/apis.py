@@ -52,8 +52,9 @@ class Api:
     cache_header: bool = False
     # The Responses API's own ids, stored responses and `previous_response_id`.
     conversations: bool = False
-    # With no max tokens, the admission reserves the model's longest answer.
-    reserves_longest_answer: bool = False
+    # Whether the API's answer is generated text (priced as output, at most the model's
+    # longest answer where the request sets no max tokens).
+    generates: bool = True
 
     def __repr__(self) -> str:
         return f"Api({self.name})"
@@ -72,7 +73,6 @@ CHAT = Api(
     encode=chat.chat_events,
     from_cache=chat.from_cache,
     cache_header=True,
-    reserves_longest_answer=True,
 )
 EMBEDDINGS = Api(
     name="embeddings",
@@ -80,6 +80,7 @@ EMBEDDINGS = Api(
     router_call="embedding",
     envelope="openai",
     answer=chat.dumped,
+    generates=False,
 )
 MESSAGES = Api(
     name="messages",

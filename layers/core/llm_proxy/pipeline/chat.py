@@ -13,7 +13,6 @@ import litellm
 
 from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.errors import ProxyError
-from llm_proxy.logs import logger
 from llm_proxy.pipeline.meter import record_usage
 from llm_proxy.pipeline.streams import StreamReader, empty_stream
 
@@ -40,8 +39,6 @@ class ChatReader(StreamReader):
 
     def __init__(self, request: GatewayRequest) -> None:
         super().__init__(request)
-        self._messages = request.body.get("messages") or []
-        self._text: list[str] = []
         self._answered = False
         self._stream_id = ""
 
@@ -55,37 +52,31 @@ class ChatReader(StreamReader):
             self._stream_id = f"chatcmpl-{uuid.uuid4().hex}"
         chunk.id = self._stream_id
         for choice in getattr(chunk, "choices", None) or []:
-            self._text.append(getattr(choice.delta, "content", None) or "")
-            self._answered = self._answered or bool(getattr(choice.delta, "tool_calls", None))
+            delta = choice.delta
+            self.streamed.extend(streamed_text(delta))
+            answer = getattr(delta, "content", None) or getattr(delta, "tool_calls", None)
+            self._answered = self._answered or bool(answer)
         self._answered = self._answered or usage is not None
         return chunk
 
     def end(self, model: str, source: Any) -> None:
-        if not self._answered and not "".join(self._text):
+        if not self._answered:
             raise empty_stream(model, source)
         self.completed = True
-
-    def estimate_usage(self, record: UsageRecord, model: str) -> None:
-        """Count tokens when the provider sent no usage (a stream without stream_options)."""
-        if record.prompt_tokens or record.completion_tokens:
-            return
-        model = record.deployment_model or model
-        try:
-            record.prompt_tokens = int(
-                litellm.token_counter(
-                    model=model, messages=self._messages, use_default_image_token_count=True
-                )
-            )
-            text = "".join(self._text)
-            record.completion_tokens = int(litellm.token_counter(model=model, text=text))
-        except Exception:
-            logger.warning("stream usage could not be counted", extra={"model": model})
-            return
-        record.usage_estimated = True
 
     @staticmethod
     def replay(response: Any) -> AsyncIterator[Any]:
         return replayed_chunks(response)
+
+
+def streamed_text(delta: Any) -> list[str]:
+    """What a chunk's delta adds to the answer the provider bills: its text, its reasoning,
+    and the names and arguments of the tools it calls."""
+    texts = [getattr(delta, "content", None), getattr(delta, "reasoning_content", None)]
+    for call in getattr(delta, "tool_calls", None) or []:
+        function = getattr(call, "function", None)
+        texts += [getattr(function, "name", None), getattr(function, "arguments", None)]
+    return [text for text in texts if isinstance(text, str) and text]
 
 
 async def chat_events(stream: MeteredStream, request: GatewayRequest) -> AsyncIterator[str]:

@@ -12,11 +12,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import litellm
 from litellm.llms.anthropic.messages.adapters.transformation import AnthropicAdapter
 
 from llm_proxy.errors import INVALID_MESSAGES_REQUEST, ProxyError, anthropic_body
 from llm_proxy.pipeline.anthropic_native import NativeParts, native_parts
+from llm_proxy.pipeline.billed_input import count_chat_input
 
 if TYPE_CHECKING:
     from llm_proxy.pipeline.request import GatewayRequest
@@ -74,7 +74,7 @@ def message_answer(response: Any, request: GatewayRequest) -> Any:
 def count_answer(response: Any, request: GatewayRequest) -> Any:
     """The anthropic SDK's `messages.count_tokens`: counted by litellm's tokenizer for the
     model; nothing is called and nothing is spent."""
-    return {"input_tokens": count_input_tokens(request.body, request.model)}
+    return {"input_tokens": count_chat_input(request.body, request.model)}
 
 
 def error_event(error: ProxyError) -> bytes:
@@ -90,7 +90,7 @@ async def message_events(stream: MeteredStream, request: GatewayRequest) -> Asyn
     )
 
     def count_input() -> int:
-        return count_input_tokens(request.body, request.model)
+        return count_chat_input(request.body, request.model)
 
     try:
         async for event in events:  # type: ignore[union-attr]
@@ -125,21 +125,3 @@ def _started(raw: bytes, prompt: dict[str, int]) -> bytes:
     message.setdefault("usage", {}).update(prompt)
     event["message"] = message
     return f"{head}data: {json.dumps(event)}\n\n".encode()
-
-
-def count_input_tokens(chat: dict[str, Any], model: str) -> int:
-    """The prompt's tokens as litellm counts them for `model`: messages and tool definitions.
-    An image counts as litellm's default size: litellm would otherwise fetch a client's image
-    URL to measure it, a request the gateway never makes on a client's behalf."""
-    messages = chat.get("messages") or []
-    try:
-        return int(
-            litellm.token_counter(
-                model=model,
-                messages=messages,
-                tools=chat.get("tools"),
-                use_default_image_token_count=True,
-            )
-        )
-    except Exception:
-        return int(litellm.token_counter(messages=messages, use_default_image_token_count=True))

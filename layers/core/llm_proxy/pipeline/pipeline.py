@@ -4,7 +4,8 @@
 
 Authentication comes first, in the HTTP layer, and makes the request's `caller`. The
 conversation step applies to the Responses API only (a `previous_response_id` expanded); a
-cache hit skips the provider call. What differs between APIs is read from their rows in
+cache hit skips the provider call, and the count APIs have none (their answer is the
+gateway's own count, metered at no cost). What differs between APIs is read from their rows in
 `apis`. A request that fails at any step is metered as a failure and raised as a ProxyError;
 one that succeeds is metered when its answer is complete: at once for a JSON answer, when the
 stream ends for a stream.
@@ -102,13 +103,6 @@ class Pipeline:
     async def run(self, api: Api, inbound: Inbound) -> Answer:
         """The request's answer; a ProxyError when it fails."""
         request = self.request(api, inbound)
-        if api.router_call is None:
-            # Nothing to call and nothing to meter (the count_tokens and input_tokens APIs).
-            self.validate(request)
-            if api.conversations:
-                store = self.stores.responses
-                request = await asyncio.to_thread(with_conversation, request, store)
-            return Answer(api.answer(None, request))
         state = RequestState(request, new_record(request), inbound.after_response)
         try:
             state.router = self.validate(request)
@@ -117,10 +111,15 @@ class Pipeline:
             await self.admit(state, cache_hit=hit is not None)
             if hit is not None:
                 state.record.cache_hit, response = True, hit
+            elif api.router_call is None:
+                # The count APIs call no model: the answer is the gateway's own count.
+                response = api.answer(None, state.request)
             else:
                 response = await self.call_provider(state)
         except Exception as exc:
             raise await self.failed(state, exc) from None
+        if api.router_call is None:
+            return await self.counted(state, response)
         if not state.record.cache_hit:
             hidden = getattr(response, "_hidden_params", None) or {}
             record_answer(state.record, hidden, state.router)
@@ -252,6 +251,13 @@ class Pipeline:
             after_response=state.after_response,
         )
         return Answer(request.api.answer(response, request), headers=self.cache_headers(state))
+
+    async def counted(self, state: RequestState, count: Any) -> Answer:
+        """A count API's answer, metered like any request: it counts against the key's rpm
+        and is recorded, at no cost."""
+        record_latency(state.record, state.started)
+        await self.meter(state.record, state.admission, after_response=state.after_response)
+        return Answer(count)
 
     def stream(self, state: RequestState, response: Any) -> Answer:
         """A stream's answer: its events, metered (and stored) when the stream ends."""

@@ -16,13 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, get_args
 
-from litellm.responses.litellm_completion_transformation.transformation import (
-    LiteLLMCompletionResponsesConfig,
-)
 from openai.types.responses import ResponseIncludable
 
 from llm_proxy.errors import INVALID_VALUE
-from llm_proxy.pipeline.messages import count_input_tokens
+from llm_proxy.pipeline.billed_input import count_chat_input, responses_as_chat
 from llm_proxy.store.stored_responses import StoredResponse
 
 if TYPE_CHECKING:
@@ -201,15 +198,11 @@ def input_tokens_answer(response: Any, request: GatewayRequest) -> dict[str, Any
     """`POST /v1/responses/input_tokens`: the request's input (its stored conversation
     included), instructions and tools, counted by litellm's tokenizer for the model as the
     chat request they become; nothing is called and nothing is spent."""
-    body, config = request.body, LiteLLMCompletionResponsesConfig
     with unreadable("input"):
-        messages = config.transform_responses_api_input_to_messages(body.get("input") or [], body)
-    with unreadable("tools"):
-        tools, _ = config.transform_responses_api_tools_to_chat_completion_tools(body.get("tools"))
-    chat = {"messages": messages, "tools": tools or None}
+        chat = responses_as_chat(request.body)
     return {
         "object": "response.input_tokens",
-        "input_tokens": count_input_tokens(chat, request.model),
+        "input_tokens": count_chat_input(chat, request.model),
     }
 
 

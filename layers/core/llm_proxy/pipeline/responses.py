@@ -187,7 +187,7 @@ def from_cache(answer: dict[str, Any]) -> Any:
 class ResponsesReader(StreamReader):
     """The Responses API's events under the gateway's response id, with the usage every
     response carries completed; usage and the response to store come from
-    `response.completed`."""
+    `response.completed` (a stream cut before it is metered from what was streamed)."""
 
     def __init__(self, request: GatewayRequest) -> None:
         super().__init__(request)
@@ -199,6 +199,10 @@ class ResponsesReader(StreamReader):
 
     def read(self, event: Any, record: UsageRecord) -> dict[str, Any]:
         data = spec_event(_as_dict(event), self._call_names)
+        delta = data.get("delta")
+        if str(data.get("type")).endswith(".delta") and isinstance(delta, str):
+            # Text, reasoning, a call's arguments: output the provider bills.
+            self.streamed.append(delta)
         response = data.get("response")
         if isinstance(response, dict):
             response["id"] = self.response_id

@@ -11,9 +11,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import litellm
+
 from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.after_response import hold
 from llm_proxy.errors import PROVIDER_BAD_RESPONSE, ProxyError, as_proxy_error, late_failure
+from llm_proxy.logs import logger
+from llm_proxy.pipeline.billed_input import count_request_input
 from llm_proxy.pipeline.meter import record_latency
 
 if TYPE_CHECKING:
@@ -85,13 +89,20 @@ def empty_stream(model: str, stream: Any) -> ProxyError:
 
 class StreamReader:
     """What a stream's items mean to the gateway, per API: each item as the client gets it
-    (usage recorded on the way), and whether the stream completed."""
+    (usage recorded on the way), and whether the stream completed.
+
+    A reader keeps the text it passed on (`streamed`), so that a stream that ends without the
+    provider's usage (a client that hangs up, a provider that cuts it, a deployment that sends
+    none) is metered for what it produced: the gateway's count of its input and of that
+    text."""
 
     def __init__(self, request: GatewayRequest) -> None:
+        self.request = request
         # Set once the stream has given its whole answer; a stream cut before is a 499.
         self.completed = False
         # What the completed stream produced that the API keeps (a Responses API response).
         self.result: Any = None
+        self.streamed: list[str] = []
 
     def read(self, item: Any, record: UsageRecord) -> Any:
         return item
@@ -101,7 +112,19 @@ class StreamReader:
         self.completed = True
 
     def estimate_usage(self, record: UsageRecord, model: str) -> None:
-        """Fill in the tokens where the provider reported none (where the API can tell)."""
+        """Count the tokens the provider did not report: the input, where no count of it came;
+        the output, where text was streamed and no count of it came."""
+        model = record.deployment_model or model
+        text = "".join(self.streamed)
+        try:
+            if not record.prompt_tokens:
+                record.prompt_tokens = count_request_input(self.request, model)
+                record.usage_estimated = True
+            if not record.completion_tokens and text:
+                record.completion_tokens = int(litellm.token_counter(model=model, text=text))
+                record.usage_estimated = True
+        except Exception:
+            logger.warning("stream usage could not be counted", extra={"model": model})
 
     @staticmethod
     def replay(response: Any) -> AsyncIterator[Any]:
