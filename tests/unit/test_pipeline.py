@@ -215,7 +215,7 @@ def test_a_messages_request_is_answered_as_a_message(pipeline: Pipeline, stores:
     assert (record.status, record.model_group, record.agent) == (200, "demo", "coder")
 
 
-def test_count_tokens_is_validated_and_counted_and_nothing_is_metered(
+def test_count_tokens_is_validated_and_counted_and_metered_at_no_cost(
     pipeline: Pipeline, stores: Stores
 ) -> None:
     answer = ask(pipeline, {"model": "demo", "messages": QUESTION}, api="count_tokens")
@@ -223,4 +223,6 @@ def test_count_tokens_is_validated_and_counted_and_nothing_is_metered(
     with pytest.raises(ProxyError) as refused:
         ask(pipeline, {"model": "demo", "messages": QUESTION, "top_q": 1}, api="count_tokens")
     assert refused.value.code == "unsupported_parameter"
-    assert usage_of(stores) == []
+    counted, failed = usage_of(stores)
+    assert counted.status == 200 and counted.cost_usd == 0 and counted.deployment_id is None
+    assert failed.status == 400 and failed.error_code == "unsupported_parameter"

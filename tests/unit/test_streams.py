@@ -194,6 +194,33 @@ def test_a_responses_stream_cut_before_completed_ends_with_an_error_event() -> N
     error = json.loads(events[-1].split("data: ", 1)[1])
     assert error["code"] == "provider_bad_response" and error["sequence_number"] == 2
     assert finish_of(stream).calls == [(False, None, 502)]
+    # What it streamed is metered: its input and the text it passed on.
+    record = stream.state.record
+    assert record.usage_estimated and record.prompt_tokens > 0 and record.completion_tokens == 1
+
+
+@pytest.mark.parametrize("name", ["chat", "responses"])
+def test_a_stream_cut_by_the_client_is_metered_for_what_it_streamed(name: str) -> None:
+    api = APIS[name]
+    if name == "chat":
+        source, body = [chunk("one two three four five")] * 3, {"messages": QUESTION}
+    else:
+        delta = {"type": "response.output_text.delta", "delta": "one two three four five"}
+        source, body = [delta] * 3, {"input": "hi", "instructions": "word " * 100}
+    stream = metered(api, items_of(source), body)
+
+    async def hang_up() -> None:
+        events = api.encode(stream, stream.state.request)  # type: ignore[misc]
+        for _ in range(3):
+            await anext(events)
+        await events.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(hang_up())
+    record = stream.state.record
+    assert record.status == CLIENT_CLOSED_REQUEST and record.usage_estimated
+    assert record.completion_tokens == 15
+    # The Responses API's instructions are input the provider bills.
+    assert record.prompt_tokens > (100 if name == "responses" else 0)
 
 
 def test_a_stream_is_opened_up_to_its_first_item_with_something_in_it() -> None:
