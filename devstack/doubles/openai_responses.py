@@ -182,6 +182,8 @@ class ResponsesAnswer:
             "truncation": "disabled",
             "usage": usage,
             "metadata": body.get("metadata") or {},
+            # OpenAI's Response echoes the caller's `user` (ResponseProperties).
+            **({"user": body["user"]} if body.get("user") else {}),
         }
 
     def events(self, usage: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -76,7 +76,7 @@ def test_a_repeated_question_is_answered_from_the_cache_at_no_cost(
     assert hit["completion_tokens"] == missed["completion_tokens"]
 
 
-def test_the_cache_key_ignores_the_callers_key_but_not_the_parameters(
+def test_the_cache_key_holds_the_callers_key_and_the_parameters(
     url: str, upstream: OpenAIUpstream
 ) -> None:
     messages = fresh_messages()
@@ -85,11 +85,12 @@ def test_the_cache_key_ignores_the_callers_key_but_not_the_parameters(
         f"{url}/key/generate", json={}, headers={"Authorization": f"Bearer {MASTER_KEY}"}
     ).json()
     assert ask(url, {"messages": messages}, key=made["key"]).headers["x-litellm-cache-hit"] == (
-        "true"
+        "false"
     )
     other = ask(url, {"messages": messages, "temperature": 0.1})
     assert other.headers["x-litellm-cache-hit"] == "false"
-    assert len(upstream.requests) == 2
+    assert ask(url, {"messages": messages}).headers["x-litellm-cache-hit"] == "true"
+    assert len(upstream.requests) == 3
 
 
 def test_no_cache_asks_the_provider_and_ttl_sets_the_entrys_lifetime(

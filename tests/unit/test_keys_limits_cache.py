@@ -4,6 +4,7 @@ key and its settings, and the 429s' headers."""
 from __future__ import annotations
 
 import pytest
+from llm_proxy.access.auth import MASTER, Caller
 from llm_proxy.access.limits import (
     Limits,
     budget_exceeded,
@@ -13,7 +14,7 @@ from llm_proxy.access.limits import (
     would_overspend,
 )
 from llm_proxy.access.virtual_keys import KeyStore, VirtualKey, duration_s, token_of
-from llm_proxy.config import ProxyConfig
+from llm_proxy.config import ConfigError, ProxyConfig
 from llm_proxy.errors import ProxyError
 from llm_proxy.pipeline.cache import CacheControl, CacheSettings, cache_key
 
@@ -76,13 +77,52 @@ def test_tokens_and_raw_keys_both_name_a_key() -> None:
 
 
 def test_the_cache_key_is_the_question_not_its_delivery() -> None:
-    base = cache_key("gpt-4", {"messages": MESSAGES, "temperature": 0})
+    base = cache_key("gpt-4", {"messages": MESSAGES, "temperature": 0}, "key:a")
     assert base == cache_key(
         "gpt-4",
-        {"messages": MESSAGES, "temperature": 0, "stream": True, "user": "u", "cache": {}},
+        {
+            "messages": MESSAGES,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "metadata": {"trace": "1"},
+            "cache": {"ttl": 60},
+            "store": False,
+            "previous_response_id": "resp_1",
+        },
+        "key:a",
     )
-    assert base != cache_key("gpt-4", {"messages": MESSAGES, "temperature": 1})
-    assert base != cache_key("gpt-3.5-turbo", {"messages": MESSAGES, "temperature": 0})
+    assert base != cache_key("gpt-4", {"messages": MESSAGES, "temperature": 1}, "key:a")
+    assert base != cache_key("gpt-3.5-turbo", {"messages": MESSAGES, "temperature": 0}, "key:a")
+
+
+def test_the_cache_key_holds_its_owner_and_what_the_answer_echoes() -> None:
+    body = {"input": "hi", "user": "a@example.com"}
+    assert cache_key("gpt-4", body, "key:a") != cache_key("gpt-4", body, "key:b")
+    assert cache_key("gpt-4", body, "key:a") != cache_key("gpt-4", body, "team:a")
+    assert cache_key("gpt-4", body, "key:a") != cache_key(
+        "gpt-4", {**body, "user": "b@example.com"}, "key:a"
+    )
+    assert cache_key("gpt-4", body, "key:a") != cache_key(
+        "gpt-4", {**body, "instructions": "Be brief."}, "key:a"
+    )
+
+
+def test_answers_are_shared_per_key_or_per_team() -> None:
+    alone = Caller(key_id="t1", key=VirtualKey(token="t1", key_name="k1"))
+    teamed = Caller(key_id="t2", key=VirtualKey(token="t2", key_name="k2", team_id="red"))
+    master = Caller(key_id=MASTER)
+    per_key, per_team = CacheSettings(True, 3600), CacheSettings(True, 3600, "team")
+    assert [per_key.owner(c) for c in (alone, teamed, master)] == [
+        "key:t1",
+        "key:t2",
+        "key:master",
+    ]
+    assert [per_team.owner(c) for c in (alone, teamed, master)] == [
+        "key:t1",
+        "team:red",
+        "key:master",
+    ]
 
 
 def test_cache_settings_in_the_seeds_and_litellms_forms() -> None:
@@ -95,6 +135,20 @@ def test_cache_settings_in_the_seeds_and_litellms_forms() -> None:
     )
     assert CacheSettings.from_config(litellm_form) == CacheSettings(True, 600)
     assert not CacheSettings.from_config(ProxyConfig()).enabled
+    teams = ProxyConfig.model_validate(
+        {"litellm_settings": {"cache": True, "cache_params": {"scope": "team"}}}
+    )
+    assert CacheSettings.from_config(teams) == CacheSettings(True, 3600, "team")
+    seed_teams = ProxyConfig.model_validate({"general_settings": {"cache": {"scope": "team"}}})
+    assert CacheSettings.from_config(seed_teams).scope == "team"
+
+
+def test_an_unknown_cache_scope_fails_the_start_naming_the_field() -> None:
+    config = ProxyConfig.model_validate(
+        {"litellm_settings": {"cache": True, "cache_params": {"scope": "everyone"}}}
+    )
+    with pytest.raises(ConfigError, match=r"litellm_settings\.cache_params\.scope.*'everyone'"):
+        CacheSettings.from_config(config)
 
 
 def test_per_request_cache_control() -> None:
@@ -108,6 +162,22 @@ def test_per_request_cache_control() -> None:
     assert CacheControl.of({}, CacheSettings()).lookup is False
     with pytest.raises(ProxyError):
         CacheControl.of({"cache": "yes"}, on)
+
+
+@pytest.mark.parametrize("asked", [{"ttl": 31_536_000}, {"s-maxage": 10**12}, {"ttl": 3600.5}])
+def test_a_clients_ttl_is_cut_to_the_operators(asked: dict[str, int | float]) -> None:
+    assert CacheControl.of({"cache": asked}, CacheSettings(True, 3600)).ttl_s == 3600
+
+
+def test_a_fraction_of_a_second_is_kept_for_one() -> None:
+    assert CacheControl.of({"cache": {"ttl": 0.5}}, CacheSettings(True, 3600)).ttl_s == 1
+
+
+@pytest.mark.parametrize("ttl", [0, -5, True, "600", None])
+def test_a_ttl_that_is_no_positive_number_is_a_400(ttl: object) -> None:
+    with pytest.raises(ProxyError) as refused:
+        CacheControl.of({"cache": {"ttl": ttl}}, CacheSettings(True, 3600))
+    assert (refused.value.status, refused.value.param) == (400, "cache.ttl")
 
 
 def test_a_rate_limit_429_carries_openais_headers() -> None:

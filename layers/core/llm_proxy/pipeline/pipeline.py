@@ -196,8 +196,10 @@ class Pipeline:
         state.cache = cache = CacheControl.of(state.request.body, self.cache_settings)
         if not (cache.lookup or cache.store):
             return None
-        # The key is the whole question hashed: once, for the lookup and the write.
-        state.cache_key = cache_key(state.request.model, state.request.body)
+        # The key is the whole question hashed, within the caller's (or its team's) answers:
+        # once, for the lookup and the write.
+        owner = self.cache_settings.owner(state.request.caller)
+        state.cache_key = cache_key(state.request.model, state.request.body, owner)
         if not cache.lookup:
             return None
         answer = await asyncio.to_thread(self.stores.cache.load, state.cache_key)
