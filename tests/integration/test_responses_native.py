@@ -70,6 +70,7 @@ def test_a_response_is_forwarded_natively_metered_and_priced(
         64,
     )
     assert sent["store"] is False  # the gateway keeps the conversation itself
+    assert response.store is True  # and says so: the response is stored
     item = usage_item(aws["UsageTable"], raw.headers["x-request-id"])
     assert (item["endpoint"], item["provider"], item["status"]) == ("/v1/responses", "openai", 200)
     assert response.usage is not None

@@ -95,6 +95,9 @@ def spec_response(response: dict[str, Any], sent: Mapping[str, Any]) -> dict[str
         response[name] = value if value is not None else response.get(name)
     metadata = sent.get("metadata")
     response["metadata"] = metadata if isinstance(metadata, dict) else response.get("metadata")
+    # The provider is asked to store nothing (the gateway keeps the conversation): the
+    # response says whether the gateway stored it.
+    response["store"] = sent.get("store") is not False
     response.setdefault("error", None)
     response.setdefault("incomplete_details", None)
     response.setdefault("tool_choice", "auto")
