@@ -158,10 +158,12 @@ def test_a_streamed_1mb_response_is_stored_when_the_stream_ends(
     assert "object_key" in (stored_item(aws, response_id) or {})
 
 
+@pytest.mark.parametrize("stream", [False, True])
 def test_without_a_bucket_a_large_input_is_refused_before_the_provider_and_not_charged(
-    without_bucket: httpx.Client, upstream: OpenAIUpstream, aws: dict[str, str]
+    without_bucket: httpx.Client, upstream: OpenAIUpstream, aws: dict[str, str], stream: bool
 ) -> None:
-    refused = without_bucket.post("/v1/responses", json={"model": "gpt", "input": BIG_TEXT})
+    body = {"model": "gpt", "input": BIG_TEXT, "stream": stream}
+    refused = without_bucket.post("/v1/responses", json=body)
     assert refused.status_code == 400, refused.text
     error = refused.json()["error"]
     assert (error["code"], error["type"], error["param"]) == (
@@ -199,6 +201,32 @@ def test_without_a_bucket_a_large_answer_is_refused_not_announced(
     usage = usage_item(aws["UsageTable"], refused.headers["x-request-id"])
     assert usage["status"] == 400 and usage["completion_tokens"] == 175_000
     assert Decimal(usage["cost_usd"]) > 0
+
+
+def test_without_a_bucket_a_stream_too_large_to_store_is_logged_and_its_id_unknown(
+    without_bucket: httpx.Client,
+    upstream: OpenAIUpstream,
+    aws: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stream's id is out before its size is known: the stream completes, the failure to
+    store it is logged as an error, and the id is unknown, never half-stored."""
+    upstream.reply = LONG_WORDS
+    body = {"model": "gpt", "input": "Stream a lot", "stream": True}
+    with without_bucket.stream("POST", "/v1/responses", json=body) as streamed:
+        lines = [line for line in streamed.iter_lines() if line.startswith("data: ")]
+    completed = json.loads(lines[-1][len("data: ") :])
+    assert completed["type"] == "response.completed"
+    response_id = completed["response"]["id"]
+    assert stored_item(aws, response_id) is None
+    unknown = without_bucket.get(f"/v1/responses/{response_id}")
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "response_not_found")
+    [logged] = [r for r in caplog.records if r.getMessage() == "response not stored"]
+    assert logged.levelname == "ERROR"
+    assert (logged.__dict__["response_id"], logged.__dict__["error"]) == (
+        response_id,
+        "response_too_large_to_store",
+    )
 
 
 # --- the template -------------------------------------------------------------------------
