@@ -262,3 +262,12 @@ def test_response_objects_expire_with_the_items_retention() -> None:
     assert expiring["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
     reports = [r for r in rules if r["Id"] == "ExpireReplacedReports"]
     assert reports[0]["Prefix"] == "reports/"
+
+
+def test_the_local_bucket_has_the_templates_versioning_and_lifecycle(aws: dict[str, str]) -> None:
+    s3 = boto3.client("s3")
+    assert s3.get_bucket_versioning(Bucket=aws["ReportBucket"])["Status"] == "Enabled"
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=aws["ReportBucket"])["Rules"]
+    [expiring] = [r for r in rules if r["ID"] == "ExpireStoredResponses"]
+    assert expiring["Filter"] == {"Prefix": "responses/"}
+    assert expiring["Expiration"] == {"Days": 30}
