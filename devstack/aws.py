@@ -343,7 +343,10 @@ def _ensure_queue(
     return url, str(arn["QueueArn"])
 
 
-def _ensure_bucket(s3: Any, name: str, region: str) -> str:
+def _ensure_bucket(s3: Any, name: str, region: str, properties: Mapping[str, Any]) -> str:
+    """The bucket with its versioning and lifecycle rules as the template has them (DELETE of a
+    stored response's object behaves locally as deployed: a delete marker on a versioned
+    bucket)."""
     request: dict[str, Any] = {"Bucket": name}
     if region != "us-east-1":
         request["CreateBucketConfiguration"] = {"LocationConstraint": region}
@@ -352,7 +355,43 @@ def _ensure_bucket(s3: Any, name: str, region: str) -> str:
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
             raise
+    versioning = properties.get("VersioningConfiguration", {}).get("Status")
+    if versioning:
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": versioning})
+    rules = properties.get("LifecycleConfiguration", {}).get("Rules", [])
+    if rules:
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=name, LifecycleConfiguration={"Rules": [_lifecycle_rule(r) for r in rules]}
+        )
     return name
+
+
+def _lifecycle_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
+    """A CloudFormation lifecycle rule in the S3 API's shape (the properties the template
+    uses; another is an error here rather than a local bucket that differs)."""
+    known = {
+        "Id",
+        "Status",
+        "Prefix",
+        "ExpirationInDays",
+        "ExpiredObjectDeleteMarker",
+        "NoncurrentVersionExpiration",
+    }
+    if set(rule) - known:
+        raise ValueError(f"lifecycle rule {rule.get('Id')}: no local shape for {set(rule) - known}")
+    converted: dict[str, Any] = {
+        "ID": rule["Id"],
+        "Status": rule["Status"],
+        "Filter": {"Prefix": rule.get("Prefix", "")},
+    }
+    if "ExpirationInDays" in rule:
+        converted["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    if "ExpiredObjectDeleteMarker" in rule:
+        converted["Expiration"] = {"ExpiredObjectDeleteMarker": rule["ExpiredObjectDeleteMarker"]}
+    if "NoncurrentVersionExpiration" in rule:
+        days = int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])
+        converted["NoncurrentVersionExpiration"] = {"NoncurrentDays": days}
+    return converted
 
 
 def _ensure_topic(sns: Any, name: str) -> str:
@@ -409,10 +448,10 @@ def create_resources(
         if not resources:
             continue
         client = _client(service, endpoint_url, region)
-        for logical_id in resources:
+        for logical_id, properties in resources.items():
             name = names.get(logical_id) or _local_name(logical_id, resource_type)
             if resource_type == BUCKET_TYPE:
-                created[logical_id] = _ensure_bucket(client, name, region)
+                created[logical_id] = _ensure_bucket(client, name, region, properties)
             else:
                 created[logical_id] = _ensure_topic(client, name)
 

@@ -85,7 +85,11 @@ class Gateway:
                 quarantine_queue=settings.usage_quarantine_queue,
             ),
             cache=AnswerCache(settings.cache_table),
-            responses=StoredResponses(settings.responses_table, settings.responses_retention_days),
+            responses=StoredResponses(
+                settings.responses_table,
+                settings.responses_retention_days,
+                bucket=settings.responses_bucket,
+            ),
         )
         apply_environment_variables(config)
         configure_litellm(config, detailed_debug=settings.detailed_debug)

@@ -231,6 +231,9 @@ class ApiSettings(SharedSettings):
     # Stored responses of the Responses API (`store`, `previous_response_id`).
     responses_table: str | None = variable("LLM_PROXY__RESPONSES_TABLE")
     responses_retention_days: int = variable("LLM_PROXY__RESPONSES_RETENTION_DAYS", 30)
+    # Where a stored response over DynamoDB's item limit keeps its conversation (under
+    # `responses/`); without it such a response is refused (400) rather than lost.
+    responses_bucket: str | None = variable("LLM_PROXY__RESPONSES_BUCKET")
     # API Gateway's synchronous payload limit.
     max_body_bytes: int = variable("LLM_PROXY__MAX_BODY_BYTES", 6 * 1024 * 1024)
     # API Gateway's integration timeout. Provider calls stop `timeout_margin_ms` sooner, so a

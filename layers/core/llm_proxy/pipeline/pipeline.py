@@ -51,7 +51,13 @@ from llm_proxy.pipeline.request_options import (
     check_routing_options,
     with_header_timeout,
 )
-from llm_proxy.pipeline.responses import new_response_id, stores, to_stored, with_conversation
+from llm_proxy.pipeline.responses import (
+    as_items,
+    new_response_id,
+    stores,
+    to_stored,
+    with_conversation,
+)
 from llm_proxy.pipeline.streams import MeteredStream
 from llm_proxy.pipeline.validate import (
     AGENT_NAME,
@@ -63,7 +69,7 @@ from llm_proxy.pipeline.validate import (
 from llm_proxy.settings import ApiSettings
 from llm_proxy.store.answer_cache import AnswerCache
 from llm_proxy.store.counters import CountersTable
-from llm_proxy.store.stored_responses import StoredResponses
+from llm_proxy.store.stored_responses import StoredResponse, StoredResponses
 from llm_proxy.store.usage import UsageTable
 
 # A write of state a caller's next request must see (a cache entry, a stored response).
@@ -187,6 +193,10 @@ class Pipeline:
         if state.request.api.conversations:
             store = self.stores.responses
             state.request = await asyncio.to_thread(with_conversation, state.request, store)
+            if stores(state.request):
+                # One that could never be stored is refused before the provider is paid.
+                items = as_items(state.request.body.get("input"))
+                store.check_fits(StoredResponse("", state.request.caller.key_id, items, {}))
 
     async def look_up_cache(self, state: RequestState) -> Any:
         """A cached answer (litellm's type for the API), or None."""
@@ -239,13 +249,17 @@ class Pipeline:
         """A JSON answer, metered (and cached, and stored, where the API and request say)."""
         request, record = state.request, state.record
         state_write = self.cache_write(state, response)
-        if request.api.conversations:
-            response.id = new_response_id()
-            stored = self.store_write(state, response.model_dump(exclude_none=True))
-            state_write = both(state_write, stored)
         record_usage(record, getattr(response, "usage", None))
         record_cost(record, state.router)
         record_latency(record, state.started, state.routed)
+        if request.api.conversations:
+            response.id = new_response_id()
+            try:
+                stored = self.store_write(state, response.model_dump(exclude_none=True))
+            except ProxyError as error:
+                # Refused rather than answered with an id that is not stored; tokens charged.
+                raise await self.failed(state, error) from None
+            state_write = both(state_write, stored)
         await self.meter(
             record,
             state.admission,
@@ -297,7 +311,12 @@ class Pipeline:
             return None
         if not self.stores.responses.enabled:
             return None
-        return partial(self.stores.responses.put, to_stored(request, response))
+        stored = to_stored(request, response)
+        if not request.stream:
+            # Not answered yet: one that cannot be stored is a 400 instead (a stream's id is
+            # out already; `put` logs that it is not stored).
+            self.stores.responses.check_fits(stored)
+        return partial(self.stores.responses.put, stored)
 
     def cache_headers(self, state: RequestState) -> dict[str, str]:
         """Whether the answer came from the response cache, where the cache is on."""
