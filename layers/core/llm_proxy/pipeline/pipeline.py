@@ -193,7 +193,7 @@ class Pipeline:
         if state.request.api.conversations:
             store = self.stores.responses
             state.request = await asyncio.to_thread(with_conversation, state.request, store)
-            if stores(state.request):
+            if state.request.api.router_call is not None and stores(state.request):
                 # One that could never be stored is refused before the provider is paid.
                 items = as_items(state.request.body.get("input"))
                 store.check_fits(StoredResponse("", state.request.caller.key_id, items, {}))
