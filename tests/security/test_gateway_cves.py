@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import base64
 import json
+import logging
 import re
 import socket
 import subprocess
@@ -37,6 +38,7 @@ import boto3
 import httpx
 import pytest
 from llm_proxy.access.virtual_keys import VirtualKey, token_of
+from llm_proxy.logs import LITELLM_LOGGERS, SERVICE
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -69,6 +71,32 @@ def url(gateway_for: Callable[..., str]) -> str:
 def double(upstream: OpenAIUpstream) -> Iterator[OpenAIUpstream]:
     upstream.reset()
     yield upstream
+
+
+class Records(logging.Handler):
+    """Every record of the gateway's loggers (after their redaction filter), with its extras."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.dumps(vars(record), default=str))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def logs() -> Iterator[Records]:
+    records = Records()
+    loggers = [logging.getLogger(name) for name in (SERVICE, *LITELLM_LOGGERS, "uvicorn.error")]
+    for each in loggers:
+        each.addHandler(records)
+    yield records
+    for each in loggers:
+        each.removeHandler(records)
 
 
 def call(
@@ -279,7 +307,7 @@ def fuzzed_headers() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
         yield "", [("x-api-key", empty)]
 
 
-def test_the_authorization_header_fuzzed_only_ever_gets_401(url: str) -> None:
+def test_the_authorization_header_fuzzed_only_ever_gets_401(url: str, logs: Records) -> None:
     seen = 0
     for index, (marker, headers) in enumerate(fuzzed_headers()):
         method, path, body = AUTH_ROUTES[index % len(AUTH_ROUTES)]
@@ -304,6 +332,8 @@ def test_the_authorization_header_fuzzed_only_ever_gets_401(url: str) -> None:
                 assert json.loads(answer.body)["type"] == "error", case
         seen += 1
     assert seen >= 300
+    assert '"status": 401' in logs.text  # the access log lines are seen
+    assert not re.findall(r"Zq\d{3}Qj", logs.text)
 
 
 # -- 3. Config mutation or process spawning from the data plane --------------------------------
@@ -648,9 +678,10 @@ ECHO_ROUTES = [
 
 
 def test_no_error_echoes_a_credential(
-    url: str, aws: dict[str, str], double: OpenAIUpstream
+    url: str, aws: dict[str, str], double: OpenAIUpstream, logs: Records
 ) -> None:
-    for kind, credential in refused_credentials(url, aws).items():
+    credentials = refused_credentials(url, aws)
+    for kind, credential in credentials.items():
         secret_parts = windows(credential) | windows(MASTER_KEY)
         for method, path, body in ECHO_ROUTES:
             for header, value in (
@@ -671,6 +702,11 @@ def test_no_error_echoes_a_credential(
                 assert not {part for part in secret_parts if part in shown}, case
                 assert answer.json()["error"]["param"] is None, case
     assert double.requests == []
+    # Nor does any log line.
+    assert '"status": 401' in logs.text  # the access log lines are seen
+    for credential in credentials.values():
+        parts = windows(credential) | windows(MASTER_KEY)
+        assert not {part for part in parts if part in logs.text}
 
 
 # -- 6. Client-chosen upstream hosts -------------------------------------------------------------
