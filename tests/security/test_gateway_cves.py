@@ -270,12 +270,12 @@ INJECTIONS = [
 ]
 SCHEMES = ["Bearer ", "bearer ", "BEARER ", "Bearer  ", "Bearer\t", "Token ", "", "Bearer"]
 # (method, path, the body that route would take)
-AUTH_ROUTES = [
-    ("GET", "/v1/models", b""),
-    ("POST", "/v1/chat/completions", json.dumps({"model": "gpt-4", "messages": QUESTION})),
-    ("POST", "/v1/messages", json.dumps({"model": "gpt-4", "max_tokens": 5, "messages": QUESTION})),
-    ("POST", "/v1/embeddings", json.dumps({"model": "embed", "input": "hi"})),
-    ("POST", "/key/generate", b"{}"),
+AUTH_ROUTES: list[tuple[str, str, Any]] = [
+    ("GET", "/v1/models", None),
+    ("POST", "/v1/chat/completions", {"model": "gpt-4", "messages": QUESTION}),
+    ("POST", "/v1/messages", {"model": "gpt-4", "max_tokens": 5, "messages": QUESTION}),
+    ("POST", "/v1/embeddings", {"model": "embed", "input": "hi"}),
+    ("POST", "/key/generate", {}),
 ]
 
 
@@ -312,7 +312,7 @@ def test_the_authorization_header_fuzzed_only_ever_gets_401(url: str, logs: Reco
     for index, (marker, headers) in enumerate(fuzzed_headers()):
         method, path, body = AUTH_ROUTES[index % len(AUTH_ROUTES)]
         sent = [host_header(url), ("Content-Type", b"application/json"), *headers]
-        encoded = body.encode() if isinstance(body, str) else body
+        encoded = b"" if body is None else json.dumps(body).encode()
         answer = raw_request(url, method, path, sent, encoded)
         valid = all(field_value_ok(value) for _, value in headers)
         case = f"{method} {path} {headers!r:.200}: {answer.status} {answer.body[:200]!r}"
@@ -483,7 +483,7 @@ def test_litellms_config_mutation_routes_are_not_served(url: str, path: str) -> 
     for method in ("POST", "PUT", "PATCH", "DELETE", "GET"):
         for who in (key, None):
             answer = call(url, method, path, body, who)
-            assert answer.status_code in (401, 403, 404, 405), (method, path, answer.text)
+            assert answer.status_code in (401, 403, 404), (method, path, answer.text)
 
 
 SPAWNING_MODULES = frozenset({"subprocess", "multiprocessing", "pty", "pexpect", "sh"})
@@ -539,8 +539,7 @@ KEY_ADMIN_PATHS = [
     "/v1/key/delete",
     "/v1/key/regenerate",
 ]
-
-
+# Those the gateway serves (to the master key); the others are LiteLLM's, not served here.
 SERVED_KEY_ADMIN = {"/key/generate", "/key/update", "/key/delete"}
 
 
@@ -565,12 +564,11 @@ def test_only_the_master_key_manages_keys(url: str) -> None:
     own = new_key(url, max_budget=1.0, models=["gpt-4"], rpm_limit=5)
     before = call(url, "GET", f"/key/info?key={own}").json()["info"]
     listed = call(url, "GET", "/key/list?size=100").json()
-    for template in KEY_ADMIN_PATHS:
-        path = template.format(own=own)
+    for path in KEY_ADMIN_PATHS:
         for body in escalations(own):
             answer = call(url, "POST", path, body, own)
             case = (path, body, answer.status_code, answer.text[:200])
-            if template in SERVED_KEY_ADMIN:
+            if path in SERVED_KEY_ADMIN:
                 assert answer.status_code == 403, case
                 assert error_code(answer) == "master_key_required", case
             else:
@@ -615,19 +613,18 @@ def test_a_key_cannot_raise_its_own_limits_through_its_own_requests(
     url: str, double: OpenAIUpstream
 ) -> None:
     own = new_key(url, max_budget=0.5, models=["gpt-4"])
-    body = {
-        "model": "gpt-4",
-        "messages": QUESTION,
-        "max_tokens": 5,
-        "metadata": {"max_budget": 1_000_000},
-        "max_budget": 1_000_000,
-        "user_api_key_max_budget": 1_000_000,
-    }
-    refused = call(url, "POST", "/v1/chat/completions", body, own)
-    assert refused.status_code == 400, refused.text
+    body = {"model": "gpt-4", "messages": QUESTION, "max_tokens": 5}
+    for raised in (
+        {"max_budget": 1_000_000},
+        {"metadata": {"max_budget": 1_000_000}},
+        {"user_api_key_max_budget": 1_000_000},
+        {"user_api_key_metadata": {"models": ["*"]}},
+        {"litellm_metadata": {"user_api_key_rpm_limit": 1_000_000}},
+        {"extra_body": {"max_budget": 1_000_000}},
+    ):
+        refused = call(url, "POST", "/v1/chat/completions", {**body, **raised}, own)
+        assert refused.status_code == 400, (raised, refused.text)
     assert double.requests == []
-    other = call(url, "POST", "/v1/chat/completions", {**body, "model": "embed"}, own)
-    assert other.status_code in (400, 403)
     info = call(url, "GET", f"/key/info?key={own}").json()["info"]
     assert info["max_budget"] == 0.5 and info["models"] == ["gpt-4"]
 
@@ -783,6 +780,7 @@ def test_a_caller_cannot_choose_the_upstream_in_the_body(
         answer = call(url, "POST", path, {**body, **choice})
         assert answer.status_code == 400, (choice, answer.text)
         assert error_code(answer) in ("unsupported_parameter", "invalid_value"), answer.text
+        assert ("type" in answer.json()) == (path == "/v1/messages")  # Anthropic's envelope
         assert base not in answer.text
     assert server.requests == []
     assert double.requests == []
