@@ -9,7 +9,8 @@
 `sam build` calls the first two through layers/deps/Makefile and layers/core/Makefile; the
 read-only-layer test (`opt`), the bench and `make size` call it directly, so none needs SAM.
 
-The deps layer is installed from the hash-pinned lock, trimmed (see TRIM), and compiled to
+The deps layer is installed from the hash-pinned lock, checked for `.pth` files that run code
+at interpreter start (scripts/pth_check.py), trimmed (see TRIM), and compiled to
 bytecode for the runtime's Python: Lambda's filesystem is read-only, so without shipped
 bytecode every cold start compiles every imported module again in memory. Only the standard
 library is used here, so any Python 3.12 runs it.
@@ -33,6 +34,7 @@ DEPS_REQUIREMENTS = REPO_ROOT / "layers" / "deps" / "requirements.txt"
 CORE_PACKAGE = REPO_ROOT / "layers" / "core" / "llm_proxy"
 API_FUNCTION = REPO_ROOT / "functions" / "api"
 BUILD_DIR = REPO_ROOT / "build" / "layers"
+PTH_CHECK = REPO_ROOT / "scripts" / "pth_check.py"
 RUNTIME_PYTHON = (3, 12)
 # Lambda's python3.12 runtime runs on Amazon Linux 2023 (glibc 2.34), x86_64.
 PLATFORM = "x86_64-manylinux_2_34"
@@ -160,6 +162,15 @@ def install(site: Path, names: Collection[str] = EXCLUDED_NAMES, keep: bool = Fa
     command = _installer(site, reqs)
     subprocess.run(command, check=True, cwd=REPO_ROOT)
     reqs.unlink()
+    refuse_startup_code(site)
+
+
+def refuse_startup_code(site: Path) -> None:
+    """Stops the build where an installed distribution ships a `.pth` file that runs code at
+    interpreter start (scripts/pth_check.py), before anything compiles or imports the tree."""
+    check = subprocess.run([sys.executable, "-I", str(PTH_CHECK), str(site)], check=False)
+    if check.returncode != 0:
+        raise SystemExit(f"refusing to build from {site}: a package runs code at start")
 
 
 def _matches(site: Path, pattern: str) -> Iterable[Path]:
