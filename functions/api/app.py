@@ -4,10 +4,12 @@ app, the SnapStart hooks and the Mangum handler. Everything else lives in `llm_p
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from llm_proxy import snapstart
 from llm_proxy.gateway import Gateway
 from llm_proxy.http.app import create_app
+from llm_proxy.http.lambda_events import with_routed_host
 from llm_proxy.lambda_extension import AfterResponseExtension
 from llm_proxy.settings import ApiSettings
 from mangum import Mangum
@@ -25,6 +27,13 @@ app = create_app(gateway, extension=extension)
 snapstart.register(gateway, app)
 snapstart.add_adapter_hooks(gateway, app)
 # lifespan "off": Mangum would otherwise run startup/shutdown on every invocation.
-handler = Mangum(app, lifespan="off")
+mangum = Mangum(app, lifespan="off")
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The function's entry point: the app under Mangum, at the host API Gateway routed on."""
+    response: dict[str, Any] = mangum(with_routed_host(event), context)
+    return response
+
 
 __all__ = ["DEFAULT_CONFIG", "app", "create_app", "gateway", "handler"]

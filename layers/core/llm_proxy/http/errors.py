@@ -4,6 +4,7 @@ errors included."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -64,8 +65,21 @@ def proxy_error_response(scope: Scope, rid: str, error: ProxyError) -> JSONRespo
     return JSONResponse(body, status_code=error.status, headers=headers)
 
 
+# A path segment that may be a credential (LiteLLM puts keys in some paths, such as
+# /key/{key}/regenerate): a key's prefix, or anything as long as a token but a response id.
+CREDENTIAL_LIKE = re.compile(r"^(sk-|bearer)|^(?!resp_)[^/]{24,}$", re.IGNORECASE)
+
+
+def shown_path(path: str) -> str:
+    """A path as errors and logs show it: a segment that may be a credential is masked."""
+    return "/".join(
+        "{masked}" if CREDENTIAL_LIKE.search(part) else part for part in path.split("/")
+    )
+
+
 def route_error(status: int, method: str, path: str, headers: dict[str, str]) -> ProxyError:
     """Starlette's own errors (405: wrong method, else no route) in the gateway's words."""
+    path = shown_path(path)
     if status == 405:
         return METHOD_NOT_ALLOWED(f"Method {method} is not allowed on {path}.", headers=headers)
     return NOT_FOUND(f"No route {method} {path}.", headers=headers)

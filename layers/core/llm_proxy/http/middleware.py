@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm_proxy.after_response import AfterResponse, run_here
 from llm_proxy.errors import REQUEST_TOO_LARGE
-from llm_proxy.http.errors import proxy_error_response
+from llm_proxy.http.errors import proxy_error_response, shown_path
 from llm_proxy.logs import logger
 
 if TYPE_CHECKING:
@@ -72,7 +72,11 @@ class RequestContext:
                 await self.app(scope, receive, send_with_id)
             logger.info(
                 "request",
-                extra={"method": scope["method"], "path": scope["path"], "status": status},
+                extra={
+                    "method": scope["method"],
+                    "path": shown_path(scope["path"]),
+                    "status": status,
+                },
             )
         finally:
             await self._run_after_response_work(scope, later)
