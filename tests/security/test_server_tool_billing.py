@@ -146,12 +146,13 @@ def test_answers_without_searches_cost_tokens_only(
 
 
 # A provider-run tool on a group that does not enable it (or a tool no group can enable), on
-# each API: (path, body, the parameter the error names).
+# each API: (path, body, the parameter the error names, the tool).
 REFUSED = {
     "messages-web-search": (
         "/v1/messages",
         {"model": "claude-plain", "max_tokens": 64, "tools": [WEB_SEARCH_TOOL]},
         "tools[0]",
+        "web_search",
     ),
     "messages-code-execution": (
         "/v1/messages",
@@ -164,26 +165,37 @@ REFUSED = {
             ],
         },
         "tools[1]",
+        "code_execution",
     ),
     "chat-web-search-options": (
         "/v1/chat/completions",
         {"model": "claude-plain", "web_search_options": {"search_context_size": "low"}},
         "web_search_options",
+        "web_search",
     ),
     "chat-anthropic-tool": (
         "/v1/chat/completions",
         {"model": "claude-plain", "tools": [WEB_SEARCH_TOOL]},
         "tools[0]",
+        "web_search",
     ),
     "chat-untyped-provider-tool": (
         "/v1/chat/completions",
         {"model": "claude-search", "tools": [{"googleSearch": {}}]},
         "tools[0]",
+        "googleSearch",
     ),
     "responses-web-search": (
         "/v1/responses",
         {"model": "claude-plain", "tools": [{"type": "web_search"}]},
         "tools[0]",
+        "web_search",
+    ),
+    "responses-web-search-where-enabled": (
+        "/v1/responses",
+        {"model": "claude-search", "tools": [{"type": "web_search_preview"}]},
+        "tools[0]",
+        "web_search",
     ),
     "responses-code-interpreter-in-namespace": (
         "/v1/responses",
@@ -192,11 +204,13 @@ REFUSED = {
             "tools": [{"type": "namespace", "name": "ns", "tools": [{"type": "code_interpreter"}]}],
         },
         "tools[0].tools[0]",
+        "code_interpreter",
     ),
     "a-fallback-does-not-enable-it": (
         "/v1/messages",
         {"model": "claude-search-falls-back", "max_tokens": 64, "tools": [WEB_SEARCH_TOOL]},
         "tools[0]",
+        "web_search",
     ),
 }
 
@@ -205,7 +219,7 @@ REFUSED = {
 def test_a_server_tool_the_group_does_not_enable_is_refused_before_any_provider_call(
     gateway: str, anthropic: AnthropicUpstream, aws: dict[str, str], case: str
 ) -> None:
-    path, fields, param = REFUSED[case]
+    path, fields, param, kind = REFUSED[case]
     conversation = {"input": "hi"} if path == "/v1/responses" else {"messages": QUESTION}
     answer = post(gateway, path, {**conversation, **fields})
 
@@ -217,7 +231,10 @@ def test_a_server_tool_the_group_does_not_enable_is_refused_before_any_provider_
     assert error["type"] == "invalid_request_error"
     assert error["code"] == "server_tool_not_enabled"
     assert error["param"] == param
+    assert f"provider-run tool '{kind}'" in error["message"]
     assert "model_info.server_tools" in error["message"]
+    if case == "a-fallback-does-not-enable-it":
+        assert "for model 'claude-plain'" in error["message"]
     assert anthropic.requests == []
     item = usage_item(aws["UsageTable"], answer.headers["x-request-id"])
     assert (item["status"], item["error_code"]) == (400, "server_tool_not_enabled")

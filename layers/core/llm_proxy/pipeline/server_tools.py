@@ -4,8 +4,9 @@
 `computer_use_preview`, `mcp`, ...) and chat's `web_search_options`.
 
 The rule: a request may offer such a tool only to a model group whose every deployment enables
-it (`model_info.server_tools: [web_search]`), and every group it may fall back to; otherwise it
-is refused (400 `server_tool_not_enabled`) before any provider is called. A deployment may
+it (`model_info.server_tools: [web_search]`), and every group it may fall back to, on an API
+whose answers report the tool's uses (chat and Messages); otherwise it is refused (400
+`server_tool_not_enabled`) before any provider is called. A deployment may
 enable a tool only where the gateway can meter it: `web_search` where the provider reports its
 searches (`usage.server_tool_use.web_search_requests`) and a price per search is known
 (`search_context_cost_per_query`, the deployment's or litellm's cost map); `web_fetch`, which
@@ -40,6 +41,9 @@ ENABLEABLE: dict[str, str | None] = {WEB_SEARCH: WEB_SEARCH_PRICE, WEB_FETCH: No
 # Providers whose answers say how many web searches ran (litellm reads Anthropic's
 # `server_tool_use`, and Gemini's grounding searches), so each is metered.
 SEARCH_COUNTING_PROVIDERS = frozenset({"anthropic", "vertex_ai", "gemini"})
+# The APIs whose answers carry the provider's count of the tools' uses (litellm's Responses
+# API answers drop Anthropic's `server_tool_use`).
+METERED_APIS = frozenset({"chat", "messages"})
 # Tools the client runs: OpenAI's chat and Responses types, and Anthropic's versioned ones.
 CLIENT_TOOL_TYPES = frozenset({"function", "custom", "local_shell", "shell", "apply_patch"})
 ANTHROPIC_CLIENT_TOOL = re.compile(r"^(bash|text_editor|computer|memory)_\d{8}$")
@@ -113,10 +117,19 @@ def candidate_groups(request: GatewayRequest, router: ModelRouter) -> list[str]:
 
 
 def refuse_server_tools(request: GatewayRequest, router: ModelRouter) -> None:
-    """A provider-run tool is refused unless every deployment that may answer enables it."""
+    """A provider-run tool is refused unless every deployment that may answer enables it, and
+    the API's answers carry the count of its uses."""
     if request.api.router_call is None:
         return  # counting tokens runs no tool
     for tool in server_tools(request.as_sent):
+        if request.api.name not in METERED_APIS:
+            raise SERVER_TOOL_NOT_ENABLED(
+                f"The provider-run tool '{tool.kind[:100]}' is not served on this endpoint: "
+                "its uses are billed by the provider and cannot be metered here. Use "
+                "/v1/chat/completions or /v1/messages with a model group that enables it "
+                "(model_info.server_tools).",
+                param=tool.param,
+            )
         for model in candidate_groups(request, router):
             deployments = list(router.in_group(model))
             if deployments and all(tool.kind in enabled(d) for d in deployments):
