@@ -82,7 +82,7 @@ def server_tools(body: Mapping[str, Any]) -> list[ServerTool]:
     return found
 
 
-def _in_tools(tools: Any, param: str) -> Iterator[ServerTool]:
+def _in_tools(tools: Any, param: str, *, nested: bool = False) -> Iterator[ServerTool]:
     if not isinstance(tools, list):
         return
     for index, tool in enumerate(tools):
@@ -90,8 +90,9 @@ def _in_tools(tools: Any, param: str) -> Iterator[ServerTool]:
             continue
         where = f"{param}[{index}]"
         tool_type = tool.get("type")
-        if tool_type == NAMESPACE:
-            yield from _in_tools(tool.get("tools"), f"{where}.tools")
+        if tool_type == NAMESPACE and not nested:
+            # One level, as OpenAI defines it: a namespace within one is no client's tool.
+            yield from _in_tools(tool.get("tools"), f"{where}.tools", nested=True)
         elif tool_type is None:
             # Anthropic's custom tool leaves `type` out; an OpenAI function tool without it is
             # still a function. Anything else untyped is a provider's (Gemini's `googleSearch`).
@@ -101,7 +102,7 @@ def _in_tools(tools: Any, param: str) -> Iterator[ServerTool]:
             yield ServerTool("(invalid)", f"{where}.type")
         elif tool_type not in CLIENT_TOOL_TYPES and not ANTHROPIC_CLIENT_TOOL.match(tool_type):
             max_uses = tool.get("max_uses")
-            bounded = isinstance(max_uses, int) and not isinstance(max_uses, bool)
+            bounded = isinstance(max_uses, int) and not isinstance(max_uses, bool) and max_uses > 0
             yield ServerTool(kind_of(tool_type), where, max_uses if bounded else None)
 
 
