@@ -112,6 +112,8 @@ def test_each_web_search_is_priced_and_counted_against_the_key(
     body = {"model": "claude-search", "messages": QUESTION, "stream": stream, **extra}
     answer = post(gateway, path, body, key)
     assert answer.status_code == 200, answer.text
+    if not stream:  # the client is told the count, as the provider reports it
+        assert answer.json()["usage"]["server_tool_use"] == {"web_search_requests": SEARCHES}
 
     (sent,) = anthropic.requests
     assert [tool["type"] for tool in sent.body["tools"]] == ["web_search_20250305"]
