@@ -181,11 +181,11 @@ REFUSED = {
         "tools[0]",
         "web_search",
     ),
-    "chat-untyped-provider-tool": (
+    "chat-gemini-search-tool": (
         "/v1/chat/completions",
-        {"model": "claude-search", "tools": [{"googleSearch": {}}]},
+        {"model": "claude-plain", "tools": [{"googleSearch": {}}]},
         "tools[0]",
-        "googleSearch",
+        "web_search",
     ),
     "responses-web-search": (
         "/v1/responses",

@@ -49,6 +49,9 @@ CLIENT_TOOL_TYPES = frozenset({"function", "custom", "local_shell", "shell", "ap
 ANTHROPIC_CLIENT_TOOL = re.compile(r"^(bash|text_editor|computer|memory)_\d{8}$")
 # A tool type's version suffix (`_20250305`, `_2025_03_11`) and OpenAI's preview mark.
 VERSION = re.compile(r"(_preview)?(_\d{8}|_\d{4}_\d{2}_\d{2})?$")
+# Gemini's search tool, which litellm passes on untyped, is a web search (its searches are
+# counted as Anthropic's are).
+UNTYPED_KINDS = {"googleSearch": WEB_SEARCH, "google_search": WEB_SEARCH}
 # OpenAI's groups of function tools (Responses `namespace`): their members are checked.
 NAMESPACE = "namespace"
 # litellm's `max_uses` for chat's `web_search_options.search_context_size` on Anthropic.
@@ -97,7 +100,8 @@ def _in_tools(tools: Any, param: str, *, nested: bool = False) -> Iterator[Serve
             # Anthropic's custom tool leaves `type` out; an OpenAI function tool without it is
             # still a function. Anything else untyped is a provider's (Gemini's `googleSearch`).
             if "function" not in tool and "input_schema" not in tool:
-                yield ServerTool(next(iter(tool), "(untyped)"), where)
+                name = str(next(iter(tool), "(untyped)"))
+                yield ServerTool(UNTYPED_KINDS.get(name, name), where)
         elif not isinstance(tool_type, str):
             yield ServerTool("(invalid)", f"{where}.type")
         elif tool_type not in CLIENT_TOOL_TYPES and not ANTHROPIC_CLIENT_TOOL.match(tool_type):
