@@ -151,23 +151,21 @@ def server_tool_reserve(request: GatewayRequest, router: ModelRouter) -> float:
     """The most the request's provider-run tools may cost, in USD, for the admission's
     estimate: each tool's `max_uses` at the dearest per-use price among the deployments that may
     answer. A tool with no `max_uses` has no bound to reserve (its uses are metered after)."""
-    prices = {
-        kind: max(
-            (
-                per_use_price(deployment, price) or 0.0
-                for model in candidate_groups(request, router)
-                for deployment in router.in_group(model)
-            ),
-            default=0.0,
-        )
-        for kind, price in ENABLEABLE.items()
-        if price is not None
-    }
-    return sum(
-        tool.max_uses * prices.get(tool.kind, 0.0)
-        for tool in server_tools(request.as_sent)
-        if tool.max_uses
-    )
+    bounded = [tool for tool in server_tools(request.as_sent) if tool.max_uses]
+    if not bounded:
+        return 0.0
+    deployments = [
+        deployment
+        for model in candidate_groups(request, router)
+        for deployment in router.in_group(model)
+    ]
+    total = 0.0
+    for tool in bounded:
+        price = ENABLEABLE.get(tool.kind)
+        if price is not None and tool.max_uses:
+            dearest = max((per_use_price(d, price) or 0.0 for d in deployments), default=0.0)
+            total += tool.max_uses * dearest
+    return total
 
 
 def config_problem(litellm_params: Mapping[str, Any], model_info: Mapping[str, Any]) -> str | None:
