@@ -6,9 +6,9 @@
 The rule: a request may offer such a tool only to a model group whose every deployment enables
 it (`model_info.server_tools: [web_search]`), and every group it may fall back to, on an API
 whose answers report the tool's uses (chat and Messages); otherwise it is refused (400
-`server_tool_not_enabled`) before any provider is called. A deployment may
-enable a tool only where the gateway can meter it: `web_search` where the provider reports its
-searches (`usage.server_tool_use.web_search_requests`) and a price per search is known
+`server_tool_not_enabled`) before any provider is called. A deployment may enable a tool only
+where the gateway can meter it: `web_search` where the provider reports its searches
+(`usage.server_tool_use.web_search_requests`) and a price per search is known
 (`search_context_cost_per_query`, the deployment's or litellm's cost map); `web_fetch`, which
 Anthropic charges as tokens only. Any other is refused at config load.
 
