@@ -14,6 +14,14 @@ messages are checked against that secret, and a tampered one is refused with the
 sends. Asked to (`call_tools`), it calls a tool the request offers (`tool_use`, arguments a
 client can run) and, once the `tool_result` is back, answers a text that quotes it.
 
+Offered Anthropic's web search server tool (a `web_search_*` tool), it searches as the real
+API does (https://docs.claude.com/en/docs/agents-and-tools/tool-use/web-search-tool): each
+search is a `server_tool_use` block (`name: web_search`, the query as its `input`) followed by
+its `web_search_tool_result` block (`web_search_result` entries with `encrypted_content`), then
+the reply; `usage.server_tool_use.web_search_requests` counts them, in the JSON answer and in the
+stream's `message_delta` usage. It runs `web_searches` searches (capped by the tool's
+`max_uses`).
+
 Token counts are one per word of text (input: the text blocks of `system` and `messages`;
 output: every text and thinking block's words, plus a fixed count per `tool_use` and
 `redacted_thinking` block), so tests can assert exact numbers and costs.
@@ -61,6 +69,8 @@ MIN_THINKING_BUDGET = 1024
 # The output tokens a block without words costs, whatever it holds.
 TOOL_USE_TOKENS = 10
 REDACTED_THINKING_TOKENS = 5
+# The type prefix of Anthropic's web search server tool (`web_search_20250305`, ...).
+WEB_SEARCH_TOOL = "web_search_"
 # How many characters of a tool call's input each `input_json_delta` carries.
 INPUT_JSON_PIECE = 8
 THINKING_BLOCKS = ("thinking", "redacted_thinking")
@@ -89,6 +99,7 @@ class AnthropicUpstream(UpstreamDouble[Fault]):
     call_tools: bool = False
     tool_name: str | None = None  # the tool to call; the first offered when None
     tool_input: dict[str, Any] | None = None  # its input; generated from its schema when None
+    web_searches: int = 1  # searches run when a web_search server tool is offered
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     # The prompt prefixes written to the prompt cache (up to a `cache_control` breakpoint).
     cached_prefixes: set[str] = field(default_factory=set)
@@ -98,6 +109,7 @@ class AnthropicUpstream(UpstreamDouble[Fault]):
         self.cached_prefixes.clear()
         self.redacted, self.call_tools = False, False
         self.tool_name, self.tool_input = None, None
+        self.web_searches = 1
 
     @property
     def output_tokens(self) -> int:
@@ -165,6 +177,8 @@ class AnthropicUpstream(UpstreamDouble[Fault]):
     def _message(self, body: dict[str, Any]) -> dict[str, Any]:
         content = self._content(body)
         stop_reason = "tool_use" if content[-1]["type"] == "tool_use" else "end_turn"
+        searches = sum(1 for block in content if block["type"] == "server_tool_use")
+        server_tool_use = {"server_tool_use": {"web_search_requests": searches}} if searches else {}
         return {
             "id": f"msg_{uuid.uuid4().hex[:24]}",
             "type": "message",
@@ -176,6 +190,7 @@ class AnthropicUpstream(UpstreamDouble[Fault]):
             "usage": {
                 **self._prompt_usage(body),
                 "output_tokens": count_output_tokens(content),
+                **server_tool_use,
             },
         }
 
@@ -203,7 +218,47 @@ class AnthropicUpstream(UpstreamDouble[Fault]):
         chosen = chosen_tools(tools, self.tool_name, 1) if self.call_tools else []
         if chosen:
             return [*blocks, self._tool_use(chosen[0])]
-        return [*blocks, {"type": "text", "text": self.reply}]
+        return [*blocks, *self._searches(tools), {"type": "text", "text": self.reply}]
+
+    def _searches(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The web searches a web_search server tool runs: each a `server_tool_use` block and
+        its `web_search_tool_result`."""
+        search = next(
+            (t for t in tools if str(t.get("type", "")).startswith(WEB_SEARCH_TOOL)), None
+        )
+        if search is None:
+            return []
+        count = self.web_searches
+        if isinstance(search.get("max_uses"), int):
+            count = min(count, search["max_uses"])
+        blocks: list[dict[str, Any]] = []
+        for number in range(count):
+            tool_use_id = call_id("srvtoolu")
+            query = f"search {number + 1}"
+            blocks.append(
+                {
+                    "type": "server_tool_use",
+                    "id": tool_use_id,
+                    "name": "web_search",
+                    "input": {"query": query},
+                }
+            )
+            blocks.append(
+                {
+                    "type": "web_search_tool_result",
+                    "tool_use_id": tool_use_id,
+                    "content": [
+                        {
+                            "type": "web_search_result",
+                            "url": f"https://example.com/{number + 1}",
+                            "title": f"Result for {query}",
+                            "encrypted_content": base64.b64encode(query.encode()).decode(),
+                            "page_age": "April 30, 2025",
+                        }
+                    ],
+                }
+            )
+        return blocks
 
     def _thinking_blocks(self) -> list[dict[str, Any]]:
         blocks = [
@@ -270,10 +325,19 @@ class AnthropicUpstream(UpstreamDouble[Fault]):
             "message_delta",
             {
                 "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                "usage": {"output_tokens": message["usage"]["output_tokens"]},
+                "usage": {
+                    "output_tokens": message["usage"]["output_tokens"],
+                    **_server_tool_use(message["usage"]),
+                },
             },
         )
         yield _event("message_stop", {})
+
+
+def _server_tool_use(usage: dict[str, Any]) -> dict[str, Any]:
+    """The server tools' counts, which Anthropic sends in the `message_delta` usage."""
+    counts = usage.get("server_tool_use")
+    return {"server_tool_use": counts} if counts else {}
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
@@ -287,9 +351,9 @@ def _opening(block: dict[str, Any]) -> dict[str, Any]:
         return {"type": "text", "text": ""}
     if kind == "thinking":
         return {"type": "thinking", "thinking": "", "signature": ""}
-    if kind == "tool_use":
+    if kind in ("tool_use", "server_tool_use"):
         return {**block, "input": {}}
-    return block  # redacted_thinking arrives whole
+    return block  # redacted_thinking and web_search_tool_result arrive whole
 
 
 def _deltas(block: dict[str, Any]) -> list[dict[str, Any]]:
@@ -299,7 +363,7 @@ def _deltas(block: dict[str, Any]) -> list[dict[str, Any]]:
     if kind == "thinking":
         thoughts = [{"type": "thinking_delta", "thinking": p} for p in _pieces(block["thinking"])]
         return [*thoughts, {"type": "signature_delta", "signature": block["signature"]}]
-    if kind == "tool_use":
+    if kind in ("tool_use", "server_tool_use"):
         raw = json.dumps(block["input"])
         return [
             {"type": "input_json_delta", "partial_json": raw[start : start + INPUT_JSON_PIECE]}
@@ -381,13 +445,14 @@ def cached_prefix(body: dict[str, Any]) -> tuple[str | None, int]:
 
 
 def count_output_tokens(content: list[dict[str, Any]]) -> int:
-    """One token per word of text and thinking, a fixed count per tool call and redacted block."""
+    """One token per word of text and thinking, a fixed count per tool call (a client's or a
+    server tool's) and redacted block."""
     total = 0
     for block in content:
         kind = block.get("type")
         if kind in ("text", "thinking"):
             total += len(str(block.get(kind) or "").split())
-        elif kind == "tool_use":
+        elif kind in ("tool_use", "server_tool_use"):
             total += TOOL_USE_TOKENS
         elif kind == "redacted_thinking":
             total += REDACTED_THINKING_TOKENS

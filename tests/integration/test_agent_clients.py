@@ -207,7 +207,9 @@ def codex_exec(url: str, prompt: str, tmp_path: Path) -> subprocess.CompletedPro
         'env_key="LLM_PROXY_KEY", wire_api="responses"}'
     )
     command = [codex, "exec", "--skip-git-repo-check", "-c", "model_provider=gateway"]
-    command += ["-c", provider, "-m", "gpt-5.1-codex", prompt]
+    # Codex offers OpenAI's web search (a provider-run tool, billed per search) unless told
+    # not to; the gateway refuses it on a model group that does not enable it.
+    command += ["-c", provider, "-c", 'web_search="disabled"', "-m", "gpt-5.1-codex", prompt]
     env = {"LLM_PROXY_KEY": MASTER_KEY, "CODEX_HOME": str(home), "HOME": str(tmp_path)}
     return run(command, env, tmp_path)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_REFERENCE = "os.environ/"
 
@@ -34,6 +34,18 @@ class ModelEntry(BaseModel):
     model_name: str = Field(min_length=1)
     litellm_params: DeploymentParams
     model_info: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _server_tools_can_be_metered(self) -> ModelEntry:
+        """Provider-run tools (`model_info.server_tools`) only where their uses are priced."""
+        if "server_tools" in self.model_info:
+            # Imported here: it reads litellm's cost map, which only such a config needs.
+            from llm_proxy.pipeline.server_tools import config_problem
+
+            problem = config_problem(self.litellm_params.model_dump(), self.model_info)
+            if problem:
+                raise ValueError(problem)
+        return self
 
 
 class GeneralSettings(BaseModel):

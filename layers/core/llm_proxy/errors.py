@@ -97,6 +97,7 @@ INVALID_DURATION = ErrorCode("invalid_duration", 400, INVALID_REQUEST)
 KEY_ALIAS_TAKEN = ErrorCode("key_alias_taken", 400, INVALID_REQUEST)
 INVALID_PERIOD = ErrorCode("invalid_period", 400, INVALID_REQUEST)
 INVALID_FORMAT = ErrorCode("invalid_format", 400, INVALID_REQUEST)
+SERVER_TOOL_NOT_ENABLED = ErrorCode("server_tool_not_enabled", 400, INVALID_REQUEST)
 # ...or the provider refused it (litellm's exceptions, below): its own status, its message.
 CONTEXT_LENGTH_EXCEEDED = ErrorCode("context_length_exceeded", 400, INVALID_REQUEST)
 CONTENT_POLICY_VIOLATION = ErrorCode("content_policy_violation", 400, INVALID_REQUEST)

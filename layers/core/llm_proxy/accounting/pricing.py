@@ -1,4 +1,5 @@
-"""Cost in USD from token counts: per-deployment prices first, then litellm's cost map."""
+"""Cost in USD from token counts and from the uses of provider-run tools (web searches): the
+deployment's own prices first, then litellm's cost map."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from typing import Any
 import litellm
 
 from llm_proxy.logs import logger
+
+# LiteLLM's name for the price of one web search (its cost map's, and a deployment's).
+WEB_SEARCH_PRICE = "search_context_cost_per_query"
 
 
 def cost_usd(
@@ -48,6 +52,34 @@ def cost_usd(
         logger.warning("no price known for model; cost recorded as 0", extra={"model": model})
         return 0.0
     return float(prompt_cost) + float(completion_cost)
+
+
+def per_use_price(deployment: Mapping[str, Any], name: str) -> float | None:
+    """The price of one use of a provider-run tool, under LiteLLM's name for it (a web search:
+    `search_context_cost_per_query`): the deployment's (litellm_params, then model_info), else
+    litellm's cost map; None where neither knows it. LiteLLM prices a search per context size
+    (`{search_context_size_low: ..., ...}`); the dearest is taken, the size a provider used
+    being unknown to the gateway."""
+    params = deployment.get("litellm_params") or {}
+    info = deployment.get("model_info") or {}
+    value: Any = params.get(name, info.get(name))
+    if value is None:
+        try:
+            value = litellm.get_model_info(str(params.get("model", ""))).get(name)
+        except Exception:
+            return None
+    if isinstance(value, Mapping):
+        prices = [float(price) for price in value.values() if price is not None]
+        return max(prices) if prices else None
+    return None if value is None else float(value)
+
+
+def web_search_cost(deployment: Mapping[str, Any], searches: int) -> float:
+    """What `searches` web searches cost on the deployment (0 where it has no known price: such
+    a deployment cannot enable web search, `pipeline.server_tools`)."""
+    if searches <= 0:
+        return 0.0
+    return searches * (per_use_price(deployment, WEB_SEARCH_PRICE) or 0.0)
 
 
 def _price(params: Mapping[str, Any], info: Mapping[str, Any], name: str) -> float | None:

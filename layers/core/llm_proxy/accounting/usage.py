@@ -46,6 +46,9 @@ class UsageRecord:
     # Of the prompt tokens: those read from and written to the provider's prompt cache.
     cached_tokens: int = 0
     cache_write_tokens: int = 0
+    # Web searches the provider ran for the answer (its `server_tool_use.web_search_requests`),
+    # priced per search and counted in `cost_usd`.
+    web_search_requests: int = 0
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     ttft_ms: float | None = None

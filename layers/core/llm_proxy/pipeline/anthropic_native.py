@@ -76,6 +76,9 @@ def for_deployment(kwargs: dict[str, Any], parts: NativeParts) -> dict[str, Any]
     kwargs["extra_headers"] = headers
     if parts.tools is not None:
         kwargs["tools"] = parts.tools
+        # The translation turned a web_search tool into `web_search_options`, which litellm
+        # would turn back into a second web_search tool beside the one sent.
+        kwargs.pop("web_search_options", None)
     if parts.thinking is not None:
         # The caller's own thinking settings: the chat translation turns them into a
         # reasoning_effort for a model group named without "claude", and back into a budget

@@ -3,8 +3,9 @@
 Every path (a JSON answer, a stream, a cache hit, a refusal, a failure) starts its record with
 `new_record`, fills it through the functions here, and hands it to `Meter`, which settles the
 key's counters, stores the answer in the cache and writes the usage item. Cost follows one
-rule for every path: the tokens at the price of the deployment that answered (its configured
-price, else the model catalogue's), computed by the gateway.
+rule for every path: the tokens, and the uses of provider-run tools (web searches), at the price
+of the deployment that answered (its configured price, else the model catalogue's), computed by
+the gateway.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from llm_proxy.access.limits import Admission
 from llm_proxy.accounting.metrics import emit_budget
-from llm_proxy.accounting.pricing import cost_usd
+from llm_proxy.accounting.pricing import cost_usd, web_search_cost
 from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.after_response import AfterResponse
 from llm_proxy.errors import ProxyError
@@ -82,7 +83,7 @@ def record_failure(
 def record_usage(record: UsageRecord, usage: Any) -> None:
     """Token counts from an answer's (or a stream chunk's) `usage`: chat's prompt and
     completion tokens, or the Responses API's input and output tokens, with the prompt-cache
-    reads and writes among them."""
+    reads and writes among them; and the web searches the provider ran."""
 
     def count(source: Any, *names: str) -> int:
         for name in names:
@@ -99,6 +100,11 @@ def record_usage(record: UsageRecord, usage: Any) -> None:
         "cached_tokens",
     )
     record.cache_write_tokens = count(usage, "cache_creation_input_tokens")
+    # Anthropic's `server_tool_use` (as litellm's Usage keeps it), else where litellm puts
+    # Gemini's grounding searches.
+    record.web_search_requests = count(
+        _field(usage, "server_tool_use"), "web_search_requests"
+    ) or count(_field(usage, "prompt_tokens_details"), "web_search_requests")
 
 
 def _field(source: Any, name: str) -> Any:
@@ -106,8 +112,8 @@ def _field(source: Any, name: str) -> Any:
 
 
 def record_cost(record: UsageRecord, router: ModelRouter | None) -> None:
-    """The one cost rule: nothing for a cache hit; else the tokens at the answering
-    deployment's price."""
+    """The one cost rule: nothing for a cache hit; else the tokens and the web searches at the
+    answering deployment's price."""
     deployment = router.deployments.get(str(record.deployment_id)) if router else None
     if record.cache_hit or deployment is None:
         record.cost_usd = 0.0
@@ -118,7 +124,7 @@ def record_cost(record: UsageRecord, router: ModelRouter | None) -> None:
         record.completion_tokens,
         record.cached_tokens,
         record.cache_write_tokens,
-    )
+    ) + web_search_cost(deployment, record.web_search_requests)
 
 
 def record_latency(record: UsageRecord, started: float, routed: float | None = None) -> None:

@@ -1,8 +1,9 @@
 """The pipeline's validate step. A caller chooses a model it may use and the parameters the
 endpoint's public API defines, nothing else: each endpoint's parameters come from the official
 SDKs' request types, plus the few the gateway itself defines (each API's row in `apis`), and
-those the operator enables for a model group (`model_info.allowed_params`). Everything a
-caller controls is bounded: names, metadata, numbers."""
+those the operator enables for a model group (`model_info.allowed_params`); and provider-run
+tools only where the operator enables them (`server_tools`). Everything a caller controls is
+bounded: names, metadata, numbers."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from llm_proxy.pipeline.apis import APIS, ApiName
 from llm_proxy.pipeline.model_router import ModelRouter
 from llm_proxy.pipeline.request import MAX_MODEL_NAME, GatewayRequest
 from llm_proxy.pipeline.request_options import MOCK_TESTING_PARAMS, ROUTING_OPTIONS
+from llm_proxy.pipeline.server_tools import refuse_server_tools
 
 # What `metadata` may hold: the gateway's and LiteLLM's documented keys, Anthropic's user id.
 METADATA_KEYS = frozenset(
@@ -44,10 +46,11 @@ def validate_request(
     request: GatewayRequest, router: ModelRouter, operator_allowed: Iterable[str] = ()
 ) -> None:
     """Everything about the request but the model: its parameters (with those the operator
-    allows on every model), text and numbers."""
+    allows on every model), the provider-run tools it offers, text and numbers."""
     sent = request.as_sent
     allowed = request.api.params | router.allowed_params(request.model) | set(operator_allowed)
     refuse_unsupported(sent, allowed)
+    refuse_server_tools(request, router)
     check_metadata(sent.get("metadata"))
     if request.caller.claimed_agent is not None:
         check_agent_name(request.caller.claimed_agent, "x-agent")
