@@ -16,9 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.doubles.openai_upstream import OpenAIUpstream
-from tests.support.configs import MASTER_KEY_FROM_SECRET, gateway_config, openai_double
-from tests.support.stack import MASTER_KEY, usage_item
+from devstack.server import serving
+from tests.support.configs import MASTER_KEY_FROM_SECRET, deployment, gateway_config, openai_double
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 INPUT_PRICE, OUTPUT_PRICE = 0.001, 0.002
 CONFIG = gateway_config(
@@ -263,3 +265,32 @@ def test_count_tokens_counts_against_rpm_and_is_metered(
     item = usage_item(aws["UsageTable"], counted[0].headers["x-request-id"])
     assert item["status"] == 200 and float(item["cost_usd"]) == 0.0
     assert double.requests == []
+
+
+# -- Medium: paid server tools were reserved at nothing ------------------------------------------
+
+
+def test_the_searches_a_request_allows_are_reserved(gateway_for: Callable[..., str]) -> None:
+    """50 web searches at $0.01 may cost $0.50: more than a $0.10 budget, refused before the
+    provider is called."""
+    with serving(AnthropicUpstream(api_key=PROVIDER_KEYS["ANTHROPIC_API_KEY"])) as anthropic:
+        search = {"server_tools": ["web_search"], "search_context_cost_per_query": 0.01}
+        url = gateway_for(
+            gateway_config(
+                deployment(
+                    "claude-search",
+                    "anthropic/claude-3-haiku-20240307",
+                    model_info=search,
+                    api_base=anthropic.base_url,
+                    api_key="os.environ/ANTHROPIC_API_KEY",
+                ),
+                general_settings=MASTER_KEY_FROM_SECRET,
+            )
+        )
+        key = new_key(url, max_budget=0.10)
+        tool = {"type": "web_search_20250305", "name": "web_search", "max_uses": 50}
+        body = {"model": "claude-search", "max_tokens": 64, "messages": QUESTION, "tools": [tool]}
+        refused_as(call(url, "/v1/messages", body, key), "request_exceeds_limit")
+        assert anthropic.requests == []
+        tool["max_uses"] = 2
+        assert call(url, "/v1/messages", body, key).status_code == 200

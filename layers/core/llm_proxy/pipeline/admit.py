@@ -14,6 +14,7 @@ from llm_proxy.pipeline.billed_input import count_request_input
 from llm_proxy.pipeline.model_router import ModelRouter
 from llm_proxy.pipeline.request import GatewayRequest
 from llm_proxy.pipeline.request_options import candidate_models
+from llm_proxy.pipeline.server_tools import server_tool_reserve
 from llm_proxy.store.counters import CountersTable
 
 # What an answer of unknown length is reserved at, where the model's own limit is unknown.
@@ -69,7 +70,7 @@ def estimate(request: GatewayRequest, router: ModelRouter) -> tuple[int, float]:
     """Worst-case tokens and cost: n answers, each everything the provider bills as input
     (`billed_input`) plus the longest answer the request allows (its max tokens, else the
     model's limit), at the dearest price of the deployments that may answer (the model's
-    group and its fallbacks')."""
+    group and its fallbacks'), and the uses of provider-run tools the request bounds."""
     if request.api.router_call is None:
         return 0, 0.0
     prompt = count_request_input(request)
@@ -83,7 +84,8 @@ def estimate(request: GatewayRequest, router: ModelRouter) -> tuple[int, float]:
         for model in candidate_models(request, router)
         for deployment in router.in_group(model)
     ]
-    return prompt + output, max(costs, default=0.0)
+    tools = server_tool_reserve(request, router) * choices
+    return prompt + output, max(costs, default=0.0) + tools
 
 
 def requested_output_tokens(body: dict[str, Any]) -> int:
