@@ -5,14 +5,16 @@ work; and the request as the pipeline takes it."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from collections.abc import Iterator
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
+from fastapi.dependencies.models import Dependant
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from llm_proxy.after_response import AfterResponse
-from llm_proxy.errors import MASTER_KEY_REQUIRED
+from llm_proxy.errors import MASTER_KEY_REQUIRED, ProxyError
 from llm_proxy.gateway import Caller, Gateway, Inbound
 
 # Declared for the OpenAPI schema; the gateway reads and checks the headers itself.
@@ -46,6 +48,29 @@ async def master_key_only(who: Authenticated) -> Caller:
 
 
 MasterKey = Depends(master_key_only)
+
+
+async def key_refusal(request: Request) -> ProxyError | None:
+    """What the route's key check answers the request (None: the key may use the route, or the
+    route takes no key). FastAPI reads a body before a route's dependencies; a body it cannot
+    read is answered after this, so that the key is checked first, as for everything else."""
+    needs = set(dependency_calls(getattr(request.scope.get("route"), "dependant", None)))
+    if caller not in needs:
+        return None
+    try:
+        who = await gateway_of(request).authenticate(request.headers)
+        if master_key_only in needs:
+            await master_key_only(who)
+    except ProxyError as refusal:
+        return refusal
+    return None
+
+
+def dependency_calls(dependant: Dependant | None) -> Iterator[Any]:
+    """Every dependency a route's dependant calls, its own dependencies' included."""
+    for dependency in getattr(dependant, "dependencies", None) or ():
+        yield dependency.call
+        yield from dependency_calls(dependency)
 
 
 def request_id(request: Request) -> str:

@@ -27,7 +27,7 @@ from llm_proxy.errors import (
     framework_error,
     openai_body,
 )
-from llm_proxy.http.dependencies import request_id
+from llm_proxy.http.dependencies import key_refusal, request_id
 from llm_proxy.http.schemas import validation_error
 from llm_proxy.logs import logger
 
@@ -115,14 +115,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(request, validation_error(list(exc.errors())))
+        refused = await key_refusal(request)
+        return error_response(request, refused or validation_error(list(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers or {})
         if exc.status_code == 400:
             message = f"The request body cannot be read: {exc.detail}."
-            error = INVALID_JSON(message, headers=headers)
+            error = await key_refusal(request) or INVALID_JSON(message, headers=headers)
         elif exc.status_code in (404, 405):
             error = route_error(exc.status_code, request.method, request.url.path, headers)
         else:
