@@ -6,8 +6,9 @@ litellm's `aresponses` forwards to deployments that serve the Responses API nati
 and bridges the others through chat completions; either way the gateway keeps the
 conversation itself (stored responses), so a follow-up may be answered by any deployment.
 
-A native answer lists each web search the provider ran as a `web_search_call` output item (OpenAI's
-Responses API reference); their count is carried in the usage the meter reads (`searched`)."""
+A native answer lists each web search the provider ran as a `web_search_call` output item
+(OpenAI's Responses API reference); their count is carried in the usage the meter reads
+(`searched`, `searched_usage`)."""
 
 from __future__ import annotations
 
