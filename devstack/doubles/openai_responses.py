@@ -4,7 +4,15 @@ quote of its `function_call_output`), `text.format`, and reasoning items whose
 `encrypted_content` is handed out under `include` and checked when it comes back.
 
 As with `store: false` at OpenAI, a reasoning item sent back must carry the encrypted content
-this double issued: an item it cannot read is refused as OpenAI refuses it."""
+this double issued: an item it cannot read is refused as OpenAI refuses it.
+
+Offered OpenAI's web search (`web_search`, `web_search_preview`), it searches before it answers:
+a `web_search_call` output item per search, `{"type": "web_search_call", "id": "ws_...",
+"status": "completed", "action": {"type": "search", "query": ...}}`, and in a stream each
+item's `response.output_item.added`, `response.web_search_call.in_progress`, `.searching`,
+`.completed` and `response.output_item.done` events, as OpenAI's Responses API reference has
+them (https://platform.openai.com/docs/api-reference/responses/object, output "Web search tool
+call"; https://platform.openai.com/docs/api-reference/responses-streaming)."""
 
 from __future__ import annotations
 
@@ -20,6 +28,8 @@ from devstack.doubles.tool_calls import arguments_for, call_id, chosen_tools, to
 
 ENCRYPTED_REASONING = "reasoning.encrypted_content"
 ARGUMENT_PIECE = 8
+# OpenAI's web search tool types.
+WEB_SEARCH_TOOLS = frozenset({"web_search", "web_search_preview"})
 # What makes a reasoning item's encrypted content this double's own.
 SEAL = b"openai-double-reasoning"
 
@@ -82,12 +92,17 @@ class ResponsesAnswer:
         reply: str,
         thoughts: str,
         tools: tuple[bool, str | None, dict[str, Any] | None, int],
+        web_searches: int = 1,
     ) -> ResponsesAnswer:
-        """`tools`: whether to call them, the one to call, its arguments, how many at once."""
+        """`tools`: whether to call them, the one to call, its arguments, how many at once;
+        `web_searches`: how many searches it runs where a web search tool is offered."""
         answer = cls(body)
         reasoning = body.get("reasoning")
         if isinstance(reasoning, dict) and reasoning.get("effort") != "none":
             answer.add_reasoning(thoughts if reasoning.get("summary") else "")
+        if any(_tool_type(tool) in WEB_SEARCH_TOOLS for tool in body.get("tools") or []):
+            for number in range(web_searches):
+                answer.add_search(f"search {number + 1} for {str(body.get('model'))[:40]}")
         call_tools, name, arguments, parallel = tools
         offered = [tool for tool in body.get("tools") or [] if tool.get("type") == "function"]
         last = (input_items(body) or [{}])[-1]
@@ -111,6 +126,16 @@ class ResponsesAnswer:
         if ENCRYPTED_REASONING in (self.body.get("include") or []):
             item["encrypted_content"] = seal(item_id)
         self.output.append(item)
+
+    def add_search(self, query: str) -> None:
+        self.output.append(
+            {
+                "type": "web_search_call",
+                "id": f"ws_{uuid.uuid4().hex}",
+                "status": "completed",
+                "action": {"type": "search", "query": query},
+            }
+        )
 
     def add_message(self, text: str) -> None:
         part = {"type": "output_text", "text": text, "annotations": []}
@@ -145,6 +170,8 @@ class ResponsesAnswer:
                 reasoning_tokens += words or 1
             elif item["type"] == "message":
                 output_tokens += len(item["content"][0]["text"].split())
+            elif item["type"] == "web_search_call":
+                continue  # billed per search
             else:
                 output_tokens += len(f"{item['name']} {item['arguments']}".split())
         output_tokens += reasoning_tokens
@@ -214,6 +241,13 @@ def _item_events(index: int, item: dict[str, Any]) -> list[dict[str, Any]]:
                 {"type": "response.reasoning_summary_text.done", **at, "text": part["text"]},
                 {"type": "response.reasoning_summary_part.done", **at, "part": part},
             ]
+    elif item["type"] == "web_search_call":
+        opened = {**item, "status": "in_progress"}
+        opened.pop("action", None)
+        middle = [
+            {"type": f"response.web_search_call.{stage}", **where}
+            for stage in ("in_progress", "searching", "completed")
+        ]
     elif item["type"] == "message":
         opened = {**item, "status": "in_progress", "content": []}
         part = item["content"][0]
@@ -245,6 +279,10 @@ def _item_events(index: int, item: dict[str, Any]) -> list[dict[str, Any]]:
         *middle,
         {"type": "response.output_item.done", "output_index": index, "item": item},
     ]
+
+
+def _tool_type(tool: Any) -> Any:
+    return tool.get("type") if isinstance(tool, dict) else None
 
 
 def _pieces(text: str) -> list[str]:

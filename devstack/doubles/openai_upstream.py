@@ -3,7 +3,8 @@ API), with fault injection.
 
 It checks the Bearer key, answers plain JSON or SSE chunks (with the usage chunk when
 `stream_options.include_usage` is set), and records every request it received. Asked to, it
-calls the tools a request offers (`call_tools`) and quotes a tool's result back; a reasoning
+calls the tools a request offers (`call_tools`) and quotes a tool's result back (offered OpenAI's
+web search on the Responses API, it runs `web_searches` searches first); a reasoning
 model (a name with "reasoner", or a request with `reasoning_effort`) answers with its
 reasoning in `reasoning_content` (DeepSeek, Ollama) or `reasoning` (OpenRouter). With
 `logprobs` asked, each choice carries its tokens' log probabilities, as OpenAI's chat object
@@ -60,11 +61,12 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
     tool_input: dict[str, Any] | None = None  # its arguments; generated from its schema when None
     parallel_calls: int = 1  # how many offered tools one answer calls
     cached_tokens: int = 0  # prompt tokens reported as read from the provider's cache
+    web_searches: int = 1  # searches a Responses answer runs where web search is offered
 
     def reset(self) -> None:
         super().reset()
         self.call_tools, self.tool_name, self.tool_input = False, None, None
-        self.parallel_calls, self.cached_tokens = 1, 0
+        self.parallel_calls, self.cached_tokens, self.web_searches = 1, 0, 1
         self.reasoning_field = "reasoning_content"
 
     async def _received(self, request: Request) -> tuple[dict[str, Any], Response | None]:
@@ -131,7 +133,9 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
             if unreadable:
                 return _error(400, unreadable, "invalid_request_error")
             tools = (self.call_tools, self.tool_name, self.tool_input, self.parallel_calls)
-            answer = ResponsesAnswer.build(body, self.reply, self.thoughts, tools)
+            answer = ResponsesAnswer.build(
+                body, self.reply, self.thoughts, tools, self.web_searches
+            )
             usage = answer.usage(self.cached_tokens)
             if body.get("stream"):
                 events = list(answer.events(usage))

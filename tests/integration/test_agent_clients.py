@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from devstack.doubles.anthropic_upstream import AnthropicUpstream
@@ -197,8 +198,11 @@ def tool_result(recorded: RecordedRequest, tool_use_id: str) -> dict[str, Any] |
     )
 
 
-def codex_exec(url: str, prompt: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """`codex exec` with the gateway as a custom model provider (the Responses API)."""
+def codex_exec(
+    url: str, prompt: str, tmp_path: Path, *, web_search: bool = False, key: str = MASTER_KEY
+) -> subprocess.CompletedProcess[str]:
+    """`codex exec` with the gateway as a custom model provider (the Responses API); with its
+    default web search on where `web_search` says so."""
     codex = client("codex")
     home = tmp_path / "codex"
     home.mkdir()
@@ -209,8 +213,11 @@ def codex_exec(url: str, prompt: str, tmp_path: Path) -> subprocess.CompletedPro
     command = [codex, "exec", "--skip-git-repo-check", "-c", "model_provider=gateway"]
     # Codex offers OpenAI's web search (a provider-run tool, billed per search) unless told
     # not to; the gateway refuses it on a model group that does not enable it.
-    command += ["-c", provider, "-c", 'web_search="disabled"', "-m", "gpt-5.1-codex", prompt]
-    env = {"LLM_PROXY_KEY": MASTER_KEY, "CODEX_HOME": str(home), "HOME": str(tmp_path)}
+    command += ["-c", provider]
+    if not web_search:
+        command += ["-c", 'web_search="disabled"']
+    command += ["-m", "gpt-5.1-codex", prompt]
+    env = {"LLM_PROXY_KEY": key, "CODEX_HOME": str(home), "HOME": str(tmp_path)}
     return run(command, env, tmp_path)
 
 
@@ -242,3 +249,41 @@ def test_codex_runs_a_command_with_reasoning_kept_across_turns(
     reasoning = [item for item in second["input"] if item.get("type") == "reasoning"]
     assert reasoning and all(item["encrypted_content"] for item in reasoning)
     assert "The tool said:" in done.stdout and "notes-for-codex.txt" in done.stdout
+
+
+# Codex's model on an OpenAI deployment that enables OpenAI's web search, at $10 per 1,000
+# (tokens free, so the key's spend is its searches').
+SEARCH_PRICE = 0.01
+CODEX_SEARCH_CONFIG = gateway_config(
+    openai_double(
+        "gpt-5.1-codex",
+        model_info={"server_tools": ["web_search"], "search_context_cost_per_query": SEARCH_PRICE},
+        input_cost_per_token=0,
+        output_cost_per_token=0,
+    ),
+    router_settings=NO_RETRIES,
+    general_settings=MASTER_KEY_FROM_SECRET,
+)
+
+
+def test_codex_with_its_default_web_search_on_a_group_that_enables_it(
+    gateway_for: Callable[..., str], upstream: OpenAIUpstream, tmp_path: Path
+) -> None:
+    """Codex as installed, offering OpenAI's web search on every request: the group enables it,
+    the double searches twice (`web_search_call` items, streamed) and answers, Codex prints the
+    answer, and the key is charged the two searches."""
+    url = gateway_for(CODEX_SEARCH_CONFIG)
+    upstream.web_searches = 2
+    master = {"Authorization": f"Bearer {MASTER_KEY}"}
+    made = httpx.post(f"{url}/key/generate", headers=master, json={"max_budget": 1}, timeout=30)
+    assert made.status_code == 200, made.text
+    key = made.json()["key"]
+    done = codex_exec(url, "Say hi", tmp_path, web_search=True, key=key)
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    (sent,) = [r.body for r in upstream.requests if r.path == "/v1/responses"]
+    assert any(str(tool.get("type")).startswith("web_search") for tool in sent["tools"])
+    assert sent["stream"] is True
+    assert upstream.reply in done.stdout
+    assert "ERROR" not in done.stderr
+    info = httpx.get(f"{url}/key/info", params={"key": key}, headers=master, timeout=30)
+    assert float(info.json()["info"]["spend"]) == pytest.approx(2 * SEARCH_PRICE)

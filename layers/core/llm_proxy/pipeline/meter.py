@@ -100,8 +100,8 @@ def record_usage(record: UsageRecord, usage: Any) -> None:
         "cached_tokens",
     )
     record.cache_write_tokens = count(usage, "cache_creation_input_tokens")
-    # Anthropic's `server_tool_use` (as litellm's Usage keeps it), else where litellm puts
-    # Gemini's grounding searches.
+    # Anthropic's `server_tool_use` (as litellm's Usage keeps it, and where the Responses API's
+    # `web_search_call` items are counted), else where litellm puts Gemini's grounding searches.
     record.web_search_requests = count(
         _field(usage, "server_tool_use"), "web_search_requests"
     ) or count(_field(usage, "prompt_tokens_details"), "web_search_requests")

@@ -15,7 +15,7 @@ from llm_proxy.pipeline.litellm_hooks import Permission, RequestScope, request_s
 from llm_proxy.pipeline.model_router import ModelRouter
 from llm_proxy.pipeline.request import GatewayRequest
 from llm_proxy.pipeline.request_options import candidate_models
-from llm_proxy.pipeline.responses import readable_input, replayed_events
+from llm_proxy.pipeline.responses import readable_input, replayed_events, searched
 from llm_proxy.pipeline.streams import OpenedStream, empty_stream
 
 
@@ -67,7 +67,7 @@ async def _responses(router: ModelRouter, request: GatewayRequest) -> Any:
         model=request.model, input=readable_input(request.body.get("input")), **params
     )
     if not request.stream:
-        return response
+        return searched(response)
     if not hasattr(response, "__aiter__"):
         # A whole response where a stream was asked for (a mock deployment): its events.
         return OpenedStream(response, [], replayed_events(response))

@@ -4,7 +4,11 @@ re-emitted as its named SSE events (`responses_events`).
 
 litellm's `aresponses` forwards to deployments that serve the Responses API natively (OpenAI)
 and bridges the others through chat completions; either way the gateway keeps the
-conversation itself (stored responses), so a follow-up may be answered by any deployment."""
+conversation itself (stored responses), so a follow-up may be answered by any deployment.
+
+A native answer lists each web search the provider ran as a `web_search_call` output item
+(OpenAI's Responses API reference); their count is carried in the usage the meter reads
+(`searched`, `searched_usage`)."""
 
 from __future__ import annotations
 
@@ -170,6 +174,7 @@ def complete_usage(response: dict[str, Any]) -> dict[str, Any]:
         usage["input_tokens"] + usage["output_tokens"]
     )
     usage.pop("cost", None)  # litellm's estimate; the gateway meters the cost itself
+    usage.pop(SEARCH_COUNT, None)  # the meter's; the API counts searches as output items
     inputs = usage.get("input_tokens_details") or {}
     inputs["cached_tokens"] = int(inputs.get("cached_tokens") or 0)
     inputs["cache_write_tokens"] = int(inputs.get("cache_write_tokens") or 0)
@@ -177,6 +182,40 @@ def complete_usage(response: dict[str, Any]) -> dict[str, Any]:
     outputs["reasoning_tokens"] = int(outputs.get("reasoning_tokens") or 0)
     usage["input_tokens_details"], usage["output_tokens_details"] = inputs, outputs
     return response
+
+
+# Where the meter reads a count of web searches (`meter.record_usage`), as litellm's chat usage
+# carries Anthropic's.
+SEARCH_COUNT = "server_tool_use"
+WEB_SEARCH_CALL = "web_search_call"
+
+
+def web_search_calls(output: Any) -> int:
+    """The web searches an answer's output items say the provider ran, one item each."""
+    items = output if isinstance(output, list) else []
+    return sum(1 for item in items if _item_type(item) == WEB_SEARCH_CALL)
+
+
+def searched(response: Any) -> Any:
+    """A JSON answer with its web searches counted in its usage, for the meter."""
+    usage = getattr(response, "usage", None)
+    searches = web_search_calls(getattr(response, "output", None))
+    if usage is not None and searches:
+        setattr(usage, SEARCH_COUNT, {"web_search_requests": searches})
+    return response
+
+
+def searched_usage(response: Mapping[str, Any]) -> Any:
+    """A streamed response's usage with its web searches counted, for the meter."""
+    usage = response.get("usage")
+    searches = web_search_calls(response.get("output"))
+    if not isinstance(usage, dict) or not searches:
+        return usage
+    return {**usage, SEARCH_COUNT: {"web_search_requests": searches}}
+
+
+def _item_type(item: Any) -> Any:
+    return item.get("type") if isinstance(item, dict) else getattr(item, "type", None)
 
 
 def responses_answer(response: Any, request: GatewayRequest) -> Any:
@@ -212,7 +251,7 @@ class ResponsesReader(StreamReader):
             spec_response(response, self._sent)
             if data.get("type") == "response.completed":
                 self.completed, self.result = True, response
-                record_usage(record, response.get("usage"))
+                record_usage(record, searched_usage(response))
         return data
 
     def end(self, model: str, source: Any) -> None:

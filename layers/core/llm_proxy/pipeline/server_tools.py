@@ -4,13 +4,16 @@
 `computer_use_preview`, `mcp`, ...) and chat's `web_search_options`.
 
 The rule: a request may offer such a tool only to a model group whose every deployment enables
-it (`model_info.server_tools: [web_search]`), and every group it may fall back to, on an API
-whose answers report the tool's uses (chat and Messages); otherwise it is refused (400
-`server_tool_not_enabled`) before any provider is called. A deployment may enable a tool only
-where the gateway can meter it: `web_search` where the provider reports its searches
-(`usage.server_tool_use.web_search_requests`) and a price per search is known
+it (`model_info.server_tools: [web_search]`), and every group it may fall back to, where the
+API's answers from those deployments report the tool's uses; otherwise it is refused (400
+`server_tool_not_enabled`) before any provider is called. Web searches are reported by
+Anthropic, Vertex AI and Gemini on chat and Messages (`usage.server_tool_use.web_search_requests`)
+and by OpenAI and Azure OpenAI on the Responses API, which litellm forwards to them natively (one
+`web_search_call` output item per search); litellm's bridge from the Responses API to chat drops
+the count, so no other provider serves it there. A deployment may enable a tool only where the
+gateway can meter it: `web_search` on such a provider with a price per search
 (`search_context_cost_per_query`, the deployment's or litellm's cost map); `web_fetch`, which
-Anthropic charges as tokens only. Any other is refused at config load.
+Anthropic charges as tokens only (chat and Messages). Any other is refused at config load.
 
 Which tools the client runs itself is an allow-list (the SDKs' function and custom tools,
 Codex's shell and patch tools, Anthropic's versioned client tools); any other `type` is the
@@ -38,12 +41,22 @@ WEB_FETCH = "web_fetch"
 # The tools a deployment may enable: priced per use (the price's LiteLLM name), or charged
 # as tokens only (None).
 ENABLEABLE: dict[str, str | None] = {WEB_SEARCH: WEB_SEARCH_PRICE, WEB_FETCH: None}
-# Providers whose answers say how many web searches ran (litellm reads Anthropic's
-# `server_tool_use`, and Gemini's grounding searches), so each is metered.
-SEARCH_COUNTING_PROVIDERS = frozenset({"anthropic", "vertex_ai", "gemini"})
-# The APIs whose answers carry the provider's count of the tools' uses (litellm's Responses
-# API answers drop Anthropic's `server_tool_use`).
-METERED_APIS = frozenset({"chat", "messages"})
+# The providers whose answers say how many web searches ran, on each API: litellm reads
+# Anthropic's `server_tool_use` and Gemini's grounding searches on chat (and Messages, served
+# through chat); OpenAI's Responses API lists a `web_search_call` item per search.
+CHAT_SEARCH_COUNTERS = frozenset({"anthropic", "vertex_ai", "gemini"})
+SEARCH_COUNTERS: dict[str, frozenset[str]] = {
+    "chat": CHAT_SEARCH_COUNTERS,
+    "messages": CHAT_SEARCH_COUNTERS,
+    "responses": frozenset({"openai", "azure"}),
+}
+# The tools each API's answers meter (`web_fetch` is Anthropic's, charged as tokens, which
+# litellm's Responses bridge would reach only through chat).
+METERED_TOOLS: dict[str, frozenset[str]] = {
+    "chat": frozenset({WEB_SEARCH, WEB_FETCH}),
+    "messages": frozenset({WEB_SEARCH, WEB_FETCH}),
+    "responses": frozenset({WEB_SEARCH}),
+}
 # Tools the client runs: OpenAI's chat and Responses types, and Anthropic's versioned ones.
 CLIENT_TOOL_TYPES = frozenset({"function", "custom", "local_shell", "shell", "apply_patch"})
 ANTHROPIC_CLIENT_TOOL = re.compile(r"^(bash|text_editor|computer|memory)_\d{8}$")
@@ -123,11 +136,12 @@ def candidate_groups(request: GatewayRequest, router: ModelRouter) -> list[str]:
 
 def refuse_server_tools(request: GatewayRequest, router: ModelRouter) -> None:
     """A provider-run tool is refused unless every deployment that may answer enables it, and
-    the API's answers carry the count of its uses."""
+    the API's answers from each carry the count of its uses."""
     if request.api.router_call is None:
         return  # counting tokens runs no tool
+    api = request.api.name
     for tool in server_tools(request.as_sent):
-        if request.api.name not in METERED_APIS:
+        if tool.kind in ENABLEABLE and tool.kind not in METERED_TOOLS.get(api, ()):
             raise SERVER_TOOL_NOT_ENABLED(
                 f"The provider-run tool '{tool.kind[:100]}' is not served on this endpoint: "
                 "its uses are billed by the provider and cannot be metered here. Use "
@@ -137,14 +151,39 @@ def refuse_server_tools(request: GatewayRequest, router: ModelRouter) -> None:
             )
         for model in candidate_groups(request, router):
             deployments = list(router.in_group(model))
-            if deployments and all(tool.kind in enabled(d) for d in deployments):
-                continue
-            raise SERVER_TOOL_NOT_ENABLED(
-                f"The provider-run tool '{tool.kind[:100]}' is not enabled for model "
-                f"'{model[:256]}': it is billed by the provider per use, and the gateway's "
-                "operator enables it per model group (model_info.server_tools).",
-                param=tool.param,
-            )
+            if not deployments or not all(tool.kind in enabled(d) for d in deployments):
+                raise SERVER_TOOL_NOT_ENABLED(
+                    f"The provider-run tool '{tool.kind[:100]}' is not enabled for model "
+                    f"'{model[:256]}': it is billed by the provider per use, and the gateway's "
+                    f"operator enables it per model group (model_info.server_tools: "
+                    f"[{tool.kind[:100]}]).{_turn_off_hint(tool.kind)}",
+                    param=tool.param,
+                )
+            if not all(counted(tool.kind, api, d) for d in deployments):
+                raise SERVER_TOOL_NOT_ENABLED(
+                    f"The provider-run tool '{tool.kind[:100]}' is not served for model "
+                    f"'{model[:256]}' on this endpoint: its provider's answers here do not "
+                    "report its uses, so they cannot be metered (model_info.server_tools "
+                    "enables web_search on /v1/responses for OpenAI and Azure OpenAI "
+                    "deployments, on /v1/chat/completions and /v1/messages for Anthropic, "
+                    f"Vertex AI and Gemini ones).{_turn_off_hint(tool.kind)}",
+                    param=tool.param,
+                )
+
+
+def counted(kind: str, api: str, deployment: Mapping[str, Any]) -> bool:
+    """Whether the API's answers from the deployment report the tool's uses."""
+    if kind != WEB_SEARCH:
+        return True
+    provider = deployment.get("provider") or _provider(deployment.get("litellm_params") or {})
+    return provider in SEARCH_COUNTERS.get(api, ())
+
+
+def _turn_off_hint(kind: str) -> str:
+    # Codex CLI offers OpenAI's web search on every request unless told not to.
+    if kind != WEB_SEARCH:
+        return ""
+    return ' Or send the request without it (Codex CLI: -c web_search="disabled").'
 
 
 def server_tool_reserve(request: GatewayRequest, router: ModelRouter) -> float:
@@ -182,10 +221,13 @@ def config_problem(litellm_params: Mapping[str, Any], model_info: Mapping[str, A
                 f"model_info.{ENABLE_FIELD}: '{name}' cannot be enabled: the gateway meters "
                 f"only {', '.join(sorted(ENABLEABLE))}"
             )
-        if name == WEB_SEARCH and _provider(litellm_params) not in SEARCH_COUNTING_PROVIDERS:
+        if name == WEB_SEARCH and not any(
+            _provider(litellm_params) in providers for providers in SEARCH_COUNTERS.values()
+        ):
             return (
                 f"model_info.{ENABLE_FIELD}: '{name}' cannot be enabled: this provider's "
-                "answers do not report how many searches ran"
+                "answers do not report how many searches ran (Anthropic, Vertex AI and Gemini "
+                "do on chat and Messages, OpenAI and Azure OpenAI on the Responses API)"
             )
         price = ENABLEABLE[name]
         if price is not None and per_use_price(deployment, price) is None:
