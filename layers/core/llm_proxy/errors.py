@@ -248,6 +248,23 @@ _PROVIDER_REFUSALS: dict[int, ErrorCode] = {
     422: UNPROCESSABLE_REQUEST,
 }
 
+# The codes a request can only get once its model and parameters were validated: the key's
+# limits, and whatever the provider call gave (its usage is reported under the model it asked
+# for; `accounting.rollups.model_of`).
+PAST_VALIDATION_CODES = frozenset(
+    entry.code
+    for entry in (
+        RATE_LIMIT_EXCEEDED,
+        BUDGET_EXCEEDED,
+        CLIENT_DISCONNECTED,
+        PROVIDER_TIMEOUT,
+        PROVIDER_UNREACHABLE,
+        PROVIDER_BAD_RESPONSE,
+        *_LITELLM_ERRORS.values(),
+        *_PROVIDER_REFUSALS.values(),
+    )
+)
+
 DEFAULT_RETRY_AFTER_S = 5
 
 
