@@ -268,8 +268,30 @@ PAST_VALIDATION_CODES = frozenset(
 DEFAULT_RETRY_AFTER_S = 5
 
 
+# What the client is told of a failure on the gateway's side of the call (an address, a
+# timeout, the gateway's own credentials, an answer it could not read): a fixed sentence per
+# code, never litellm's or the HTTP client's text, which names hosts, ports and objects. The
+# operator reads that text in the log line `as_proxy_error` writes.
+_FIXED_MESSAGES: dict[ErrorCode, str] = {
+    PROVIDER_UNREACHABLE: "The provider for model '{model}' could not be reached.",
+    PROVIDER_TIMEOUT: "The provider for model '{model}' did not answer in time.",
+    PROVIDER_BAD_RESPONSE: "The provider for model '{model}' sent an answer that could not be "
+    "read.",
+    PROVIDER_AUTHENTICATION_FAILED: "The provider for model '{model}' refused the gateway's "
+    "credentials; the operator must fix the deployment's key.",
+    PROVIDER_PERMISSION_DENIED: "The provider for model '{model}' refused the gateway access "
+    "to it; the operator must fix the deployment.",
+    PROVIDER_ERROR: "The provider for model '{model}' failed to answer.",
+    PROVIDER_UNAVAILABLE: "The provider for model '{model}' is unavailable or overloaded.",
+    ALL_DEPLOYMENTS_COOLING_DOWN: "Every deployment of model '{model}' is cooling down after "
+    "failures; retry later.",
+}
+
+
 def from_litellm(exc: Exception, model: str, redact: Any) -> ProxyError:
-    """Translate a litellm/provider exception; `redact` scrubs secrets out of the message."""
+    """Translate a litellm/provider exception. A provider's refusal of the caller's request
+    keeps the provider's message (`redact` scrubs secrets out of it, `client_text` the
+    gateway's side); any other failure is told in a fixed sentence."""
     kind = PROVIDER_ERROR
     for cls in type(exc).__mro__:
         if cls.__name__ in _LITELLM_ERRORS:
@@ -284,13 +306,38 @@ def from_litellm(exc: Exception, model: str, redact: Any) -> ProxyError:
     elif kind.status == 502 and _caused_by_name(exc, CONNECT_ERRORS):
         # ...and a refused connection as an internal server error.
         kind = PROVIDER_UNREACHABLE
-    detail = redact(provider_message(str(exc)))
     headers: dict[str, str] = {}
     if kind.status == 429:
         headers["Retry-After"] = str(_retry_after(exc))
         headers.update(_rate_limit_headers(exc))
+    fixed = _FIXED_MESSAGES.get(kind)
+    if fixed is not None:
+        return kind(fixed.format(model=model), headers=headers)
+    detail = client_text(redact(provider_message(str(exc))))
     message = f"Model '{model}': {detail}" if detail else f"Model '{model}': provider call failed."
     return kind(message, headers=headers)
+
+
+# What litellm and the HTTP clients under it add of the gateway's side to a provider's text:
+# object reprs (`<ssl.SSLContext object at 0x7f...>`), URLs, addresses with their ports, and
+# litellm's advice to its own callers.
+_REPRS = re.compile(
+    r"<[^<>]*\bat 0x[0-9a-fA-F]+>|\b0x[0-9a-fA-F]{6,}\b|\s*Handle with `litellm\.\w+`\.?"
+)
+_URLS = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>)\]]+")
+_ADDRESSES = re.compile(
+    r"\(\s*'[^']*',\s*\d{1,5}\s*\)"  # a socket address, ('10.0.0.1', 8080)
+    r"|\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b"
+    r"|\[[0-9a-fA-F:]*:[0-9a-fA-F:]*\](?::\d{1,5})?"
+    r"|\b(?:localhost|[\w-]+(?:\.[\w-]+)+):\d{1,5}\b"
+)
+_SPACES = re.compile(r"\s{2,}")
+
+
+def client_text(text: str) -> str:
+    """A provider's message with what litellm adds of the gateway's side taken out."""
+    text = _ADDRESSES.sub("[address]", _URLS.sub("[url]", _REPRS.sub("", text)))
+    return _SPACES.sub(" ", text).strip()
 
 
 def _rate_limit_headers(exc: Exception) -> dict[str, str]:
@@ -323,7 +370,8 @@ def provider_message(text: str) -> str:
 # "litellm.NotFoundError: NotFoundError: OpenAIException - <the provider's body>", and the
 # openai SDK's "Error code: 404 - <...>" inside it.
 _LITELLM_WORDS = re.compile(
-    r"^(?:litellm\.\w+: )?(?:\w+Error: )?(?:\w+Exception - )?(?:Error code: \d+ - )?"
+    r"^(?:litellm\.\w+: )?(?:\w+Error: )?(?:\w+Exception(?: \w+Error)? - )?"
+    r"(?:Error code: \d+ - )?"
 )
 
 
@@ -382,17 +430,25 @@ def as_proxy_error(exc: Exception, model: str) -> ProxyError:
     if isinstance(exc, DomainError):
         return exc.as_proxy_error()
     if isinstance(exc, TimeoutError):
-        return PROVIDER_TIMEOUT(f"Model '{model}': the provider did not answer in time.")
-    if type(exc).__module__.split(".", 1)[0] in PROVIDER_ERROR_PACKAGES:
+        error = PROVIDER_TIMEOUT(_FIXED_MESSAGES[PROVIDER_TIMEOUT].format(model=model))
+    elif type(exc).__module__.split(".", 1)[0] in PROVIDER_ERROR_PACKAGES:
         error = from_litellm(exc, model, redactor.redact)
-        logger.warning(
-            "provider call failed",
-            extra={
-                "model": model,
-                "status": error.status,
-                "error": type(exc).__name__,
-                "detail": error.message,
-            },
-        )
-        return error
-    raise exc
+    else:
+        raise exc
+    # The whole text, for the operator: the client's message leaves the gateway's side out.
+    # Logging extras are not scrubbed by the logger's filter, so it is redacted here.
+    logger.warning(
+        "provider call failed",
+        extra={
+            "model": model,
+            "status": error.status,
+            "code": error.code,
+            "error": type(exc).__name__,
+            "detail": redactor.redact(str(exc))[:LOGGED_DETAIL_CHARS],
+        },
+    )
+    return error
+
+
+# litellm appends debug dumps (deployments, cooldowns) to its messages: enough to read, bounded.
+LOGGED_DETAIL_CHARS = 4000
