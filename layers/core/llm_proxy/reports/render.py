@@ -28,7 +28,9 @@ def to_json(report: Report) -> str:
 
 def to_csv(report: Report) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # RFC 4180's line ends: with them, a label holding a bare CR is quoted like one holding a
+    # newline, rather than breaking its row in two.
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for row in report.rows:
         values = row.as_dict()
