@@ -9,11 +9,19 @@ ProxyError with a code of its own (`tests/unit/test_errors.py`)."""
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from llm_proxy.logs import logger, redactor
+from llm_proxy.provider_exceptions import (
+    CONNECT_ERRORS,
+    caused_by,
+    caused_by_name,
+    client_text,
+    provider_message,
+    rate_limit_headers,
+    retry_after,
+)
 
 
 class ProxyError(Exception):
@@ -265,9 +273,6 @@ PAST_VALIDATION_CODES = frozenset(
     )
 )
 
-DEFAULT_RETRY_AFTER_S = 5
-
-
 # What the client is told of a failure on the gateway's side of the call (an address, a
 # timeout, the gateway's own credentials, an answer it could not read): a fixed sentence per
 # code, never litellm's or the HTTP client's text, which names hosts, ports and objects. The
@@ -300,123 +305,22 @@ def from_litellm(exc: Exception, model: str, redact: Any) -> ProxyError:
     if kind in (PROVIDER_ERROR, BAD_REQUEST):
         # litellm raises a 422 as a BadRequestError, a 413 as its generic APIError.
         kind = _PROVIDER_REFUSALS.get(getattr(exc, "status_code", 0), kind)
-    if _caused_by(exc, json.JSONDecodeError):
+    if caused_by(exc, json.JSONDecodeError):
         # litellm wraps an unparsable provider body as a connection error.
         kind = PROVIDER_BAD_RESPONSE
-    elif kind.status == 502 and _caused_by_name(exc, CONNECT_ERRORS):
+    elif kind.status == 502 and caused_by_name(exc, CONNECT_ERRORS):
         # ...and a refused connection as an internal server error.
         kind = PROVIDER_UNREACHABLE
     headers: dict[str, str] = {}
     if kind.status == 429:
-        headers["Retry-After"] = str(_retry_after(exc))
-        headers.update(_rate_limit_headers(exc))
+        headers["Retry-After"] = str(retry_after(exc))
+        headers.update(rate_limit_headers(exc))
     fixed = _FIXED_MESSAGES.get(kind)
     if fixed is not None:
         return kind(fixed.format(model=model), headers=headers)
     detail = client_text(redact(provider_message(str(exc))))
     message = f"Model '{model}': {detail}" if detail else f"Model '{model}': provider call failed."
     return kind(message, headers=headers)
-
-
-# What litellm and the HTTP clients under it add of the gateway's side to a provider's text:
-# object reprs (`<ssl.SSLContext object at 0x7f...>`), URLs, addresses with their ports, and
-# litellm's advice to its own callers.
-_REPRS = re.compile(
-    r"<[^<>]*\bat 0x[0-9a-fA-F]+>|\b0x[0-9a-fA-F]{6,}\b|\s*Handle with `litellm\.\w+`\.?"
-)
-_URLS = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>)\]]+")
-_ADDRESSES = re.compile(
-    r"\(\s*'[^']*',\s*\d{1,5}\s*\)"  # a socket address, ('10.0.0.1', 8080)
-    r"|\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b"
-    r"|\[[0-9a-fA-F:]*:[0-9a-fA-F:]*\](?::\d{1,5})?"
-    r"|\b(?:localhost|[\w-]+(?:\.[\w-]+)+):\d{1,5}\b"
-)
-_SPACES = re.compile(r"\s{2,}")
-
-
-def client_text(text: str) -> str:
-    """A provider's message with what litellm adds of the gateway's side taken out."""
-    text = _ADDRESSES.sub("[address]", _URLS.sub("[url]", _REPRS.sub("", text)))
-    return _SPACES.sub(" ", text).strip()
-
-
-def _rate_limit_headers(exc: Exception) -> dict[str, str]:
-    """A deployment's own `x-ratelimit-*` figures, passed on to the client."""
-    headers: Any = getattr(exc, "litellm_response_headers", None)
-    if not hasattr(headers, "items"):
-        return {}
-    return {
-        str(name).lower(): str(value)
-        for name, value in headers.items()
-        if str(name).lower().startswith("x-ratelimit-")
-    }
-
-
-def provider_message(text: str) -> str:
-    """The provider's own message where litellm wraps the provider's error body in its words
-    ("litellm.BadRequestError: OpenAIException - {...}"), else litellm's first line (it
-    appends multi-line debug dumps: deployment ids, cooldown lists)."""
-    line = text.strip().split("\n", 1)[0].strip()
-    unwrapped = _LITELLM_WORDS.sub("", line, count=1) or line
-    try:
-        body = json.loads(unwrapped)
-    except ValueError:
-        return unwrapped[:1000]
-    error = body.get("error") if isinstance(body, dict) else None
-    message = error.get("message") if isinstance(error, dict) else error
-    return str(message)[:1000] if isinstance(message, str) and message else unwrapped[:1000]
-
-
-# "litellm.NotFoundError: NotFoundError: OpenAIException - <the provider's body>", and the
-# openai SDK's "Error code: 404 - <...>" inside it.
-_LITELLM_WORDS = re.compile(
-    r"^(?:litellm\.\w+: )?(?:\w+Error: )?(?:\w+Exception(?: \w+Error)? - )?"
-    r"(?:Error code: \d+ - )?"
-)
-
-
-# Connection failures as the HTTP clients under litellm name them.
-CONNECT_ERRORS = frozenset(
-    {"ConnectError", "ConnectTimeout", "ConnectionRefusedError", "ClientConnectorError"}
-)
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not other for other in seen):
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    return any(isinstance(link, kind) for link in _chain(exc))
-
-
-def _caused_by_name(exc: BaseException, names: frozenset[str]) -> bool:
-    return any(type(link).__name__ in names for link in _chain(exc))
-
-
-def _retry_after(exc: Exception) -> int:
-    # litellm keeps the provider's real headers apart; some providers' `response` is synthetic.
-    sources: tuple[Any, ...] = (
-        getattr(exc, "litellm_response_headers", None),
-        getattr(getattr(exc, "response", None), "headers", None),
-    )
-    for headers in sources:
-        if not hasattr(headers, "items"):
-            continue
-        value = {str(name).lower(): v for name, v in headers.items()}.get("retry-after")
-        if value:
-            try:
-                return max(1, int(float(value)))
-            except ValueError:
-                continue
-    cooldown = getattr(exc, "cooldown_time", None)
-    if isinstance(cooldown, int | float) and cooldown > 0:
-        return max(1, int(cooldown + 0.999))
-    return DEFAULT_RETRY_AFTER_S
 
 
 # Errors raised by these packages come from a provider call; anything else is our own bug.
