@@ -31,6 +31,7 @@ from llm_proxy.reports.render import CSV_COLUMNS
 from llm_proxy.store.rollups import RollupsTable
 from llm_proxy.store.usage import UsageTable
 
+from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
 from devstack.server import free_port
 from tests.support.configs import (
     MASTER_KEY_FROM_SECRET,
@@ -148,7 +149,7 @@ def csv_rows(text: str) -> list[dict[str, str]]:
 
 
 def test_report_cells_are_never_formulas(
-    gateway: str, aws: dict[str, str], upstream: object
+    gateway: str, aws: dict[str, str], upstream: OpenAIUpstream
 ) -> None:
     # Through the gateway: an agent name a key holder chooses that a spreadsheet would compute.
     agent = f"-1-{uuid.uuid4().hex[:6]}"
@@ -160,9 +161,9 @@ def test_report_cells_are_never_formulas(
     )
     assert served.status_code == 200, served.text
     usage_item(aws["UsageTable"], served.headers["x-request-id"])
-    # Labels as rollups written before names were bounded hold them, through the real write
-    # path (usage item and rollup in one transaction), on a day of this test's own.
-    day = "2022-03-0" + str(1 + uuid.uuid4().int % 9)
+    # Labels as rollups written before made-up names were bounded hold them, through the real
+    # write path (usage item and rollup in one transaction), on a day of this test's own.
+    day = "2022-03-01"
     noon = datetime.fromisoformat(f"{day}T12:00:00+00:00").timestamp()
     store = UsageTable(aws["UsageTable"], 90, rollups_table=aws["RollupsTable"])
     hostile_html = '<img src=x onerror="alert(1)">'
@@ -196,7 +197,7 @@ def test_report_cells_are_never_formulas(
 
 
 def test_made_up_model_names_add_up_in_one_bounded_row(
-    gateway: str, aws: dict[str, str], upstream: object
+    gateway: str, aws: dict[str, str], upstream: OpenAIUpstream
 ) -> None:
     key = new_key(gateway, key_alias=f"prober-{uuid.uuid4().hex[:8]}")
     names = [*FORMULAS, *(f"made-up-{n}-{uuid.uuid4().hex}" for n in range(14)), "x" * 5000]
@@ -288,9 +289,9 @@ def test_an_unreachable_deployment_shows_no_address_to_the_caller(
     assert not [name for name, secret in PROVIDER_KEYS.items() if secret in written]
 
 
-def test_a_timeout_is_a_fixed_message(gateway_for: Callable[..., str], upstream: Any) -> None:
-    from devstack.doubles.openai_upstream import Fault
-
+def test_a_timeout_is_a_fixed_message(
+    gateway_for: Callable[..., str], upstream: OpenAIUpstream
+) -> None:
     base = gateway_for(
         gateway_config(
             openai_double("slow", "openai/gpt-4o", timeout=0.5),
@@ -344,7 +345,7 @@ def test_a_timeout_is_a_fixed_message(gateway_for: Callable[..., str], upstream:
     ],
 )
 def test_unusable_numbers_are_400_naming_the_field(
-    gateway: str, upstream: Any, path: str, body: str, param: str
+    gateway: str, upstream: OpenAIUpstream, path: str, body: str, param: str
 ) -> None:
     response = raw_post(gateway, path, body)
     assert response.status_code == 400, response.text
