@@ -304,6 +304,26 @@ def test_a_timeout_is_a_fixed_message(
     assert error["message"] == "The provider for model 'slow' did not answer in time."
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_providers_refusal_keeps_its_words_but_not_the_gateways_side(
+    gateway: str, upstream: OpenAIUpstream, stream: bool
+) -> None:
+    # As litellm and the HTTP clients under it write the gateway's side into a message.
+    leaky = (
+        "Invalid 'messages[0]': too short (sent via http://10.1.2.3:8443/v1 from "
+        "127.0.0.1:50123 on <aiohttp.connector.TCPConnector object at 0x7f3a2b1c0d90>)"
+    )
+    upstream.fail_next(Fault(status=400, message=leaky))
+    refused = openai_error(chat(gateway, "gpt-3.5-turbo", stream=stream), 400, "bad_request")
+    assert refused["message"].startswith("Model 'gpt-3.5-turbo': Invalid 'messages[0]': too short")
+    upstream.fail_next(Fault(status=500, message=leaky))
+    failed = openai_error(chat(gateway, "gpt-3.5-turbo", stream=stream), 502, "provider_error")
+    assert failed["message"] == "The provider for model 'gpt-3.5-turbo' failed to answer."
+    for message in (refused["message"], failed["message"]):
+        for leak in ("10.1.2.3", "8443", "127.0.0.1", "50123", "0x7f", "object at", "http"):
+            assert leak not in message
+
+
 # -- numbers and key fields ------------------------------------------------------------------------
 
 
