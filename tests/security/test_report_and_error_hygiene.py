@@ -25,7 +25,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from llm_proxy.accounting.rollups import UNROUTED
+from llm_proxy.accounting.rollups import UNROUTED, model_of
 from llm_proxy.logs import SERVICE
 from llm_proxy.reports.render import CSV_COLUMNS
 from llm_proxy.store.rollups import RollupsTable
@@ -224,6 +224,24 @@ def test_made_up_model_names_add_up_in_one_bounded_row(
         row for row in csv_rows(scheduled_report(aws, today())["csv"]) if row["key_id"] == key_id
     ]
     assert sorted(row["model"] for row in reported) == sorted(["gpt-3.5-turbo", UNROUTED])
+
+
+@pytest.mark.parametrize(
+    ("item", "model"),
+    [
+        ({"model_group": "gpt-4", "model_requested": "coder", "status": 502}, "gpt-4"),
+        ({"model_requested": "gpt-4", "status": 200, "cache_hit": True}, "gpt-4"),
+        ({"model_requested": "gpt-4", "status": 429, "error_code": "budget_exceeded"}, "gpt-4"),
+        ({"model_requested": "gpt-4", "status": 504, "error_code": "provider_timeout"}, "gpt-4"),
+        ({"model_requested": "=1+1", "status": 404, "error_code": "model_not_found"}, UNROUTED),
+        ({"model_requested": "gpt-4", "status": 403, "error_code": "model_not_allowed"}, UNROUTED),
+        ({"model_requested": "gpt-4", "status": 400, "error_code": "invalid_value"}, UNROUTED),
+        ({"model_requested": "x", "status": 503, "error_code": "dependency_unavailable"}, UNROUTED),
+        ({"status": 400, "error_code": "missing_model"}, UNROUTED),
+    ],
+)
+def test_a_rollup_names_only_a_model_the_gateway_accepted(item: dict[str, Any], model: str) -> None:
+    assert model_of({"day": "2024-05-01", **item}) == model
 
 
 # -- provider errors -----------------------------------------------------------------------------
