@@ -340,6 +340,14 @@ def test_a_providers_refusal_keeps_its_words_but_not_the_gateways_side(
     for message in (refused["message"], failed["message"]):
         for leak in ("10.1.2.3", "8443", "127.0.0.1", "50123", "0x7f", "object at", "http"):
             assert leak not in message
+    # A provider's rate limit is the operator's account's: its words name the organisation.
+    account = "Rate limit reached for gpt-3.5-turbo in organization org-Hx2KqZ on tokens per min"
+    upstream.fail_next(Fault(status=429, message=account, retry_after="3"))
+    limited = chat(gateway, "gpt-3.5-turbo", stream=stream)
+    assert openai_error(limited, 429, "provider_rate_limited")["message"] == (
+        "Rate limit exceeded at the provider for model 'gpt-3.5-turbo'; retry after 3 seconds."
+    )
+    assert limited.headers["retry-after"] == "3"
 
 
 # -- numbers and key fields ------------------------------------------------------------------------

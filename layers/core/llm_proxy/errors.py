@@ -274,9 +274,9 @@ PAST_VALIDATION_CODES = frozenset(
 )
 
 # What the client is told of a failure on the gateway's side of the call (an address, a
-# timeout, the gateway's own credentials, an answer it could not read): a fixed sentence per
-# code, never litellm's or the HTTP client's text, which names hosts, ports and objects. The
-# operator reads that text in the log line `as_proxy_error` writes.
+# timeout, the gateway's own credentials or account, an answer it could not read): a fixed
+# sentence per code, never litellm's or the HTTP client's text, which names hosts, ports and
+# objects. The operator reads that text in the log line `as_proxy_error` writes.
 _FIXED_MESSAGES: dict[ErrorCode, str] = {
     PROVIDER_UNREACHABLE: "The provider for model '{model}' could not be reached.",
     PROVIDER_TIMEOUT: "The provider for model '{model}' did not answer in time.",
@@ -288,15 +288,18 @@ _FIXED_MESSAGES: dict[ErrorCode, str] = {
     "to it; the operator must fix the deployment.",
     PROVIDER_ERROR: "The provider for model '{model}' failed to answer.",
     PROVIDER_UNAVAILABLE: "The provider for model '{model}' is unavailable or overloaded.",
+    # The provider's words name the operator's account (its organisation, its tier).
+    PROVIDER_RATE_LIMITED: "Rate limit exceeded at the provider for model '{model}'; retry "
+    "after {retry_after} seconds.",
     ALL_DEPLOYMENTS_COOLING_DOWN: "Every deployment of model '{model}' is cooling down after "
-    "failures; retry later.",
+    "failures; retry after {retry_after} seconds.",
 }
 
 
 def from_litellm(exc: Exception, model: str, redact: Any) -> ProxyError:
-    """Translate a litellm/provider exception. A provider's refusal of the caller's request
-    keeps the provider's message (`redact` scrubs secrets out of it, `client_text` the
-    gateway's side); any other failure is told in a fixed sentence."""
+    """Translate a litellm/provider exception. A provider's refusal of the caller's request (a
+    4xx but for its rate limit) keeps the provider's message (`redact` scrubs secrets out of
+    it, `client_text` the gateway's side); any other failure is told in a fixed sentence."""
     kind = PROVIDER_ERROR
     for cls in type(exc).__mro__:
         if cls.__name__ in _LITELLM_ERRORS:
@@ -317,7 +320,8 @@ def from_litellm(exc: Exception, model: str, redact: Any) -> ProxyError:
         headers.update(rate_limit_headers(exc))
     fixed = _FIXED_MESSAGES.get(kind)
     if fixed is not None:
-        return kind(fixed.format(model=model), headers=headers)
+        text = fixed.format(model=model, retry_after=headers.get("Retry-After"))
+        return kind(text, headers=headers)
     detail = client_text(redact(provider_message(str(exc))))
     message = f"Model '{model}': {detail}" if detail else f"Model '{model}': provider call failed."
     return kind(message, headers=headers)
