@@ -9,11 +9,19 @@ ProxyError with a code of its own (`tests/unit/test_errors.py`)."""
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from llm_proxy.logs import logger, redactor
+from llm_proxy.provider_exceptions import (
+    CONNECT_ERRORS,
+    caused_by,
+    caused_by_name,
+    client_text,
+    provider_message,
+    rate_limit_headers,
+    retry_after,
+)
 
 
 class ProxyError(Exception):
@@ -250,11 +258,50 @@ _PROVIDER_REFUSALS: dict[int, ErrorCode] = {
     422: UNPROCESSABLE_REQUEST,
 }
 
-DEFAULT_RETRY_AFTER_S = 5
+# The codes a request can only get once its model and parameters were validated: the key's
+# limits, and whatever the provider call gave (its usage is reported under the model it asked
+# for; `accounting.rollups.model_of`).
+PAST_VALIDATION_CODES = frozenset(
+    entry.code
+    for entry in (
+        RATE_LIMIT_EXCEEDED,
+        BUDGET_EXCEEDED,
+        CLIENT_DISCONNECTED,
+        PROVIDER_TIMEOUT,
+        PROVIDER_UNREACHABLE,
+        PROVIDER_BAD_RESPONSE,
+        *_LITELLM_ERRORS.values(),
+        *_PROVIDER_REFUSALS.values(),
+    )
+)
+
+# What the client is told of a failure on the gateway's side of the call (an address, a
+# timeout, the gateway's own credentials or account, an answer it could not read): a fixed
+# sentence per code, never litellm's or the HTTP client's text, which names hosts, ports and
+# objects. The operator reads that text in the log line `as_proxy_error` writes.
+_FIXED_MESSAGES: dict[ErrorCode, str] = {
+    PROVIDER_UNREACHABLE: "The provider for model '{model}' could not be reached.",
+    PROVIDER_TIMEOUT: "The provider for model '{model}' did not answer in time.",
+    PROVIDER_BAD_RESPONSE: "The provider for model '{model}' sent an answer that could not be "
+    "read.",
+    PROVIDER_AUTHENTICATION_FAILED: "The provider for model '{model}' refused the gateway's "
+    "credentials; the operator must fix the deployment's key.",
+    PROVIDER_PERMISSION_DENIED: "The provider for model '{model}' refused the gateway access "
+    "to it; the operator must fix the deployment.",
+    PROVIDER_ERROR: "The provider for model '{model}' failed to answer.",
+    PROVIDER_UNAVAILABLE: "The provider for model '{model}' is unavailable or overloaded.",
+    # The provider's words name the operator's account (its organisation, its tier).
+    PROVIDER_RATE_LIMITED: "Rate limit exceeded at the provider for model '{model}'; retry "
+    "after {retry_after} seconds.",
+    ALL_DEPLOYMENTS_COOLING_DOWN: "Every deployment of model '{model}' is cooling down after "
+    "failures; retry after {retry_after} seconds.",
+}
 
 
 def from_litellm(exc: Exception, model: str, redact: Any) -> ProxyError:
-    """Translate a litellm/provider exception; `redact` scrubs secrets out of the message."""
+    """Translate a litellm/provider exception. A provider's refusal of the caller's request (a
+    4xx but for its rate limit) keeps the provider's message (`redact` scrubs secrets out of
+    it, `client_text` the gateway's side); any other failure is told in a fixed sentence."""
     kind = PROVIDER_ERROR
     for cls in type(exc).__mro__:
         if cls.__name__ in _LITELLM_ERRORS:
@@ -263,97 +310,23 @@ def from_litellm(exc: Exception, model: str, redact: Any) -> ProxyError:
     if kind in (PROVIDER_ERROR, BAD_REQUEST):
         # litellm raises a 422 as a BadRequestError, a 413 as its generic APIError.
         kind = _PROVIDER_REFUSALS.get(getattr(exc, "status_code", 0), kind)
-    if _caused_by(exc, json.JSONDecodeError):
+    if caused_by(exc, json.JSONDecodeError):
         # litellm wraps an unparsable provider body as a connection error.
         kind = PROVIDER_BAD_RESPONSE
-    elif kind.status == 502 and _caused_by_name(exc, CONNECT_ERRORS):
+    elif kind.status == 502 and caused_by_name(exc, CONNECT_ERRORS):
         # ...and a refused connection as an internal server error.
         kind = PROVIDER_UNREACHABLE
-    detail = redact(provider_message(str(exc)))
     headers: dict[str, str] = {}
     if kind.status == 429:
-        headers["Retry-After"] = str(_retry_after(exc))
-        headers.update(_rate_limit_headers(exc))
+        headers["Retry-After"] = str(retry_after(exc))
+        headers.update(rate_limit_headers(exc))
+    fixed = _FIXED_MESSAGES.get(kind)
+    if fixed is not None:
+        text = fixed.format(model=model, retry_after=headers.get("Retry-After"))
+        return kind(text, headers=headers)
+    detail = client_text(redact(provider_message(str(exc))))
     message = f"Model '{model}': {detail}" if detail else f"Model '{model}': provider call failed."
     return kind(message, headers=headers)
-
-
-def _rate_limit_headers(exc: Exception) -> dict[str, str]:
-    """A deployment's own `x-ratelimit-*` figures, passed on to the client."""
-    headers: Any = getattr(exc, "litellm_response_headers", None)
-    if not hasattr(headers, "items"):
-        return {}
-    return {
-        str(name).lower(): str(value)
-        for name, value in headers.items()
-        if str(name).lower().startswith("x-ratelimit-")
-    }
-
-
-def provider_message(text: str) -> str:
-    """The provider's own message where litellm wraps the provider's error body in its words
-    ("litellm.BadRequestError: OpenAIException - {...}"), else litellm's first line (it
-    appends multi-line debug dumps: deployment ids, cooldown lists)."""
-    line = text.strip().split("\n", 1)[0].strip()
-    unwrapped = _LITELLM_WORDS.sub("", line, count=1) or line
-    try:
-        body = json.loads(unwrapped)
-    except ValueError:
-        return unwrapped[:1000]
-    error = body.get("error") if isinstance(body, dict) else None
-    message = error.get("message") if isinstance(error, dict) else error
-    return str(message)[:1000] if isinstance(message, str) and message else unwrapped[:1000]
-
-
-# "litellm.NotFoundError: NotFoundError: OpenAIException - <the provider's body>", and the
-# openai SDK's "Error code: 404 - <...>" inside it.
-_LITELLM_WORDS = re.compile(
-    r"^(?:litellm\.\w+: )?(?:\w+Error: )?(?:\w+Exception - )?(?:Error code: \d+ - )?"
-)
-
-
-# Connection failures as the HTTP clients under litellm name them.
-CONNECT_ERRORS = frozenset(
-    {"ConnectError", "ConnectTimeout", "ConnectionRefusedError", "ClientConnectorError"}
-)
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not other for other in seen):
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    return any(isinstance(link, kind) for link in _chain(exc))
-
-
-def _caused_by_name(exc: BaseException, names: frozenset[str]) -> bool:
-    return any(type(link).__name__ in names for link in _chain(exc))
-
-
-def _retry_after(exc: Exception) -> int:
-    # litellm keeps the provider's real headers apart; some providers' `response` is synthetic.
-    sources: tuple[Any, ...] = (
-        getattr(exc, "litellm_response_headers", None),
-        getattr(getattr(exc, "response", None), "headers", None),
-    )
-    for headers in sources:
-        if not hasattr(headers, "items"):
-            continue
-        value = {str(name).lower(): v for name, v in headers.items()}.get("retry-after")
-        if value:
-            try:
-                return max(1, int(float(value)))
-            except ValueError:
-                continue
-    cooldown = getattr(exc, "cooldown_time", None)
-    if isinstance(cooldown, int | float) and cooldown > 0:
-        return max(1, int(cooldown + 0.999))
-    return DEFAULT_RETRY_AFTER_S
 
 
 # Errors raised by these packages come from a provider call; anything else is our own bug.
@@ -367,17 +340,25 @@ def as_proxy_error(exc: Exception, model: str) -> ProxyError:
     if isinstance(exc, DomainError):
         return exc.as_proxy_error()
     if isinstance(exc, TimeoutError):
-        return PROVIDER_TIMEOUT(f"Model '{model}': the provider did not answer in time.")
-    if type(exc).__module__.split(".", 1)[0] in PROVIDER_ERROR_PACKAGES:
+        error = PROVIDER_TIMEOUT(_FIXED_MESSAGES[PROVIDER_TIMEOUT].format(model=model))
+    elif type(exc).__module__.split(".", 1)[0] in PROVIDER_ERROR_PACKAGES:
         error = from_litellm(exc, model, redactor.redact)
-        logger.warning(
-            "provider call failed",
-            extra={
-                "model": model,
-                "status": error.status,
-                "error": type(exc).__name__,
-                "detail": error.message,
-            },
-        )
-        return error
-    raise exc
+    else:
+        raise exc
+    # The whole text, for the operator: the client's message leaves the gateway's side out.
+    # Logging extras are not scrubbed by the logger's filter, so it is redacted here.
+    logger.warning(
+        "provider call failed",
+        extra={
+            "model": model,
+            "status": error.status,
+            "code": error.code,
+            "error": type(exc).__name__,
+            "detail": redactor.redact(str(exc))[:LOGGED_DETAIL_CHARS],
+        },
+    )
+    return error
+
+
+# litellm appends debug dumps (deployments, cooldowns) to its messages: enough to read, bounded.
+LOGGED_DETAIL_CHARS = 4000

@@ -14,7 +14,7 @@ from typing import Any
 from llm_proxy.access.limits import window_end
 from llm_proxy.access.virtual_keys import SETTABLE, KeyStore, VirtualKey
 from llm_proxy.errors import UNSUPPORTED_PARAMETER
-from llm_proxy.json_bodies import refuse_non_finite, refuse_unencodable_text
+from llm_proxy.json_bodies import refuse_unencodable_text, refuse_unstorable
 from llm_proxy.store.counters import CountersTable
 
 _BUDGETS = "use max_budget with budget_duration"
@@ -146,8 +146,8 @@ class KeyAdmin:
 
 
 def checked(fields: dict[str, Any]) -> None:
-    """A key's fields are the ones it can honour, stored as sent: text a table can hold,
-    finite numbers."""
+    """A key's fields are the ones it can honour, stored as sent: text and numbers a table can
+    hold."""
     for name, value in fields.items():
         if name in UNSUPPORTED and not asks_nothing(name, value):
             reason = UNSUPPORTED[name]
@@ -158,7 +158,7 @@ def checked(fields: dict[str, Any]) -> None:
                 param=name,
             )
     refuse_unencodable_text(fields)
-    refuse_non_finite(fields)
+    refuse_unstorable(fields)
     for name in UNSUPPORTED:
         fields.pop(name, None)
 

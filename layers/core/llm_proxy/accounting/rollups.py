@@ -11,8 +11,13 @@ from datetime import date, timedelta
 from typing import Any
 
 from llm_proxy.accounting.totals import Totals
+from llm_proxy.errors import PAST_VALIDATION_CODES
 
 NONE = "-"
+# The model of a request refused before routing, whatever name it asked for (the metrics' name
+# for it too): a caller can make up any number of names, and a refusal costs it nothing, not
+# even a request of its rate limit, so no name of its choosing may add a row to the report.
+UNROUTED = "unrouted"
 # DynamoDB caps a sort key at 1,024 bytes: each of the three labels of `model#key_id#agent` is
 # cut to this many, so every usage item has a rollup key that fits.
 LABEL_BYTES = 256
@@ -64,15 +69,28 @@ class Rollup(Totals):
 
 
 def key_of(item: Mapping[str, Any]) -> RollupKey:
-    """A usage item's rollup: the model group that answered (or was asked for), key, agent,
-    each cut to `LABEL_BYTES` (a usage item's own labels already are; see `usage.bounded`)."""
-    model = item.get("model_group") or item.get("model_requested") or "unknown"
+    """A usage item's rollup: its model (`model_of`), key, agent, each cut to `LABEL_BYTES` (a
+    usage item's own labels already are; see `usage.bounded`)."""
     return RollupKey(
         day=str(item["day"]),
-        model=cut(str(model), LABEL_BYTES),
+        model=cut(model_of(item), LABEL_BYTES),
         key_id=cut(str(item.get("key_id") or NONE), LABEL_BYTES),
         agent=cut(str(item.get("agent") or NONE), LABEL_BYTES),
     )
+
+
+def model_of(item: Mapping[str, Any]) -> str:
+    """The model group that answered; else the name asked for, where the gateway accepted it
+    (an answer from the cache; a refusal by the key's limits or by the provider, which come
+    after validation), so a name the gateway does not serve is never a label; else
+    `UNROUTED`: any refusal before routing (an unknown model, a bad parameter)."""
+    if item.get("model_group"):
+        return str(item["model_group"])
+    requested = item.get("model_requested")
+    answered = int(item.get("status", 200)) < 400
+    if requested and (answered or item.get("error_code") in PAST_VALIDATION_CODES):
+        return str(requested)
+    return UNROUTED
 
 
 def days(start: date, end: date) -> Iterator[date]:

@@ -1,5 +1,5 @@
-"""The cost report as JSON, CSV (one row per rollup) and readable text; the HTML page is
-`reports.html`."""
+"""The cost report as JSON, CSV (one row per rollup, its labels never read as formulas) and
+readable text; the HTML page is `reports.html`."""
 
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from llm_proxy.accounting.rollups import NONE
 from llm_proxy.accounting.totals import Totals, money
 from llm_proxy.errors import INVALID_FORMAT, DomainError
 from llm_proxy.reports.html import to_html
 from llm_proxy.reports.report import Report
 
 CSV_COLUMNS = ("day", "model", "key_id", "agent", *Totals.columns())
+# A spreadsheet reads a cell that starts with one of these as a formula (OWASP's CSV injection
+# guidance), and callers choose the model and agent names a row carries.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def to_json(report: Report) -> str:
@@ -24,15 +28,23 @@ def to_json(report: Report) -> str:
 
 def to_csv(report: Report) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # RFC 4180's line ends: with them, a label holding a bare CR is quoted like one holding a
+    # newline, rather than breaking its row in two.
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for row in report.rows:
         values = row.as_dict()
         writer.writerow(
-            [row.day, row.model, row.key_id, row.agent]
+            [text_cell(label) for label in (row.day, row.model, row.key_id, row.agent)]
             + [values[name] for name in Totals.columns()]
         )
     return out.getvalue()
+
+
+def text_cell(value: str) -> str:
+    """A label as a spreadsheet shows it, never as a formula: a leading quote makes it text.
+    A lone `-` (no key, no agent) is text already."""
+    return f"'{value}" if value.startswith(FORMULA_STARTS) and value != NONE else value
 
 
 def _table(title: str, groups: Mapping[str, Totals], limit: int | None = None) -> list[str]:
