@@ -974,3 +974,13 @@ def test_every_install_checks_the_hashes() -> None:
     assert installs and all("--require-hashes" in line for line in installs)
     build = (REPO / "scripts" / "build_layer.py").read_text()
     assert build.count('"--require-hashes"') == 2  # uv's and pip's command alike
+
+
+def test_a_query_parameter_given_twice_is_refused_after_the_key(url: str) -> None:
+    """The last of several values would silently win; a caller gets a 400 naming it, and one
+    without a key its 401 first."""
+    twice = "/v1/model/info?litellm_model_id=a&litellm_model_id=b"
+    answer = call(url, "GET", twice)
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "litellm_model_id"
+    assert call(url, "GET", twice, key=None).status_code == 401
+    assert call(url, "GET", "/v1/model/info?litellm_model_id=a").status_code == 200

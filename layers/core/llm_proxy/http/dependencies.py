@@ -5,6 +5,7 @@ work; and the request as the pipeline takes it."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel
 
 from llm_proxy.after_response import AfterResponse
-from llm_proxy.errors import MASTER_KEY_REQUIRED, ProxyError
+from llm_proxy.errors import INVALID_VALUE, MASTER_KEY_REQUIRED, ProxyError
 from llm_proxy.gateway import Caller, Gateway, Inbound
 
 # Declared for the OpenAPI schema; the gateway reads and checks the headers itself.
@@ -33,7 +34,23 @@ async def caller(
     _api_key: Annotated[str | None, Security(API_KEY_HEADER)],
 ) -> Caller:
     # Async: FastAPI runs a plain `def` dependency in a worker thread, a hop per request.
-    return await gateway_of(request).authenticate(request.headers)
+    who = await gateway_of(request).authenticate(request.headers)
+    refuse_repeated_query(request)
+    return who
+
+
+# Query parameters a route takes as a list (the Responses API's `include`).
+LIST_QUERY_PARAMS = frozenset({"include", "include[]"})
+
+
+def refuse_repeated_query(request: Request) -> None:
+    """A query parameter given more than once, where the route takes one value: refused, not
+    silently answered for the last (checked once the key is, as every request error is)."""
+    counts = Counter(name for name, _ in request.query_params.multi_items())
+    repeated = sorted({name for name, count in counts.items() if count > 1} - LIST_QUERY_PARAMS)
+    if repeated:
+        name = repeated[0][:100]
+        raise INVALID_VALUE(f"Query parameter '{name}' is given more than once.", param=name)
 
 
 GatewayDep = Annotated[Gateway, Depends(gateway_of)]
