@@ -440,8 +440,6 @@ LITELLM_MUTATIONS = [
     "/reload/model_cost_map",
     "/key/block",
     "/key/unblock",
-    "/key/regenerate",
-    "/key/sk-anything/regenerate",
     "/mcp-rest/tools/call",
     "/v1/mcp/server",
     "/spend/calculate",
@@ -565,13 +563,20 @@ KEY_ADMIN_PATHS = [
     "/key/update",
     "/key/delete",
     "/key/regenerate",
+    "/key/{own}/regenerate",
     "/v1/key/generate",
     "/v1/key/update",
     "/v1/key/delete",
     "/v1/key/regenerate",
 ]
 # Those the gateway serves (to the master key); the others are LiteLLM's, not served here.
-SERVED_KEY_ADMIN = {"/key/generate", "/key/update", "/key/delete"}
+SERVED_KEY_ADMIN = {
+    "/key/generate",
+    "/key/update",
+    "/key/delete",
+    "/key/regenerate",
+    "/key/{own}/regenerate",
+}
 
 
 def escalations(own: str) -> list[Any]:
@@ -597,7 +602,7 @@ def test_only_the_master_key_manages_keys(url: str) -> None:
     listed = call(url, "GET", "/key/list?size=100").json()
     for path in KEY_ADMIN_PATHS:
         for body in escalations(own):
-            answer = call(url, "POST", path, body, own)
+            answer = call(url, "POST", path.format(own=own), body, own)
             case = (path, body, answer.status_code, answer.text[:200])
             if path in SERVED_KEY_ADMIN:
                 assert answer.status_code == 403, case
@@ -623,12 +628,18 @@ def test_a_body_that_is_not_json_is_refused_by_the_key_first(
     assert answer.status_code == (403 if virtual else 401), answer.text
 
 
-def test_a_key_in_a_path_is_not_echoed(url: str) -> None:
-    """LiteLLM's /key/{key}/regenerate puts a key in the path: the 404 masks it."""
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/key/{own}/regenerate", 403), ("/v1/key/{own}/regenerate", 404), ("/key/{own}/x", 404)],
+)
+def test_a_key_in_a_path_is_not_echoed(url: str, path: str, status: int) -> None:
+    """LiteLLM's /key/{key}/regenerate puts a key in the path: neither the refusal of a
+    virtual key nor a 404 shows it; the key is unchanged."""
     own = new_key(url)
-    answer = call(url, "POST", f"/key/{own}/regenerate", {}, own)
-    assert answer.status_code == 404
+    answer = call(url, "POST", path.format(own=own), {}, own)
+    assert answer.status_code == status, answer.text
     assert not {part for part in windows(own) if part in answer.text}
+    assert call(url, "GET", "/key/info", key=own).status_code == 200
 
 
 def test_a_key_cannot_raise_its_own_limits_through_its_own_requests(

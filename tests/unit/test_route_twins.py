@@ -29,6 +29,8 @@ ONE_FORM = {
     ("POST", "/key/delete"): "LiteLLM's key management",
     ("GET", "/key/info"): "LiteLLM's key management",
     ("GET", "/key/list"): "LiteLLM's key management",
+    ("POST", "/key/regenerate"): "LiteLLM's key management",
+    ("POST", "/key/{key}/regenerate"): "LiteLLM's key management",
     # The gateway's own report, beside LiteLLM's spend routes (which have no /v1 either).
     ("GET", "/spend/report"): "the gateway's own operations route",
     # The Azure OpenAI SDK's paths, which carry their own prefix (`/openai`).

@@ -1,8 +1,13 @@
 """Virtual keys: one per agent or team, each with its own models, limits and budget.
 
-Only a key's SHA-256 (LiteLLM's `token`) is stored; the raw key is shown once, at generation.
-The keys table (`store.keys.KeysTable`) is read on a warm container's cache miss only
-(KEY_CACHE_TTL_S)."""
+Only a key's SHA-256 (LiteLLM's `token`) is stored; the raw key is shown once, at generation
+(or regeneration). The keys table (`store.keys.KeysTable`) is read on a warm container's cache
+miss only (KEY_CACHE_TTL_S).
+
+Regenerating a key gives it a new secret and keeps everything else: its item, its token (the
+id its counters, spend and usage are kept under) and its settings. The item names the secret
+that opens it (`secret`; the token itself until the first regeneration) and, for a grace
+period, the one before (`previous_secret` until `previous_secret_until`)."""
 
 from __future__ import annotations
 
@@ -27,13 +32,17 @@ from llm_proxy.errors import (
     DomainError,
     ProxyError,
 )
-from llm_proxy.store.keys import KeysTable
+from llm_proxy.logs import logger
+from llm_proxy.store.keys import POINTER, KeysTable
 from llm_proxy.store.values import number, plain
 
 # How long a warm container trusts a key's metadata: a revoked or changed key takes effect
 # within this many seconds on every container.
 KEY_CACHE_TTL_S = 30.0
 KEY_CACHE_SIZE = 10_000
+# A key's `last_active` is written at most this often per key by one container: a conditional
+# UpdateItem after the response, not a write per request.
+LAST_ACTIVE_EVERY_S = 60.0
 KEY_PREFIX = "sk-"
 # LiteLLM's durations: "30s", "15m", "1h", "7d"; ten years at most.
 DURATION = re.compile(r"^\s*(\d{1,12})\s*([smhd])\s*$")
@@ -58,6 +67,9 @@ SETTABLE = (
     "user_id",
     "tags",
 )
+
+# Stored with a key but never shown: which secrets open it.
+SECRET_FIELDS = frozenset({"secret", "previous_secret", "previous_secret_until"})
 
 # The settings whose null means empty (or false).
 EMPTY: dict[str, Any] = {
@@ -121,6 +133,29 @@ class VirtualKey:
     tags: list[str] = field(default_factory=list)
     created_at: str = ""
     updated_at: str = ""
+    # LiteLLM's `last_active`: when the key was last used (to the minute), None until then.
+    last_active: str | None = None
+    # The SHA-256 of the secret that opens the key (None: its token's, never regenerated), and
+    # of the one it replaced, while its grace period lasts.
+    secret: str | None = None
+    previous_secret: str | None = None
+    previous_secret_until: str | None = None
+
+    @property
+    def secrets(self) -> set[str]:
+        """The SHA-256 of every secret that may still open the key, and its token."""
+        return {self.token, *filter(None, (self.secret, self.previous_secret))}
+
+    def opens(self, secret: str, now: float) -> bool:
+        """Whether the secret with this SHA-256 opens the key at `now`."""
+        if secret == (self.secret or self.token):
+            return True
+        until = self.previous_secret_until
+        return (
+            secret == self.previous_secret
+            and bool(until)
+            and datetime.fromisoformat(str(until)).timestamp() > now
+        )
 
     @property
     def agent(self) -> str | None:
@@ -177,7 +212,11 @@ class VirtualKey:
 
     def public(self) -> dict[str, Any]:
         """What the API shows: every field but nothing that could be used as the key."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return {
+            name: getattr(self, name)
+            for name in self.__dataclass_fields__
+            if name not in SECRET_FIELDS
+        }
 
 
 def _now_iso() -> str:
@@ -194,6 +233,8 @@ class KeyStore:
         # caller trying keys at random costs a read each, never unbounded memory.
         self._cache: OrderedDict[str, tuple[float, VirtualKey | None]] = OrderedDict()
         self._lock = threading.Lock()
+        # When this container last wrote each key's `last_active` (monotonic), oldest first.
+        self._touched: OrderedDict[str, float] = OrderedDict()
 
     @property
     def enabled(self) -> bool:
@@ -210,17 +251,19 @@ class KeyStore:
         blocked or expired (every key is unknown without a keys table)."""
         if not self.enabled:
             raise INVALID_API_KEY("Invalid API key.")
-        token = token_of(raw_key)
-        fresh, key = self._cached(token)
+        secret = token_of(raw_key)
+        fresh, key = self._cached(secret)
         if not fresh:
-            key = self._read(token)
+            key = self._read(secret)
             with self._lock:
-                self._cache[token] = (time.monotonic(), key)
-                self._cache.move_to_end(token)
+                self._cache[secret] = (time.monotonic(), key)
+                self._cache.move_to_end(secret)
                 while len(self._cache) > KEY_CACHE_SIZE:
                     self._cache.popitem(last=False)
         if key is None:
             raise INVALID_API_KEY("Invalid API key.")
+        if not key.opens(secret, time.time()):
+            raise INVALID_API_KEY("This key has been regenerated: use its new key.")
         if key.blocked:
             raise INVALID_API_KEY("This key has been blocked.")
         if key.expired(time.time()):
@@ -235,9 +278,34 @@ class KeyStore:
             return False, None
         return True, cached[1]
 
+    def used(self, token: str) -> bool:
+        """Whether the key's `last_active` is due to be written (at most once a minute per key
+        in this container); counts as written from now on."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._touched.get(token)
+            if last is not None and now - last < LAST_ACTIVE_EVERY_S:
+                return False
+            self._touched[token] = now
+            self._touched.move_to_end(token)
+            while len(self._touched) > KEY_CACHE_SIZE:
+                self._touched.popitem(last=False)
+        return True
+
+    def touch(self, token: str) -> None:
+        """Record the key's use now (after the response: a failure is only logged)."""
+        try:
+            self.table.touch(token, _now_iso())
+        except Exception:
+            logger.exception("the key's last_active write failed")
+
     def _read(self, token: str) -> VirtualKey | None:
+        """The key this token or secret's SHA-256 names: a regenerated secret's item points to
+        the key's."""
         try:
             item = self.table.get(token)
+            if item and POINTER in item:
+                item = self.table.get(str(item[POINTER]))
         except (ProxyError, DomainError):
             raise
         except Exception as exc:
@@ -269,18 +337,53 @@ class KeyStore:
             self._alias_free(key)
         key.updated_at = _now_iso()
         self.table.put(key.to_item())
-        self._forget(key.token)
+        self._forget(key)
         return key
 
+    def regenerate(
+        self, key_or_token: str, fields: dict[str, Any], grace_s: int | None
+    ) -> tuple[str, VirtualKey]:
+        """The same key under a new secret, with `fields` applied: the old secret opens it for
+        `grace_s` more seconds, or no longer. The new secret's item is written before the key
+        names it, so a failure halfway leaves the old secret working and the new one unknown."""
+        key = self.get(key_or_token)
+        self._apply(key, fields)
+        if "key_alias" in fields:
+            self._alias_free(key)
+        raw = KEY_PREFIX + secrets.token_urlsafe(32)
+        retired = {key.secret or key.token, key.previous_secret}
+        if grace_s:
+            key.previous_secret = key.secret or key.token
+            key.previous_secret_until = datetime.fromtimestamp(
+                time.time() + grace_s, tz=UTC
+            ).isoformat(timespec="seconds")
+        else:
+            key.previous_secret = key.previous_secret_until = None
+        key.secret = token_of(raw)
+        key.key_name = f"{raw[:5]}...{raw[-4:]}"
+        key.updated_at = _now_iso()
+        self.table.point(key.secret, key.token)
+        self.table.put(key.to_item())
+        # The items of secrets that no longer open the key (the key's own item stays).
+        for secret in retired - key.secrets - {None}:
+            self.table.delete(str(secret))
+        self._forget(key, *retired)
+        return raw, key
+
     def delete(self, keys_or_tokens: list[str]) -> list[str]:
+        self.table.require()
         deleted = []
         for value in keys_or_tokens:
-            token = self.resolve(value)
-            if not TOKEN.match(token):
+            named = self.resolve(value)
+            key = self._read(named) if TOKEN.match(named) else None
+            if key is None:
                 continue
-            if self.table.delete(token):
+            # The key first: a secret's item left behind points to nothing.
+            if self.table.delete(key.token):
                 deleted.append(value)
-            self._forget(token)
+            for secret in key.secrets - {key.token}:
+                self.table.delete(secret)
+            self._forget(key, named)
         return deleted
 
     def get(self, key_or_token: str) -> VirtualKey:
@@ -317,9 +420,12 @@ class KeyStore:
             return token_of(key_or_token)
         return key_or_token
 
-    def _forget(self, token: str) -> None:
+    def _forget(self, key: VirtualKey, *also: str | None) -> None:
+        """Drop this container's cached answers for every secret of the key."""
         with self._lock:
-            self._cache.pop(token, None)
+            for secret in {*key.secrets, *also}:
+                if secret:
+                    self._cache.pop(secret, None)
 
     @staticmethod
     def _apply(key: VirtualKey, fields: dict[str, Any]) -> None:

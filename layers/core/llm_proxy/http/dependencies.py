@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
@@ -34,8 +35,13 @@ async def caller(
     _api_key: Annotated[str | None, Security(API_KEY_HEADER)],
 ) -> Caller:
     # Async: FastAPI runs a plain `def` dependency in a worker thread, a hop per request.
-    who = await gateway_of(request).authenticate(request.headers)
+    gateway = gateway_of(request)
+    who = await gateway.authenticate(request.headers)
     refuse_repeated_query(request)
+    later = after_response(request)
+    if who.key is not None and later is not None and gateway.virtual_keys.used(who.key_id):
+        # The key's `last_active`, after the response: not a write per request.
+        later.add(partial(gateway.virtual_keys.touch, who.key_id))
     return who
 
 

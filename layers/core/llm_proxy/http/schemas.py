@@ -279,6 +279,13 @@ class KeyUpdateRequest(KeyFields):
     key: str = Field(min_length=1, description="The key (sk-...) or its token.")
 
 
+class KeyRegenerateRequest(KeyFields):
+    # The key when the path does not name it (LiteLLM's `/key/regenerate`).
+    key: str | None = Field(default=None, min_length=1, description="The key or its token.")
+    # How long the old key keeps working ("15s", "24h"); none: it stops at once.
+    grace_period: str | None = None
+
+
 class KeyDeleteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     keys: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)

@@ -1,17 +1,23 @@
-"""The keys table: one item per virtual key, by its token (the key's SHA-256), with its
-metadata and limits (its spend is in the counters table). Items go in and out as the boto3
-resource holds them; `access.virtual_keys.VirtualKey` converts them."""
+"""The keys table: one item per virtual key, by its token (the SHA-256 of the key as first
+generated: its stable id), with its metadata and limits (its spend is in the counters table,
+by the same token). A key regenerated under a new secret keeps its item; the new secret's
+SHA-256 gets a small item of its own that points to it (`key_token`). Items go in and out as
+the boto3 resource holds them; `access.virtual_keys.VirtualKey` converts them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from llm_proxy.errors import KEYS_TABLE_MISSING
 from llm_proxy.store.base import Table
 
 # BatchGetItem's most keys per call.
 BATCH_KEYS = 100
+# The attribute of a secret's item that names the key it opens.
+POINTER = "key_token"
 
 
 class KeysTable(Table):
@@ -57,6 +63,25 @@ class KeysTable(Table):
     def put(self, item: dict[str, Any]) -> None:
         self.resource().put_item(Item=item)
 
+    def point(self, secret: str, token: str) -> None:
+        """A regenerated key's new secret: its SHA-256 names the key's item (refused if taken)."""
+        self.create({"token": secret, POINTER: token})
+
+    def touch(self, token: str, at: str) -> None:
+        """The key's `last_active`, moved forward only (an existing key's; never creates one)."""
+        try:
+            self.resource().update_item(
+                Key={"token": token},
+                UpdateExpression="SET last_active = :at",
+                ConditionExpression="attribute_exists(#t) AND "
+                "(attribute_not_exists(last_active) OR last_active < :at)",
+                ExpressionAttributeNames={"#t": "token"},
+                ExpressionAttributeValues={":at": at},
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
     def delete(self, token: str) -> bool:
         """Whether there was such a key."""
         found = self.resource().delete_item(Key={"token": token}, ReturnValues="ALL_OLD")
@@ -81,11 +106,11 @@ class KeysTable(Table):
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def scan(self) -> list[dict[str, Any]]:
-        """Every key's item."""
+        """Every key's item (not the items of regenerated keys' secrets)."""
         table = self.resource()
         page = table.scan()
         items = list(page.get("Items", []))
         while "LastEvaluatedKey" in page:
             page = table.scan(ExclusiveStartKey=page["LastEvaluatedKey"])
             items.extend(page.get("Items", []))
-        return items
+        return [item for item in items if POINTER not in item]

@@ -11,7 +11,12 @@ from fastapi import APIRouter, Query
 
 from llm_proxy.errors import INVALID_VALUE
 from llm_proxy.http.dependencies import Authenticated, GatewayDep, MasterKey, master_key_only
-from llm_proxy.http.schemas import KeyDeleteRequest, KeyGenerateRequest, KeyUpdateRequest
+from llm_proxy.http.schemas import (
+    KeyDeleteRequest,
+    KeyGenerateRequest,
+    KeyRegenerateRequest,
+    KeyUpdateRequest,
+)
 
 router = APIRouter(tags=["keys"])
 
@@ -26,6 +31,27 @@ async def key_generate(body: KeyGenerateRequest, gateway: GatewayDep) -> dict[st
 async def key_update(body: KeyUpdateRequest, gateway: GatewayDep) -> dict[str, Any]:
     fields = body.model_dump(exclude_unset=True)
     return await asyncio.to_thread(gateway.key_admin.update, fields)
+
+
+@router.post("/key/{key}/regenerate", dependencies=[MasterKey])
+async def key_regenerate(
+    key: str, gateway: GatewayDep, body: KeyRegenerateRequest | None = None
+) -> dict[str, Any]:
+    """The same key under a new secret (LiteLLM's rotation); the old one works for
+    `grace_period`, or no longer."""
+    fields = body.model_dump(exclude_unset=True) if body else {}
+    fields.pop("key", None)
+    return await asyncio.to_thread(gateway.key_admin.regenerate, key, fields)
+
+
+@router.post("/key/regenerate", dependencies=[MasterKey])
+async def key_regenerate_named(body: KeyRegenerateRequest, gateway: GatewayDep) -> dict[str, Any]:
+    """LiteLLM's other form: the key in the body."""
+    fields = body.model_dump(exclude_unset=True)
+    named = fields.pop("key", None)
+    if not named:
+        raise INVALID_VALUE("'key' is required.", param="key")
+    return await asyncio.to_thread(gateway.key_admin.regenerate, named, fields)
 
 
 @router.post("/key/delete", dependencies=[MasterKey])
