@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import boto3
 import httpx
 import pytest
-from llm_proxy.access.virtual_keys import VirtualKey
+from llm_proxy.access.key_record import VirtualKey
 from llm_proxy.reports.period import Period
 from llm_proxy.reports.report import report_for
 from llm_proxy.settings import CostReportSettings

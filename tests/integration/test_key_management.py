@@ -15,8 +15,8 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+from llm_proxy.access.key_record import VirtualKey
 from llm_proxy.access.limits import PARALLEL_SLOT_LEASE_S
-from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.errors import ProxyError
 from llm_proxy.store.counters import CountersTable
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from llm_proxy import readiness
 from llm_proxy.access import virtual_keys
-from llm_proxy.access.virtual_keys import KeyStore, VirtualKey
+from llm_proxy.access.key_record import VirtualKey
+from llm_proxy.access.virtual_keys import KeyStore
 from llm_proxy.errors import ProxyError
 from llm_proxy.provider_keys import ProviderKeys
 from llm_proxy.readiness import Readiness

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import boto3
 import httpx
 import pytest
-from llm_proxy.access.virtual_keys import VirtualKey, token_of
+from llm_proxy.access.key_record import VirtualKey, token_of
 from llm_proxy.http.lambda_events import with_routed_host
 from llm_proxy.logs import LITELLM_LOGGERS, SERVICE
 from starlette.routing import Route

@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from llm_proxy.access.virtual_keys import VirtualKey, token_of
+from llm_proxy.access.key_record import VirtualKey, token_of
 
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
 from tests.support.configs import (

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from llm_proxy.access.auth import Caller
+from llm_proxy.access.key_record import VirtualKey
 from llm_proxy.access.limits import Reservation
-from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.after_response import AfterResponse
 from llm_proxy.config import ProxyConfig

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from llm_proxy.access.virtual_keys import VirtualKey
+from llm_proxy.access.key_record import VirtualKey
 from llm_proxy.accounting.usage import UsageRecord
 
 

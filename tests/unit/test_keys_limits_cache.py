@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from llm_proxy.access.auth import MASTER, Caller
+from llm_proxy.access.key_record import VirtualKey, duration_s, token_of
 from llm_proxy.access.limits import (
     Limits,
     budget_exceeded,
@@ -13,7 +14,7 @@ from llm_proxy.access.limits import (
     spend_item,
     would_overspend,
 )
-from llm_proxy.access.virtual_keys import KeyStore, VirtualKey, duration_s, token_of
+from llm_proxy.access.virtual_keys import KeyStore
 from llm_proxy.config import ConfigError, ProxyConfig
 from llm_proxy.errors import ProxyError
 from llm_proxy.pipeline.cache import CacheControl, CacheSettings, cache_key

@@ -14,8 +14,9 @@ import pytest
 from llm_proxy import aws
 from llm_proxy.access.auth import Caller
 from llm_proxy.access.key_admin import KeyAdmin
+from llm_proxy.access.key_record import VirtualKey, token_of
 from llm_proxy.access.limits import Limits, Reservation
-from llm_proxy.access.virtual_keys import KeyStore, VirtualKey, token_of
+from llm_proxy.access.virtual_keys import KeyStore
 from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.config import ProxyConfig
 from llm_proxy.errors import DomainError, ProxyError, as_proxy_error

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -51,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     settings(update)
     update.add_argument("--block", dest="blocked", action="store_const", const=True)
     update.add_argument("--unblock", dest="blocked", action="store_const", const=False)
+    rotate = keys.add_parser(
+        "rotate", help="the same key under a new secret (shown once); spend and limits stay"
+    )
+    rotate.add_argument("key", help="the key (sk-...) or its token")
+    rotate.add_argument(
+        "--grace-period", help="how long the old key keeps working: 30s, 15m, 1h (default: none)"
+    )
     delete = keys.add_parser("delete", help="revoke keys")
     delete.add_argument("keys", nargs="+", help="keys (sk-...) or tokens")
     info = keys.add_parser("info", help="a key's settings, spend and remaining budget")
@@ -83,6 +91,9 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
             return "POST", "/key/generate", fields
         case "update":
             return "POST", "/key/update", {"key": args.key, **fields}
+        case "rotate":
+            grace = {"grace_period": args.grace_period} if args.grace_period else {}
+            return "POST", f"/key/{quote(args.key, safe='')}/regenerate", grace
         case "delete":
             return "POST", "/key/delete", {"keys": args.keys}
         case "info":
@@ -116,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llm-proxy: {response.status_code}: {message}", file=sys.stderr)
         return 1
     print(json.dumps(body, indent=2))
-    if args.command == "create":
+    if args.command in ("create", "rotate"):
         print("Store the key now: it is not shown again.", file=sys.stderr)
     return 0
 

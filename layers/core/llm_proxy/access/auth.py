@@ -6,7 +6,7 @@ import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from llm_proxy.access.virtual_keys import VirtualKey
+from llm_proxy.access.key_record import VirtualKey
 from llm_proxy.errors import (
     INVALID_API_KEY,
     MASTER_KEY_INSECURE,

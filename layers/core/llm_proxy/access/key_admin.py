@@ -11,8 +11,9 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from llm_proxy.access.key_record import VirtualKey, duration_s
 from llm_proxy.access.limits import window_end
-from llm_proxy.access.virtual_keys import SETTABLE, KeyStore, VirtualKey, duration_s
+from llm_proxy.access.virtual_keys import SETTABLE, KeyStore
 from llm_proxy.errors import UNSUPPORTED_PARAMETER
 from llm_proxy.json_bodies import refuse_unencodable_text, refuse_unstorable
 from llm_proxy.store.counters import CountersTable

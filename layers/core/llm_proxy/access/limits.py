@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from llm_proxy.access.virtual_keys import VirtualKey
+from llm_proxy.access.key_record import VirtualKey
 from llm_proxy.errors import (
     BUDGET_EXCEEDED,
     RATE_LIMIT_EXCEEDED,

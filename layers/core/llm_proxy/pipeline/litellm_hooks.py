@@ -26,8 +26,8 @@ from typing import Any
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
+from llm_proxy.access.key_record import matches_any
 from llm_proxy.access.limits import Admission
-from llm_proxy.access.virtual_keys import matches_any
 from llm_proxy.pipeline.anthropic_native import NativeParts, for_deployment
 
 

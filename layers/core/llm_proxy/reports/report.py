@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from llm_proxy.access.virtual_keys import VirtualKey
+from llm_proxy.access.key_record import VirtualKey
 from llm_proxy.accounting.rollups import Rollup
 from llm_proxy.accounting.totals import Totals, money
 from llm_proxy.reports.period import Period, parse_period, yesterday

@@ -12,6 +12,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from llm_proxy.access.key_record import VirtualKey
 from llm_proxy.access.limits import (
     MINUTE_S,
     Limits,
@@ -24,7 +25,6 @@ from llm_proxy.access.limits import (
     window_end,
     would_overspend,
 )
-from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.errors import COUNTERS_TABLE_MISSING, DEPENDENCY_UNAVAILABLE
 from llm_proxy.logs import logger
 from llm_proxy.store import parallel

@@ -2,7 +2,7 @@
 generated: its stable id), with its metadata and limits (its spend is in the counters table,
 by the same token). A key regenerated under a new secret keeps its item; the new secret's
 SHA-256 gets a small item of its own that points to it (`key_token`). Items go in and out as
-the boto3 resource holds them; `access.virtual_keys.VirtualKey` converts them."""
+the boto3 resource holds them; `access.key_record.VirtualKey` converts them."""
 
 from __future__ import annotations
 

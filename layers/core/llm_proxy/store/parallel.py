@@ -13,8 +13,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from llm_proxy.access.key_record import VirtualKey
 from llm_proxy.access.limits import PARALLEL_SLOT_LEASE_S, Reservation
-from llm_proxy.access.virtual_keys import VirtualKey
 from llm_proxy.logs import logger
 from llm_proxy.store.values import attribute
 
