@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -38,7 +37,7 @@ from tests.support.configs import (
     gateway_config,
     openai_double,
 )
-from tests.support.functions import load_function
+from tests.support.functions import load_function, report_env
 from tests.support.paths import REPO
 from tests.support.records import usage_record
 from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
@@ -85,34 +84,6 @@ def oracle_config(anthropic: str, ollama: str) -> str:
         ),
         router_settings=NO_RETRIES,
         general_settings=MASTER_KEY_FROM_SECRET,
-    )
-
-
-class Env:
-    """Environment variables set for a block, restored afterwards."""
-
-    def __init__(self, **values: str) -> None:
-        self.values = values
-        self.saved: dict[str, str | None] = {}
-
-    def __enter__(self) -> None:
-        self.saved = {name: os.environ.get(name) for name in self.values}
-        os.environ.update(self.values)
-
-    def __exit__(self, *_: object) -> None:
-        for name, value in self.saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def report_env(aws: dict[str, str], **extra: str) -> Env:
-    return Env(
-        LLM_PROXY__ROLLUPS_TABLE=aws["RollupsTable"],
-        LLM_PROXY__REPORT_BUCKET=aws["ReportBucket"],
-        LLM_PROXY__REPORT_TOPIC_ARN=aws["ReportTopic"],
-        **extra,
     )
 
 

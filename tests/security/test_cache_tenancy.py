@@ -16,6 +16,7 @@ import pytest
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from tests.support.configs import MASTER_KEY_FROM_SECRET, NO_RETRIES, gateway_config, openai_double
+from tests.support.gateway_http import new_key
 from tests.support.stack import MASTER_KEY
 
 OPERATOR_TTL_S = 600
@@ -42,17 +43,6 @@ def per_key(gateway_for: Callable[..., str]) -> str:
 @pytest.fixture(scope="module")
 def per_team(gateway_for: Callable[..., str]) -> str:
     return gateway_for(cached_config(scope="team"))
-
-
-def new_key(url: str, **fields: Any) -> str:
-    made = httpx.post(
-        f"{url}/key/generate",
-        json=fields,
-        headers={"Authorization": f"Bearer {MASTER_KEY}"},
-        timeout=30,
-    )
-    assert made.status_code == 200, made.text
-    return str(made.json()["key"])
 
 
 def post(url: str, path: str, key: str, body: dict[str, Any]) -> httpx.Response:

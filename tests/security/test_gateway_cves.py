@@ -51,6 +51,7 @@ from tests.support.configs import (
     gateway_config,
     openai_double,
 )
+from tests.support.gateway_http import new_key
 from tests.support.paths import REPO
 from tests.support.stack import MASTER_KEY
 
@@ -108,12 +109,6 @@ def call(
     if key is not None:
         sent["Authorization"] = f"Bearer {key}"
     return httpx.request(method, f"{url}{path}", content=content, headers=sent, timeout=30)
-
-
-def new_key(url: str, **fields: Any) -> str:
-    response = call(url, "POST", "/key/generate", fields)
-    assert response.status_code == 200, response.text
-    return str(response.json()["key"])
 
 
 def error_code(response: httpx.Response) -> str:

@@ -20,6 +20,7 @@ from tests.support.configs import (
     gateway_config,
     openai_double,
 )
+from tests.support.gateway_http import new_key, post
 from tests.support.stack import MASTER_KEY, usage_item
 
 CONFIG = gateway_config(
@@ -62,22 +63,6 @@ def double(upstream: OpenAIUpstream) -> Iterator[OpenAIUpstream]:
     yield upstream
 
 
-def call(url: str, path: str, body: Any, key: str = MASTER_KEY, **headers: str) -> httpx.Response:
-    content = body if isinstance(body, str | bytes) else json.dumps(body)
-    return httpx.post(
-        f"{url}{path}",
-        content=content,
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json", **headers},
-        timeout=30,
-    )
-
-
-def new_key(url: str, **fields: Any) -> str:
-    response = call(url, "/key/generate", fields)
-    assert response.status_code == 200, response.text
-    return str(response.json()["key"])
-
-
 def error_of(response: httpx.Response) -> dict[str, Any]:
     error: dict[str, Any] = response.json()["error"]
     return error
@@ -97,13 +82,13 @@ def test_a_caller_cannot_set_its_own_price(
         "input_cost_per_second": 1e-12,
         "output_cost_per_second": 1e-12,
     }
-    refused = call(url, "/v1/chat/completions", body, key)
+    refused = post(url, "/v1/chat/completions", body, key)
     assert refused.status_code == 400
     assert error_of(refused)["code"] == "unsupported_parameter"
     assert double.requests == []
     # Without the override, the request costs what the operator's price says.
     del body["input_cost_per_second"], body["output_cost_per_second"]
-    answered = call(url, "/v1/chat/completions", body, key)
+    answered = post(url, "/v1/chat/completions", body, key)
     assert answered.status_code == 200, answered.text
     usage = answered.json()["usage"]
     item = usage_item(aws["UsageTable"], answered.headers["x-request-id"])
@@ -128,7 +113,7 @@ def test_headers_cannot_be_smuggled_to_the_provider(url: str, double: OpenAIUpst
         {"extra_body": {"provider_specific_header": smuggled}},
         {"extra_headers": {"X-Evil": "1"}},
     ):
-        response = call(
+        response = post(
             url, "/v1/chat/completions", {"model": "gpt-4", "messages": QUESTION, **body}
         )
         assert response.status_code == 400
@@ -144,22 +129,22 @@ def test_the_reservation_counts_every_choice_and_the_first_request(
 ) -> None:
     key = new_key(url, max_budget=0.5)
     body = {"model": "priced", "messages": QUESTION}
-    many = call(url, "/v1/chat/completions", {**body, "n": 128, "max_tokens": 100}, key)
+    many = post(url, "/v1/chat/completions", {**body, "n": 128, "max_tokens": 100}, key)
     assert many.status_code == 400
     assert error_of(many)["code"] == "request_exceeds_limit"
     # No max_tokens: the model's longest answer (1,000 tokens, $2) is reserved, the first
     # request of the window included.
-    unbounded = call(url, "/v1/chat/completions", body, key)
+    unbounded = post(url, "/v1/chat/completions", body, key)
     assert unbounded.status_code == 400
     assert double.requests == []
-    bounded = call(url, "/v1/chat/completions", {**body, "max_tokens": 10}, key)
+    bounded = post(url, "/v1/chat/completions", {**body, "max_tokens": 10}, key)
     assert bounded.status_code == 200
 
 
 def test_max_tokens_that_is_no_integer_is_a_client_error(url: str, double: OpenAIUpstream) -> None:
     key = new_key(url, tpm_limit=100_000)
     body = {"model": "priced", "messages": QUESTION, "max_tokens": 1e40}
-    response = call(url, "/v1/chat/completions", body, key)
+    response = post(url, "/v1/chat/completions", body, key)
     assert response.status_code == 400, response.text
     assert error_of(response)["param"] == "max_tokens"
     assert double.requests == []
@@ -173,7 +158,7 @@ def test_max_tokens_beyond_the_models_limit_is_served_and_reserved_at_the_limit(
     (docs/keys-and-limits.md#output-limits)."""
     key = new_key(url, tpm_limit=1_100)
     body = {"model": "priced", "messages": QUESTION, "max_tokens": max_tokens}
-    response = call(url, "/v1/chat/completions", body, key)
+    response = post(url, "/v1/chat/completions", body, key)
     assert response.status_code == 200, response.text
     sent = double.requests[-1].body
     assert {sent[name] for name in sent if name.startswith("max_")} == {1000}
@@ -185,13 +170,13 @@ def test_max_tokens_beyond_the_models_limit_is_served_and_reserved_at_the_limit(
 def test_a_fallback_the_key_may_not_use_is_skipped(url: str, double: OpenAIUpstream) -> None:
     key = new_key(url, models=["fail500"])
     double.fail_next(Fault(status=500), times=1)
-    response = call(url, "/v1/chat/completions", {"model": "fail500", "messages": QUESTION}, key)
+    response = post(url, "/v1/chat/completions", {"model": "fail500", "messages": QUESTION}, key)
     assert response.status_code == 403
     assert error_of(response)["code"] == "model_not_allowed"
     assert [r.body["model"] for r in double.requests] == ["failing-model"]
     # The master key may use the fallback.
     double.fail_next(Fault(status=500), times=1)
-    served = call(url, "/v1/chat/completions", {"model": "fail500", "messages": QUESTION})
+    served = post(url, "/v1/chat/completions", {"model": "fail500", "messages": QUESTION})
     assert served.status_code == 200
     assert double.requests[-1].body["model"] == "gpt-4"
 
@@ -202,23 +187,23 @@ def test_a_context_window_fallback_the_key_may_not_use_is_skipped(
     too_long = Fault(status=400, message="This model's maximum context length is 8 tokens.")
     key = new_key(url, models=["small"])
     double.fail_next(too_long, times=1)
-    response = call(url, "/v1/chat/completions", {"model": "small", "messages": QUESTION}, key)
+    response = post(url, "/v1/chat/completions", {"model": "small", "messages": QUESTION}, key)
     # The prompt is too long for the one model the key may use: the client is told so.
     assert response.status_code == 400, response.text
     assert error_of(response)["code"] == "context_length_exceeded"
     assert [r.body["model"] for r in double.requests] == ["small-model"]
     double.fail_next(too_long, times=1)
-    served = call(url, "/v1/chat/completions", {"model": "small", "messages": QUESTION})
+    served = post(url, "/v1/chat/completions", {"model": "small", "messages": QUESTION})
     assert served.status_code == 200, served.text
     assert double.requests[-1].body["model"] == "gpt-4"
 
 
 def test_a_keys_permission_is_checked_before_anything_about_the_model(url: str) -> None:
     key = new_key(url, models=["priced"])
-    response = call(url, "/v1/chat/completions", {"model": "keyless", "messages": QUESTION}, key)
+    response = post(url, "/v1/chat/completions", {"model": "keyless", "messages": QUESTION}, key)
     assert response.status_code == 403
     assert "NOT_SET_ANYWHERE" not in response.text
-    unknown = call(url, "/v1/chat/completions", {"model": "no-such", "messages": QUESTION}, key)
+    unknown = post(url, "/v1/chat/completions", {"model": "no-such", "messages": QUESTION}, key)
     assert unknown.status_code == 403 and "Available models" not in unknown.text
 
 
@@ -238,7 +223,7 @@ def test_a_keys_permission_is_checked_before_anything_about_the_model(url: str) 
 def test_unbounded_names_are_refused(
     url: str, double: OpenAIUpstream, body: dict[str, Any], headers: dict[str, str]
 ) -> None:
-    response = call(
+    response = post(
         url, "/v1/chat/completions", {"model": "gpt-4", "messages": QUESTION, **body}, **headers
     )
     assert response.status_code == 400, response.text[:300]
@@ -257,7 +242,7 @@ def test_unbounded_names_are_refused(
 )
 def test_nan_and_infinity_are_client_errors(url: str, double: OpenAIUpstream, extra: str) -> None:
     text = '{"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}], ' + extra + "}"
-    response = call(url, "/v1/chat/completions", text)
+    response = post(url, "/v1/chat/completions", text)
     assert response.status_code == 400, response.text
     assert double.requests == []
 
@@ -294,15 +279,15 @@ def test_a_small_chunked_body_is_served(url: str, double: OpenAIUpstream) -> Non
 
 def test_litellm_request_debug_cannot_be_turned_on(url: str, double: OpenAIUpstream) -> None:
     body = {"model": "gpt-4", "messages": QUESTION, "litellm_request_debug": True}
-    assert call(url, "/v1/chat/completions", body).status_code == 400
+    assert post(url, "/v1/chat/completions", body).status_code == 400
 
 
 def test_operator_enabled_parameters_pass_for_their_group_only(
     url: str, double: OpenAIUpstream
 ) -> None:
-    enabled = call(url, "/v1/chat/completions", {"model": "topk", "messages": QUESTION, "top_k": 4})
+    enabled = post(url, "/v1/chat/completions", {"model": "topk", "messages": QUESTION, "top_k": 4})
     assert enabled.status_code == 200, enabled.text
-    other = call(url, "/v1/chat/completions", {"model": "gpt-4", "messages": QUESTION, "top_k": 4})
+    other = post(url, "/v1/chat/completions", {"model": "gpt-4", "messages": QUESTION, "top_k": 4})
     assert other.status_code == 400 and error_of(other)["param"] == "top_k"
 
 
@@ -314,14 +299,14 @@ def test_a_keys_agent_cannot_be_renamed_by_its_requests(
 ) -> None:
     coder = new_key(url, agent="coder")
     body = {"model": "gpt-4", "messages": QUESTION, "metadata": {"agent": "ask"}}
-    answered = call(url, "/v1/chat/completions", body, coder, **{"x-agent": "debug"})
+    answered = post(url, "/v1/chat/completions", body, coder, **{"x-agent": "debug"})
     assert answered.status_code == 200
     assert usage_item(aws["UsageTable"], answered.headers["x-request-id"])["agent"] == "coder"
     # A key without an agent, and the master key, may name one.
     plain = new_key(url)
-    named = call(url, "/v1/chat/completions", body, plain, **{"x-agent": "debug"})
+    named = post(url, "/v1/chat/completions", body, plain, **{"x-agent": "debug"})
     assert usage_item(aws["UsageTable"], named.headers["x-request-id"])["agent"] == "debug"
-    master = call(url, "/v1/chat/completions", body)
+    master = post(url, "/v1/chat/completions", body)
     assert usage_item(aws["UsageTable"], master.headers["x-request-id"])["agent"] == "ask"
 
 
@@ -344,7 +329,7 @@ def test_a_keys_agent_cannot_be_renamed_by_its_requests(
     ],
 )
 def test_key_management_refuses_unbounded_values(url: str, fields: str) -> None:
-    response = call(url, "/key/generate", fields)
+    response = post(url, "/key/generate", fields)
     assert response.status_code == 400, response.text[:300]
 
 
@@ -373,5 +358,5 @@ def test_a_stored_key_with_an_absurd_budget_does_not_break_requests(
     key = VirtualKey(token=token_of(raw), key_name="sk-le...6789", max_budget=1e100)
     boto3.resource("dynamodb").Table(aws["KeysTable"]).put_item(Item=key.to_item())
     body = {"model": "priced", "messages": QUESTION, "max_tokens": 5}
-    response = call(url, "/v1/chat/completions", body, raw)
+    response = post(url, "/v1/chat/completions", body, raw)
     assert response.status_code == 200, response.text

@@ -8,7 +8,6 @@ the longest answer the request allows, at the dearest deployment it may reach.""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,7 +19,8 @@ from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import serving
 from tests.support.configs import MASTER_KEY_FROM_SECRET, deployment, gateway_config, openai_double
-from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
+from tests.support.gateway_http import new_key, post
+from tests.support.stack import PROVIDER_KEYS, usage_item
 
 INPUT_PRICE, OUTPUT_PRICE = 0.001, 0.002
 CONFIG = gateway_config(
@@ -49,25 +49,10 @@ def url(gateway_for: Callable[..., str]) -> str:
 
 @pytest.fixture
 def double(upstream: OpenAIUpstream) -> Iterator[OpenAIUpstream]:
-    upstream.reset()
+    # A longer answer than the double's own, so that a cut stream has streamed some of it
+    # (the double is reset after each test that uses it: tests/conftest.py).
     upstream.reply = "One two three four five six seven eight nine ten, a whole answer."
     yield upstream
-    upstream.reset()
-
-
-def call(url: str, path: str, body: Any, key: str = MASTER_KEY) -> httpx.Response:
-    return httpx.post(
-        f"{url}{path}",
-        content=json.dumps(body),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        timeout=30,
-    )
-
-
-def new_key(url: str, **fields: Any) -> str:
-    response = call(url, "/key/generate", fields)
-    assert response.status_code == 200, response.text
-    return str(response.json()["key"])
 
 
 def spend_of(url: str, key: str) -> float:
@@ -146,15 +131,15 @@ def test_responses_reserve_max_output_tokens_or_the_models_longest_answer(
     url: str, double: OpenAIUpstream
 ) -> None:
     key = new_key(url, max_budget=0.05)
-    big = call(
+    big = post(
         url, "/v1/responses", {"model": "priced", "input": "hi", "max_output_tokens": 500}, key
     )
     refused_as(big, "request_exceeds_limit")
     # No max_output_tokens: the model's longest answer, 1,000 tokens ($2).
-    unbounded = call(url, "/v1/responses", {"model": "priced", "input": "hi"}, key)
+    unbounded = post(url, "/v1/responses", {"model": "priced", "input": "hi"}, key)
     refused_as(unbounded, "request_exceeds_limit")
     assert double.requests == []
-    bounded = call(
+    bounded = post(
         url, "/v1/responses", {"model": "priced", "input": "hi", "max_output_tokens": 16}, key
     )
     assert bounded.status_code == 200, bounded.text
@@ -194,11 +179,11 @@ def test_a_messages_fallback_is_reserved_at_its_price(url: str, double: OpenAIUp
         "messages": QUESTION,
         "fallbacks": ["priced"],
     }
-    refused_as(call(url, "/v1/messages", body, key), "request_exceeds_limit")
+    refused_as(post(url, "/v1/messages", body, key), "request_exceeds_limit")
     assert double.requests == []
     # Without the fallback the unpriced model costs nothing and is served.
     del body["fallbacks"]
-    assert call(url, "/v1/messages", body, key).status_code == 200
+    assert post(url, "/v1/messages", body, key).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -247,7 +232,7 @@ def test_what_the_provider_bills_as_input_is_reserved(
     url: str, double: OpenAIUpstream, path: str, body: dict[str, Any]
 ) -> None:
     key = new_key(url, max_budget=0.50)
-    refused_as(call(url, path, {"model": "priced", **body}, key), "request_exceeds_limit")
+    refused_as(post(url, path, {"model": "priced", **body}, key), "request_exceeds_limit")
     assert double.requests == []
 
 
@@ -259,7 +244,7 @@ def test_count_tokens_counts_against_rpm_and_is_metered(
 ) -> None:
     key = new_key(url, rpm_limit=2)
     body = {"model": "priced", "messages": QUESTION}
-    counted = [call(url, "/v1/messages/count_tokens", body, key) for _ in range(3)]
+    counted = [post(url, "/v1/messages/count_tokens", body, key) for _ in range(3)]
     assert [response.status_code for response in counted] == [200, 200, 429]
     assert counted[2].json()["type"] == "error"  # Anthropic's envelope
     item = usage_item(aws["UsageTable"], counted[0].headers["x-request-id"])
@@ -290,7 +275,7 @@ def test_the_searches_a_request_allows_are_reserved(gateway_for: Callable[..., s
         key = new_key(url, max_budget=0.10)
         tool = {"type": "web_search_20250305", "name": "web_search", "max_uses": 50}
         body = {"model": "claude-search", "max_tokens": 64, "messages": QUESTION, "tools": [tool]}
-        refused_as(call(url, "/v1/messages", body, key), "request_exceeds_limit")
+        refused_as(post(url, "/v1/messages", body, key), "request_exceeds_limit")
         assert anthropic.requests == []
         tool["max_uses"] = 2
-        assert call(url, "/v1/messages", body, key).status_code == 200
+        assert post(url, "/v1/messages", body, key).status_code == 200

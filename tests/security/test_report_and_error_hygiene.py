@@ -16,7 +16,6 @@ import csv
 import io
 import json
 import logging
-import os
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -40,7 +39,8 @@ from tests.support.configs import (
     gateway_config,
     openai_double,
 )
-from tests.support.functions import load_function
+from tests.support.functions import load_function, report_env
+from tests.support.gateway_http import new_key
 from tests.support.records import usage_record
 from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
@@ -95,36 +95,9 @@ def gateway(gateway_for: Callable[..., str]) -> str:
     )
 
 
-def new_key(base: str, **fields: Any) -> str:
-    response = httpx.post(f"{base}/key/generate", headers=AUTH, json=fields, timeout=30)
-    assert response.status_code == 200, response.text
-    return str(response.json()["key"])
-
-
-class Env:
-    """Environment variables set for a block, restored afterwards."""
-
-    def __init__(self, **values: str) -> None:
-        self.values, self.saved = values, {name: os.environ.get(name) for name in values}
-
-    def __enter__(self) -> None:
-        os.environ.update(self.values)
-
-    def __exit__(self, *_: object) -> None:
-        for name, value in self.saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def scheduled_report(aws: dict[str, str], day: str) -> dict[str, str]:
     """The scheduled cost report for `day`, run as deployed: its objects read back from S3."""
-    with Env(
-        LLM_PROXY__ROLLUPS_TABLE=aws["RollupsTable"],
-        LLM_PROXY__REPORT_BUCKET=aws["ReportBucket"],
-        LLM_PROXY__REPORT_TOPIC_ARN=aws["ReportTopic"],
-    ):
+    with report_env(aws):
         load_function("cost_report", "cost_report_hygiene").handler(
             {"start": day, "end": day}, None
         )
