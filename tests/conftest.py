@@ -26,9 +26,16 @@ def upstream() -> Iterator[OpenAIUpstream]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_upstream(request: pytest.FixtureRequest) -> None:
-    if "upstream" in request.fixturenames:
-        request.getfixturevalue("upstream").reset()
+def _fresh_upstream(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that uses the session's double gets it fresh and leaves it fresh: the tests that
+    reach it only through a gateway's config see its own reply, no faults, no delay."""
+    if "upstream" not in request.fixturenames:
+        yield
+        return
+    double: OpenAIUpstream = request.getfixturevalue("upstream")
+    double.reset()
+    yield
+    double.reset()
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,10 @@ class UpstreamDouble[FaultT]:
     requests: list[RecordedRequest] = field(default_factory=list)
     faults: list[FaultT] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # The reply a test may change for itself; `reset` gives the next test this one back.
+        self.first_reply = self.reply
+
     def fail_next(self, fault: FaultT, times: int = 1) -> None:
         self.faults.extend([fault] * times)
 
@@ -34,3 +38,4 @@ class UpstreamDouble[FaultT]:
         self.requests.clear()
         self.faults.clear()
         self.chunk_delay_s = 0.0
+        self.reply = self.first_reply
