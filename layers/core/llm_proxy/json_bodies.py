@@ -18,15 +18,19 @@ def refuse_non_finite(body: Any, path: str = "") -> None:
     Nor a subnormal number (below the smallest normal float, not 0): it has lost precision
     already, and a provider's or a table's conversion may refuse it."""
     for name, value in numbers(body, path):
-        if not isinstance(value, float):
-            continue
-        if not math.isfinite(value):
-            raise INVALID_NUMBER(f"'{name}' is not a finite number.", param=name)
-        if value != 0 and abs(value) < sys.float_info.min:
-            raise INVALID_NUMBER(
-                f"'{name}' is too close to 0 to be a usable number; send 0 or a normal number.",
-                param=name,
-            )
+        refuse_unusable(name, value)
+
+
+def refuse_unusable(name: str, value: float | int) -> None:
+    if not isinstance(value, float):
+        return
+    if not math.isfinite(value):
+        raise INVALID_NUMBER(f"'{name}' is not a finite number.", param=name)
+    if value != 0 and abs(value) < sys.float_info.min:
+        raise INVALID_NUMBER(
+            f"'{name}' is too close to 0 to be a usable number; send 0 or a normal number.",
+            param=name,
+        )
 
 
 # The numbers DynamoDB stores: 0, or magnitudes from 1E-130 to below 1E+126, with up to 38
@@ -38,8 +42,8 @@ STORABLE_DIGITS = 38
 def refuse_unstorable(body: Any, path: str = "") -> None:
     """Numbers kept in a table as sent (a key's budget, its metadata) must be numbers DynamoDB
     stores, or the write fails after the request was accepted."""
-    refuse_non_finite(body, path)
     for name, value in numbers(body, path):
+        refuse_unusable(name, value)
         number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
         magnitude = abs(number)
         if number != 0 and not STORABLE_MIN <= magnitude < STORABLE_BELOW:
