@@ -69,12 +69,6 @@ def url(gateway_for: Callable[..., str]) -> str:
     return gateway_for(CONFIG)
 
 
-@pytest.fixture
-def double(upstream: OpenAIUpstream) -> Iterator[OpenAIUpstream]:
-    upstream.reset()
-    yield upstream
-
-
 class Records(logging.Handler):
     """Every record of the gateway's loggers (after their redaction filter), with its extras."""
 
@@ -638,7 +632,7 @@ def test_a_key_in_a_path_is_not_echoed(url: str, path: str, status: int) -> None
 
 
 def test_a_key_cannot_raise_its_own_limits_through_its_own_requests(
-    url: str, double: OpenAIUpstream
+    url: str, upstream: OpenAIUpstream
 ) -> None:
     own = new_key(url, max_budget=0.5, models=["gpt-4"])
     body = {"model": "gpt-4", "messages": QUESTION, "max_tokens": 5}
@@ -652,7 +646,7 @@ def test_a_key_cannot_raise_its_own_limits_through_its_own_requests(
     ):
         refused = call(url, "POST", "/v1/chat/completions", {**body, **raised}, own)
         assert refused.status_code == 400, (raised, refused.text)
-    assert double.requests == []
+    assert upstream.requests == []
     info = call(url, "GET", f"/key/info?key={own}").json()["info"]
     assert info["max_budget"] == 0.5 and info["models"] == ["gpt-4"]
 
@@ -703,7 +697,7 @@ ECHO_ROUTES = [
 
 
 def test_no_error_echoes_a_credential(
-    url: str, aws: dict[str, str], double: OpenAIUpstream, logs: Records
+    url: str, aws: dict[str, str], upstream: OpenAIUpstream, logs: Records
 ) -> None:
     credentials = refused_credentials(url, aws)
     for kind, credential in credentials.items():
@@ -726,7 +720,7 @@ def test_no_error_echoes_a_credential(
                 shown = answer.text + json.dumps(dict(answer.headers))
                 assert not {part for part in secret_parts if part in shown}, case
                 assert answer.json()["error"]["param"] is None, case
-    assert double.requests == []
+    assert upstream.requests == []
     # Nor does any log line.
     assert '"status": 401' in logs.text  # the access log lines are seen
     for credential in credentials.values():
@@ -801,7 +795,7 @@ def upstream_headers(base: str) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize(("path", "body"), APIS, ids=[path for path, _ in APIS])
 def test_a_caller_cannot_choose_the_upstream_in_the_body(
-    url: str, double: OpenAIUpstream, attacker: tuple[Attacker, str], path: str, body: Any
+    url: str, upstream: OpenAIUpstream, attacker: tuple[Attacker, str], path: str, body: Any
 ) -> None:
     server, base = attacker
     for choice in upstream_choices(base):
@@ -811,12 +805,12 @@ def test_a_caller_cannot_choose_the_upstream_in_the_body(
         assert ("type" in answer.json()) == (path == "/v1/messages")  # Anthropic's envelope
         assert base not in answer.text
     assert server.requests == []
-    assert double.requests == []
+    assert upstream.requests == []
 
 
 @pytest.mark.parametrize(("path", "body"), APIS, ids=[path for path, _ in APIS])
 def test_a_caller_cannot_choose_the_upstream_in_headers(
-    url: str, double: OpenAIUpstream, attacker: tuple[Attacker, str], path: str, body: Any
+    url: str, upstream: OpenAIUpstream, attacker: tuple[Attacker, str], path: str, body: Any
 ) -> None:
     server, base = attacker
     for headers in upstream_headers(base):
@@ -824,8 +818,8 @@ def test_a_caller_cannot_choose_the_upstream_in_headers(
         assert answer.status_code == 200, (headers, answer.text)
     assert server.requests == []
     # Each request went to the operator's upstream, with none of those headers.
-    assert len(double.requests) == len(upstream_headers(base))
-    for request in double.requests:
+    assert len(upstream.requests) == len(upstream_headers(base))
+    for request in upstream.requests:
         sent = json.dumps(request.headers).lower()
         assert (
             urlsplit(base).netloc not in sent and "attacker" not in sent and "portkey" not in sent

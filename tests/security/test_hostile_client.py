@@ -57,12 +57,6 @@ def url(gateway_for: Callable[..., str]) -> str:
     return gateway_for(CONFIG)
 
 
-@pytest.fixture
-def double(upstream: OpenAIUpstream) -> Iterator[OpenAIUpstream]:
-    upstream.reset()
-    yield upstream
-
-
 def error_of(response: httpx.Response) -> dict[str, Any]:
     error: dict[str, Any] = response.json()["error"]
     return error
@@ -72,7 +66,7 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 
 
 def test_a_caller_cannot_set_its_own_price(
-    url: str, double: OpenAIUpstream, aws: dict[str, str]
+    url: str, upstream: OpenAIUpstream, aws: dict[str, str]
 ) -> None:
     key = new_key(url, max_budget=0.05)
     body = {
@@ -85,7 +79,7 @@ def test_a_caller_cannot_set_its_own_price(
     refused = post(url, "/v1/chat/completions", body, key)
     assert refused.status_code == 400
     assert error_of(refused)["code"] == "unsupported_parameter"
-    assert double.requests == []
+    assert upstream.requests == []
     # Without the override, the request costs what the operator's price says.
     del body["input_cost_per_second"], body["output_cost_per_second"]
     answered = post(url, "/v1/chat/completions", body, key)
@@ -99,7 +93,7 @@ def test_a_caller_cannot_set_its_own_price(
 # -- High: headers smuggled to the provider ----------------------------------------------------
 
 
-def test_headers_cannot_be_smuggled_to_the_provider(url: str, double: OpenAIUpstream) -> None:
+def test_headers_cannot_be_smuggled_to_the_provider(url: str, upstream: OpenAIUpstream) -> None:
     smuggled = {
         "custom_llm_provider": "openai",
         "extra_headers": {
@@ -118,14 +112,14 @@ def test_headers_cannot_be_smuggled_to_the_provider(url: str, double: OpenAIUpst
         )
         assert response.status_code == 400
         assert error_of(response)["code"] == "unsupported_parameter"
-    assert double.requests == []
+    assert upstream.requests == []
 
 
 # -- Medium: the reservation ignored n; the first request of a window passed whatever it cost --
 
 
 def test_the_reservation_counts_every_choice_and_the_first_request(
-    url: str, double: OpenAIUpstream
+    url: str, upstream: OpenAIUpstream
 ) -> None:
     key = new_key(url, max_budget=0.5)
     body = {"model": "priced", "messages": QUESTION}
@@ -136,23 +130,25 @@ def test_the_reservation_counts_every_choice_and_the_first_request(
     # request of the window included.
     unbounded = post(url, "/v1/chat/completions", body, key)
     assert unbounded.status_code == 400
-    assert double.requests == []
+    assert upstream.requests == []
     bounded = post(url, "/v1/chat/completions", {**body, "max_tokens": 10}, key)
     assert bounded.status_code == 200
 
 
-def test_max_tokens_that_is_no_integer_is_a_client_error(url: str, double: OpenAIUpstream) -> None:
+def test_max_tokens_that_is_no_integer_is_a_client_error(
+    url: str, upstream: OpenAIUpstream
+) -> None:
     key = new_key(url, tpm_limit=100_000)
     body = {"model": "priced", "messages": QUESTION, "max_tokens": 1e40}
     response = post(url, "/v1/chat/completions", body, key)
     assert response.status_code == 400, response.text
     assert error_of(response)["param"] == "max_tokens"
-    assert double.requests == []
+    assert upstream.requests == []
 
 
 @pytest.mark.parametrize("max_tokens", [10**30, 1001])
 def test_max_tokens_beyond_the_models_limit_is_served_and_reserved_at_the_limit(
-    url: str, max_tokens: float, double: OpenAIUpstream
+    url: str, max_tokens: float, upstream: OpenAIUpstream
 ) -> None:
     """The model's limit is 1,000 tokens; a tpm limit of 1,100 fits the capped request only
     (docs/keys-and-limits.md#output-limits)."""
@@ -160,42 +156,42 @@ def test_max_tokens_beyond_the_models_limit_is_served_and_reserved_at_the_limit(
     body = {"model": "priced", "messages": QUESTION, "max_tokens": max_tokens}
     response = post(url, "/v1/chat/completions", body, key)
     assert response.status_code == 200, response.text
-    sent = double.requests[-1].body
+    sent = upstream.requests[-1].body
     assert {sent[name] for name in sent if name.startswith("max_")} == {1000}
 
 
 # -- Medium: fallbacks escaped a key's model list ----------------------------------------------
 
 
-def test_a_fallback_the_key_may_not_use_is_skipped(url: str, double: OpenAIUpstream) -> None:
+def test_a_fallback_the_key_may_not_use_is_skipped(url: str, upstream: OpenAIUpstream) -> None:
     key = new_key(url, models=["fail500"])
-    double.fail_next(Fault(status=500), times=1)
+    upstream.fail_next(Fault(status=500), times=1)
     response = post(url, "/v1/chat/completions", {"model": "fail500", "messages": QUESTION}, key)
     assert response.status_code == 403
     assert error_of(response)["code"] == "model_not_allowed"
-    assert [r.body["model"] for r in double.requests] == ["failing-model"]
+    assert [r.body["model"] for r in upstream.requests] == ["failing-model"]
     # The master key may use the fallback.
-    double.fail_next(Fault(status=500), times=1)
+    upstream.fail_next(Fault(status=500), times=1)
     served = post(url, "/v1/chat/completions", {"model": "fail500", "messages": QUESTION})
     assert served.status_code == 200
-    assert double.requests[-1].body["model"] == "gpt-4"
+    assert upstream.requests[-1].body["model"] == "gpt-4"
 
 
 def test_a_context_window_fallback_the_key_may_not_use_is_skipped(
-    url: str, double: OpenAIUpstream
+    url: str, upstream: OpenAIUpstream
 ) -> None:
     too_long = Fault(status=400, message="This model's maximum context length is 8 tokens.")
     key = new_key(url, models=["small"])
-    double.fail_next(too_long, times=1)
+    upstream.fail_next(too_long, times=1)
     response = post(url, "/v1/chat/completions", {"model": "small", "messages": QUESTION}, key)
     # The prompt is too long for the one model the key may use: the client is told so.
     assert response.status_code == 400, response.text
     assert error_of(response)["code"] == "context_length_exceeded"
-    assert [r.body["model"] for r in double.requests] == ["small-model"]
-    double.fail_next(too_long, times=1)
+    assert [r.body["model"] for r in upstream.requests] == ["small-model"]
+    upstream.fail_next(too_long, times=1)
     served = post(url, "/v1/chat/completions", {"model": "small", "messages": QUESTION})
     assert served.status_code == 200, served.text
-    assert double.requests[-1].body["model"] == "gpt-4"
+    assert upstream.requests[-1].body["model"] == "gpt-4"
 
 
 def test_a_keys_permission_is_checked_before_anything_about_the_model(url: str) -> None:
@@ -221,14 +217,14 @@ def test_a_keys_permission_is_checked_before_anything_about_the_model(url: str) 
     ],
 )
 def test_unbounded_names_are_refused(
-    url: str, double: OpenAIUpstream, body: dict[str, Any], headers: dict[str, str]
+    url: str, upstream: OpenAIUpstream, body: dict[str, Any], headers: dict[str, str]
 ) -> None:
     response = post(
         url, "/v1/chat/completions", {"model": "gpt-4", "messages": QUESTION, **body}, **headers
     )
     assert response.status_code == 400, response.text[:300]
     assert len(response.content) < 2000  # nothing long is echoed back
-    assert double.requests == []
+    assert upstream.requests == []
 
 
 @pytest.mark.parametrize(
@@ -240,11 +236,11 @@ def test_unbounded_names_are_refused(
         '"tools": [{"type": "function", "function": {"name": "f", "parameters": {"x": NaN}}}]',
     ],
 )
-def test_nan_and_infinity_are_client_errors(url: str, double: OpenAIUpstream, extra: str) -> None:
+def test_nan_and_infinity_are_client_errors(url: str, upstream: OpenAIUpstream, extra: str) -> None:
     text = '{"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}], ' + extra + "}"
     response = post(url, "/v1/chat/completions", text)
     assert response.status_code == 400, response.text
-    assert double.requests == []
+    assert upstream.requests == []
 
 
 def test_a_chunked_body_over_the_limit_is_refused(url: str) -> None:
@@ -265,7 +261,7 @@ def test_a_chunked_body_over_the_limit_is_refused(url: str) -> None:
     assert error_of(response)["code"] == "request_too_large"
 
 
-def test_a_small_chunked_body_is_served(url: str, double: OpenAIUpstream) -> None:
+def test_a_small_chunked_body_is_served(url: str, upstream: OpenAIUpstream) -> None:
     body = json.dumps({"model": "gpt-4", "messages": QUESTION, "stream": True}).encode()
     response = httpx.post(
         f"{url}/v1/chat/completions",
@@ -277,13 +273,13 @@ def test_a_small_chunked_body_is_served(url: str, double: OpenAIUpstream) -> Non
     assert response.text.rstrip().endswith("data: [DONE]")
 
 
-def test_litellm_request_debug_cannot_be_turned_on(url: str, double: OpenAIUpstream) -> None:
+def test_litellm_request_debug_cannot_be_turned_on(url: str, upstream: OpenAIUpstream) -> None:
     body = {"model": "gpt-4", "messages": QUESTION, "litellm_request_debug": True}
     assert post(url, "/v1/chat/completions", body).status_code == 400
 
 
 def test_operator_enabled_parameters_pass_for_their_group_only(
-    url: str, double: OpenAIUpstream
+    url: str, upstream: OpenAIUpstream
 ) -> None:
     enabled = post(url, "/v1/chat/completions", {"model": "topk", "messages": QUESTION, "top_k": 4})
     assert enabled.status_code == 200, enabled.text
@@ -295,7 +291,7 @@ def test_operator_enabled_parameters_pass_for_their_group_only(
 
 
 def test_a_keys_agent_cannot_be_renamed_by_its_requests(
-    url: str, double: OpenAIUpstream, aws: dict[str, str]
+    url: str, upstream: OpenAIUpstream, aws: dict[str, str]
 ) -> None:
     coder = new_key(url, agent="coder")
     body = {"model": "gpt-4", "messages": QUESTION, "metadata": {"agent": "ask"}}
@@ -351,7 +347,7 @@ def test_readiness_shows_no_aws_error_codes(gateway_for: Callable[..., str]) -> 
 
 
 def test_a_stored_key_with_an_absurd_budget_does_not_break_requests(
-    url: str, double: OpenAIUpstream, aws: dict[str, str]
+    url: str, upstream: OpenAIUpstream, aws: dict[str, str]
 ) -> None:
     # Written to the table directly, as a key made before limits were bounded could be.
     raw = "sk-legacy-absurd-budget-0123456789"
