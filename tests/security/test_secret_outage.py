@@ -107,8 +107,9 @@ def test_the_last_good_secret_serves_until_max_staleness_then_503(
 ) -> None:
     keys = provider_keys(aws, link, ttl_s=1, max_staleness_s=4)
     client = gateway(api, aws, keys)
-    read_at = time.time()
     assert client.post("/v1/chat/completions", headers=AUTH, json=BODY).status_code == 200
+    # The last good value was read by now (at the latest): its staleness counts from before.
+    read_at = time.time()
     assert not keys.stale
 
     link.cut()
