@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from llm_proxy.access.auth import Caller
+from llm_proxy.access.budgets import Budget, Plan
 from llm_proxy.access.key_record import VirtualKey
 from llm_proxy.access.limits import Reservation
 from llm_proxy.accounting.usage import UsageRecord
@@ -70,10 +71,18 @@ class MemoryCounters(CountersTable):
         self.spent: dict[str, float] = {}
 
     def admit(
-        self, key: VirtualKey, tokens: int, cost: float, now: float | None = None
+        self,
+        key: VirtualKey | None,
+        tokens: int,
+        cost: float,
+        now: float | None = None,
+        *,
+        plan: Plan | None = None,
     ) -> Reservation:
-        self.admitted.append((key.token, tokens, cost))
-        return Reservation(tokens=tokens, spend_item=f"key#{key.token}#spend#all")
+        token = key.token if key is not None else "-"
+        self.admitted.append((token, tokens, cost))
+        item = f"key#{token}#spend#all"
+        return Reservation(tokens=tokens, spend_items=[item], spend_item=item)
 
     def settle(
         self,
@@ -87,6 +96,9 @@ class MemoryCounters(CountersTable):
 
     def spend(self, key: VirtualKey, now: float | None = None) -> float:
         return self.spent.get(key.token, 0.0)
+
+    def budget_spend(self, budget: Budget, now: float | None = None) -> float:
+        return self.spent.get(budget.counter.removeprefix("key#"), 0.0)
 
 
 class MemoryCache(AnswerCache):

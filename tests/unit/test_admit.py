@@ -112,7 +112,7 @@ def test_a_key_without_limits_takes_no_counters(router: ModelRouter) -> None:
     counters = MemoryCounters()
     free = request({"messages": PROMPT}, Caller("master"))
     assert not needs_counters(free)
-    admission = admit(counters, free, router, cache_hit=False)
+    admission, _ = admit(counters, free, router, cache_hit=False)
     assert counters.admitted == [] and not admission.holds_counters
 
 
@@ -121,7 +121,7 @@ def test_a_budget_is_reserved_at_the_estimate_and_a_cache_hit_reserves_nothing(
 ) -> None:
     counters, caller = MemoryCounters(), limited(max_budget=1.0)
     body = {"messages": PROMPT, "max_tokens": 50}
-    admission = admit(counters, request(body, caller), router, cache_hit=False)
+    admission, _ = admit(counters, request(body, caller), router, cache_hit=False)
     tokens, cost = estimate(request(body, caller), router)
     assert counters.admitted == [("k", tokens, pytest.approx(cost))]
     assert admission.holds_counters

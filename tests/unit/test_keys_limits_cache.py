@@ -6,14 +6,8 @@ from __future__ import annotations
 import pytest
 from llm_proxy.access.auth import MASTER, Caller
 from llm_proxy.access.key_record import VirtualKey, duration_s, token_of
-from llm_proxy.access.limits import (
-    Limits,
-    budget_exceeded,
-    over_limit,
-    parallel_limit_reached,
-    spend_item,
-    would_overspend,
-)
+from llm_proxy.access.budgets import key_budget
+from llm_proxy.access.limits import Limits, over_limit, parallel_limit_reached
 from llm_proxy.access.virtual_keys import KeyStore
 from llm_proxy.config import ConfigError, ProxyConfig
 from llm_proxy.errors import ProxyError
@@ -192,17 +186,17 @@ def test_a_rate_limit_429_carries_openais_headers() -> None:
 
 def test_a_budget_429_says_when_the_window_resets() -> None:
     key = VirtualKey(token="t", key_name="k", max_budget=1.0, budget_duration="1h")
-    error = budget_exceeded(key, 1.25, now=3600 * 5 + 600)
+    error = key_budget(key).exceeded(1.25, now=3600 * 5 + 600)
     assert (error.status, error.error_type, error.code) == (429, *["budget_exceeded"] * 2)
     # LiteLLM's words, which its users' alerting matches.
     assert error.message.startswith("Budget has been exceeded! Current cost: 1.25, Max budget: 1.0")
     assert error.headers["Retry-After"] == "3000"
-    assert spend_item(key, 3600 * 5 + 600) == "key#t#spend#18000"
+    assert key_budget(key).item(3600 * 5 + 600) == "key#t#spend#18000"
 
 
 def test_under_budget_a_request_too_dear_for_what_is_left_is_a_400() -> None:
     key = VirtualKey(token="t", key_name="k", max_budget=1.0)
-    error = would_overspend(key, 0.75, 0.5)
+    error = key_budget(key).would_overspend(0.75, 0.5)
     assert (error.status, error.code, error.param) == (400, "request_exceeds_limit", "max_tokens")
     assert "$0.250000 left" in error.message and "current cost: 0.75" in error.message
 

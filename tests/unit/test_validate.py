@@ -121,11 +121,11 @@ def test_what_a_caller_controls_is_bounded(
 
 
 def test_a_keys_model_list_holds_for_its_fallbacks_and_aliases(router: ModelRouter) -> None:
-    assert permitted_groups(MASTER, router) is None
+    assert permitted_groups(MASTER, router) == []
     everything = Caller("k", key=virtual_key("k", models=[]))
-    assert permitted_groups(everything, router) is None
+    assert permitted_groups(everything, router) == []
     coder = Caller("k", key=virtual_key("k", models=["coder"]))
-    assert permitted_groups(coder, router) == {"coder", "demo"}
+    assert permitted_groups(coder, router) == [{"coder", "demo"}]
 
 
 def test_a_keys_wildcard_covers_models_and_fallbacks(router: ModelRouter) -> None:

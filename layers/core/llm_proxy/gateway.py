@@ -168,7 +168,7 @@ class Gateway:
     def models_for(self, caller: Caller) -> list[str]:
         """The models the caller may ask for."""
         names = self.pipeline.model_names()
-        return [name for name in names if caller.key is None or caller.key.allows(name)]
+        return [name for name in names if caller.allows(name)]
 
     def model_info_for(self, caller: Caller) -> list[dict[str, Any]]:
         """LiteLLM's model info of the models the caller may use."""

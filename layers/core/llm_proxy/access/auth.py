@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from llm_proxy.access.key_record import VirtualKey
+from llm_proxy.access.principals import Principal, Team, User
 from llm_proxy.errors import (
     INVALID_API_KEY,
     MASTER_KEY_INSECURE,
@@ -30,6 +31,34 @@ class Caller:
     key: VirtualKey | None = None
     # The agent the `x-agent` header names: honoured only where the key has no agent of its own.
     claimed_agent: str | None = None
+    # The team and the user (developer) the request is made for: the key's, or a JWT's.
+    team: Team | None = None
+    user: User | None = None
+
+    @property
+    def owners(self) -> list[Principal]:
+        return [owner for owner in (self.team, self.user) if owner is not None]
+
+    def refusal(self, model: str) -> str | None:
+        """Why the caller may not use `model` (its key's, team's or user's model list), or
+        None when it may."""
+        if self.key is not None and not self.key.allows(model):
+            return f"This key may not use model '{model}'. Allowed: {', '.join(self.key.models)}."
+        for owner in self.owners:
+            if not owner.allows(model):
+                return (
+                    f"{owner.label} may not use model '{model}'. Allowed: "
+                    f"{', '.join(owner.models)}."
+                )
+        return None
+
+    def allows(self, model: str) -> bool:
+        return self.refusal(model) is None
+
+    @property
+    def allows_all(self) -> bool:
+        lists = [self.key, *self.owners]
+        return all(holder is None or holder.allows_all for holder in lists)
 
     @property
     def agent(self) -> str | None:

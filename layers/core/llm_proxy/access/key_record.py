@@ -20,6 +20,8 @@ MAX_DURATION_S = 3650 * 86_400
 SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 # Stored with a key but never shown: which secrets open it.
 SECRET_FIELDS = frozenset({"secret", "previous_secret", "previous_secret_until"})
+# Free-form maps and lists, kept as JSON text: any key or number survives as sent.
+JSON_FIELDS = ("metadata", "aliases", "model_max_budget", "budget_fallbacks", "budget_limits")
 
 
 def matches_any(model: str, names: Iterable[str]) -> bool:
@@ -81,6 +83,12 @@ class VirtualKey:
     secret: str | None = None
     previous_secret: str | None = None
     previous_secret_until: str | None = None
+    # LiteLLM's per-model budgets: model group -> {"budget_limit": USD, "time_period": "1d"};
+    # the groups served instead when one is spent; and budget windows besides max_budget's:
+    # [{"budget_duration": "1h", "max_budget": USD}, ...].
+    model_max_budget: dict[str, dict[str, Any]] = field(default_factory=dict)
+    budget_fallbacks: dict[str, list[str]] = field(default_factory=dict)
+    budget_limits: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def secrets(self) -> set[str]:
@@ -119,6 +127,8 @@ class VirtualKey:
             or self.tpm_limit
             or self.max_budget is not None
             or self.max_parallel_requests
+            or self.model_max_budget
+            or self.budget_limits
         )
 
     def resolve(self, model: str) -> str:
@@ -139,14 +149,15 @@ class VirtualKey:
         item["blocked"] = self.blocked
         # Free-form maps are kept as JSON text: any key or number survives as sent.
         item["metadata"] = json.dumps(self.metadata, separators=(",", ":"))
-        if self.aliases:
-            item["aliases"] = json.dumps(self.aliases, separators=(",", ":"))
+        for name in JSON_FIELDS[1:]:
+            if getattr(self, name):
+                item[name] = json.dumps(getattr(self, name), separators=(",", ":"))
         return item
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> VirtualKey:
         known = {name: plain(item[name]) for name in cls.__dataclass_fields__ if name in item}
-        for name in ("metadata", "aliases"):
+        for name in JSON_FIELDS:
             if isinstance(known.get(name), str):
                 known[name] = json.loads(known[name])
         return cls(**known)

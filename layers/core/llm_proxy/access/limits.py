@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from llm_proxy.access.key_record import VirtualKey
 from llm_proxy.errors import (
-    BUDGET_EXCEEDED,
     RATE_LIMIT_EXCEEDED,
-    REQUEST_EXCEEDS_LIMIT,
     ProxyError,
 )
 
@@ -46,6 +44,8 @@ class Reservation:
     # The key's minute counters whose tokens (a tpm limit) are settled to the real count.
     minute_items: list[str] = field(default_factory=list)
     tokens: int = 0
+    # Every spend counter it reserved `cost` on, the key's own (`spend_item`) among them.
+    spend_items: list[str] = field(default_factory=list)
     spend_item: str | None = None
     cost: Decimal = Decimal(0)
     # The key's budget, and what its budget metric is named after (its alias, else its agent).
@@ -55,12 +55,6 @@ class Reservation:
     # released when the request is metered.
     parallel_item: str | None = None
     parallel_slot: str | None = None
-
-
-def spend_item(key: VirtualKey, now: float) -> str:
-    window = key.budget_window_s
-    start = int(now // window) * window if window else "all"
-    return f"key#{key.token}#spend#{start}"
 
 
 def window_end(now: float, window_s: int) -> int:
@@ -98,32 +92,6 @@ def parallel_item(key: VirtualKey) -> str:
     return f"key#{key.token}#parallel"
 
 
-def budget_exceeded(key: VirtualKey, spent: float, now: float) -> ProxyError:
-    """The key's spend has reached its budget: LiteLLM's words, which its users' alerting
-    matches ("Budget has been exceeded! Current cost: X, Max budget: Y"), and when a windowed
-    budget resets."""
-    headers: dict[str, str] = {}
-    budget = float(key.max_budget or 0)
-    message = f"Budget has been exceeded! Current cost: {float(spent)}, Max budget: {budget}"
-    window = key.budget_window_s
-    if window:
-        reset_s = max(1, math.ceil(window_end(now, window) - now))
-        headers["Retry-After"] = str(reset_s)
-        message += f" (this key's {key.budget_duration} budget resets in {reset_s} s)"
-    return BUDGET_EXCEEDED(message, headers=headers)
-
-
-def would_overspend(key: VirtualKey, spent: float, cost: float) -> ProxyError:
-    """Under budget, but this request's worst case does not fit what is left: the request is
-    reserved before the call, so it is refused rather than let overspend."""
-    left = max(float(key.max_budget or 0) - spent, 0.0)
-    return REQUEST_EXCEEDS_LIMIT(
-        f"This request may cost up to ${cost:.6f}, more than the ${left:.6f} left of this key's "
-        f"budget (current cost: {spent}, max budget: {key.max_budget}): lower max_tokens (or n).",
-        param="max_tokens",
-    )
-
-
 def parallel_limit_reached(key: VirtualKey) -> ProxyError:
     """As LiteLLM's rate limiter words it for max_parallel_requests."""
     limit = key.max_parallel_requests
@@ -152,7 +120,7 @@ class Admission:
         reservation = self.reservation
         return bool(
             reservation.minute_items
-            or reservation.spend_item
+            or reservation.spend_items
             or reservation.parallel_item
             or self.deployment_items
         )

@@ -1,13 +1,22 @@
-"""The pipeline's admit step: a key's rpm, tpm and budget, reserved in one conditional write
-before the provider is called; the deployments' own limits are taken by the Router's pre-call
-check (`access.limits.DeploymentLimitCheck`) under the same admission."""
+"""The pipeline's admit step: every rate limit and budget that holds the request (its key's,
+team's and user's: `access.budgets`), reserved in one conditional transaction before the
+provider is called; the deployments' own limits are taken by the Router's pre-call check
+(`access.limits.DeploymentLimitCheck`) under the same admission.
+
+A budget fallback serves a request a spent budget would refuse: the key's `budget_fallbacks`
+where its `model_max_budget` for the model is spent, else the operator's
+`router_settings.budget_fallbacks` for any spent budget (which the fallback is then not held
+to: it is counted, not refused)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from llm_proxy.access.limits import Admission, Reservation, budget_exceeded
+from llm_proxy.access.budgets import BudgetRefused, plan_for
+from llm_proxy.access.limits import Admission, Reservation
 from llm_proxy.accounting.pricing import cost_usd
 from llm_proxy.errors import REQUEST_EXCEEDS_LIMIT, ProxyError
 from llm_proxy.pipeline.billed_input import count_request_input
@@ -22,45 +31,121 @@ DEFAULT_OUTPUT_RESERVE = 4096
 
 
 def needs_counters(request: GatewayRequest) -> bool:
-    """Only a key with limits takes counters (a DynamoDB write); the rest is arithmetic."""
-    key = request.caller.key
-    return key is not None and key.has_limits
+    """Only a key with limits, or a request of a team or user, takes counters (a DynamoDB
+    write); the rest is arithmetic."""
+    caller = request.caller
+    return (caller.key is not None and caller.key.has_limits) or bool(caller.owners)
 
 
 def admit(
-    counters: CountersTable, request: GatewayRequest, router: ModelRouter, cache_hit: bool
-) -> Admission:
-    """The estimate it reserves is the worst case (see `estimate`; nothing for a cache hit,
-    which costs nothing). A request whose worst case can never fit the key's tpm limit or
-    budget is refused outright, the first of a window like any other."""
-    key = request.caller.key
+    counters: CountersTable,
+    request: GatewayRequest,
+    router: ModelRouter,
+    cache_hit: bool,
+    budget_fallbacks: Mapping[str, list[str]] | None = None,
+) -> tuple[Admission, GatewayRequest]:
+    """The admission, and the request as it will be served: another model's where a budget
+    fallback serves it. The estimate it reserves is the worst case (see `estimate`; nothing
+    for a cache hit, which costs nothing). A request whose worst case can never fit a tpm
+    limit or a budget is refused outright, the first of a window like any other."""
     calls_nothing = cache_hit or request.api.router_call is None
     limits = {} if calls_nothing or not counters.enabled else router.deployment_limits
-    tokens, estimated_cost = 0, 0.0
-    # Only a tpm limit or a budget needs the estimate; rpm counts requests.
-    counts_tokens = key is not None and (key.tpm_limit or key.max_budget is not None)
-    if not cache_hit and (counts_tokens or any(limit.tpm for limit in limits.values())):
-        tokens, estimated_cost = estimate(request, router)
-    if key is None or not key.has_limits:
-        return Admission(counters, Reservation(tokens=tokens), limits)
-    # A key with limits requires the counters table (a 503 before any 400 below).
+    if not needs_counters(request):
+        tokens = 0
+        if not cache_hit and any(limit.tpm for limit in limits.values()):
+            tokens = estimate(request, router)[0]
+        return Admission(counters, Reservation(tokens=tokens), limits), request
+    # Counters require the table (a 503 before any 400 below).
     counters.require()
-    if key.tpm_limit and tokens > key.tpm_limit:
-        raise never_fits(f"{tokens} tokens", f"limit of {key.tpm_limit} tokens per minute")
-    if key.max_budget is not None and (estimated_cost > key.max_budget or key.max_budget <= 0):
-        # Refused either way: a spent budget says so, as LiteLLM does; else the request alone
-        # is too dear for the whole budget.
-        spent = counters.spend(key)
-        if spent >= key.max_budget:
-            raise budget_exceeded(key, spent, time.time())
-        raise never_fits(f"${estimated_cost:.6f}", f"budget of ${key.max_budget}")
-    reservation = counters.admit(key, tokens, estimated_cost)
-    return Admission(counters, reservation, limits)
+    try:
+        reservation = reserve(counters, request, router, cache_hit, limits_tpm(limits))
+    except BudgetRefused as refused:
+        served = budget_fallback(
+            counters, request, router, cache_hit, refused, budget_fallbacks or {}, limits
+        )
+        if served is None:
+            raise refused.error from None
+        reservation, request = served
+    return Admission(counters, reservation, limits), request
 
 
-def never_fits(estimate: str, limit: str) -> ProxyError:
+def limits_tpm(limits: Mapping[str, Any]) -> bool:
+    return any(limit.tpm for limit in limits.values())
+
+
+def reserve(
+    counters: CountersTable,
+    request: GatewayRequest,
+    router: ModelRouter,
+    cache_hit: bool,
+    deployment_tpm: bool,
+    waived: frozenset[str] = frozenset(),
+) -> Reservation:
+    caller = request.caller
+    plan = plan_for(caller.key, caller.team, caller.user, request.model, waived)
+    tokens, cost = 0, 0.0
+    if not cache_hit and (plan.counts_tokens or plan.counts_cost or deployment_tpm):
+        tokens, cost = estimate(request, router)
+    for rate in plan.rates:
+        if rate.limits.tpm and tokens > rate.limits.tpm:
+            raise never_fits(
+                f"{tokens} tokens", rate.owner, f"limit of {rate.limits.tpm} tokens per minute"
+            )
+    for budget in plan.budgets:
+        if budget.limit is not None and (cost > budget.limit or budget.limit <= 0):
+            # Refused either way: a spent budget says so, as LiteLLM does; else the request
+            # alone is too dear for the whole budget.
+            spent = counters.budget_spend(budget)
+            if spent >= budget.limit:
+                raise BudgetRefused(budget, budget.exceeded(spent, time.time()))
+            raise never_fits(f"${cost:.6f}", budget.owner, f"budget of ${budget.limit}")
+    return counters.admit(caller.key, tokens, cost, plan=plan)
+
+
+def budget_fallback(
+    counters: CountersTable,
+    request: GatewayRequest,
+    router: ModelRouter,
+    cache_hit: bool,
+    refused: BudgetRefused,
+    configured: Mapping[str, list[str]],
+    limits: Mapping[str, Any],
+) -> tuple[Reservation, GatewayRequest] | None:
+    """The first fallback of the request's model that the caller may use and that admits it;
+    None when there is none."""
+    key, spent = request.caller.key, refused.budget
+    if spent.model is not None and key is not None and key.budget_fallbacks.get(request.model):
+        # The key's own: each fallback within its budgets, its per-model one included.
+        choices, waives = key.budget_fallbacks[request.model], False
+    else:
+        choices, waives = list(configured.get(request.model) or []), True
+    for choice in choices:
+        if choice == request.model or not request.caller.allows(choice):
+            continue
+        if not router.in_group(choice):
+            continue
+        downgraded = replace(request, model=choice, body={**request.body, "model": choice})
+        waived = frozenset({spent.counter}) if waives else frozenset()
+        while True:
+            try:
+                reservation = reserve(
+                    counters, downgraded, router, cache_hit, limits_tpm(limits), waived
+                )
+            except BudgetRefused as again:
+                # Another spent budget of the caller's refused the original too: the operator's
+                # fallback is not held to it either. The fallback's own per-model budget is.
+                if waives and again.budget.model is None and again.budget.counter not in waived:
+                    waived |= {again.budget.counter}
+                    continue
+                break
+            return reservation, downgraded
+    return None
+
+
+def never_fits(estimate: str, owner: str, limit: str) -> ProxyError:
+    whose = owner[0].lower() + owner[1:] if owner.startswith("This") else owner
     return REQUEST_EXCEEDS_LIMIT(
-        f"This request may use up to {estimate}, more than this key's {limit}: lower "
+        f"This request may use up to {estimate}, more than the {limit} of {whose}: lower "
         "max_tokens (or n).",
         param="max_tokens",
     )

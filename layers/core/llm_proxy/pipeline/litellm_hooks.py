@@ -33,14 +33,14 @@ from llm_proxy.pipeline.anthropic_native import NativeParts, for_deployment
 
 @dataclass
 class Permission:
-    """The model groups a request may be served by (None: any); the fallbacks it skipped are
-    noted."""
+    """The model groups a request may be served by: in every one of the lists (none: any); the
+    fallbacks it skipped are noted."""
 
-    groups: frozenset[str] | None
+    groups: list[frozenset[str]]
     skipped: list[str] = field(default_factory=list)
 
     def allows(self, group: str) -> bool:
-        return self.groups is None or matches_any(group, self.groups)
+        return all(matches_any(group, names) for names in self.groups)
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ PROVIDER_KEY_VARIABLES: dict[str, dict[str, str]] = {
 OLLAMA_PROVIDERS = frozenset({"ollama", "ollama_chat"})
 # Settings the gateway applies itself: the seed's shared rate limit, and the response cache
 # (kept in DynamoDB, not in litellm's in-process cache).
-GATEWAY_ROUTER_SETTINGS = frozenset({"rate_limit"})
+GATEWAY_ROUTER_SETTINGS = frozenset({"rate_limit", "budget_fallbacks"})
 GATEWAY_LITELLM_SETTINGS = frozenset({"cache", "cache_params"})
 
 

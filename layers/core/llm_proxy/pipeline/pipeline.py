@@ -216,15 +216,21 @@ class Pipeline:
         return None if answer is None else api.from_cache(answer)
 
     async def admit(self, state: RequestState, *, cache_hit: bool) -> None:
-        """The key's rpm, tpm and budget, reserved before the call (a DynamoDB write only for a
-        key with limits)."""
+        """The rate limits and budgets of the key, its team and its user, reserved before the
+        call (a DynamoDB write only where there are any); a budget fallback may change the
+        model that serves the request."""
         admitting = partial(
-            admit, self.stores.counters, state.request, state.validated_router, cache_hit
+            admit,
+            self.stores.counters,
+            state.request,
+            state.validated_router,
+            cache_hit,
+            self.config.router_settings.get("budget_fallbacks"),
         )
         if needs_counters(state.request):
-            state.admission = await asyncio.to_thread(admitting)
+            state.admission, state.request = await asyncio.to_thread(admitting)
         else:
-            state.admission = admitting()
+            state.admission, state.request = admitting()
 
     async def call_provider(self, state: RequestState) -> Any:
         router, request = state.validated_router, state.request

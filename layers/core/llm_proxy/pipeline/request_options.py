@@ -118,11 +118,10 @@ def fallback_names(fallbacks: Any) -> list[str]:
 def check_fallback(
     request: GatewayRequest, name: str, served: list[str], accepts_any: bool
 ) -> None:
-    key = request.caller.key
-    if key is not None and not key.allows(name):
+    refusal = request.caller.refusal(name)
+    if refusal is not None:
         raise MODEL_NOT_ALLOWED(
-            f"This key may not use fallback model '{name}'. Allowed: {', '.join(key.models)}.",
-            param="fallbacks",
+            refusal.replace(f"model '{name}'", f"fallback model '{name}'"), param="fallbacks"
         )
     if name not in served and not accepts_any:
         raise INVALID_VALUE(

@@ -90,20 +90,21 @@ def validate_model(
 
 
 def require_allowed(caller: Caller, model: str) -> None:
-    if caller.key is not None and not caller.key.allows(model):
-        raise MODEL_NOT_ALLOWED(
-            f"This key may not use model '{model}'. Allowed: {', '.join(caller.key.models)}.",
-            param="model",
-        )
+    """The model is in the caller's key's, team's and user's model lists."""
+    refusal = caller.refusal(model)
+    if refusal is not None:
+        raise MODEL_NOT_ALLOWED(refusal, param="model")
 
 
-def permitted_groups(caller: Caller, router: ModelRouter) -> frozenset[str] | None:
-    """The model groups the caller's key may be served by, fallbacks included (None: any):
-    the names it lists, and the groups that aliases among them stand for."""
-    key = caller.key
-    if key is None or key.allows_all:
-        return None
-    return frozenset(key.models) | {router.group_of(name) for name in key.models}
+def permitted_groups(caller: Caller, router: ModelRouter) -> list[frozenset[str]]:
+    """The model groups the caller may be served by, fallbacks included: one set per model
+    list that restricts it (its key's, team's, user's; none: any), each the names it lists and
+    the groups that aliases among them stand for."""
+    return [
+        frozenset(holder.models) | {router.group_of(name) for name in holder.models}
+        for holder in (caller.key, *caller.owners)
+        if holder is not None and not holder.allows_all
+    ]
 
 
 def allowed_params(api: ApiName, operator_enabled: Iterable[str] = ()) -> frozenset[str]:

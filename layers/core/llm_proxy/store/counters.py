@@ -12,18 +12,15 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from llm_proxy.access.budgets import Budget, BudgetRefused, Plan, Rate, key_budget, plan_for
 from llm_proxy.access.key_record import VirtualKey
 from llm_proxy.access.limits import (
     MINUTE_S,
     Limits,
     Reservation,
-    budget_exceeded,
     over_limit,
     parallel_item,
     parallel_limit_reached,
-    spend_item,
-    window_end,
-    would_overspend,
 )
 from llm_proxy.errors import COUNTERS_TABLE_MISSING, DEPENDENCY_UNAVAILABLE
 from llm_proxy.logs import logger
@@ -31,7 +28,6 @@ from llm_proxy.store import parallel
 from llm_proxy.store.base import Table
 from llm_proxy.store.values import attribute, from_attribute, from_attributes
 
-MAX_STORED_LIMIT = 10**15
 # Counters outlive their window a little, so a late settlement still finds its item.
 TTL_GRACE_S = 3600
 
@@ -50,35 +46,52 @@ class CountersTable(Table):
     # -- admission --------------------------------------------------------------------------
 
     def admit(
-        self, key: VirtualKey, tokens: int, cost: float, now: float | None = None
+        self,
+        key: VirtualKey | None,
+        tokens: int,
+        cost: float,
+        now: float | None = None,
+        *,
+        plan: Plan | None = None,
     ) -> Reservation:
-        """One round trip: the key's minute counter (rpm, tpm) and its budget, together. A key
-        with limits requires the table; one without takes nothing."""
+        """One round trip for every counter that holds the request (`access.budgets.plan_for`:
+        the key's, its team's and its user's, each budget window): a transaction, refused as a
+        whole by the first counter it does not fit (a BudgetRefused for a budget). A plan with
+        counters requires the table; an empty one takes nothing."""
         now = time.time() if now is None else now
-        reservation = Reservation(tokens=tokens)
+        plan = plan_for(key) if plan is None else plan
+        reservation = Reservation(tokens=tokens, cost=Decimal(str(round(cost, 10))))
         updates: list[dict[str, Any]] = []
-        limits = Limits(_bounded(key.rpm_limit), _bounded(key.tpm_limit))
-        if limits.rpm or limits.tpm:
-            item = f"key#{key.token}#minute#{int(now // MINUTE_S)}"
-            updates.append(self._minute_update(item, limits, tokens, now))
-            if limits.tpm:
+        holds: list[Rate | Budget | None] = []
+        minute = int(now // MINUTE_S)
+        for rate in plan.rates:
+            item = rate.item(minute)
+            updates.append(self._minute_update(item, rate.limits, tokens, now))
+            holds.append(rate)
+            if rate.limits.tpm:
                 # Only a token limit needs the estimate replaced by the real count.
                 reservation.minute_items.append(item)
-        if key.max_budget is not None:
-            reservation.spend_item = spend_item(key, now)
-            reservation.cost = Decimal(str(round(cost, 10)))
-            reservation.budget = Decimal(str(float(key.max_budget)))
-            reservation.budget_owner = key.key_alias or key.agent
-            updates.append(self._budget_update(key, reservation, now))
-        if key.max_parallel_requests:
+        for budget in plan.budgets:
+            item = budget.item(now)
+            updates.append(budget_update(self.table_name, item, budget, reservation.cost, now))
+            holds.append(budget)
+            reservation.spend_items.append(item)
+            if budget.is_key_budget:
+                reservation.spend_item = item
+                if budget.limit is not None:
+                    reservation.budget = Decimal(str(float(budget.limit)))
+                    reservation.budget_owner = key.key_alias or key.agent if key else None
+        if key is not None and key.max_parallel_requests:
             reservation.parallel_item = parallel_item(key)
             reservation.parallel_slot = parallel.new_slot()
             updates.append(parallel.acquire_update(self.table_name, key, reservation, now))
+            holds.append(None)
         if not updates:
             return reservation
-        if not self._apply(updates, key_limits=limits, key=key, now=now):
+        self.require()
+        if not self._apply(updates, holds, key=key, now=now):
             # Slots past their lease were freed: the admission is tried once more.
-            self._apply(updates, key_limits=limits, key=key, now=now, prune=False)
+            self._apply(updates, holds, key=key, now=now, prune=False)
         return reservation
 
     def admit_deployment(
@@ -141,39 +154,12 @@ class CountersTable(Table):
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
 
-    def _budget_update(
-        self, key: VirtualKey, reservation: Reservation, now: float
-    ) -> dict[str, Any]:
-        # Through float: a stored budget may be an integer too long for a DynamoDB number.
-        budget = Decimal(str(float(key.max_budget or 0)))
-        values = {
-            ":zero": attribute(0),
-            ":cost": attribute(reservation.cost),
-            ":budget": attribute(budget),
-            ":room": attribute(budget - reservation.cost),
-        }
-        expression = "SET spend = if_not_exists(spend, :zero) + :cost"
-        window = key.budget_window_s
-        if window:
-            values[":expires"] = attribute(window_end(now, window) + TTL_GRACE_S)
-            expression += ", expires_at = :expires"
-        return {
-            "TableName": self.table_name,
-            "Key": {"counter_id": attribute(reservation.spend_item)},
-            "UpdateExpression": expression,
-            "ConditionExpression": (
-                "attribute_not_exists(spend) OR (spend < :budget AND spend <= :room)"
-            ),
-            "ExpressionAttributeValues": values,
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
-
     def _apply(
         self,
         updates: list[dict[str, Any]],
+        holds: list[Rate | Budget | None],
         *,
-        key_limits: Limits,
-        key: VirtualKey,
+        key: VirtualKey | None,
         now: float,
         prune: bool = True,
     ) -> bool:
@@ -193,19 +179,22 @@ class CountersTable(Table):
                     f"The counters table cannot be updated ({type(exc).__name__})."
                 ) from None
         # The parallel limit last: pruning old slots cannot help a rate limit or a budget.
-        failed.sort(key=lambda pair: pair[0]["Key"]["counter_id"]["S"] == parallel_item(key))
-        for update, old in failed:
-            counter = update["Key"]["counter_id"]["S"]
-            if counter.startswith(f"key#{key.token}#minute#"):
-                raise over_limit("This key", key_limits, old, now)
-            if counter == parallel_item(key):
-                if prune and parallel.prune(self.client(), self.table_name, counter, old, now):
-                    return False
-                raise parallel_limit_reached(key)
-            spent = float(old.get("spend", 0))
-            if key.max_budget is not None and spent < key.max_budget:
-                raise would_overspend(key, spent, float(update_cost(update)))
-            raise budget_exceeded(key, spent, now)
+        failed.sort(key=lambda entry: holds[entry[0]] is None)
+        for index, old in failed:
+            hold = holds[index]
+            if isinstance(hold, Rate):
+                raise over_limit(hold.owner, hold.limits, old, now)
+            if isinstance(hold, Budget):
+                spent = float(old.get("spend", 0))
+                cost = float(update_cost(updates[index]))
+                if hold.limit is not None and spent < hold.limit:
+                    raise BudgetRefused(hold, hold.would_overspend(spent, cost))
+                raise BudgetRefused(hold, hold.exceeded(spent, now))
+            assert key is not None
+            counter = updates[index]["Key"]["counter_id"]["S"]
+            if prune and parallel.prune(self.client(), self.table_name, counter, old, now):
+                return False
+            raise parallel_limit_reached(key)
         raise DEPENDENCY_UNAVAILABLE("The counters table refused the update.")
 
     def release(self, reservation: Reservation) -> None:
@@ -248,10 +237,14 @@ class CountersTable(Table):
             if delta:
                 changes.append((item, "tokens", delta))
         cost_delta = Decimal(str(round(cost, 10))) - reservation.cost
-        # The spend apart from the tokens: a transaction cannot return the new spend.
+        # The key's own spend apart from the rest: a transaction cannot return the new spend.
         spend: tuple[str, str, Any] | None = None
-        if reservation.spend_item and cost_delta:
-            spend = (reservation.spend_item, "spend", cost_delta)
+        if cost_delta:
+            for item in reservation.spend_items:
+                if item == reservation.spend_item:
+                    spend = (item, "spend", cost_delta)
+                else:
+                    changes.append((item, "spend", cost_delta))
         updates = [_settle_update(self.table_name, *change) for change in changes]
         try:
             # One round trip, however many token counters the request touched.
@@ -273,14 +266,45 @@ class CountersTable(Table):
     def spend(self, key: VirtualKey, now: float | None = None) -> float:
         """The key's spend in its current budget window (all time without a window); 0 without
         a table."""
+        return self.budget_spend(key_budget(key), now)
+
+    def budget_spend(self, budget: Budget, now: float | None = None) -> float:
+        """A budget's spend in its current window (all time without a window); 0 without a
+        table."""
         if not self.enabled:
             return 0.0
         now = time.time() if now is None else now
         item = self.client().get_item(
-            TableName=self.table_name, Key={"counter_id": attribute(spend_item(key, now))}
+            TableName=self.table_name, Key={"counter_id": attribute(budget.item(now))}
         )
         spent = item.get("Item", {}).get("spend")
         return float(from_attribute(spent)) if spent else 0.0
+
+
+def budget_update(
+    table_name: str | None, item: str, budget: Budget, cost: Decimal, now: float
+) -> dict[str, Any]:
+    values = {":zero": attribute(0), ":cost": attribute(cost)}
+    expression = "SET spend = if_not_exists(spend, :zero) + :cost"
+    ends = budget.expires(now)
+    if ends is not None:
+        values[":expires"] = attribute(ends + TTL_GRACE_S)
+        expression += ", expires_at = :expires"
+    update: dict[str, Any] = {
+        "TableName": table_name,
+        "Key": {"counter_id": attribute(item)},
+        "UpdateExpression": expression,
+        "ExpressionAttributeValues": values,
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
+    if budget.limit is not None:
+        # Through float: a stored budget may be an integer too long for a DynamoDB number.
+        limit = Decimal(str(float(budget.limit)))
+        values[":budget"], values[":room"] = attribute(limit), attribute(limit - cost)
+        update["ConditionExpression"] = (
+            "attribute_not_exists(spend) OR (spend < :budget AND spend <= :room)"
+        )
+    return update
 
 
 def _settle_update(table_name: str | None, item: str, counter: str, delta: Any) -> dict[str, Any]:
@@ -299,12 +323,6 @@ def update_cost(update: dict[str, Any]) -> Any:
     return from_attribute(update["ExpressionAttributeValues"][":cost"])
 
 
-def _bounded(limit: int | None) -> int | None:
-    """A stored limit, capped where it is longer than a DynamoDB number holds (keys made before
-    limits were bounded)."""
-    return None if limit is None else min(int(limit), MAX_STORED_LIMIT)
-
-
 def _old_item(exc: Exception) -> dict[str, Any] | None:
     """The counter as it stood when a single update's condition failed; None for any other
     failure (the table unreachable)."""
@@ -316,16 +334,16 @@ def _old_item(exc: Exception) -> dict[str, Any] | None:
 
 def _failed_updates(
     exc: Exception, updates: list[dict[str, Any]]
-) -> list[tuple[dict[str, Any], dict[str, Any]]] | None:
-    """The updates whose condition failed, each with the item as it stood."""
+) -> list[tuple[int, dict[str, Any]]] | None:
+    """The updates whose condition failed, by index, each with the item as it stood."""
     if len(updates) == 1:
         old = _old_item(exc)
-        return None if old is None else [(updates[0], old)]
+        return None if old is None else [(0, old)]
     response = getattr(exc, "response", None) or {}
     reasons = response.get("CancellationReasons") or []
     failed = [
-        (update, from_attributes(reason.get("Item")))
-        for update, reason in zip(updates, reasons, strict=False)
+        (index, from_attributes(reason.get("Item")))
+        for index, reason in enumerate(reasons[: len(updates)])
         if reason.get("Code") == "ConditionalCheckFailed"
     ]
     return failed or None

@@ -1,8 +1,9 @@
 """The keys table: one item per virtual key, by its token (the SHA-256 of the key as first
-generated: its stable id), with its metadata and limits (its spend is in the counters table,
-by the same token). A key regenerated under a new secret keeps its item; the new secret's
-SHA-256 gets a small item of its own that points to it (`key_token`). Items go in and out as
-the boto3 resource holds them; `access.key_record.VirtualKey` converts them."""
+generated: its stable id), with its metadata and limits (its spend is in the counters table, by
+the same token), and one per team and user (`access.principals`, `team#<id>`). A key regenerated
+under a new secret keeps its item; the new secret's SHA-256 gets a small item of its own that
+points to it (`key_token`). Items go in and out as the boto3 resource holds them;
+`access.key_record.VirtualKey` converts them."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from llm_proxy.store.base import Table
 BATCH_KEYS = 100
 # The attribute of a secret's item that names the key it opens.
 POINTER = "key_token"
+# The attribute of a team's or user's item that says which it is (`access.principals`).
+KIND = "kind"
 
 
 class KeysTable(Table):
@@ -106,11 +109,29 @@ class KeysTable(Table):
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def scan(self) -> list[dict[str, Any]]:
-        """Every key's item (not the items of regenerated keys' secrets)."""
+        """Every key's item (not the items of regenerated keys' secrets, teams or users),
+        read consistently: deleting a team or user deletes the keys this finds."""
         table = self.resource()
-        page = table.scan()
+        page = table.scan(ConsistentRead=True)
         items = list(page.get("Items", []))
         while "LastEvaluatedKey" in page:
-            page = table.scan(ExclusiveStartKey=page["LastEvaluatedKey"])
+            page = table.scan(ExclusiveStartKey=page["LastEvaluatedKey"], ConsistentRead=True)
             items.extend(page.get("Items", []))
-        return [item for item in items if POINTER not in item]
+        return [item for item in items if POINTER not in item and KIND not in item]
+
+    def scan_kind(self, kind: str) -> list[dict[str, Any]]:
+        """Every team's or every user's item (a filtered scan: management only)."""
+        table = self.resource()
+        request: dict[str, Any] = {
+            "FilterExpression": "#k = :kind",
+            "ExpressionAttributeNames": {"#k": KIND},
+            "ExpressionAttributeValues": {":kind": kind},
+            "ConsistentRead": True,
+        }
+        items: list[dict[str, Any]] = []
+        while True:
+            page = table.scan(**request)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
