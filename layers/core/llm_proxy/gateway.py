@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from llm_proxy.access.auth import (
     presented_key,
 )
 from llm_proxy.access.key_admin import KeyAdmin
+from llm_proxy.access.principal_store import PrincipalStore
 from llm_proxy.access.virtual_keys import KeyStore
 from llm_proxy.config import (
     ProxyConfig,
@@ -75,6 +77,7 @@ class Gateway:
             max_staleness_s=settings.secret_max_staleness_s,
         )
         self.virtual_keys = virtual_keys or KeyStore(settings.keys_table)
+        self.principals = PrincipalStore(self.virtual_keys.table)
         self.stores = stores or Stores(
             counters=CountersTable(settings.counters_table),
             usage=UsageTable(
@@ -158,8 +161,22 @@ class Gateway:
         master, key = self.master_key(), presented_key(headers)
         lookup = self.virtual_keys.authenticate
         if key and not self.virtual_keys.is_cached(key) and not is_master_key(key, master):
-            return await asyncio.to_thread(authenticate, headers, master, lookup)
-        return authenticate(headers, master, lookup)
+            caller = await asyncio.to_thread(authenticate, headers, master, lookup)
+        else:
+            caller = authenticate(headers, master, lookup)
+        return await self.with_owners(caller)
+
+    async def with_owners(self, caller: Caller) -> Caller:
+        """The caller with its key's team and user (read in a worker thread on a miss)."""
+        key = caller.key
+        if key is None or not (key.team_id or key.user_id):
+            return caller
+        principals, named = self.principals, (key.team_id, key.user_id)
+        if principals.is_cached(*named):
+            owners = principals.owners(*named)
+        else:
+            owners = await asyncio.to_thread(principals.owners, *named)
+        return replace(caller, team=owners.team, user=owners.user)
 
     async def serve(self, api: ApiName, inbound: Inbound) -> Answer:
         """An API request through the pipeline: its answer, or a ProxyError."""
