@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 ENV_REFERENCE = "os.environ/"
 
@@ -48,9 +56,30 @@ class ModelEntry(BaseModel):
         return self
 
 
+class JwtAuthSettings(BaseModel):
+    """`general_settings.litellm_jwtauth` (LiteLLM's `LiteLLM_JWTAuth`): the claims that name a
+    token's user and team. LiteLLM's other fields (scopes, allowed routes, ...) are refused
+    rather than silently ignored: an operator relying on one would be less safe than they think."""
+
+    model_config = ConfigDict(extra="forbid")
+    user_id_jwt_field: str = Field(default="sub", min_length=1)
+    # None: tokens are not read for a team.
+    team_id_jwt_field: str | None = Field(default=None, min_length=1)
+
+
 class GeneralSettings(BaseModel):
     model_config = ConfigDict(extra="allow")
     master_key: str | None = None
+    # Developers' JWTs from the company's IdP (access.jwt_auth; the JWT_* variables).
+    enable_jwt_auth: bool = False
+    litellm_jwtauth: JwtAuthSettings = Field(default_factory=JwtAuthSettings)
+
+    @field_validator("enable_jwt_auth", "litellm_jwtauth", mode="before")
+    @classmethod
+    def _none_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None:
+            return value
+        return {} if info.field_name == "litellm_jwtauth" else False
 
 
 class ProxyConfig(BaseModel):

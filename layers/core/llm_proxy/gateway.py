@@ -20,6 +20,7 @@ from llm_proxy.access.auth import (
     is_master_key,
     presented_key,
 )
+from llm_proxy.access.jwt_auth import JwtAuth
 from llm_proxy.access.key_admin import KeyAdmin
 from llm_proxy.access.principal_store import PrincipalStore
 from llm_proxy.access.virtual_keys import KeyStore
@@ -78,6 +79,7 @@ class Gateway:
         )
         self.virtual_keys = virtual_keys or KeyStore(settings.keys_table)
         self.principals = PrincipalStore(self.virtual_keys.table)
+        self.jwt = JwtAuth(config.general_settings, settings)
         self.stores = stores or Stores(
             counters=CountersTable(settings.counters_table),
             usage=UsageTable(
@@ -157,8 +159,12 @@ class Gateway:
     async def authenticate(self, headers: Mapping[str, str]) -> Caller:
         """The pipeline's first step: who is calling. A virtual key this container has not
         cached is read from the keys table in a worker thread; the master key and cached keys
-        are checked on the loop."""
+        are checked on the loop. With JWT auth on, a JWT is a developer's token: verified (the
+        JWKS and the user read in a worker thread), the request is made as its user."""
         master, key = self.master_key(), presented_key(headers)
+        if key and self.jwt.accepts(key) and not is_master_key(key, master):
+            claimed = headers.get("x-agent") or None
+            return await asyncio.to_thread(self.jwt.caller, key, self.principals, claimed)
         lookup = self.virtual_keys.authenticate
         if key and not self.virtual_keys.is_cached(key) and not is_master_key(key, master):
             caller = await asyncio.to_thread(authenticate, headers, master, lookup)

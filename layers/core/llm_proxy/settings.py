@@ -260,6 +260,11 @@ class ApiSettings(SharedSettings):
     mock_testing_params: Literal["off", "on", "forced"] = variable(
         "LLM_PROXY__MOCK_TESTING_PARAMS", "off"
     )
+    # Developers' JWTs (general_settings.enable_jwt_auth): the IdP's JWKS, and the `aud` and
+    # `iss` every token must carry (LiteLLM's names).
+    jwt_public_key_url: str | None = variable("JWT_PUBLIC_KEY_URL")
+    jwt_audience: str | None = variable("JWT_AUDIENCE")
+    jwt_issuer: str | None = variable("JWT_ISSUER")
     # Set by Lambda: the function's name (in Lambda at all), the runtime API's host:port.
     lambda_function_name: str | None = platform_variable("AWS_LAMBDA_FUNCTION_NAME")
     lambda_runtime_api: str | None = platform_variable("AWS_LAMBDA_RUNTIME_API")
@@ -285,6 +290,13 @@ class ApiSettings(SharedSettings):
                 "that means it sets `forced`"
             )
         return self
+
+    @field_validator("jwt_public_key_url")
+    @classmethod
+    def _jwks_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("https://", "http://")):
+            raise ValueError("must be an https:// (or http://) URL")
+        return value
 
     @property
     def allows_mock_testing_params(self) -> bool:

@@ -67,6 +67,9 @@ async def key_info(
     if key is None:
         if who.is_master:
             raise INVALID_VALUE("'key' is required with the master key.", param="key")
+        if who.key is None:
+            # A JWT's developer has no key of its own.
+            await master_key_only(who)
         key = who.key_id
     else:
         await master_key_only(who)

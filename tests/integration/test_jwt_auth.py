@@ -1,0 +1,388 @@
+"""Developers' JWTs (`general_settings.enable_jwt_auth`): tokens signed with keys made here and
+published by a JWKS server on loopback, against the gateway under uvicorn, litellm, the
+OpenAI-format double and DynamoDB (moto). A valid token is served as its user (and team), held
+to their model lists and budgets and metered to them; every token that does not verify is a 401
+in OpenAI's envelope that never quotes the token; the master key and virtual keys work as
+before."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from llm_proxy.access.budgets import Budget
+from llm_proxy.access.principals import Principal, Team, User
+from llm_proxy.store.counters import CountersTable
+
+from devstack.server import free_port
+from tests.support.agent_clis import client
+from tests.support.configs import MASTER_KEY_FROM_SECRET, deployment, gateway_config, openai_double
+from tests.support.jwks import JwksServer, Signer, jwt_environment, new_signer, serving_jwks
+from tests.support.principal_items import put_principal
+from tests.support.stack import MASTER_KEY, usage_item
+
+JWT_SETTINGS = {
+    **MASTER_KEY_FROM_SECRET,
+    "enable_jwt_auth": True,
+    "litellm_jwtauth": {"user_id_jwt_field": "sub", "team_id_jwt_field": "team_id"},
+}
+CONFIG = gateway_config(
+    openai_double(),
+    openai_double("other-model"),
+    # 0.001 a prompt token, 0.002 a completion token: the double's 6 + 5 tokens cost 0.016, and
+    # a reservation of 14 prompt tokens + max_tokens 1 is 0.016 too.
+    openai_double(
+        "priced", "openai/house-model", input_cost_per_token=0.001, output_cost_per_token=0.002
+    ),
+    # Claude Code's model and its small one, answered by litellm's mock, priced.
+    deployment(
+        "claude-sonnet-4-5",
+        "openai/house-claude",
+        mock_response="Hello from the gateway.",
+        input_cost_per_token=0.000001,
+        output_cost_per_token=0.000002,
+    ),
+    router_settings={
+        "num_retries": 0,
+        "model_group_alias": {"claude-haiku-4-5": "claude-sonnet-4-5"},
+    },
+    general_settings=JWT_SETTINGS,
+)
+
+
+@pytest.fixture(scope="module")
+def jwks() -> Iterator[JwksServer]:
+    with serving_jwks() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def signer(jwks: JwksServer) -> Signer:
+    return jwks.publish(new_signer("RSA"))
+
+
+@pytest.fixture(scope="module")
+def url(gateway_for: Callable[..., str], jwks: JwksServer, signer: Signer) -> str:
+    return gateway_for(CONFIG, **jwt_environment(jwks))
+
+
+@pytest.fixture
+def keys_table(aws: dict[str, str]) -> str:
+    return aws["KeysTable"]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def chat(url: str, key: str, model: str = "gpt-3.5-turbo", **fields: Any) -> httpx.Response:
+    return httpx.post(
+        f"{url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}], **fields},
+        timeout=30,
+    )
+
+
+def spend(counters_table: str, owner: Principal, settled: float | None = None) -> float:
+    """The owner's spend in its current window, once it is `settled` (the real cost, written
+    after the response; else once it is any)."""
+    budget = Budget(owner.counter, owner.label, owner.max_budget, owner.budget_duration)
+    counters = CountersTable(counters_table)
+    deadline = time.monotonic() + 10
+    while True:
+        spent = counters.budget_spend(budget)
+        done = spent > 0 if settled is None else spent == pytest.approx(settled)
+        if done or time.monotonic() > deadline:
+            return spent
+        time.sleep(0.1)
+
+
+def assert_refused(response: httpx.Response, token: str, words: str) -> None:
+    assert response.status_code == 401, response.text
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("authentication_error", "invalid_api_key")
+    assert words in error["message"], error["message"]
+    # Not the token, nor its payload or signature.
+    assert all(part[:16] not in response.text for part in token.split(".")[1:] if part)
+
+
+# -- served as the user -------------------------------------------------------------------------
+
+
+def test_a_developers_token_is_served_as_their_user_and_metered_to_them(
+    url: str, signer: Signer, aws: dict[str, str]
+) -> None:
+    user = put_principal(aws["KeysTable"], User(user_id=unique("dev"), max_budget=5.0))
+    answered = chat(url, signer.token(sub=user.id), "priced", max_tokens=1)
+    assert answered.status_code == 200, answered.text
+    item = usage_item(aws["UsageTable"], answered.headers["x-request-id"])
+    assert item["key_id"] == f"jwt:{user.id}" and item["cost_usd"] > 0
+    cost = float(item["cost_usd"])
+    assert spend(aws["CountersTable"], user, cost) == pytest.approx(cost)
+
+
+@pytest.mark.parametrize("kind", ["EC", "Ed25519"])
+def test_ec_and_eddsa_keys_verify_too(
+    url: str, jwks: JwksServer, keys_table: str, kind: str
+) -> None:
+    # Published before the gateway's first fetch of the module (the cache holds 10 minutes).
+    kty = {"EC": "EC", "Ed25519": "OKP"}[kind]
+    signer = next(published for published in jwks.published if published.jwk["kty"] == kty)
+    user = put_principal(keys_table, User(user_id=unique("dev")))
+    assert chat(url, signer.token(sub=user.id)).status_code == 200
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _more_signers(jwks: JwksServer) -> None:
+    """EC and Ed25519 keys in the JWKS from the start."""
+    jwks.publish(new_signer("EC"))
+    jwks.publish(new_signer("Ed25519"))
+
+
+def test_an_rsa_key_without_alg_verifies_any_rsa_algorithm(
+    url: str, signer: Signer, keys_table: str
+) -> None:
+    user = put_principal(keys_table, User(user_id=unique("dev")))
+    assert chat(url, signer.token(sub=user.id, algorithm="PS256")).status_code == 200
+
+
+# -- every token that does not verify is a 401 --------------------------------------------------
+
+
+def unsigned(signer: Signer, **claims: Any) -> str:
+    """`alg: none`, with the published key's kid."""
+    return encoded({"alg": "none", "typ": "JWT", "kid": signer.kid}, claims, b"")
+
+
+def hs256_with_public_key(signer: Signer, **claims: Any) -> str:
+    """HS256 keyed with the JWKS's public key (PEM), the classic algorithm confusion."""
+    public = signer.private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = {"alg": "HS256", "typ": "JWT", "kid": signer.kid}
+    return encoded(header, claims, public, sign=True)
+
+
+def encoded(header: dict[str, Any], claims: dict[str, Any], key: bytes, sign: bool = False) -> str:
+    def part(value: bytes) -> str:
+        return base64.urlsafe_b64encode(value).rstrip(b"=").decode()
+
+    now = int(time.time())
+    payload = {"aud": "llm-proxy-tests", "iss": "https://idp.example.test/", "exp": now + 300}
+    signing_input = (
+        f"{part(json.dumps(header).encode())}.{part(json.dumps({**payload, **claims}).encode())}"
+    )
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest() if sign else b""
+    return f"{signing_input}.{part(signature)}"
+
+
+REFUSALS: dict[str, tuple[Callable[[Signer, str], str], str]] = {
+    "expired": (lambda s, u: s.token(sub=u, lifetime_s=-120), "expired"),
+    "not yet valid": (lambda s, u: s.token(sub=u, nbf=int(time.time()) + 300), "not valid yet"),
+    "another audience": (lambda s, u: s.token(sub=u, aud="someone-else"), "audience"),
+    "another issuer": (lambda s, u: s.token(sub=u, iss="https://evil.example/"), "issuer"),
+    "no exp": (lambda s, u: s.token(sub=u, exp=None), "'exp'"),
+    "alg none": (lambda s, u: unsigned(s, sub=u), "algorithm"),
+    "HS256 keyed with the public key": (
+        lambda s, u: hs256_with_public_key(s, sub=u),
+        "algorithm",
+    ),
+    "an algorithm of another key type": (
+        lambda s, u: new_signer("EC", kid=s.kid).token(sub=u),
+        "does not match",
+    ),
+    "unknown kid": (lambda s, u: new_signer("RSA").token(sub=u), "not published"),
+    "bad signature": (lambda s, u: new_signer("RSA", kid=s.kid).token(sub=u), "signature"),
+    "no sub": (lambda s, u: s.token(), "'sub'"),
+    "unknown user": (lambda s, u: s.token(sub=unique("nobody")), "Unknown user"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_a_token_that_does_not_verify_is_refused_as_an_unknown_key(
+    url: str, signer: Signer, keys_table: str, case: str
+) -> None:
+    user = put_principal(keys_table, User(user_id=unique("dev")))
+    make, words = REFUSALS[case]
+    token = make(signer, user.id)
+    assert_refused(chat(url, token), token, words)
+
+
+def test_a_deleted_or_blocked_user_is_refused(url: str, signer: Signer, keys_table: str) -> None:
+    for state in ({"deleted": True}, {"blocked": True}):
+        user = put_principal(keys_table, User(user_id=unique("gone"), **state))
+        token = signer.token(sub=user.id)
+        assert_refused(chat(url, token), token, "has been")
+
+
+# -- the user's and the team's models and budgets ------------------------------------------------
+
+
+def test_the_users_budget_holds_their_requests(url: str, signer: Signer, keys_table: str) -> None:
+    spent = put_principal(keys_table, User(user_id=unique("dev"), max_budget=0.0))
+    refused = chat(url, signer.token(sub=spent.id))
+    assert refused.status_code == 429, refused.text
+    error = refused.json()["error"]
+    assert (error["type"], error["code"]) == ("budget_exceeded", "budget_exceeded")
+
+    # One request's worst case fits once; what is left after it does not fit another.
+    user = put_principal(keys_table, User(user_id=unique("dev"), max_budget=0.016))
+    token = signer.token(sub=user.id)
+    assert chat(url, token, "priced", max_tokens=1).status_code == 200
+    again = chat(url, token, "priced", max_tokens=1)
+    assert again.status_code == 400, again.text
+    assert f"User '{user.id}' budget" in again.json()["error"]["message"]
+
+
+def test_the_team_claim_holds_the_teams_models_and_budget_and_meters_the_team(
+    url: str, signer: Signer, aws: dict[str, str]
+) -> None:
+    keys_table = aws["KeysTable"]
+    team = put_principal(
+        keys_table, Team(team_id=unique("team"), models=["gpt-3.5-turbo", "priced"])
+    )
+    user = put_principal(keys_table, User(user_id=unique("dev")))
+    token = signer.token(sub=user.id, team_id=team.id)
+
+    outside = chat(url, token, "other-model")
+    assert outside.status_code == 403, outside.text
+    assert outside.json()["error"]["code"] == "model_not_allowed"
+    listed = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {token}"})
+    assert {model["id"] for model in listed.json()["data"]} == {"gpt-3.5-turbo", "priced"}
+    answered = chat(url, token, "priced", max_tokens=1)
+    assert answered.status_code == 200, answered.text
+    cost = float(usage_item(aws["UsageTable"], answered.headers["x-request-id"])["cost_usd"])
+    assert cost > 0 and spend(aws["CountersTable"], team, cost) == pytest.approx(cost)
+    assert spend(aws["CountersTable"], user, cost) == pytest.approx(cost)
+
+    broke = put_principal(keys_table, Team(team_id=unique("broke"), max_budget=0.0))
+    refused = chat(url, signer.token(sub=user.id, team_id=broke.id))
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+
+
+def test_a_team_claim_naming_no_team_is_ignored(url: str, signer: Signer, keys_table: str) -> None:
+    user = put_principal(keys_table, User(user_id=unique("dev")))
+    token = signer.token(sub=user.id, team_id=unique("no-such-team"))
+    assert chat(url, token, "other-model").status_code == 200
+
+
+# -- keys with JWT auth on -----------------------------------------------------------------------
+
+
+def test_the_master_key_and_virtual_keys_work_and_a_token_cannot_manage_keys(
+    url: str, signer: Signer, keys_table: str
+) -> None:
+    assert chat(url, MASTER_KEY).status_code == 200
+    made = httpx.post(
+        f"{url}/key/generate", headers={"Authorization": f"Bearer {MASTER_KEY}"}, json={}
+    )
+    assert made.status_code == 200, made.text
+    assert chat(url, made.json()["key"]).status_code == 200
+
+    user = put_principal(keys_table, User(user_id=unique("dev")))
+    token = signer.token(sub=user.id)
+    for method, path in (("POST", "/key/generate"), ("GET", "/key/info"), ("GET", "/key/list")):
+        refused = httpx.request(
+            method, f"{url}{path}", headers={"Authorization": f"Bearer {token}"}, json={}
+        )
+        assert refused.status_code == 403, (path, refused.text)
+        assert refused.json()["error"]["code"] == "master_key_required"
+
+
+# -- the JWKS ------------------------------------------------------------------------------------
+
+
+def test_tokens_with_unknown_kids_do_not_refetch_the_jwks_each_time(
+    gateway_for: Callable[..., str], keys_table: str
+) -> None:
+    with serving_jwks() as jwks:
+        signer = jwks.publish(new_signer("RSA"))
+        url = gateway_for(CONFIG, **jwt_environment(jwks))
+        user = put_principal(keys_table, User(user_id=unique("dev")))
+        assert chat(url, signer.token(sub=user.id)).status_code == 200
+        fetched = jwks.fetches
+        for _ in range(5):
+            token = new_signer("RSA").token(sub=user.id)
+            assert_refused(chat(url, token), token, "not published")
+        assert jwks.fetches == fetched
+
+
+def test_an_unreachable_jwks_is_a_503_at_once_and_keys_still_work(
+    gateway_for: Callable[..., str], keys_table: str
+) -> None:
+    nowhere = {
+        **jwt_environment(JwksServer()),
+        "JWT_PUBLIC_KEY_URL": f"http://127.0.0.1:{free_port()}/jwks.json",
+    }
+    url = gateway_for(CONFIG, **nowhere)
+    user = put_principal(keys_table, User(user_id=unique("dev")))
+    started = time.monotonic()
+    answered = chat(url, new_signer("RSA").token(sub=user.id))
+    assert time.monotonic() - started < 5
+    assert answered.status_code == 503, answered.text
+    assert answered.json()["error"]["code"] == "dependency_unavailable"
+    assert chat(url, MASTER_KEY).status_code == 200
+
+
+def test_jwt_auth_without_its_variables_is_a_503_that_names_them(
+    gateway_for: Callable[..., str],
+) -> None:
+    url = gateway_for(CONFIG)
+    answered = chat(url, new_signer("RSA").token(sub="dev"))
+    assert answered.status_code == 503, answered.text
+    error = answered.json()["error"]
+    assert error["code"] == "jwt_auth_not_configured"
+    assert "JWT_PUBLIC_KEY_URL, JWT_AUDIENCE, JWT_ISSUER" in error["message"]
+    assert chat(url, MASTER_KEY).status_code == 200
+
+
+# -- Claude Code -------------------------------------------------------------------------------
+
+
+def test_claude_code_with_an_api_key_helper_printing_a_jwt_is_served_as_the_user(
+    url: str, signer: Signer, aws: dict[str, str], tmp_path: Path
+) -> None:
+    claude = client("claude")
+    user = put_principal(aws["KeysTable"], User(user_id=unique("claude-dev")))
+    helper = tmp_path / "token.sh"
+    helper.write_text(f"#!/bin/sh\necho '{signer.token(sub=user.id)}'\n")
+    helper.chmod(0o700)
+    settings = tmp_path / ".claude" / "settings.json"
+    settings.parent.mkdir()
+    settings.write_text(json.dumps({"apiKeyHelper": str(helper)}))
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("ANTHROPIC_", "CLAUDE_"))
+    }
+    done = subprocess.run(
+        [claude, "-p", "Say hi", "--model", "claude-sonnet-4-5"],
+        env={
+            **env,
+            "ANTHROPIC_BASE_URL": url,
+            "HOME": str(tmp_path),
+            "DISABLE_TELEMETRY": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        },
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    assert "Hello from the gateway." in done.stdout
+    assert spend(aws["CountersTable"], user) > 0
