@@ -372,6 +372,8 @@ def test_the_cli_manages_teams_and_users(url: str) -> None:
     assert (updated["data"]["rpm_limit"], updated["data"]["team_alias"]) == (7, "ops")
     assert cli(url, "teams", "info", team_id)["team_info"]["rpm_limit"] == 7
     assert team_id in {team["team_id"] for team in cli(url, "teams", "list")}
+    key = cli(url, "keys", "create", "--team-id", team_id)
+    assert key["team_id"] == team_id
 
     user_id = unique("dev")
     user = cli(url, "users", "new", "--user-id", user_id, "--user-email", "a@example.com")

@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--alias", dest="key_alias")
         command.add_argument("--agent", help="tags usage with this agent (metadata.agent)")
         command.add_argument("--team", help="metadata.team")
+        command.add_argument("--team-id", help="a key of this team (llm-proxy teams new)")
+        command.add_argument("--user-id", help="a key of this user (llm-proxy users new)")
         command.add_argument("--models", nargs="+", help="models the key may use (default: all)")
         command.add_argument("--rpm", dest="rpm_limit", type=int, help="requests per minute")
         command.add_argument("--tpm", dest="tpm_limit", type=int, help="tokens per minute")
@@ -126,6 +128,8 @@ SETTINGS = (
     "key_alias",
     "agent",
     "team",
+    "team_id",
+    "user_id",
     "models",
     "rpm_limit",
     "tpm_limit",
