@@ -230,6 +230,9 @@ def test_only_the_master_key_manages_teams_and_users(url: str) -> None:
         error(refused, 403, "master_key_required")
         assert key not in refused.text
         error(nobody, 401, "invalid_api_key")
+    # The key is checked before the body.
+    error(post(url, "/team/new", "[]", key=key), 403, "master_key_required")
+    error(post(url, "/user/delete", {"user_ids": []}, key=key), 403, "master_key_required")
 
 
 # -- what teams and users hold ---------------------------------------------------------------
