@@ -309,6 +309,21 @@ def test_a_teams_rpm_is_shared_by_its_keys(url: str) -> None:
     error(chat(url, first, "gpt-3.5-turbo"), 429, "rate_limit_exceeded")
 
 
+def test_a_blocked_team_or_user_refuses_its_keys_until_unblocked(url: str) -> None:
+    team_id = unique("team")
+    ok(post(url, "/team/new", {"team_id": team_id}))
+    key = new_key(url, team_id=team_id)
+    assert chat(url, key, "gpt-3.5-turbo").status_code == 200
+    ok(post(url, "/team/update", {"team_id": team_id, "blocked": True}))
+    refused = error(chat(url, key, "gpt-3.5-turbo"), 401, "invalid_api_key")
+    assert "blocked" in refused["message"]
+    ok(post(url, "/team/update", {"team_id": team_id, "blocked": None}))
+    assert chat(url, key, "gpt-3.5-turbo").status_code == 200
+
+    user = ok(post(url, "/user/new", {"blocked": True}))
+    error(chat(url, user["key"], "gpt-3.5-turbo"), 401, "invalid_api_key")
+
+
 # -- deletion --------------------------------------------------------------------------------
 
 
