@@ -9,7 +9,7 @@ container's cache is refused rather than served without its limits."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from llm_proxy.access.key_record import duration_s, matches_any
@@ -84,15 +84,16 @@ class Principal:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Principal:
-        known = {name: plain(item[name]) for name in cls.__dataclass_fields__ if name in item}
+        # dataclasses.fields: the stored fields, not the ClassVars `kind` and `id_field`.
+        names = [f.name for f in fields(cls)]
+        known = {name: plain(item[name]) for name in names if name in item}
         for name in JSON_FIELDS:
             if isinstance(known.get(name), str):
                 known[name] = json.loads(known[name])
         return cls(**known)
 
     def public(self) -> dict[str, Any]:
-        fields = self.__dataclass_fields__
-        return {name: getattr(self, name) for name in fields if name != "deleted"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "deleted"}
 
 
 @dataclass
