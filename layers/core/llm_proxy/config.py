@@ -86,8 +86,7 @@ class ProxyConfig(BaseModel):
             for choice in choices:
                 if not isinstance(choice, str) or not choice:
                     raise ValueError(
-                        f"budget_fallbacks.{group} must list model groups by name; got "
-                        f"{choice!r}"
+                        f"budget_fallbacks.{group} must list model groups by name; got {choice!r}"
                     )
                 if choice == group:
                     raise ValueError(f"budget_fallbacks.{group} lists '{group}' itself")

@@ -9,7 +9,7 @@ container's cache is refused rather than served without its limits."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from llm_proxy.access.key_record import duration_s, matches_any
@@ -84,7 +84,9 @@ class Principal:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Principal:
-        known = {name: plain(item[name]) for name in cls.__dataclass_fields__ if name in item}
+        # fields(): the stored ones, not the ClassVars (`kind`, which the item holds too).
+        names = [each.name for each in fields(cls)]
+        known = {name: plain(item[name]) for name in names if name in item}
         for name in JSON_FIELDS:
             if isinstance(known.get(name), str):
                 known[name] = json.loads(known[name])
