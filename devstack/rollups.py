@@ -18,6 +18,8 @@ def aggregate(items: Iterable[Mapping[str, Any]]) -> list[Rollup]:
         key = key_of(item)
         row = rows.get(key)
         if row is None:
-            row = rows[key] = Rollup(key.day, key.model, key.key_id, key.agent)
+            row = rows[key] = Rollup(
+                key.day, key.model, key.key_id, key.agent, key.team_id, key.user_id
+            )
         row.add(Totals.of_usage(item))
     return list(rows.values())

@@ -55,11 +55,13 @@ MODELS = {  # model group: (input, output) USD per 1M tokens, the seed's tables
 }
 KEYS = 10
 AGENTS = ("orchestrator", "coder", "architect", "debug", "ask")
+TEAMS = ("platform", "search", "mobile")
 START = date(2024, 5, 1)
 
 
 def synthetic_items(count: int, seed: int = 7) -> list[dict[str, Any]]:
-    """`count` usage items spread over DAYS days, MODELS, KEYS keys (each used by one agent)."""
+    """`count` usage items spread over DAYS days, MODELS, KEYS keys (each used by one agent, and
+    of one team and one user)."""
     rng = random.Random(seed)  # noqa: S311 - reproducible benchmark data, not secrets
     items = []
     for _ in range(count):
@@ -73,6 +75,8 @@ def synthetic_items(count: int, seed: int = 7) -> list[dict[str, Any]]:
             request_id=uuid.UUID(int=rng.getrandbits(128)).hex,
             endpoint="/v1/chat/completions",
             key_id=f"key-{key:02d}",
+            team_id=TEAMS[key % len(TEAMS)],
+            user_id=f"user-{key // 2:02d}",
             agent=AGENTS[key % len(AGENTS)],
             model_group=model,
             prompt_tokens=0 if failed else prompt,
@@ -120,8 +124,8 @@ def put_rollups(table_name: str, rows: Iterable[Rollup]) -> None:
             batch.put_item(Item={**asdict(row), "rollup_key": row.key.sort_key})
 
 
-def _key(row: Rollup) -> tuple[str, str, str, str]:
-    return (row.day, row.model, row.key_id, row.agent)
+def _key(row: Rollup) -> tuple[str, ...]:
+    return (row.day, row.model, row.key_id, row.agent, row.team_id, row.user_id)
 
 
 def time_report(rollups_table: str, runs: int) -> dict[str, Any]:

@@ -145,13 +145,14 @@ def seed_usage(aws: dict[str, str], day: str, entries: list[dict[str, Any]]) -> 
 # 2024-05-01, the day before the scheduled event fired.
 SCHEDULED_DAY = "2024-05-01"
 SCHEDULED_USAGE = [
-    dict(model_group="gpt-4", key_id="key-a", agent="coder", prompt_tokens=1000,
-         completion_tokens=500, cost_usd=0.06, latency_ms=800.0),
-    dict(model_group="gpt-4", key_id="key-a", agent="coder", prompt_tokens=2000,
-         completion_tokens=1000, cost_usd=0.12, latency_ms=1200.0),
-    dict(model_group="claude-3-haiku", key_id="key-b", agent="ask", prompt_tokens=4000,
-         completion_tokens=800, cost_usd=0.002, latency_ms=300.0, cache_hit=True),
-    dict(model_group="gpt-4", key_id="key-b", agent="architect", status=502,
+    dict(model_group="gpt-4", key_id="key-a", agent="coder", team_id="search", user_id="ann",
+         prompt_tokens=1000, completion_tokens=500, cost_usd=0.06, latency_ms=800.0),
+    dict(model_group="gpt-4", key_id="key-a", agent="coder", team_id="search", user_id="ann",
+         prompt_tokens=2000, completion_tokens=1000, cost_usd=0.12, latency_ms=1200.0),
+    dict(model_group="claude-3-haiku", key_id="key-b", agent="ask", user_id="bob",
+         prompt_tokens=4000, completion_tokens=800, cost_usd=0.002, latency_ms=300.0,
+         cache_hit=True),
+    dict(model_group="gpt-4", key_id="key-b", agent="architect", user_id="bob", status=502,
          error_type="upstream_error", latency_ms=50.0),
 ]  # fmt: skip
 
@@ -230,6 +231,14 @@ class PageParser(HTMLParser):
             self.titles.append(data)
 
 
+def summary_rows(message: str, title: str) -> list[list[str]]:
+    """The name and request count of each row of the summary's table `title`."""
+    lines = message.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.split()[:1] == [title]) + 2
+    end = lines.index("", start)
+    return [line.split()[:2] for line in lines[start:end]]
+
+
 def test_scheduled_event_writes_the_report_to_s3_and_sns(
     aws: dict[str, str], keys_table: str, topic_inbox: str
 ) -> None:
@@ -255,6 +264,12 @@ def test_scheduled_event_writes_the_report_to_s3_and_sns(
     assert list(report["by_model"]) == ["gpt-4", "claude-3-haiku"]
     assert report["by_model"]["gpt-4"]["requests"] == 3
     assert set(report["by_agent"]) == {"coder", "ask", "architect"}
+    # key-b has no team: its requests are team "-".
+    assert {team: t["requests"] for team, t in report["by_team"].items()} == {"search": 2, "-": 2}
+    assert {user: t["cost_usd"] for user, t in report["by_user"].items()} == {
+        "ann": 0.18,
+        "bob": 0.002,
+    }
     # key-a spent $0.18 of $0.20 (90%): past the 80% share; key-b is far from its $10.
     flags = report["keys_over_budget_share"]
     assert [(f["key_id"], f["key_alias"], f["share"]) for f in flags] == [("key-a", "coder", 0.9)]
@@ -269,7 +284,7 @@ def test_scheduled_event_writes_the_report_to_s3_and_sns(
     parser.close()
     assert parser.stack == []
     assert page.startswith("<!DOCTYPE html>")
-    assert len(parser.svgs) == 4  # cost per day, model, key, agent
+    assert len(parser.svgs) == 6  # cost per day, model, agent, team, user, key
     for svg in parser.svgs:
         chart = ET.fromstring(svg)  # noqa: S314 - the page under test, not untrusted input
         assert chart.tag == "{http://www.w3.org/2000/svg}svg"
@@ -281,6 +296,9 @@ def test_scheduled_event_writes_the_report_to_s3_and_sns(
     assert notification["Subject"].startswith(f"LLM Proxy cost {SCHEDULED_DAY}: $0.18")
     assert "key past" in notification["Message"] or "Keys past" in notification["Message"]
     assert "coder: $0.18 of $0.20 (90%)" in notification["Message"]
+    # The top teams and users, as the top models and keys.
+    assert summary_rows(notification["Message"], "team") == [["search", "2"], ["-", "2"]]
+    assert summary_rows(notification["Message"], "user") == [["ann", "2"], ["bob", "2"]]
     assert f"s3://{bucket}/{prefix}cost-report.html" in notification["Message"]
 
     # The same period again overwrites the same three objects.

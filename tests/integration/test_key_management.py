@@ -22,6 +22,7 @@ from llm_proxy.store.counters import CountersTable
 
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
 from tests.support.configs import MASTER_KEY_FROM_SECRET, gateway_config, openai_double
+from tests.support.principals import put_team
 from tests.support.stack import MASTER_KEY, usage_item
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
@@ -123,7 +124,7 @@ def test_a_keys_alias_names_the_model_and_its_model_list_holds_for_that_model(
 
 
 def test_litellms_key_fields_are_kept_and_returned(url: str) -> None:
-    team, user = unique("team"), unique("user")
+    team, user = put_team(unique("team")).team_id, unique("user")
     fields = {
         "key_alias": unique("alias"),
         "user_id": user,
@@ -172,8 +173,8 @@ def test_a_key_alias_names_one_key_as_in_litellm(url: str) -> None:
     ("field", "value", "reason"),
     [
         ("soft_budget", 10.0, "alerts"),
-        ("model_max_budget", {"gpt-4": 1.0}, "per-model budgets"),
         ("model_rpm_limit", {"gpt-4": 5}, "per-model limits"),
+        ("budget_id", "budget-1", "shared budget tables"),
         ("config", {"temperature": 0}, "operator's config"),
         ("permissions", {"pii_masking": True}, "permissions"),
         ("spend", 5.0, "metered by the gateway"),
@@ -181,7 +182,6 @@ def test_a_key_alias_names_one_key_as_in_litellm(url: str) -> None:
         ("guardrails", ["pii"], "guardrails"),
         ("allowed_routes", ["/key/generate"], "route restrictions"),
         ("organization_id", "org-1", "organizations"),
-        ("budget_limits", [{"budget_duration": "1d", "max_budget": 1}], "max_budget"),
         ("rmp_limit", 5, "not a key field"),
     ],
 )
@@ -226,7 +226,7 @@ def test_litellms_empty_defaults_ask_for_nothing(url: str) -> None:
 
 
 def test_key_list_pages_in_litellms_shape(url: str) -> None:
-    team = unique("team")
+    team = put_team(unique("team")).team_id
     tokens = {generated(url, {"team_id": team})["token"] for _ in range(3)}
     first = admin(url, "GET", "/key/list", params={"team_id": team, "size": 2}).json()
     assert (first["total_count"], first["current_page"], first["total_pages"]) == (3, 1, 2)

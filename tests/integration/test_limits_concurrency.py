@@ -64,25 +64,44 @@ def gateways(
             process.wait(timeout=30)
 
 
-def _new_key(url: str, **fields: Any) -> str:
+def _manage(url: str, route: str, **fields: Any) -> dict[str, Any]:
     response = httpx.post(
-        f"{url}/key/generate",
+        f"{url}{route}",
         json=fields,
         headers={"Authorization": f"Bearer {MASTER_KEY}"},
         timeout=30,
     )
     assert response.status_code == 200, response.text
-    return str(response.json()["key"])
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
-def _flood(urls: list[str], key: str, body: dict[str, Any]) -> Counter[int]:
-    """REQUESTS requests from THREADS threads, alternating between the two processes."""
+def _new_key(url: str, **fields: Any) -> str:
+    return str(_manage(url, "/key/generate", **fields)["key"])
+
+
+def _info(url: str, route: str, **params: str) -> dict[str, Any]:
+    response = httpx.get(
+        f"{url}{route}",
+        params=params,
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def _flood(urls: list[str], key: str | list[str], body: dict[str, Any]) -> Counter[int]:
+    """REQUESTS requests from THREADS threads, alternating between the two processes (and
+    between the keys, when there are several)."""
+    keys = [key] if isinstance(key, str) else key
 
     def send(index: int) -> tuple[int, dict[str, Any]]:
         response = httpx.post(
             f"{urls[index % len(urls)]}/v1/chat/completions",
             json=body,
-            headers={"Authorization": f"Bearer {key}"},
+            headers={"Authorization": f"Bearer {keys[index // len(urls) % len(keys)]}"},
             timeout=60,
         )
         return response.status_code, response.json()
@@ -125,3 +144,45 @@ def test_exactly_the_budget_is_admitted_across_two_processes(gateways: list[str]
     ).json()["info"]
     assert info["spend"] == pytest.approx(0.02)
     assert info["remaining_budget"] == pytest.approx(0.0)
+
+
+# Four requests of 0.005 each fit every budget below; max_tokens makes each reservation the
+# request's real cost, so exactly four are admitted whichever keys and processes send them.
+BUDGETED = {"model": "budgeted", "messages": MESSAGES, "max_tokens": 5}
+
+
+def test_a_teams_budget_holds_across_its_keys_and_two_processes(gateways: list[str]) -> None:
+    team = _manage(gateways[0], "/team/new", max_budget=0.02)["team_id"]
+    keys = [_new_key(gateways[index % 2], team_id=team) for index in range(3)]
+    assert _flood(gateways, keys, BUDGETED) == Counter({200: 4, 429: REQUESTS - 4})
+    info = _info(gateways[1], "/team/info", team_id=team)
+    assert info["team_info"]["spend"] == pytest.approx(0.02)
+
+
+def test_a_users_budget_holds_across_their_keys_and_two_processes(gateways: list[str]) -> None:
+    user = _manage(gateways[0], "/user/new", max_budget=0.02, auto_create_key=False)["user_id"]
+    keys = [_new_key(gateways[index % 2], user_id=user) for index in range(3)]
+    assert _flood(gateways, keys, BUDGETED) == Counter({200: 4, 429: REQUESTS - 4})
+    info = _info(gateways[1], "/user/info", user_id=user)
+    assert info["user_info"]["spend"] == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"model_max_budget": {"budgeted": {"budget_limit": 0.02, "time_period": "1d"}}},
+        {
+            "budget_limits": [
+                {"budget_duration": "1h", "max_budget": 0.02},
+                {"budget_duration": "30d", "max_budget": 1},
+            ]
+        },
+    ],
+    ids=["per-model", "windows"],
+)
+def test_per_model_and_window_budgets_hold_across_two_processes(
+    gateways: list[str], fields: dict[str, Any]
+) -> None:
+    key = _new_key(gateways[0], **fields)
+    assert _flood(gateways, key, BUDGETED) == Counter({200: 4, 429: REQUESTS - 4})
+    assert _info(gateways[1], "/key/info", key=key)["info"]["spend"] == pytest.approx(0.02)

@@ -92,17 +92,13 @@ def test_the_page_is_the_scheduled_report_for_the_period(
     report = direct(seeded)
     # Rendered by the same function as the scheduled report; only the time it was made differs.
     assert page.replace(_generated(page), "") == to_html(report).replace(report.generated_at, "")
-    assert page.count("<svg") == 4
-    for title in (
-        "Cost per day by model, USD",
-        "Cost per model, USD",
-        "Cost per agent, USD",
-        "Cost per key, USD",
-    ):
-        assert f'aria-label="{title}"' in page
+    titles = ("day by model", "model", "agent", "team", "user", "key")
+    assert page.count("<svg") == len(titles)
+    for title in titles:
+        assert f'aria-label="Cost per {title}, USD"' in page
     # Every chart has its table beside it.
-    assert page.count('<div class="pair"><svg') == 4
-    assert page.count('</svg><div class="table"><table>') == 4
+    assert page.count('<div class="pair"><svg') == len(titles)
+    assert page.count('</svg><div class="table"><table>') == len(titles)
     # The stacked day chart: every day, each model in a colour of its own (a bar a day, and
     # its legend).
     day_chart = page[page.index("<svg") : page.index("</svg>")]

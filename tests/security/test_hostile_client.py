@@ -322,6 +322,15 @@ def test_a_keys_agent_cannot_be_renamed_by_its_requests(
         '{"agent": "' + "a" * 100 + '"}',
         '{"metadata": {"blob": "' + "x" * 500_000 + '"}}',
         '{"metadata": {"n": NaN}}',
+        '{"model_max_budget": {"gpt-4": {"budget_limit": NaN}}}',
+        '{"model_max_budget": {"gpt-4": {"budget_limit": 1e308}}}',
+        '{"model_max_budget": {"' + "m" * 300 + '": {"budget_limit": 1}}}',
+        '{"model_max_budget": {'
+        + ", ".join(f'"m{n}": {{"budget_limit": 1}}' for n in range(51))
+        + "}}",
+        '{"budget_limits": [{"budget_duration": "1d", "max_budget": Infinity}]}',
+        '{"budget_limits": [{"budget_duration": "99999999999999999999d", "max_budget": 1}]}',
+        '{"budget_fallbacks": {"gpt-4": ["' + "m" * 300 + '"]}}',
     ],
 )
 def test_key_management_refuses_unbounded_values(url: str, fields: str) -> None:

@@ -161,6 +161,11 @@ def test_key_management_routes_to_the_keys_function_only(template: dict[str, Any
         if event["Type"] == "Api"
     }
     assert ("/key/{proxy+}", "KeysFunction") in routes
+    # Teams and users are key management too.
+    for prefix in ("/team", "/user"):
+        assert [route for route in routes if route[0].startswith(prefix)] == [
+            (f"{prefix}/{{proxy+}}", "KeysFunction")
+        ]
     assert [route for route in routes if route[0].startswith("/key")] == [
         ("/key/{proxy+}", "KeysFunction")
     ]

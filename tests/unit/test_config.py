@@ -81,6 +81,22 @@ model_list:
         ("- a\n- b\n", "top level must be a mapping"),
         ("model_list:\n  - litellm_params: {model: x}\n", "model_list[0]: model_name"),
         ("router_settings: 5\n", "router_settings"),
+        (
+            "router_settings:\n  budget_fallbacks: [gpt-4o-mini]\n",
+            "router_settings: Value error, budget_fallbacks must map a model group",
+        ),
+        (
+            "router_settings:\n  budget_fallbacks: {gpt-4o: gpt-4o-mini}\n",
+            "router_settings: Value error, budget_fallbacks.gpt-4o must be a non-empty list",
+        ),
+        (
+            "router_settings:\n  budget_fallbacks: {gpt-4o: [5]}\n",
+            "budget_fallbacks.gpt-4o must list model groups by name; got 5",
+        ),
+        (
+            "router_settings:\n  budget_fallbacks: {gpt-4o: [gpt-4o]}\n",
+            "budget_fallbacks.gpt-4o lists 'gpt-4o' itself",
+        ),
     ],
 )
 def test_bad_files_fail_with_a_located_message(tmp_path: Path, text: str, expected: str) -> None:

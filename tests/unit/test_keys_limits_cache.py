@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 from llm_proxy.access.auth import MASTER, Caller
-from llm_proxy.access.key_record import VirtualKey, duration_s, token_of
 from llm_proxy.access.budgets import key_budget
+from llm_proxy.access.key_record import VirtualKey, duration_s, token_of
 from llm_proxy.access.limits import Limits, over_limit, parallel_limit_reached
 from llm_proxy.access.virtual_keys import KeyStore
 from llm_proxy.config import ConfigError, ProxyConfig

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from llm_proxy.access.auth import Caller
+from llm_proxy.access.principals import Team, User
 from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.after_response import AfterResponse
 from llm_proxy.errors import ProxyError
@@ -101,6 +102,32 @@ def test_an_agent_role_asked_for_by_name_tags_the_usage(pipeline: Pipeline, stor
     ask(pipeline, {"model": "coder", "messages": QUESTION})
     [record] = usage_of(stores)
     assert (record.agent, record.model_requested, record.model_group) == ("coder", "coder", "demo")
+
+
+@pytest.mark.parametrize(
+    ("caller", "team_and_user"),
+    [
+        (MASTER, (None, None)),
+        # A key's tags, where no team or user record is read with it.
+        (Caller("k", key=virtual_key("k", team_id="t-tag", user_id="u-tag")), ("t-tag", "u-tag")),
+        # The records the request is made for (a key's, or a JWT's) name them.
+        (
+            Caller(
+                "k",
+                key=virtual_key("k", team_id="t-tag"),
+                team=Team(team_id="t-record"),
+                user=User(user_id="u-record"),
+            ),
+            ("t-record", "u-record"),
+        ),
+    ],
+)
+def test_the_usage_names_the_requests_team_and_user(
+    pipeline: Pipeline, stores: Stores, caller: Caller, team_and_user: tuple[str | None, ...]
+) -> None:
+    ask(pipeline, {"model": "demo", "messages": QUESTION}, caller)
+    [record] = usage_of(stores)
+    assert (record.team_id, record.user_id) == team_and_user
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
-from llm_proxy.accounting.rollups import Rollup
+from llm_proxy.accounting.rollups import NONE, Rollup, key_of
+from llm_proxy.accounting.usage import bounded
 from llm_proxy.errors import DomainError
 from llm_proxy.reports.html import OTHER, OTHER_COLOUR, PALETTE, to_html
 from llm_proxy.reports.period import Period, last_hours, parse_period, yesterday
@@ -69,6 +70,103 @@ def test_aggregate_matches_what_the_adds_count() -> None:
     assert (gpt.requests, gpt.errors, gpt.cache_hits, gpt.prompt_tokens) == (2, 1, 1, 10)
     assert (gpt.latency_ms_sum, gpt.latency_ms_max, gpt.agent) == (400, 300, "-")
     assert by_model["ghost"].agent == "coder"
+
+
+def test_rollups_are_kept_per_team_and_user() -> None:
+    rows = aggregate(
+        [
+            item(team_id="t1", user_id="u1", cost_usd=Decimal(1)),
+            item(team_id="t1", user_id="u1", cost_usd=Decimal(2)),
+            item(team_id="t1", user_id="u2", cost_usd=Decimal(4)),
+            item(cost_usd=Decimal(8)),
+        ]
+    )
+    costs = {(row.team_id, row.user_id): row.cost_usd for row in rows}
+    assert costs == {("t1", "u1"): 3, ("t1", "u2"): 4, (NONE, NONE): 8}
+    assert key_of(item(team_id="t1", user_id="u2")).sort_key == "gpt-4#k1#-#t1#u2"
+
+
+def test_the_rollup_key_fits_whatever_its_labels() -> None:
+    # Five labels of 4-byte characters, far past the bound: the sort key stays within
+    # DynamoDB's 1,024 bytes, and the usage item's labels are its rollup's.
+    wide = "\N{GRINNING FACE}" * 600
+    usage = bounded(
+        item(model_group=wide, key_id=wide, agent=wide, team_id=wide + "t", user_id=wide + "u")
+    )
+    key = key_of(usage)
+    assert len(key.sort_key.encode()) <= 1024
+    assert (key.team_id, key.user_id) == (usage["team_id"], usage["user_id"])
+    assert key.team_id != key.user_id
+    assert {"team_id", "user_id"} <= set(usage["truncated"])
+
+
+def test_rollups_written_before_teams_read_as_no_team_and_merge() -> None:
+    # An item of the three-label key (`model#key_id#agent`) has no team or user attribute.
+    old = Rollup.from_item(
+        {
+            "day": "2024-05-01",
+            "rollup_key": "gpt-4#k1#coder",
+            "model": "gpt-4",
+            "key_id": "k1",
+            "agent": "coder",
+            "requests": 2,
+            "cost_usd": Decimal(3),
+            "latency_ms_max": Decimal(9),
+        }
+    )
+    assert (old.team_id, old.user_id) == (NONE, NONE)
+    new = Rollup("2024-05-01", "gpt-4", "k1", "coder", requests=1, cost_usd=Decimal(1))
+    report = build(DAY, [old, new], None, 0.8, NOW)
+    # One row for the same labels, whichever key it was written under.
+    assert [(r.requests, r.cost_usd, r.latency_ms_max) for r in report.rows] == [(3, 4, 9)]
+    assert report.by_team == {NONE: report.total}
+    assert (old.requests, new.requests) == (2, 1)  # the rows read are left as they were
+
+
+def team_rows() -> list[Rollup]:
+    def row(key: str, team: str, user: str, cost: str) -> Rollup:
+        return Rollup(
+            "2024-05-01", "gpt-4", key, "coder", team, user, requests=1, cost_usd=Decimal(cost)
+        )
+
+    return [
+        row("k1", "search", "ann", "1.5"),
+        row("k2", "search", "bob", "2"),
+        row("k3", "=HYPERLINK(1)", "ann", "4"),
+        row("k4", NONE, NONE, "0.25"),
+    ]
+
+
+def test_spend_by_team_and_user_in_every_format() -> None:
+    report = build(DAY, team_rows(), None, 0.8, NOW)
+    data = json.loads(to_json(report))
+    costliest_first = ["=HYPERLINK(1)", "search", NONE]
+    assert list(data["by_team"]) == costliest_first
+    assert {team: v["cost_usd"] for team, v in data["by_team"].items()} == {
+        "=HYPERLINK(1)": 4.0,
+        "search": 3.5,
+        NONE: 0.25,
+    }
+    assert {user: v["requests"] for user, v in data["by_user"].items()} == {
+        "ann": 2,
+        "bob": 1,
+        NONE: 1,
+    }
+    for grouped in ("by_team", "by_user"):
+        assert sum(v["cost_usd"] for v in data[grouped].values()) == data["total"]["cost_usd"]
+    lines = list(csv.DictReader(io.StringIO(to_csv(report))))
+    assert [(r["key_id"], r["team_id"], r["user_id"]) for r in lines] == [
+        ("k1", "search", "ann"),
+        ("k2", "search", "bob"),
+        ("k3", "'=HYPERLINK(1)", "ann"),  # never a formula
+        ("k4", NONE, NONE),
+    ]
+    text = to_text(report)
+    assert "team " in text and "user " in text
+    assert text.index("search") < text.index("bob")
+    page = to_html(report)
+    assert "Cost per team" in page and "Cost per user" in page
+    assert "<tr><td>search</td><td>2</td>" in page and "<tr><td>ann</td><td>2</td>" in page
 
 
 def test_build_flags_keys_past_their_budget_share() -> None:

@@ -31,6 +31,18 @@ ONE_FORM = {
     ("GET", "/key/list"): "LiteLLM's key management",
     ("POST", "/key/regenerate"): "LiteLLM's key management",
     ("POST", "/key/{key}/regenerate"): "LiteLLM's key management",
+    # LiteLLM's team and user management, also without /v1 only.
+    **{
+        (method, f"/{kind}/{action}"): "LiteLLM's team and user management"
+        for kind in ("team", "user")
+        for method, action in (
+            ("POST", "new"),
+            ("GET", "info"),
+            ("GET", "list"),
+            ("POST", "update"),
+            ("POST", "delete"),
+        )
+    },
     # The gateway's own report, beside LiteLLM's spend routes (which have no /v1 either).
     ("GET", "/spend/report"): "the gateway's own operations route",
     # The Azure OpenAI SDK's paths, which carry their own prefix (`/openai`).

@@ -1,4 +1,4 @@
-"""`llm-proxy keys ...`: the operator's command line over the key management API.
+"""`llm-proxy keys|teams|users ...`: the operator's command line over the management API.
 
 It talks HTTPS to the gateway with the master key, so the same command serves the local stack
 (`make dev`) and a deployed stack (its ApiUrl output and the master key from its secret)."""
@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--alias", dest="key_alias")
         command.add_argument("--agent", help="tags usage with this agent (metadata.agent)")
         command.add_argument("--team", help="metadata.team")
+        command.add_argument("--team-id", help="a key of this team (llm-proxy teams new)")
+        command.add_argument("--user-id", help="a key of this user (llm-proxy users new)")
         command.add_argument("--models", nargs="+", help="models the key may use (default: all)")
         command.add_argument("--rpm", dest="rpm_limit", type=int, help="requests per minute")
         command.add_argument("--tpm", dest="tpm_limit", type=int, help="tokens per minute")
@@ -64,13 +66,70 @@ def _parser() -> argparse.ArgumentParser:
     info = keys.add_parser("info", help="a key's settings, spend and remaining budget")
     info.add_argument("key")
     keys.add_parser("list", help="every key, without the keys themselves")
+    _principals(groups, "teams", "team", "a team: its keys share its budget, limits and models")
+    _principals(groups, "users", "user", "a developer: its keys share its budget and models")
     return parser
+
+
+def _principals(groups: Any, group: str, kind: str, about: str) -> None:
+    """`teams` or `users`: new, info, list, update, delete, with LiteLLM's field names."""
+    commands = groups.add_parser(group, help=f"{group} ({about})").add_subparsers(
+        dest="command", required=True
+    )
+
+    def settings(command: argparse.ArgumentParser) -> None:
+        for name in OWN[kind]:
+            command.add_argument(f"--{name.replace('_', '-')}", dest=name)
+        command.add_argument("--models", nargs="+", help="models its keys may use (default: all)")
+        command.add_argument("--max-budget", type=float, help="USD, shared by all its keys")
+        command.add_argument("--budget-duration", help="budget window: 30s, 15m, 1h, 30d")
+        command.add_argument("--rpm-limit", type=int, help="requests per minute, all its keys")
+        command.add_argument("--tpm-limit", type=int, help="tokens per minute, all its keys")
+        command.add_argument("--metadata", type=json.loads, help="a JSON object")
+
+    new = commands.add_parser("new", help=f"make a {kind}")
+    new.add_argument(f"--{kind}-id", dest="id", help="its id (default: a generated one)")
+    settings(new)
+    if kind == "user":
+        new.add_argument(
+            "--no-key",
+            dest="auto_create_key",
+            action="store_const",
+            const=False,
+            help="make no key for the user (by default one is made and shown once)",
+        )
+    update = commands.add_parser("update", help=f"change a {kind}'s settings")
+    update.add_argument("id", help=f"the {kind}_id")
+    settings(update)
+    update.add_argument("--block", dest="blocked", action="store_const", const=True)
+    update.add_argument("--unblock", dest="blocked", action="store_const", const=False)
+    info = commands.add_parser("info", help=f"a {kind}'s settings, spend and keys")
+    info.add_argument("id", help=f"the {kind}_id")
+    delete = commands.add_parser("delete", help=f"delete {group} and their keys")
+    delete.add_argument("ids", nargs="+", help=f"{kind}_ids")
+    commands.add_parser("list", help=f"every {kind}")
+
+
+# Each kind's own fields, besides those of every team and user.
+OWN = {"team": ("team_alias",), "user": ("user_alias", "user_email", "user_role")}
+PRINCIPAL_SETTINGS = (
+    "models",
+    "max_budget",
+    "budget_duration",
+    "rpm_limit",
+    "tpm_limit",
+    "metadata",
+    "blocked",
+    "auto_create_key",
+)
 
 
 SETTINGS = (
     "key_alias",
     "agent",
     "team",
+    "team_id",
+    "user_id",
     "models",
     "rpm_limit",
     "tpm_limit",
@@ -83,6 +142,8 @@ SETTINGS = (
 
 def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
     """(method, path, body or query) for the command."""
+    if args.group != "keys":
+        return _principal_request(args)
     fields = {
         name: getattr(args, name) for name in SETTINGS if getattr(args, name, None) is not None
     }
@@ -100,6 +161,24 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
             return "GET", "/key/info", {"key": args.key}
         case _:
             return "GET", "/key/list", {"return_full_object": "true", "size": "100"}
+
+
+def _principal_request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
+    kind = args.group.removesuffix("s")
+    names = (*OWN[kind], *PRINCIPAL_SETTINGS)
+    fields = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    match args.command:
+        case "new":
+            named = {f"{kind}_id": args.id} if args.id else {}
+            return "POST", f"/{kind}/new", {**named, **fields}
+        case "update":
+            return "POST", f"/{kind}/update", {f"{kind}_id": args.id, **fields}
+        case "delete":
+            return "POST", f"/{kind}/delete", {f"{kind}_ids": args.ids}
+        case "info":
+            return "GET", f"/{kind}/info", {f"{kind}_id": args.id}
+        case _:
+            return "GET", f"/{kind}/list", {"page_size": "100"} if kind == "user" else {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llm-proxy: {response.status_code}: {message}", file=sys.stderr)
         return 1
     print(json.dumps(body, indent=2))
-    if args.command in ("create", "rotate"):
+    if args.command in ("create", "rotate") or (args.command == "new" and body.get("key")):
         print("Store the key now: it is not shown again.", file=sys.stderr)
     return 0
 

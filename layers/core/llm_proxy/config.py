@@ -95,6 +95,32 @@ class ProxyConfig(BaseModel):
     def _none_is_empty(cls, value: Any) -> Any:
         return {} if value is None else value
 
+    @field_validator("router_settings")
+    @classmethod
+    def _budget_fallbacks_shape(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """`budget_fallbacks`: {model group: [cheaper groups, tried in order]}."""
+        fallbacks = settings.get("budget_fallbacks")
+        if fallbacks is None:
+            return settings
+        if not isinstance(fallbacks, dict):
+            raise ValueError(
+                "budget_fallbacks must map a model group to the groups that serve it once a "
+                "budget is spent, e.g. {gpt-4o: [gpt-4o-mini]}"
+            )
+        for group, choices in fallbacks.items():
+            if not isinstance(choices, list) or not choices:
+                raise ValueError(
+                    f"budget_fallbacks.{group} must be a non-empty list of model groups"
+                )
+            for choice in choices:
+                if not isinstance(choice, str) or not choice:
+                    raise ValueError(
+                        f"budget_fallbacks.{group} must list model groups by name; got {choice!r}"
+                    )
+                if choice == group:
+                    raise ValueError(f"budget_fallbacks.{group} lists '{group}' itself")
+        return settings
+
     def model_names(self, default_model: str | None = None) -> list[str]:
         """The names a client may ask for (a wildcard entry is not one of them); the default
         model first where any model name is passed through."""

@@ -23,6 +23,7 @@ from llm_proxy.access.auth import (
 from llm_proxy.access.jwt_auth import JwtAuth
 from llm_proxy.access.key_admin import KeyAdmin
 from llm_proxy.access.principal_store import PrincipalStore
+from llm_proxy.access.team_admin import TeamAdmin, UserAdmin
 from llm_proxy.access.virtual_keys import KeyStore
 from llm_proxy.config import (
     ProxyConfig,
@@ -101,6 +102,8 @@ class Gateway:
         self.routers = CurrentRouter(config, self.provider_keys, settings.ollama_api_base)
         self.pipeline = Pipeline(settings, config, self.routers, self.stores)
         self.key_admin = KeyAdmin(self.virtual_keys, self.stores.counters)
+        self.team_admin = TeamAdmin(self.key_admin, self.principals)
+        self.user_admin = UserAdmin(self.key_admin, self.principals, self.team_admin)
         self._readiness = Readiness(settings, self.provider_keys, self.stores.usage)
 
     @classmethod

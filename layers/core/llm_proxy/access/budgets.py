@@ -154,8 +154,8 @@ def plan_for(
         limits = Limits(_bounded(key.rpm_limit), _bounded(key.tpm_limit))
         if limits.rpm or limits.tpm:
             plan.rates.append(Rate(counter, "This key", limits))
-        if key.max_budget is not None or owners:
-            # A key of a team or user keeps its spend too, for its info.
+        if key.max_budget is not None or key.budget_limits or key.model_max_budget or owners:
+            # A key with any budget, or of a team or user, keeps its own spend too (its info).
             plan.budgets.append(key_budget(key))
         for window in key.budget_limits:
             duration = str(window.get("budget_duration"))

@@ -3,18 +3,30 @@ shapes: keys come back with their limits, spend and what is left of the budget.
 
 LiteLLM's key fields this gateway does not serve are refused one by one, each with its reason
 (`UNSUPPORTED`); a field at LiteLLM's empty default (`{}`, `[]`, `null`, `0`) asks for nothing
-and passes, so LiteLLM's scripts that send every field run unchanged."""
+and passes, so LiteLLM's scripts that send every field run unchanged.
+
+A key of a team (`team_id`) needs the team to exist, and may list only models the team may use;
+a key's `user_id` is a tag unless it names a user, who must not be deleted."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from llm_proxy.access import key_budgets
+from llm_proxy.access.budgets import Budget, plan_for
 from llm_proxy.access.key_record import VirtualKey, duration_s
 from llm_proxy.access.limits import window_end
+from llm_proxy.access.principals import TEAM, USER, Principal, Team, from_item, item_id
 from llm_proxy.access.virtual_keys import SETTABLE, KeyStore
-from llm_proxy.errors import UNSUPPORTED_PARAMETER
+from llm_proxy.errors import (
+    MODEL_NOT_ALLOWED,
+    TEAM_NOT_FOUND,
+    UNSUPPORTED_PARAMETER,
+    USER_NOT_FOUND,
+)
 from llm_proxy.json_bodies import refuse_unencodable_text, refuse_unstorable
 from llm_proxy.store.counters import CountersTable
 
@@ -27,14 +39,11 @@ UNSUPPORTED: dict[str, str] = {
     "spend": "spend is metered by the gateway from each request's cost; it cannot be set",
     "soft_budget": "a soft budget only raises LiteLLM's alerts, which this gateway does not "
     "send; set max_budget, and read spend from /key/info",
-    "model_max_budget": f"per-model budgets are not supported; {_BUDGETS}, or a key per model",
     "model_rpm_limit": "per-model limits on a key are not supported; use rpm_limit, or the "
     "deployment's own rpm in the config",
     "model_tpm_limit": "per-model limits on a key are not supported; use tpm_limit, or the "
     "deployment's own tpm in the config",
     "budget_id": f"shared budget tables are not supported; {_BUDGETS}",
-    "budget_limits": f"several budget windows on one key are not supported; {_BUDGETS}",
-    "budget_fallbacks": f"budget fallbacks are not supported; {_BUDGETS}",
     "temp_budget_increase": "temporary budget increases are not supported; update max_budget",
     "temp_budget_expiry": "temporary budget increases are not supported; update max_budget",
     "config": f"a key cannot carry litellm settings: {_OPERATOR}",
@@ -82,6 +91,7 @@ class KeyAdmin:
 
     def generate(self, fields: dict[str, Any]) -> dict[str, Any]:
         checked(fields)
+        self._owners_allow(fields, fields.get("team_id"), fields.get("models"))
         raw, key = self.store.generate(fields)
         # The only time the raw key is ever shown.
         return {"key": raw, **key.public()}
@@ -91,6 +101,7 @@ class KeyAdmin:
         fields the update set, as stored, at the top level."""
         named = fields.pop("key")
         checked(fields)
+        self._owners_allow_change(named, fields)
         key = self.store.update(named, fields)
         stored = key.public()
         changed = {name for name in fields if name in stored}
@@ -107,6 +118,7 @@ class KeyAdmin:
         grace = fields.pop("grace_period", None)
         grace_s = duration_s(str(grace), "grace_period") if grace else None
         checked(fields)
+        self._owners_allow_change(named, fields)
         raw, key = self.store.regenerate(named, fields, grace_s)
         return {"key": raw, "token_id": key.token, **key.public()}
 
@@ -142,6 +154,44 @@ class KeyAdmin:
             "total_pages": math.ceil(len(keys) / size),
         }
 
+    def _owners_allow_change(self, named: str, fields: dict[str, Any]) -> None:
+        """On an update: the key's team and models as they will be, where either changes."""
+        if not {"team_id", "models", "user_id"} & fields.keys():
+            return
+        key = self.store.get(named)
+        team_id = fields.get("team_id", key.team_id)
+        models = fields.get("models", key.models)
+        self._owners_allow(fields, team_id, models)
+
+    def _owners_allow(
+        self, fields: dict[str, Any], team_id: str | None, models: Sequence[str] | None
+    ) -> None:
+        """The key's team exists and allows the key's models (404 `team_not_found`, 403
+        `model_not_allowed`); its user, if it has a record, is not deleted (404
+        `user_not_found`). A user with no record is a tag, as in LiteLLM."""
+        if team_id:
+            team = self._principal(TEAM, team_id)
+            if not isinstance(team, Team) or team.deleted:
+                raise TEAM_NOT_FOUND(f"Team '{team_id}' does not exist.", param="team_id")
+            outside = [model for model in models or [] if not team.allows(model)]
+            if outside and not team.allows_all:
+                raise MODEL_NOT_ALLOWED(
+                    f"Team '{team_id}' may not use model(s) {', '.join(outside)}, so its keys "
+                    f"may not either. The team's models: {', '.join(team.models)}.",
+                    param="models",
+                )
+        user_id = fields.get("user_id")
+        if user_id:
+            user = self._principal(USER, user_id)
+            if user is not None and user.deleted:
+                raise USER_NOT_FOUND(f"User '{user_id}' does not exist.", param="user_id")
+
+    def _principal(self, kind: str, principal_id: str) -> Principal | None:
+        # Read now, not through the request path's cache: a team made a moment ago counts.
+        self.store.table.require()
+        item = self.store.table.get(item_id(kind, principal_id))
+        return from_item(item) if item else None
+
     def _info(self, key: VirtualKey) -> dict[str, Any]:
         spend = self.counters.spend(key)
         remaining = None if key.max_budget is None else max(key.max_budget - spend, 0.0)
@@ -156,6 +206,39 @@ class KeyAdmin:
             "spend": spend,
             "remaining_budget": remaining,
             "budget_reset_at": reset_at.isoformat(timespec="seconds") if reset_at else None,
+            **self._budget_spends(key),
+        }
+
+    def _budget_spends(self, key: VirtualKey) -> dict[str, Any]:
+        """Each budget window with its spend and `reset_at` (LiteLLM's `BudgetLimitEntry`), and
+        the key's spend per model group it has a budget for (LiteLLM's `model_spend`), each in
+        its current window."""
+        shown: dict[str, Any] = {}
+        if key.budget_limits:
+            # Without a team or user the key's plan holds its own budget and its windows, in
+            # the order of budget_limits.
+            windows = [budget for budget in plan_for(key).budgets if not budget.is_key_budget]
+            shown["budget_limits"] = [
+                {**window, **self._spent(budget)}
+                for window, budget in zip(key.budget_limits, windows, strict=True)
+            ]
+        if key.model_max_budget:
+            shown["model_spend"] = {
+                budget.model: self._spent(budget)["spend"]
+                for group in key.model_max_budget
+                for budget in plan_for(key, model=group).budgets
+                if budget.model == group
+            }
+        return shown
+
+    def _spent(self, budget: Budget) -> dict[str, Any]:
+        now = datetime.now(UTC).timestamp()
+        ends = budget.expires(now)
+        return {
+            "spend": self.counters.budget_spend(budget, now),
+            "reset_at": (
+                datetime.fromtimestamp(ends, tz=UTC).isoformat(timespec="seconds") if ends else None
+            ),
         }
 
 
@@ -175,6 +258,7 @@ def checked(fields: dict[str, Any]) -> None:
     refuse_unstorable(fields)
     for name in UNSUPPORTED:
         fields.pop(name, None)
+    key_budgets.normalise(fields)
 
 
 def asks_nothing(name: str, value: Any) -> bool:

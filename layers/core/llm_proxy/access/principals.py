@@ -84,8 +84,9 @@ class Principal:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Principal:
-        # dataclasses.fields: not the ClassVars (`kind`), which the item also holds.
-        known = {f.name: plain(item[f.name]) for f in fields(cls) if f.name in item}
+        # dataclasses.fields: the stored fields, not the ClassVars `kind` and `id_field`.
+        names = [f.name for f in fields(cls)]
+        known = {name: plain(item[name]) for name in names if name in item}
         for name in JSON_FIELDS:
             if isinstance(known.get(name), str):
                 known[name] = json.loads(known[name])

@@ -57,6 +57,9 @@ SETTABLE = (
     "max_parallel_requests",
     "user_id",
     "tags",
+    "model_max_budget",
+    "budget_limits",
+    "budget_fallbacks",
 )
 
 # The settings whose null means empty (or false).
@@ -66,6 +69,9 @@ EMPTY: dict[str, Any] = {
     "aliases": dict,
     "tags": list,
     "blocked": bool,
+    "model_max_budget": dict,
+    "budget_limits": list,
+    "budget_fallbacks": dict,
 }
 
 

@@ -1,4 +1,5 @@
-"""Daily rollups: one item per day x model x key x agent, kept by atomic ADDs at write time
+"""Daily rollups: one item per day x model x key x agent x team x user, kept by atomic ADDs at
+write time
 (the rollups table: `store.rollups.RollupsTable`). What a rollup is, the key a usage item
 adds to, and the cut that keeps its labels within DynamoDB's bounds are here."""
 
@@ -18,9 +19,10 @@ NONE = "-"
 # for it too): a caller can make up any number of names, and a refusal costs it nothing, not
 # even a request of its rate limit, so no name of its choosing may add a row to the report.
 UNROUTED = "unrouted"
-# DynamoDB caps a sort key at 1,024 bytes: each of the three labels of `model#key_id#agent` is
-# cut to this many, so every usage item has a rollup key that fits.
-LABEL_BYTES = 256
+# DynamoDB caps a sort key at 1,024 bytes: each of the five labels of
+# `model#key_id#agent#team_id#user_id` is cut to this many (5 x 200 + 4 separators = 1,004), so
+# every usage item has a rollup key that fits.
+LABEL_BYTES = 200
 
 
 def cut(value: str, limit: int) -> str:
@@ -45,10 +47,12 @@ class RollupKey:
     model: str
     key_id: str
     agent: str
+    team_id: str = NONE
+    user_id: str = NONE
 
     @property
     def sort_key(self) -> str:
-        return f"{self.model}#{self.key_id}#{self.agent}"
+        return f"{self.model}#{self.key_id}#{self.agent}#{self.team_id}#{self.user_id}"
 
     def dynamo_key(self) -> dict[str, Any]:
         return {"day": {"S": self.day}, "rollup_key": {"S": self.sort_key}}
@@ -56,26 +60,37 @@ class RollupKey:
 
 @dataclass
 class Rollup(Totals):
-    """One day's totals for a model, key and agent."""
+    """One day's totals for a model, key, agent, team and user. Its labels are read from the
+    item's attributes, not its sort key: an item written before rollups named the team and the
+    user (sort key `model#key_id#agent`) has neither attribute and reads as team and user
+    `NONE`."""
 
     day: str
     model: str
     key_id: str
     agent: str
+    team_id: str = NONE
+    user_id: str = NONE
 
     @property
     def key(self) -> RollupKey:
-        return RollupKey(self.day, self.model, self.key_id, self.agent)
+        return RollupKey(self.day, self.model, self.key_id, self.agent, self.team_id, self.user_id)
 
 
 def key_of(item: Mapping[str, Any]) -> RollupKey:
-    """A usage item's rollup: its model (`model_of`), key, agent, each cut to `LABEL_BYTES` (a
-    usage item's own labels already are; see `usage.bounded`)."""
+    """A usage item's rollup: its model (`model_of`), key, agent, team and user, each cut to
+    `LABEL_BYTES` (a usage item's own labels already are; see `usage.bounded`)."""
+
+    def label(name: str) -> str:
+        return cut(str(item.get(name) or NONE), LABEL_BYTES)
+
     return RollupKey(
         day=str(item["day"]),
         model=cut(model_of(item), LABEL_BYTES),
-        key_id=cut(str(item.get("key_id") or NONE), LABEL_BYTES),
-        agent=cut(str(item.get("agent") or NONE), LABEL_BYTES),
+        key_id=label("key_id"),
+        agent=label("agent"),
+        team_id=label("team_id"),
+        user_id=label("user_id"),
     )
 
 

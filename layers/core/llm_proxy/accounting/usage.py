@@ -22,7 +22,9 @@ SECONDS_PER_DAY = 86_400
 # rollup key too long (1,024 bytes), or simply costly to write. The rollup's labels share the
 # rollup key's bound; any other string gets FIELD_BYTES.
 FIELD_BYTES = 1024
-LABEL_FIELDS = frozenset({"agent", "model_requested", "model_group", "key_id"})
+LABEL_FIELDS = frozenset(
+    {"agent", "model_requested", "model_group", "key_id", "team_id", "user_id"}
+)
 # What identifies the item is never cut: a cut request id could meet another request's.
 IDENTITY_FIELDS = frozenset({"request_id", "day"})
 # Lists the names of the fields that were cut.
@@ -34,6 +36,10 @@ class UsageRecord:
     request_id: str
     endpoint: str
     key_id: str | None = None
+    # The team and the user (developer) the request was made for: their records' ids (a key's
+    # or a JWT's), else the key's own `team_id` / `user_id` tags.
+    team_id: str | None = None
+    user_id: str | None = None
     agent: str | None = None
     model_requested: str | None = None
     model_group: str | None = None

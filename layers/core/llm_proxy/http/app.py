@@ -23,15 +23,16 @@ from llm_proxy.http.routes import (
     models,
     responses,
     spend,
+    teams,
 )
 
 if TYPE_CHECKING:
     from llm_proxy.lambda_extension import AfterResponseExtension
 
-# The routes of each function: the api functions serve agents; key management is a function
-# of its own where deployed, the only one that may write the keys table.
+# The routes of each function: the api functions serve agents; key management (keys, teams,
+# users) is a function of its own where deployed, the only one that may write the keys table.
 API_ROUTES = (health, models, model_info, completions, messages, responses, spend)
-KEY_ROUTES = (health, keys)
+KEY_ROUTES = (health, keys, teams)
 
 
 def create_app(
@@ -44,7 +45,7 @@ def create_app(
     request's after-response work."""
     settings = gateway.settings
     if resources is None:
-        resources = (*API_ROUTES, keys) if settings.key_management else API_ROUTES
+        resources = (*API_ROUTES, keys, teams) if settings.key_management else API_ROUTES
     app = FastAPI(
         title="LLM Proxy",
         version="0.1.0",

@@ -64,9 +64,10 @@ Authenticated = Annotated[Caller, Depends(caller)]
 
 
 async def master_key_only(who: Authenticated) -> Caller:
-    """Declared on the routers that only the master key may use (`/key/*`, `/spend/*`)."""
+    """Declared on the routers that only the master key may use (`/key/*`, `/team/*`, `/user/*`,
+    `/spend/*`)."""
     if not who.is_master:
-        raise MASTER_KEY_REQUIRED("Only the master key may manage keys.")
+        raise MASTER_KEY_REQUIRED("Only the master key may use this route.")
     return who
 
 

@@ -248,6 +248,12 @@ class KeyFields(BaseModel):
         default=None, max_length=100
     )
     blocked: bool | None = None
+    # LiteLLM's per-model budgets ({group: {"budget_limit", "time_period"}}), budget windows
+    # ([{"budget_duration", "max_budget"}]) and budget fallbacks ({group: [groups]}): checked
+    # entry by entry, each error naming its place (`access.key_budgets`).
+    model_max_budget: dict[str, Any] | None = None
+    budget_limits: list[Any] | None = None
+    budget_fallbacks: dict[str, Any] | None = None
     # Shorthands for metadata.agent and metadata.team.
     agent: str | None = Field(default=None, pattern=AGENT_NAME_PATTERN)
     team: str | None = Field(default=None, max_length=256)

@@ -33,10 +33,16 @@ if TYPE_CHECKING:
 
 
 def new_record(request: GatewayRequest) -> UsageRecord:
+    caller = request.caller
+    key = caller.key
     return UsageRecord(
         request_id=request.request_id,
         endpoint=request.endpoint,
-        key_id=request.caller.key_id,
+        key_id=caller.key_id,
+        # The team's and user's records where there are (a key's or a JWT's), else the key's
+        # own tags: the report's teams and users either way.
+        team_id=caller.team.team_id if caller.team else key.team_id if key else None,
+        user_id=caller.user.user_id if caller.user else key.user_id if key else None,
         agent=request.agent,
         model_requested=request.model or None,
         stream=request.stream,

@@ -1,6 +1,7 @@
 """The cost report as one self-contained HTML page: inline CSS and inline SVG charts (cost per
-day stacked by model, cost per model, agent and key), each with a text table beside it; no
-script and nothing fetched. The scheduled report and GET /spend/report?format=html serve it."""
+day stacked by model, cost per model, agent, team, user and key), each with a text table beside
+it; no script and nothing fetched. The scheduled report and GET /spend/report?format=html serve
+it."""
 
 from __future__ import annotations
 
@@ -283,6 +284,16 @@ def to_html(report: Report) -> str:
             "Cost per agent",
             _bars("Cost per agent, USD", report.by_agent),
             _table("agent", report.by_agent),
+        ),
+        _section(
+            "Cost per team",
+            _bars("Cost per team, USD", report.by_team),
+            _table("team", report.by_team),
+        ),
+        _section(
+            "Cost per user",
+            _bars("Cost per user, USD", report.by_user),
+            _table("user", report.by_user),
         ),
         _section(
             "Cost per key", _bars("Cost per key, USD", report.by_key), _table("key", report.by_key)

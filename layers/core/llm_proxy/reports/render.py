@@ -16,9 +16,11 @@ from llm_proxy.errors import INVALID_FORMAT, DomainError
 from llm_proxy.reports.html import to_html
 from llm_proxy.reports.report import Report
 
-CSV_COLUMNS = ("day", "model", "key_id", "agent", *Totals.columns())
+LABEL_COLUMNS = ("day", "model", "key_id", "agent", "team_id", "user_id")
+CSV_COLUMNS = (*LABEL_COLUMNS, *Totals.columns())
 # A spreadsheet reads a cell that starts with one of these as a formula (OWASP's CSV injection
-# guidance), and callers choose the model and agent names a row carries.
+# guidance), and callers choose the model and agent names a row carries (and operators the team
+# and user ids).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -35,7 +37,7 @@ def to_csv(report: Report) -> str:
     for row in report.rows:
         values = row.as_dict()
         writer.writerow(
-            [text_cell(label) for label in (row.day, row.model, row.key_id, row.agent)]
+            [text_cell(getattr(row, label)) for label in LABEL_COLUMNS]
             + [values[name] for name in Totals.columns()]
         )
     return out.getvalue()
@@ -43,7 +45,7 @@ def to_csv(report: Report) -> str:
 
 def text_cell(value: str) -> str:
     """A label as a spreadsheet shows it, never as a formula: a leading quote makes it text.
-    A lone `-` (no key, no agent) is text already."""
+    A lone `-` (no key, agent, team or user) is text already."""
     return f"'{value}" if value.startswith(FORMULA_STARTS) and value != NONE else value
 
 
@@ -60,7 +62,7 @@ def _table(title: str, groups: Mapping[str, Totals], limit: int | None = None) -
 
 
 def to_text(report: Report, limit: int | None = None) -> str:
-    """A readable summary: totals, then per model, key, agent and day."""
+    """A readable summary: totals, then per model, key, agent, team, user and day."""
     total = report.total
     lines = [
         f"LLM Proxy cost report {report.period.start} to {report.period.end} (UTC days)",
@@ -73,6 +75,8 @@ def to_text(report: Report, limit: int | None = None) -> str:
         ("model", report.by_model),
         ("key", report.by_key),
         ("agent", report.by_agent),
+        ("team", report.by_team),
+        ("user", report.by_user),
         ("day", report.by_day),
     ):
         lines += [*_table(title, groups, limit), ""]

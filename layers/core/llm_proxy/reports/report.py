@@ -1,5 +1,5 @@
 """The cost report, built from daily rollups only (never the usage table): totals per day,
-model, key and agent, and the keys past a share of their budget.
+model, key, agent, team and user, and the keys past a share of their budget.
 
 The reports package must stay free of litellm and FastAPI: the cost-report function ships
 without them.
@@ -8,13 +8,13 @@ without them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from llm_proxy.access.key_record import VirtualKey
-from llm_proxy.accounting.rollups import Rollup
+from llm_proxy.accounting.rollups import Rollup, RollupKey
 from llm_proxy.accounting.totals import Totals, money
 from llm_proxy.reports.period import Period, parse_period, yesterday
 from llm_proxy.settings import DEFAULT_BUDGET_ALERT_SHARE, SharedSettings
@@ -59,6 +59,8 @@ class Report:
     by_model: dict[str, Totals]
     by_key: dict[str, Totals]
     by_agent: dict[str, Totals]
+    by_team: dict[str, Totals]
+    by_user: dict[str, Totals]
     rows: list[Rollup]
     budget_share: float
     flagged: list[BudgetFlag]
@@ -76,6 +78,8 @@ class Report:
             "by_model": grouped(self.by_model),
             "by_key": grouped(self.by_key),
             "by_agent": grouped(self.by_agent),
+            "by_team": grouped(self.by_team),
+            "by_user": grouped(self.by_user),
             "budget_alert_share": self.budget_share,
             "keys_over_budget_share": [flag.as_dict() for flag in self.flagged],
         }
@@ -89,6 +93,18 @@ def _by(rows: Iterable[Rollup], attribute: str) -> dict[str, Totals]:
     return dict(sorted(groups.items(), key=lambda pair: (-pair[1].cost_usd, pair[0])))
 
 
+def merged(rows: Iterable[Rollup]) -> list[Rollup]:
+    """One row per day and labels: an item written before rollups named the team and the user
+    (sort key `model#key_id#agent`) and one written since for the same labels are one row."""
+    by_key: dict[RollupKey, Rollup] = {}
+    for row in rows:
+        if row.key in by_key:
+            by_key[row.key].add(row)
+        else:
+            by_key[row.key] = replace(row)
+    return list(by_key.values())
+
+
 def build(
     period: Period,
     rows: list[Rollup],
@@ -96,6 +112,7 @@ def build(
     budget_share: float = DEFAULT_BUDGET_ALERT_SHARE,
     now: datetime | None = None,
 ) -> Report:
+    rows = merged(rows)
     total = Totals()
     by_day = {day: Totals() for day in period.days()}
     for row in rows:
@@ -116,7 +133,9 @@ def build(
         by_model=_by(rows, "model"),
         by_key=by_key,
         by_agent=_by(rows, "agent"),
-        rows=sorted(rows, key=lambda r: (r.day, r.model, r.key_id, r.agent)),
+        by_team=_by(rows, "team_id"),
+        by_user=_by(rows, "user_id"),
+        rows=sorted(rows, key=lambda row: astuple(row.key)),
         budget_share=budget_share,
         flagged=flagged,
     )

@@ -60,7 +60,9 @@ class CountersTable(Table):
         counters requires the table; an empty one takes nothing."""
         now = time.time() if now is None else now
         plan = plan_for(key) if plan is None else plan
-        reservation = Reservation(tokens=tokens, cost=Decimal(str(round(cost, 10))))
+        reservation = Reservation(tokens=tokens)
+        if plan.budgets:
+            reservation.cost = Decimal(str(round(cost, 10)))
         updates: list[dict[str, Any]] = []
         holds: list[Rate | Budget | None] = []
         minute = int(now // MINUTE_S)

@@ -1,4 +1,5 @@
-"""The rollups table: one item per day x model x key x agent, kept by atomic ADDs at write time.
+"""The rollups table: one item per day x model x key x agent x team x user, kept by atomic ADDs
+at write time.
 
 The partition key is the day, so one Query returns a day's aggregates and the report never
 reads the usage table. The ADD travels in the same transaction as the usage item (see
@@ -50,7 +51,13 @@ class RollupsTable(Table):
         added_names = Totals.added_names()
         names = {f"#{name}": name for name in added_names}
         values = {f":{name}": number_attribute(getattr(added, name)) for name in added_names}
-        labels = {"model": key.model, "key_id": key.key_id, "agent": key.agent}
+        labels = {
+            "model": key.model,
+            "key_id": key.key_id,
+            "agent": key.agent,
+            "team_id": key.team_id,
+            "user_id": key.user_id,
+        }
         names.update({f"#{name}": name for name in labels})
         values.update({f":{name}": {"S": value} for name, value in labels.items()})
         return {

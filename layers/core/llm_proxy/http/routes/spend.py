@@ -36,9 +36,10 @@ async def spend_report(
     end: str | None = None,
     output: Annotated[str, Query(alias="format")] = "json",
 ) -> Any:
-    """Cost and usage per day, model, key and agent from the daily rollups (master key).
-    `start`/`end` are UTC dates, both included; yesterday by default. `format=html` is the
-    scheduled report's page, `format=csv` one line per day, model, key and agent."""
+    """Cost and usage per day, model, key, agent, team and user from the daily rollups (master
+    key). `start`/`end` are UTC dates, both included; yesterday by default. `format=html` is
+    the scheduled report's page, `format=csv` one line per day, model, key, agent, team and
+    user."""
     report = await gateway.spend_report(start, end, output)
     if isinstance(report.body, dict):
         return report.body
