@@ -21,7 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 from llm_proxy.access.budgets import Budget
 from llm_proxy.access.principals import Principal, Team, User
 from llm_proxy.store.counters import CountersTable
@@ -29,7 +30,15 @@ from llm_proxy.store.counters import CountersTable
 from devstack.server import free_port
 from tests.support.agent_clis import client
 from tests.support.configs import MASTER_KEY_FROM_SECRET, deployment, gateway_config, openai_double
-from tests.support.jwks import JwksServer, Signer, jwt_environment, new_signer, serving_jwks
+from tests.support.jwks import (
+    AUDIENCE,
+    ISSUER,
+    JwksServer,
+    Signer,
+    jwt_environment,
+    new_signer,
+    serving_jwks,
+)
 from tests.support.principal_items import put_principal
 from tests.support.stack import MASTER_KEY, usage_item
 
@@ -134,29 +143,47 @@ def test_a_developers_token_is_served_as_their_user_and_metered_to_them(
     assert spend(aws["CountersTable"], user, cost) == pytest.approx(cost)
 
 
-@pytest.mark.parametrize("kind", ["EC", "Ed25519"])
-def test_ec_and_eddsa_keys_verify_too(
-    url: str, jwks: JwksServer, keys_table: str, kind: str
-) -> None:
-    # Published before the gateway's first fetch of the module (the cache holds 10 minutes).
-    kty = {"EC": "EC", "Ed25519": "OKP"}[kind]
-    signer = next(published for published in jwks.published if published.jwk["kty"] == kty)
-    user = put_principal(keys_table, User(user_id=unique("dev")))
-    assert chat(url, signer.token(sub=user.id)).status_code == 200
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _more_signers(jwks: JwksServer) -> None:
-    """EC and Ed25519 keys in the JWKS from the start."""
+    """In the JWKS from the start (the gateway's cache holds it 10 minutes): EC and Ed25519
+    keys, which it ignores, and an RSA key that names its one algorithm."""
     jwks.publish(new_signer("EC"))
     jwks.publish(new_signer("Ed25519"))
+    pinned = new_signer("RSA", kid=f"rs256-only-{uuid.uuid4().hex[:8]}")
+    pinned.jwk["alg"] = "RS256"
+    jwks.publish(pinned)
 
 
+def published(jwks: JwksServer, kty: str, alg: str | None = None) -> Signer:
+    return next(s for s in jwks.published if s.jwk["kty"] == kty and s.jwk.get("alg") == alg)
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"])
 def test_an_rsa_key_without_alg_verifies_any_rsa_algorithm(
-    url: str, signer: Signer, keys_table: str
+    url: str, signer: Signer, keys_table: str, algorithm: str
 ) -> None:
     user = put_principal(keys_table, User(user_id=unique("dev")))
-    assert chat(url, signer.token(sub=user.id, algorithm="PS256")).status_code == 200
+    assert chat(url, signer.token(sub=user.id, algorithm=algorithm)).status_code == 200
+
+
+def test_an_rsa_key_naming_its_algorithm_verifies_that_one_only(
+    url: str, jwks: JwksServer, keys_table: str
+) -> None:
+    pinned = published(jwks, "RSA", "RS256")
+    user = put_principal(keys_table, User(user_id=unique("dev")))
+    assert chat(url, pinned.token(sub=user.id)).status_code == 200
+    token = pinned.token(sub=user.id, algorithm="PS256")
+    assert_refused(chat(url, token), token, "does not match its signing key")
+
+
+@pytest.mark.parametrize(("kty", "algorithm"), [("EC", "ES256"), ("OKP", "EdDSA")])
+def test_ec_and_eddsa_tokens_are_refused_as_unsupported(
+    url: str, jwks: JwksServer, keys_table: str, kty: str, algorithm: str
+) -> None:
+    user = put_principal(keys_table, User(user_id=unique("dev")))
+    token = published(jwks, kty).token(sub=user.id)
+    expected = f"algorithm {algorithm} is not supported: RSA keys (RS256-512, PS256-512) only"
+    assert_refused(chat(url, token), token, expected)
 
 
 # -- every token that does not verify is a 401 --------------------------------------------------
@@ -189,6 +216,24 @@ def encoded(header: dict[str, Any], claims: dict[str, Any], key: bytes, sign: bo
     return f"{signing_input}.{part(signature)}"
 
 
+def resigned(signer: Signer, twice: bool = False, **claims: Any) -> str:
+    """A token signed by the published key whose payload JSON PyJWT would not write: `sub`
+    given twice, or `exp` as a literal too large for a float."""
+    header = {"alg": "RS256", "typ": "JWT", "kid": signer.kid}
+    now = int(time.time())
+    text = json.dumps({"aud": AUDIENCE, "iss": ISSUER, "exp": now + 300, **claims})
+    if twice:
+        text = text[:-1] + ', "sub": "someone-else"}'
+    text = text.replace("Infinity", "1e999")
+
+    def part(value: bytes) -> str:
+        return base64.urlsafe_b64encode(value).rstrip(b"=").decode()
+
+    signing_input = f"{part(json.dumps(header).encode())}.{part(text.encode())}"
+    signature = signer.private.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{part(signature)}"
+
+
 REFUSALS: dict[str, tuple[Callable[[Signer, str], str], str]] = {
     "expired": (lambda s, u: s.token(sub=u, lifetime_s=-120), "expired"),
     "not yet valid": (lambda s, u: s.token(sub=u, nbf=int(time.time()) + 300), "not valid yet"),
@@ -202,7 +247,19 @@ REFUSALS: dict[str, tuple[Callable[[Signer, str], str], str]] = {
     ),
     "an algorithm of another key type": (
         lambda s, u: new_signer("EC", kid=s.kid).token(sub=u),
-        "does not match",
+        "ES256 is not supported",
+    ),
+    "a critical header extension": (
+        lambda s, u: s.token(sub=u, headers={"crit": ["exp"]}),
+        "critical header extensions",
+    ),
+    "a claim given twice": (lambda s, u: resigned(s, sub=u, twice=True), "cannot be read"),
+    "an exp too large for a number": (lambda s, u: resigned(s, sub=u, exp=1e999), "cannot be read"),
+    "an exp that is a string": (lambda s, u: s.token(sub=u, exp="never"), "'exp' claim"),
+    "an audience list without ours": (lambda s, u: s.token(sub=u, aud=["a", "b"]), "audience"),
+    "another token's signature": (
+        lambda s, u: ".".join([*s.token(sub=u).split(".")[:2], s.token().split(".")[2]]),
+        "signature",
     ),
     "unknown kid": (lambda s, u: new_signer("RSA").token(sub=u), "not published"),
     "bad signature": (lambda s, u: new_signer("RSA", kid=s.kid).token(sub=u), "signature"),

@@ -965,6 +965,27 @@ def test_litellm_is_pinned_exactly_to_a_release_that_was_not_compromised() -> No
     assert re.search(r'"litellm==\d+\.\d+\.\d+"', (REPO / "pyproject.toml").read_text())
 
 
+@pytest.mark.parametrize("lock", ["layers/deps/requirements.txt", "layers/ops/requirements.txt"])
+def test_the_lambda_layers_lock_no_cryptography(lock: str) -> None:
+    """JWTs are verified with the standard library (access.rsa_signatures): `cryptography` and
+    its bundled OpenSSL would take the function past its size budget."""
+    pinned = re.findall(r"^([A-Za-z0-9._\-]+)(?:\[[^\]]*\])?==", (REPO / lock).read_text(), re.M)
+    names = {name.lower().replace("_", "-") for name in pinned}
+    assert names and not names & {"cryptography", "cffi", "pycparser", "pyjwt"}
+
+
+def test_the_gateway_imports_neither_pyjwt_nor_cryptography() -> None:
+    for path in (REPO / "layers" / "core" / "llm_proxy").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                roots = {node.module.split(".")[0]}
+            else:
+                continue
+            assert not roots & {"jwt", "cryptography"}, path
+
+
 def test_every_install_checks_the_hashes() -> None:
     # make test and .ci/run install through scripts/bootstrap.sh.
     assert "scripts/bootstrap.sh" in (REPO / "Makefile").read_text()

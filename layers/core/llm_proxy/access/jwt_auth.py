@@ -3,18 +3,22 @@ the IdP's published keys (a JWKS), made as the user (and team) its claims name. 
 `general_settings.enable_jwt_auth`, `litellm_jwtauth.user_id_jwt_field` / `team_id_jwt_field`,
 and the variables `JWT_PUBLIC_KEY_URL`, `JWT_AUDIENCE`, `JWT_ISSUER`.
 
-A token is accepted only when its `kid` is in the JWKS, it is signed by that key with an
-asymmetric algorithm of the key's own type (never one the token picks: no `none`, no HMAC keyed
-with a public key), its `aud` and `iss` are the configured ones, and it is within `exp` (and
-`nbf`), with LEEWAY_S for clocks that differ. Anything else is a 401 like an unknown key's.
+A token (RFC 7519, in the JWS compact form of RFC 7515) is accepted only when it is three
+base64url parts with a strict JSON header and payload, its `kid` is in the JWKS, it is signed by
+that RSA key with RS256-512 or PS256-512 (never an algorithm the token picks against the key: no
+`none`, no HMAC keyed with a public key), its `aud` and `iss` are the configured ones, and it is
+within `exp` (and `nbf`), with LEEWAY_S for clocks that differ. Anything else is a 401 like an
+unknown key's. Signatures are checked with the standard library (access.rsa_signatures): EC and
+Ed25519 keys are not supported, and every common IdP signs with RS256 by default.
 
 The JWKS is fetched with a short timeout, kept for JWKS_TTL_S, and fetched again sooner only
 for a `kid` it does not have (a rotated key), at most once per UNKNOWN_KID_REFETCH_S: tokens
-with made-up `kid`s cannot make the gateway hammer the IdP. PyJWT's `PyJWKClient` refetches on
-every unknown `kid` and binds an RSA key without `alg` to RS256, hence this small cache."""
+with made-up `kid`s cannot make the gateway hammer the IdP."""
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import threading
 import time
@@ -22,10 +26,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import jwt
 
+from llm_proxy.access import rsa_signatures
 from llm_proxy.access.auth import Caller
 from llm_proxy.access.principal_store import PrincipalStore
+from llm_proxy.access.rsa_signatures import RsaPublicKey, base64url_decode
 from llm_proxy.errors import (
     DEPENDENCY_UNAVAILABLE,
     INVALID_API_KEY,
@@ -38,11 +43,9 @@ if TYPE_CHECKING:
     from llm_proxy.config import GeneralSettings
     from llm_proxy.settings import ApiSettings
 
-# LiteLLM's SUPPORTED_JWT_ALGORITHMS, by the key type each needs (EC: by its curve).
-RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
-EC_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
-OKP_ALGORITHMS = frozenset({"EdDSA"})
-ALGORITHMS = RSA_ALGORITHMS | set(EC_ALGORITHMS.values()) | OKP_ALGORITHMS
+ALGORITHMS = frozenset(rsa_signatures.ALGORITHMS)
+# LiteLLM's other asymmetric algorithms: named as unsupported rather than as not accepted.
+UNSUPPORTED_ALGORITHMS = frozenset({"ES256", "ES384", "ES512", "EdDSA"})
 
 # Clock skew allowed on `exp` and `nbf`.
 LEEWAY_S = 30
@@ -114,8 +117,8 @@ def _unavailable() -> ProxyError:
 
 
 def fetch_jwks(url: str) -> dict[str, dict[str, Any]]:
-    """The signing keys of the JWKS at `url`, by `kid` (keys for encryption or without a `kid`
-    left out)."""
+    """The RSA signing keys of the JWKS at `url`, by `kid` (keys of other types, for encryption
+    or without a `kid` left out)."""
     with httpx.Client(timeout=FETCH_TIMEOUT_S) as client, client.stream("GET", url) as response:
         response.raise_for_status()
         body = b""
@@ -129,41 +132,105 @@ def fetch_jwks(url: str) -> dict[str, dict[str, Any]]:
     return {
         str(key["kid"]): key
         for key in keys
-        if isinstance(key, dict) and key.get("kid") and key.get("use", "sig") == "sig"
+        if isinstance(key, dict)
+        and key.get("kid")
+        and key.get("kty") == "RSA"
+        and key.get("use", "sig") == "sig"
     }
 
 
-def verifier_key(jwk: Mapping[str, Any], algorithm: str) -> jwt.PyJWK:
-    """The JWK as a key for `algorithm`, which must be one its type signs with (and its own
-    `alg`, where it names one)."""
-    kty = jwk.get("kty")
-    if kty == "RSA":
-        fits = algorithm in RSA_ALGORITHMS
-    elif kty == "EC":
-        fits = EC_ALGORITHMS.get(str(jwk.get("crv"))) == algorithm
-    elif kty == "OKP":
-        fits = algorithm in OKP_ALGORITHMS
-    else:
-        fits = False  # `oct` (a shared secret) is never a JWKS's to publish
-    if not fits or jwk.get("alg", algorithm) != algorithm:
+def verifier_key(jwk: Mapping[str, Any], algorithm: str) -> RsaPublicKey:
+    """The JWK as a key for `algorithm`, which must be its own `alg` where it names one."""
+    if jwk.get("alg", algorithm) != algorithm:
         raise INVALID_API_KEY("Invalid token: its algorithm does not match its signing key.")
     try:
-        return jwt.PyJWK(dict(jwk), algorithm)
-    except jwt.PyJWTError:
-        logger.warning("a JWKS key cannot be used", extra={"kid": jwk.get("kid")})
+        return RsaPublicKey.from_jwk(jwk)
+    except ValueError as exc:
+        logger.warning("a JWKS key cannot be used", extra={"kid": jwk.get("kid"), "why": str(exc)})
         raise INVALID_API_KEY("Invalid token: its signing key cannot be used.") from None
 
 
-# PyJWT's refusals -> what the 401 says (never the token itself).
-REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
-    (jwt.ExpiredSignatureError, "it has expired"),
-    (jwt.ImmatureSignatureError, "it is not valid yet (nbf)"),
-    (jwt.InvalidAudienceError, "it is for another audience (aud)"),
-    (jwt.InvalidIssuerError, "it is from another issuer (iss)"),
-    (jwt.InvalidSignatureError, "its signature does not verify"),
-    (jwt.InvalidAlgorithmError, "its algorithm is not accepted"),
-    (jwt.DecodeError, "it cannot be read"),
-)
+def refused(reason: str) -> ProxyError:
+    """A 401 that says why (never the token itself)."""
+    return INVALID_API_KEY(f"Invalid token: {reason}.")
+
+
+def json_object(part: str) -> dict[str, Any]:
+    """A header or payload: base64url of a UTF-8 JSON object, strictly (no member given twice,
+    no NaN, Infinity or number too large for a float)."""
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        found = dict(pairs)
+        if len(found) != len(pairs):
+            raise ValueError("a member is given twice")
+        return found
+
+    def finite(text: str) -> float:
+        number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(text)
+        return number
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(name)
+
+    try:
+        value = json.loads(
+            decoded(part).decode(),
+            object_pairs_hook=no_duplicates,
+            parse_float=finite,
+            parse_constant=no_constant,
+        )
+    except (ValueError, RecursionError):
+        raise refused("it cannot be read") from None
+    if not isinstance(value, dict):
+        raise refused("it cannot be read")
+    return value
+
+
+def decoded(part: str) -> bytes:
+    try:
+        return base64url_decode(part)
+    except ValueError:
+        raise refused("it cannot be read") from None
+
+
+def checked_algorithm(header: Mapping[str, Any]) -> str:
+    algorithm = header.get("alg")
+    if algorithm in UNSUPPORTED_ALGORITHMS:
+        raise refused(
+            f"algorithm {algorithm} is not supported: RSA keys (RS256-512, PS256-512) only"
+        )
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise refused(
+            f"its algorithm is not accepted (asymmetric ones only: {', '.join(sorted(ALGORITHMS))})"
+        )
+    # RFC 7515 section 4.1.11: extensions the token marks critical must be understood; none is.
+    if "crit" in header:
+        raise refused("it names critical header extensions (crit), which are not supported")
+    return algorithm
+
+
+def check_claims(claims: Mapping[str, Any], audience: str, issuer: str) -> None:
+    """`exp` (required), `nbf`, `aud` (a string, or a list holding ours) and `iss` (RFC 7519
+    section 4.1), the times with LEEWAY_S either way."""
+    for name in ("exp", "aud", "iss"):
+        if name not in claims:
+            raise refused(f"it has no '{name}' claim")
+    now = time.time()
+    for name in ("exp", "nbf"):
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise refused(f"its '{name}' claim is not a number")
+    if claims["exp"] <= now - LEEWAY_S:
+        raise refused("it has expired")
+    if "nbf" in claims and claims["nbf"] > now + LEEWAY_S:
+        raise refused("it is not valid yet (nbf)")
+    aud = claims["aud"]
+    if not (aud == audience or (isinstance(aud, list) and audience in aud)):
+        raise refused("it is for another audience (aud)")
+    if claims["iss"] != issuer:
+        raise refused("it is from another issuer (iss)")
 
 
 class JwtAuth:
@@ -198,34 +265,21 @@ class JwtAuth:
                 "JWT auth is enabled (general_settings.enable_jwt_auth) but "
                 f"{', '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set."
             )
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise INVALID_API_KEY("Invalid token: it cannot be read.") from None
-        algorithm, kid = header.get("alg"), header.get("kid")
-        if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
-            raise INVALID_API_KEY(
-                "Invalid token: its algorithm is not accepted (asymmetric ones only: "
-                f"{', '.join(sorted(ALGORITHMS))})."
-            )
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise refused("it cannot be read")
+        header_part, payload_part, signature_part = parts
+        header = json_object(header_part)
+        algorithm, kid = checked_algorithm(header), header.get("kid")
         if not isinstance(kid, str) or not kid:
-            raise INVALID_API_KEY("Invalid token: its header names no signing key (kid).")
+            raise refused("its header names no signing key (kid)")
         key = verifier_key(keys.key(kid), algorithm)
-        try:
-            return jwt.decode(
-                token,
-                key=key,
-                algorithms=[algorithm],
-                audience=audience,
-                issuer=issuer,
-                leeway=LEEWAY_S,
-                options={"require": ["exp", "aud", "iss"]},
-            )
-        except jwt.MissingRequiredClaimError as exc:
-            raise INVALID_API_KEY(f"Invalid token: it has no '{exc.claim}' claim.") from None
-        except jwt.PyJWTError as exc:
-            reason = next((why for kind, why in REASONS if isinstance(exc, kind)), "not valid")
-            raise INVALID_API_KEY(f"Invalid token: {reason}.") from None
+        signing_input = f"{header_part}.{payload_part}".encode()
+        if not rsa_signatures.verify(key, algorithm, signing_input, decoded(signature_part)):
+            raise refused("its signature does not verify")
+        claims = json_object(payload_part)
+        check_claims(claims, audience, issuer)
+        return claims
 
     def caller(
         self, token: str, principals: PrincipalStore, claimed_agent: str | None = None
