@@ -197,13 +197,15 @@ def decoded(part: str) -> bytes:
 
 def checked_algorithm(header: Mapping[str, Any]) -> str:
     algorithm = header.get("alg")
+    if not isinstance(algorithm, str):
+        algorithm = None  # a list or object: not an algorithm's name, nor hashable
     if algorithm in UNSUPPORTED_ALGORITHMS:
         raise refused(
             f"algorithm {algorithm} is not supported: RSA keys (RS256-512, PS256-512) only"
         )
-    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+    if algorithm not in ALGORITHMS:
         raise refused(
-            f"its algorithm is not accepted (asymmetric ones only: {', '.join(sorted(ALGORITHMS))})"
+            f"its algorithm is not accepted (RSA ones only: {', '.join(sorted(ALGORITHMS))})"
         )
     # RFC 7515 section 4.1.11: extensions the token marks critical must be understood; none is.
     if "crit" in header:
