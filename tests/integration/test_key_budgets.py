@@ -19,8 +19,7 @@ import httpx
 import pytest
 
 from tests.support.configs import MASTER_KEY_FROM_SECRET, gateway_config, openai_double
-from tests.support.gateway_http import post
-from tests.support.principals import put_team, put_user
+from tests.support.gateway_http import new_team, new_user, post
 from tests.support.stack import MASTER_KEY, usage_item
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
@@ -256,8 +255,8 @@ def test_a_key_of_a_team_needs_the_team_and_its_models(url: str) -> None:
         "team_not_found",
         "team_id",
     )
-    team = put_team(unique("team"), models=["big", "small"]).team_id
-    gone = put_team(unique("team"), deleted=True).team_id
+    team = new_team(url, unique("team"), models=["big", "small"])
+    gone = new_team(url, unique("team"), deleted=True)
     assert post(url, "/key/generate", {"team_id": gone}).status_code == 404
 
     outside = post(url, "/key/generate", {"team_id": team, "models": ["big", "other"]})
@@ -279,9 +278,9 @@ def test_a_key_of_a_team_needs_the_team_and_its_models(url: str) -> None:
 
 def test_a_keys_user_is_a_tag_unless_it_names_a_deleted_user(url: str) -> None:
     assert generated(url, user_id=unique("dev"))["user_id"]
-    user = put_user(unique("dev")).user_id
+    user = new_user(url, unique("dev"))
     assert generated(url, user_id=user)["user_id"] == user
-    gone = put_user(unique("dev"), deleted=True).user_id
+    gone = new_user(url, unique("dev"), deleted=True)
     refused = post(url, "/key/generate", {"user_id": gone})
     assert refused.status_code == 404, refused.text
     assert (refused.json()["error"]["code"], refused.json()["error"]["param"]) == (

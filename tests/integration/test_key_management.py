@@ -22,7 +22,7 @@ from llm_proxy.store.counters import CountersTable
 
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
 from tests.support.configs import MASTER_KEY_FROM_SECRET, gateway_config, openai_double
-from tests.support.principals import put_team
+from tests.support.gateway_http import new_team
 from tests.support.stack import MASTER_KEY, usage_item
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
@@ -124,7 +124,7 @@ def test_a_keys_alias_names_the_model_and_its_model_list_holds_for_that_model(
 
 
 def test_litellms_key_fields_are_kept_and_returned(url: str) -> None:
-    team, user = put_team(unique("team")).team_id, unique("user")
+    team, user = new_team(url, unique("team")), unique("user")
     fields = {
         "key_alias": unique("alias"),
         "user_id": user,
@@ -226,7 +226,7 @@ def test_litellms_empty_defaults_ask_for_nothing(url: str) -> None:
 
 
 def test_key_list_pages_in_litellms_shape(url: str) -> None:
-    team = put_team(unique("team")).team_id
+    team = new_team(url, unique("team"))
     tokens = {generated(url, {"team_id": team})["token"] for _ in range(3)}
     first = admin(url, "GET", "/key/list", params={"team_id": team, "size": 2}).json()
     assert (first["total_count"], first["current_page"], first["total_pages"]) == (3, 1, 2)

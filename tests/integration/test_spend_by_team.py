@@ -16,13 +16,12 @@ from decimal import Decimal
 import boto3
 import httpx
 import pytest
-from llm_proxy.access.principals import Team
 from llm_proxy.accounting.rollups import NONE
 from llm_proxy.accounting.totals import money
 
 from tests.support.configs import MASTER_KEY_FROM_SECRET, NO_RETRIES, gateway_config, openai_double
 from tests.support.functions import load_function, report_env
-from tests.support.gateway_http import new_key, post
+from tests.support.gateway_http import new_key, new_team, new_user, post
 from tests.support.stack import MASTER_KEY, usage_item
 
 
@@ -49,11 +48,11 @@ def test_spend_per_team_and_user_adds_up_in_every_report(gateway: str, aws: dict
     run = uuid.uuid4().hex[:6]
     teams = [f"search-{run}", f"mobile-{run}"]
     users = [f"ann-{run}", f"bob-{run}"]
-    # One team has a record (as /team/new writes it): the key's team is read with the key; the
-    # other is only a tag on its keys. Either way the report names it.
-    boto3.resource("dynamodb").Table(aws["KeysTable"]).put_item(
-        Item=Team(team_id=teams[0], team_alias="Search").to_item()
-    )
+    new_team(gateway, teams[0], team_alias="Search")
+    new_team(gateway, teams[1])
+    # One user has a record, the other is only a tag on its keys: either way the report names
+    # them.
+    new_user(gateway, users[0])
     keys = {
         (team, user): new_key(gateway, team_id=team, user_id=user)
         for team in teams

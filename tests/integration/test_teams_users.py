@@ -288,7 +288,13 @@ def test_a_team_key_uses_the_teams_budget_instead_of_its_users(url: str) -> None
 def test_a_teams_models_restrict_its_keys(url: str) -> None:
     team_id = unique("team")
     ok(post(url, "/team/new", {"team_id": team_id, "models": ["gpt-3.5-turbo"]}))
-    key = new_key(url, team_id=team_id, models=["gpt-3.5-turbo", "gpt-4"])
+    # A key may not list models outside its team's; one with no list of its own takes the team's.
+    error(
+        post(url, "/key/generate", {"team_id": team_id, "models": ["gpt-4"]}),
+        403,
+        "model_not_allowed",
+    )
+    key = new_key(url, team_id=team_id)
     assert chat(url, key, "gpt-3.5-turbo").status_code == 200
     refused = error(chat(url, key, "gpt-4"), 403, "model_not_allowed")
     assert f"Team '{team_id}'" in refused["message"]

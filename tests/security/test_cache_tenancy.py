@@ -16,8 +16,7 @@ import pytest
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from tests.support.configs import MASTER_KEY_FROM_SECRET, NO_RETRIES, gateway_config, openai_double
-from tests.support.gateway_http import new_key
-from tests.support.principals import put_team
+from tests.support.gateway_http import new_key, new_team
 from tests.support.stack import MASTER_KEY
 
 OPERATOR_TTL_S = 600
@@ -152,7 +151,7 @@ def test_the_master_key_is_a_tenant_of_its_own(per_key: str, upstream: OpenAIUps
 def test_keys_of_one_team_share_nothing_unless_the_operator_says_so(
     per_key: str, upstream: OpenAIUpstream
 ) -> None:
-    team = put_team(f"team-{uuid.uuid4().hex[:8]}").team_id
+    team = new_team(per_key, f"team-{uuid.uuid4().hex[:8]}")
     first, second = new_key(per_key, team_id=team), new_key(per_key, team_id=team)
     messages = [{"role": "user", "content": question()}]
     assert not hit(post(per_key, "/v1/chat/completions", first, {"messages": messages}))
@@ -163,7 +162,9 @@ def test_keys_of_one_team_share_nothing_unless_the_operator_says_so(
 def test_team_wide_sharing_shares_within_the_team_only(
     per_team: str, upstream: OpenAIUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    red, blue = (put_team(f"{colour}-{uuid.uuid4().hex[:8]}").team_id for colour in ("red", "blue"))
+    red, blue = (
+        new_team(per_team, f"{colour}-{uuid.uuid4().hex[:8]}") for colour in ("red", "blue")
+    )
     red_one, red_two = new_key(per_team, team_id=red), new_key(per_team, team_id=red)
     blue_one, teamless = new_key(per_team, team_id=blue), new_key(per_team)
     asked = question()

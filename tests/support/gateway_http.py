@@ -1,5 +1,5 @@
 """Requests to a served gateway as the tests send them: a JSON POST with a key (the master
-key unless another is given), and a virtual key made with the master key."""
+key unless another is given), and a virtual key, team or user made with the master key."""
 
 from __future__ import annotations
 
@@ -27,3 +27,23 @@ def new_key(url: str, **fields: Any) -> str:
     response = post(url, "/key/generate", fields)
     assert response.status_code == 200, response.text
     return str(response.json()["key"])
+
+
+def new_team(url: str, team_id: str, **fields: Any) -> str:
+    """A team made with `/team/new`; deleted at once with `deleted=True`."""
+    return _new_principal(url, "team", team_id, fields)
+
+
+def new_user(url: str, user_id: str, **fields: Any) -> str:
+    """A user made with `/user/new` (no key of its own); deleted at once with `deleted=True`."""
+    return _new_principal(url, "user", user_id, {"auto_create_key": False, **fields})
+
+
+def _new_principal(url: str, kind: str, name: str, fields: dict[str, Any]) -> str:
+    deleted = fields.pop("deleted", False)
+    response = post(url, f"/{kind}/new", {f"{kind}_id": name, **fields})
+    assert response.status_code == 200, response.text
+    if deleted:
+        gone = post(url, f"/{kind}/delete", {f"{kind}_ids": [name]})
+        assert gone.status_code == 200, gone.text
+    return name
