@@ -92,7 +92,7 @@ def test_claims_within_their_times_and_for_this_gateway_pass() -> None:
     check_claims(claims(), AUDIENCE, ISSUER)
     check_claims(claims(aud=["other", AUDIENCE]), AUDIENCE, ISSUER)
     # Other claims are no reason to refuse.
-    check_claims(claims(iat="whenever", sub=1, scope=["a"]), AUDIENCE, ISSUER)
+    check_claims(claims(iat=int(now), sub=1, scope=["a"], jti={"a": 1}), AUDIENCE, ISSUER)
     # The leeway either way: just expired, and not quite valid yet.
     check_claims(claims(exp=int(now) - LEEWAY_S + 5, nbf=now + LEEWAY_S - 5), AUDIENCE, ISSUER)
 
@@ -108,6 +108,8 @@ def test_claims_within_their_times_and_for_this_gateway_pass() -> None:
         ({"exp": "9999999999"}, "'exp' claim is not a number"),
         ({"exp": True}, "'exp' claim is not a number"),
         ({"nbf": "soon"}, "'nbf' claim is not a number"),
+        ({"iat": "today"}, "'iat' claim is not a number"),
+        ({"iat": time.time() + LEEWAY_S + 60}, "issued in the future"),
         ({"aud": "other"}, "another audience"),
         ({"aud": ["other"]}, "another audience"),
         ({"aud": {AUDIENCE: True}}, "another audience"),

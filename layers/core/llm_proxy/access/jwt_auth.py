@@ -214,13 +214,13 @@ def checked_algorithm(header: Mapping[str, Any]) -> str:
 
 
 def check_claims(claims: Mapping[str, Any], audience: str, issuer: str) -> None:
-    """`exp` (required), `nbf`, `aud` (a string, or a list holding ours) and `iss` (RFC 7519
+    """`exp` (required), `nbf`, `iat`, `aud` (a string, or a list holding ours) and `iss` (RFC 7519
     section 4.1), the times with LEEWAY_S either way."""
     for name in ("exp", "aud", "iss"):
         if name not in claims:
             raise refused(f"it has no '{name}' claim")
     now = time.time()
-    for name in ("exp", "nbf"):
+    for name in ("exp", "nbf", "iat"):
         value = claims.get(name)
         if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise refused(f"its '{name}' claim is not a number")
@@ -228,6 +228,8 @@ def check_claims(claims: Mapping[str, Any], audience: str, issuer: str) -> None:
         raise refused("it has expired")
     if "nbf" in claims and claims["nbf"] > now + LEEWAY_S:
         raise refused("it is not valid yet (nbf)")
+    if "iat" in claims and claims["iat"] > now + LEEWAY_S:
+        raise refused("it was issued in the future (iat)")
     aud = claims["aud"]
     if not (aud == audience or (isinstance(aud, list) and audience in aud)):
         raise refused("it is for another audience (aud)")
