@@ -184,15 +184,21 @@ def test_under_budget_a_request_that_could_overspend_is_refused_and_key_info_sho
 ) -> None:
     # `priced` costs 0.001 per prompt token and 0.002 per completion token: 6 + 5 tokens. The
     # reservation (a prompt estimate of 14 tokens plus max_tokens) fits the budget once; the
-    # second does not fit what is left, though the budget is not spent (that is 429
-    # budget_exceeded: test_key_management).
-    made = new_key(gateway_url, max_budget=0.02, budget_duration="1d")
-    client = sdk(gateway_url, made["key"])
-    client.chat.completions.create(model="priced", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
-    with pytest.raises(openai.BadRequestError) as refused:
+    # second does not fit what is left, though the budget is not spent: a budget for ever can
+    # only take a smaller request (400), a windowed one serves it again when the window resets
+    # (429 with Retry-After, which agents wait out).
+    for window, status in ((None, 400), ("1d", 429)):
+        made = new_key(gateway_url, max_budget=0.02, budget_duration=window)
+        client = sdk(gateway_url, made["key"]).with_options(max_retries=0)
         client.chat.completions.create(model="priced", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
-    assert refused.value.body["code"] == "request_exceeds_limit"  # type: ignore[index]
-    assert "$0.004000 left" in refused.value.body["message"]  # type: ignore[index]
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(model="priced", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
+        assert refused.value.status_code == status
+        code = "request_exceeds_limit" if window is None else "budget_exceeded"
+        assert refused.value.body["code"] == code  # type: ignore[index]
+        assert "$0.004000 left" in refused.value.body["message"]  # type: ignore[index]
+        if window:
+            assert 0 < int(refused.value.response.headers["retry-after"]) <= 86_400
     info = admin(gateway_url, "GET", "/key/info", params={"key": made["key"]}).json()["info"]
     assert info["spend"] == pytest.approx(0.016)
     assert info["remaining_budget"] == pytest.approx(0.004)

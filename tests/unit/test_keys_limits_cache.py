@@ -196,9 +196,18 @@ def test_a_budget_429_says_when_the_window_resets() -> None:
 
 def test_under_budget_a_request_too_dear_for_what_is_left_is_a_400() -> None:
     key = VirtualKey(token="t", key_name="k", max_budget=1.0)
-    error = key_budget(key).would_overspend(0.75, 0.5)
+    error = key_budget(key).would_overspend(0.75, 0.5, now=3600 * 5 + 600)
     assert (error.status, error.code, error.param) == (400, "request_exceeds_limit", "max_tokens")
     assert "$0.250000 left" in error.message and "current cost: 0.75" in error.message
+
+
+def test_a_windowed_budget_without_room_for_the_request_says_when_it_has() -> None:
+    """Waiting for the window serves the request: a 429 an agent retries after Retry-After."""
+    key = VirtualKey(token="t", key_name="k", max_budget=1.0, budget_duration="1h")
+    error = key_budget(key).would_overspend(0.75, 0.5, now=3600 * 5 + 600)
+    assert (error.status, error.code) == (429, "budget_exceeded")
+    assert error.headers["Retry-After"] == "3000"
+    assert "$0.250000 left" in error.message and "resets in 3000 s" in error.message
 
 
 def test_the_parallel_limit_is_worded_as_litellms_rate_limiter() -> None:

@@ -73,15 +73,24 @@ class Budget:
             message += f" ({whose} {self.duration} budget resets in {reset_s} s)"
         return BUDGET_EXCEEDED(message, headers=headers)
 
-    def would_overspend(self, spent: float, cost: float) -> ProxyError:
+    def would_overspend(self, spent: float, cost: float, now: float) -> ProxyError:
         """Under budget, but this request's worst case does not fit what is left: the request
-        is reserved before the call, so it is refused rather than let overspend."""
+        is reserved before the call, so it is refused rather than let overspend. A windowed
+        budget is a 429 with Retry-After (waiting for the window serves it: an agent retries);
+        one for ever is a 400 (only a smaller request fits)."""
         left = max(float(self.limit or 0) - spent, 0.0)
         whose = "this key's" if self.is_key_budget else f"the {self.owner}"
-        return REQUEST_EXCEEDS_LIMIT(
+        message = (
             f"This request may cost up to ${cost:.6f}, more than the ${left:.6f} left of {whose} "
-            f"budget (current cost: {spent}, max budget: {self.limit}): lower max_tokens (or n).",
-            param="max_tokens",
+            f"budget (current cost: {spent}, max budget: {self.limit})"
+        )
+        window = self.window_s
+        if not window:
+            return REQUEST_EXCEEDS_LIMIT(f"{message}: lower max_tokens (or n).", param="max_tokens")
+        reset_s = max(1, math.ceil(window_end(now, window) - now))
+        return BUDGET_EXCEEDED(
+            f"{message}; the {self.duration} budget resets in {reset_s} s (or lower max_tokens).",
+            headers={"Retry-After": str(reset_s)},
         )
 
 

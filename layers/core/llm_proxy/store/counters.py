@@ -190,7 +190,7 @@ class CountersTable(Table):
                 spent = float(old.get("spend", 0))
                 cost = float(update_cost(updates[index]))
                 if hold.limit is not None and spent < hold.limit:
-                    raise BudgetRefused(hold, hold.would_overspend(spent, cost))
+                    raise BudgetRefused(hold, hold.would_overspend(spent, cost, now))
                 raise BudgetRefused(hold, hold.exceeded(spent, now))
             assert key is not None
             counter = updates[index]["Key"]["counter_id"]["S"]
