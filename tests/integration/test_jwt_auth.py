@@ -87,11 +87,6 @@ def url(gateway_for: Callable[..., str], jwks: JwksServer, signer: Signer) -> st
     return gateway_for(CONFIG, **jwt_environment(jwks))
 
 
-@pytest.fixture
-def keys_table(aws: dict[str, str]) -> str:
-    return aws["KeysTable"]
-
-
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -134,7 +129,7 @@ def assert_refused(response: httpx.Response, token: str, words: str) -> None:
 def test_a_developers_token_is_served_as_their_user_and_metered_to_them(
     url: str, signer: Signer, aws: dict[str, str]
 ) -> None:
-    user = put_principal(aws["KeysTable"], User(user_id=unique("dev"), max_budget=5.0))
+    user = put_principal(url, User(user_id=unique("dev"), max_budget=5.0))
     answered = chat(url, signer.token(sub=user.id), "priced", max_tokens=1)
     assert answered.status_code == 200, answered.text
     item = usage_item(aws["UsageTable"], answered.headers["x-request-id"])
@@ -160,17 +155,15 @@ def published(jwks: JwksServer, kty: str, alg: str | None = None) -> Signer:
 
 @pytest.mark.parametrize("algorithm", ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"])
 def test_an_rsa_key_without_alg_verifies_any_rsa_algorithm(
-    url: str, signer: Signer, keys_table: str, algorithm: str
+    url: str, signer: Signer, algorithm: str
 ) -> None:
-    user = put_principal(keys_table, User(user_id=unique("dev")))
+    user = put_principal(url, User(user_id=unique("dev")))
     assert chat(url, signer.token(sub=user.id, algorithm=algorithm)).status_code == 200
 
 
-def test_an_rsa_key_naming_its_algorithm_verifies_that_one_only(
-    url: str, jwks: JwksServer, keys_table: str
-) -> None:
+def test_an_rsa_key_naming_its_algorithm_verifies_that_one_only(url: str, jwks: JwksServer) -> None:
     pinned = published(jwks, "RSA", "RS256")
-    user = put_principal(keys_table, User(user_id=unique("dev")))
+    user = put_principal(url, User(user_id=unique("dev")))
     assert chat(url, pinned.token(sub=user.id)).status_code == 200
     token = pinned.token(sub=user.id, algorithm="PS256")
     assert_refused(chat(url, token), token, "does not match its signing key")
@@ -178,9 +171,9 @@ def test_an_rsa_key_naming_its_algorithm_verifies_that_one_only(
 
 @pytest.mark.parametrize(("kty", "algorithm"), [("EC", "ES256"), ("OKP", "EdDSA")])
 def test_ec_and_eddsa_tokens_are_refused_as_unsupported(
-    url: str, jwks: JwksServer, keys_table: str, kty: str, algorithm: str
+    url: str, jwks: JwksServer, kty: str, algorithm: str
 ) -> None:
-    user = put_principal(keys_table, User(user_id=unique("dev")))
+    user = put_principal(url, User(user_id=unique("dev")))
     token = published(jwks, kty).token(sub=user.id)
     expected = f"algorithm {algorithm} is not supported: RSA keys (RS256-512, PS256-512) only"
     assert_refused(chat(url, token), token, expected)
@@ -270,17 +263,17 @@ REFUSALS: dict[str, tuple[Callable[[Signer, str], str], str]] = {
 
 @pytest.mark.parametrize("case", sorted(REFUSALS))
 def test_a_token_that_does_not_verify_is_refused_as_an_unknown_key(
-    url: str, signer: Signer, keys_table: str, case: str
+    url: str, signer: Signer, case: str
 ) -> None:
-    user = put_principal(keys_table, User(user_id=unique("dev")))
+    user = put_principal(url, User(user_id=unique("dev")))
     make, words = REFUSALS[case]
     token = make(signer, user.id)
     assert_refused(chat(url, token), token, words)
 
 
-def test_a_deleted_or_blocked_user_is_refused(url: str, signer: Signer, keys_table: str) -> None:
+def test_a_deleted_or_blocked_user_is_refused(url: str, signer: Signer) -> None:
     for state in ({"deleted": True}, {"blocked": True}):
-        user = put_principal(keys_table, User(user_id=unique("gone"), **state))
+        user = put_principal(url, User(user_id=unique("gone"), **state))
         token = signer.token(sub=user.id)
         assert_refused(chat(url, token), token, "has been")
 
@@ -288,15 +281,15 @@ def test_a_deleted_or_blocked_user_is_refused(url: str, signer: Signer, keys_tab
 # -- the user's and the team's models and budgets ------------------------------------------------
 
 
-def test_the_users_budget_holds_their_requests(url: str, signer: Signer, keys_table: str) -> None:
-    spent = put_principal(keys_table, User(user_id=unique("dev"), max_budget=0.0))
+def test_the_users_budget_holds_their_requests(url: str, signer: Signer) -> None:
+    spent = put_principal(url, User(user_id=unique("dev"), max_budget=0.0))
     refused = chat(url, signer.token(sub=spent.id))
     assert refused.status_code == 429, refused.text
     error = refused.json()["error"]
     assert (error["type"], error["code"]) == ("budget_exceeded", "budget_exceeded")
 
     # One request's worst case fits once; what is left after it does not fit another.
-    user = put_principal(keys_table, User(user_id=unique("dev"), max_budget=0.016))
+    user = put_principal(url, User(user_id=unique("dev"), max_budget=0.016))
     token = signer.token(sub=user.id)
     assert chat(url, token, "priced", max_tokens=1).status_code == 200
     again = chat(url, token, "priced", max_tokens=1)
@@ -307,11 +300,8 @@ def test_the_users_budget_holds_their_requests(url: str, signer: Signer, keys_ta
 def test_the_team_claim_holds_the_teams_models_and_budget_and_meters_the_team(
     url: str, signer: Signer, aws: dict[str, str]
 ) -> None:
-    keys_table = aws["KeysTable"]
-    team = put_principal(
-        keys_table, Team(team_id=unique("team"), models=["gpt-3.5-turbo", "priced"])
-    )
-    user = put_principal(keys_table, User(user_id=unique("dev")))
+    team = put_principal(url, Team(team_id=unique("team"), models=["gpt-3.5-turbo", "priced"]))
+    user = put_principal(url, User(user_id=unique("dev")))
     token = signer.token(sub=user.id, team_id=team.id)
 
     outside = chat(url, token, "other-model")
@@ -325,13 +315,13 @@ def test_the_team_claim_holds_the_teams_models_and_budget_and_meters_the_team(
     assert cost > 0 and spend(aws["CountersTable"], team, cost) == pytest.approx(cost)
     assert spend(aws["CountersTable"], user, cost) == pytest.approx(cost)
 
-    broke = put_principal(keys_table, Team(team_id=unique("broke"), max_budget=0.0))
+    broke = put_principal(url, Team(team_id=unique("broke"), max_budget=0.0))
     refused = chat(url, signer.token(sub=user.id, team_id=broke.id))
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
 
 
-def test_a_team_claim_naming_no_team_is_ignored(url: str, signer: Signer, keys_table: str) -> None:
-    user = put_principal(keys_table, User(user_id=unique("dev")))
+def test_a_team_claim_naming_no_team_is_ignored(url: str, signer: Signer) -> None:
+    user = put_principal(url, User(user_id=unique("dev")))
     token = signer.token(sub=user.id, team_id=unique("no-such-team"))
     assert chat(url, token, "other-model").status_code == 200
 
@@ -340,7 +330,7 @@ def test_a_team_claim_naming_no_team_is_ignored(url: str, signer: Signer, keys_t
 
 
 def test_the_master_key_and_virtual_keys_work_and_a_token_cannot_manage_keys(
-    url: str, signer: Signer, keys_table: str
+    url: str, signer: Signer
 ) -> None:
     assert chat(url, MASTER_KEY).status_code == 200
     made = httpx.post(
@@ -349,7 +339,7 @@ def test_the_master_key_and_virtual_keys_work_and_a_token_cannot_manage_keys(
     assert made.status_code == 200, made.text
     assert chat(url, made.json()["key"]).status_code == 200
 
-    user = put_principal(keys_table, User(user_id=unique("dev")))
+    user = put_principal(url, User(user_id=unique("dev")))
     token = signer.token(sub=user.id)
     for method, path in (("POST", "/key/generate"), ("GET", "/key/info"), ("GET", "/key/list")):
         refused = httpx.request(
@@ -363,12 +353,12 @@ def test_the_master_key_and_virtual_keys_work_and_a_token_cannot_manage_keys(
 
 
 def test_tokens_with_unknown_kids_do_not_refetch_the_jwks_each_time(
-    gateway_for: Callable[..., str], keys_table: str
+    gateway_for: Callable[..., str],
 ) -> None:
     with serving_jwks() as jwks:
         signer = jwks.publish(new_signer("RSA"))
         url = gateway_for(CONFIG, **jwt_environment(jwks))
-        user = put_principal(keys_table, User(user_id=unique("dev")))
+        user = put_principal(url, User(user_id=unique("dev")))
         assert chat(url, signer.token(sub=user.id)).status_code == 200
         fetched = jwks.fetches
         for _ in range(5):
@@ -378,14 +368,14 @@ def test_tokens_with_unknown_kids_do_not_refetch_the_jwks_each_time(
 
 
 def test_an_unreachable_jwks_is_a_503_at_once_and_keys_still_work(
-    gateway_for: Callable[..., str], keys_table: str
+    gateway_for: Callable[..., str],
 ) -> None:
     nowhere = {
         **jwt_environment(JwksServer()),
         "JWT_PUBLIC_KEY_URL": f"http://127.0.0.1:{free_port()}/jwks.json",
     }
     url = gateway_for(CONFIG, **nowhere)
-    user = put_principal(keys_table, User(user_id=unique("dev")))
+    user = put_principal(url, User(user_id=unique("dev")))
     started = time.monotonic()
     answered = chat(url, new_signer("RSA").token(sub=user.id))
     assert time.monotonic() - started < 5
@@ -413,7 +403,7 @@ def test_claude_code_with_an_api_key_helper_printing_a_jwt_is_served_as_the_user
     url: str, signer: Signer, aws: dict[str, str], tmp_path: Path
 ) -> None:
     claude = client("claude")
-    user = put_principal(aws["KeysTable"], User(user_id=unique("claude-dev")))
+    user = put_principal(url, User(user_id=unique("claude-dev")))
     helper = tmp_path / "token.sh"
     helper.write_text(f"#!/bin/sh\necho '{signer.token(sub=user.id)}'\n")
     helper.chmod(0o700)
