@@ -433,3 +433,39 @@ def test_claude_code_with_an_api_key_helper_printing_a_jwt_is_served_as_the_user
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
     assert "Hello from the gateway." in done.stdout
     assert spend(aws["CountersTable"], user) > 0
+
+
+def test_codex_with_an_auth_command_printing_a_jwt_is_served_as_the_user(
+    url: str, signer: Signer, aws: dict[str, str], tmp_path: Path
+) -> None:
+    """Codex's command-backed provider auth (`model_providers.<id>.auth`: `command`, `args`,
+    `timeout_ms`, `refresh_interval_ms`, with `requires_openai_auth = false`)."""
+    codex = client("codex")
+    user = put_principal(url, User(user_id=unique("codex-dev")))
+    helper = tmp_path / "token.sh"
+    helper.write_text(f"#!/bin/sh\necho '{signer.token(sub=user.id)}'\n")
+    helper.chmod(0o700)
+    home = tmp_path / "codex"
+    home.mkdir()
+    provider = (
+        'model_providers.gateway={name="LLM Proxy", base_url="' + url + '/v1", '
+        'wire_api="responses", requires_openai_auth=false, '
+        'auth={command="' + str(helper) + '", args=[], timeout_ms=5000, '
+        "refresh_interval_ms=0}}"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OPENAI_")}
+    done = subprocess.run(
+        [
+            *(codex, "exec", "--skip-git-repo-check", "-c", "model_provider=gateway"),
+            *("-c", provider, "-c", 'web_search="disabled"', "-m", "gpt-3.5-turbo", "Say hi"),
+        ],
+        env={**env, "CODEX_HOME": str(home), "HOME": str(tmp_path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    assert "Hello from the upstream double." in done.stdout
+    assert spend(aws["CountersTable"], user) > 0
