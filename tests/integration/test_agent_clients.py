@@ -6,7 +6,6 @@ model provider) on a mock deployment and, running a command, on an OpenAI deploy
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.doubles.base import RecordedRequest
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import serving
-from tests.support.agent_clis import NOTE, client
+from tests.support.agent_clis import NOTE, client, run_client
 from tests.support.configs import (
     MASTER_KEY_FROM_SECRET,
     NO_RETRIES,
@@ -84,21 +83,9 @@ def url(gateway_for: Callable[..., str]) -> str:
     return gateway_for(CONFIG)
 
 
-def run(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command,
-        env={**os.environ, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
 def test_claude_code_answers_through_the_messages_api(url: str, tmp_path: Path) -> None:
     claude = client("claude")
-    done = run(
+    done = run_client(
         [claude, "-p", "Say hi", "--model", "claude-sonnet-4-5"],
         {
             "ANTHROPIC_BASE_URL": url,
@@ -138,7 +125,7 @@ def test_claude_code_runs_a_tool_through_the_messages_api(
     claude_double.call_tools = True
     claude_double.tool_name = "Read"
     claude_double.tool_input = {"file_path": str(note)}
-    done = run(
+    done = run_client(
         [
             claude,
             "-p",
@@ -218,7 +205,7 @@ def codex_exec(
         command += ["-c", 'web_search="disabled"']
     command += ["-m", "gpt-5.1-codex", prompt]
     env = {"LLM_PROXY_KEY": key, "CODEX_HOME": str(home), "HOME": str(tmp_path)}
-    return run(command, env, tmp_path)
+    return run_client(command, env, tmp_path)
 
 
 def test_codex_answers_through_the_responses_api(url: str, tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from llm_proxy.access.principals import Principal, Team, User
 from llm_proxy.store.counters import CountersTable
 
 from devstack.server import free_port
-from tests.support.agent_clis import client
+from tests.support.agent_clis import client, run_client
 from tests.support.configs import MASTER_KEY_FROM_SECRET, deployment, gateway_config, openai_double
 from tests.support.jwks import (
     AUDIENCE,
@@ -415,20 +414,17 @@ def test_claude_code_with_an_api_key_helper_printing_a_jwt_is_served_as_the_user
         for key, value in os.environ.items()
         if not key.startswith(("ANTHROPIC_", "CLAUDE_"))
     }
-    done = subprocess.run(
+    done = run_client(
         [claude, "-p", "Say hi", "--model", "claude-sonnet-4-5"],
-        env={
+        {
             **env,
             "ANTHROPIC_BASE_URL": url,
             "HOME": str(tmp_path),
             "DISABLE_TELEMETRY": "1",
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         },
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+        tmp_path,
+        inherit=False,
     )
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
     assert "Hello from the gateway." in done.stdout
@@ -454,17 +450,14 @@ def test_codex_with_an_auth_command_printing_a_jwt_is_served_as_the_user(
         "refresh_interval_ms=0}}"
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith("OPENAI_")}
-    done = subprocess.run(
+    done = run_client(
         [
             *(codex, "exec", "--skip-git-repo-check", "-c", "model_provider=gateway"),
             *("-c", provider, "-c", 'web_search="disabled"', "-m", "gpt-3.5-turbo", "Say hi"),
         ],
-        env={**env, "CODEX_HOME": str(home), "HOME": str(tmp_path)},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+        {**env, "CODEX_HOME": str(home), "HOME": str(tmp_path)},
+        tmp_path,
+        inherit=False,
     )
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
     assert "Hello from the upstream double." in done.stdout

@@ -20,8 +20,8 @@ from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.processes import wait_until_answered
 from devstack.server import free_port
 from tests.support.configs import MASTER_KEY_FROM_SECRET, gateway_config, openai_double
+from tests.support.gateway_http import get, managed, new_key, post
 from tests.support.paths import REPO
-from tests.support.stack import MASTER_KEY
 
 # `budgeted` prices output tokens only, at a round price: the double answers 5 tokens, so
 # 0.005 a request.
@@ -64,34 +64,6 @@ def gateways(
             process.wait(timeout=30)
 
 
-def _manage(url: str, route: str, **fields: Any) -> dict[str, Any]:
-    response = httpx.post(
-        f"{url}{route}",
-        json=fields,
-        headers={"Authorization": f"Bearer {MASTER_KEY}"},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
-def _new_key(url: str, **fields: Any) -> str:
-    return str(_manage(url, "/key/generate", **fields)["key"])
-
-
-def _info(url: str, route: str, **params: str) -> dict[str, Any]:
-    response = httpx.get(
-        f"{url}{route}",
-        params=params,
-        headers={"Authorization": f"Bearer {MASTER_KEY}"},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
 def _flood(urls: list[str], key: str | list[str], body: dict[str, Any]) -> Counter[int]:
     """REQUESTS requests from THREADS threads, alternating between the two processes (and
     between the keys, when there are several)."""
@@ -122,7 +94,7 @@ def _inside_one_minute() -> None:
 def test_exactly_rpm_requests_are_admitted_across_two_processes(
     gateways: list[str], upstream: OpenAIUpstream
 ) -> None:
-    key = _new_key(gateways[0], rpm_limit=10)
+    key = new_key(gateways[0], rpm_limit=10)
     _inside_one_minute()
     before = len(upstream.requests)
     statuses = _flood(gateways, key, {"model": "gpt-3.5-turbo", "messages": MESSAGES})
@@ -132,16 +104,11 @@ def test_exactly_rpm_requests_are_admitted_across_two_processes(
 
 def test_exactly_the_budget_is_admitted_across_two_processes(gateways: list[str]) -> None:
     # Four requests of 0.005 each; max_tokens makes the reservation the real cost.
-    key = _new_key(gateways[1], max_budget=0.02)
+    key = new_key(gateways[1], max_budget=0.02)
     body = {"model": "budgeted", "messages": MESSAGES, "max_tokens": 5}
     statuses = _flood(gateways, key, body)
     assert statuses == Counter({200: 4, 429: REQUESTS - 4})
-    info = httpx.get(
-        f"{gateways[0]}/key/info",
-        params={"key": key},
-        headers={"Authorization": f"Bearer {MASTER_KEY}"},
-        timeout=30,
-    ).json()["info"]
+    info = managed(get(gateways[0], "/key/info", key=key))["info"]
     assert info["spend"] == pytest.approx(0.02)
     assert info["remaining_budget"] == pytest.approx(0.0)
 
@@ -152,18 +119,20 @@ BUDGETED = {"model": "budgeted", "messages": MESSAGES, "max_tokens": 5}
 
 
 def test_a_teams_budget_holds_across_its_keys_and_two_processes(gateways: list[str]) -> None:
-    team = _manage(gateways[0], "/team/new", max_budget=0.02)["team_id"]
-    keys = [_new_key(gateways[index % 2], team_id=team) for index in range(3)]
+    team = managed(post(gateways[0], "/team/new", {"max_budget": 0.02}))["team_id"]
+    keys = [new_key(gateways[index % 2], team_id=team) for index in range(3)]
     assert _flood(gateways, keys, BUDGETED) == Counter({200: 4, 429: REQUESTS - 4})
-    info = _info(gateways[1], "/team/info", team_id=team)
+    info = managed(get(gateways[1], "/team/info", team_id=team))
     assert info["team_info"]["spend"] == pytest.approx(0.02)
 
 
 def test_a_users_budget_holds_across_their_keys_and_two_processes(gateways: list[str]) -> None:
-    user = _manage(gateways[0], "/user/new", max_budget=0.02, auto_create_key=False)["user_id"]
-    keys = [_new_key(gateways[index % 2], user_id=user) for index in range(3)]
+    user = managed(post(gateways[0], "/user/new", {"max_budget": 0.02, "auto_create_key": False}))[
+        "user_id"
+    ]
+    keys = [new_key(gateways[index % 2], user_id=user) for index in range(3)]
     assert _flood(gateways, keys, BUDGETED) == Counter({200: 4, 429: REQUESTS - 4})
-    info = _info(gateways[1], "/user/info", user_id=user)
+    info = managed(get(gateways[1], "/user/info", user_id=user))
     assert info["user_info"]["spend"] == pytest.approx(0.02)
 
 
@@ -183,6 +152,6 @@ def test_a_users_budget_holds_across_their_keys_and_two_processes(gateways: list
 def test_per_model_and_window_budgets_hold_across_two_processes(
     gateways: list[str], fields: dict[str, Any]
 ) -> None:
-    key = _new_key(gateways[0], **fields)
+    key = new_key(gateways[0], **fields)
     assert _flood(gateways, key, BUDGETED) == Counter({200: 4, 429: REQUESTS - 4})
-    assert _info(gateways[1], "/key/info", key=key)["info"]["spend"] == pytest.approx(0.02)
+    assert managed(get(gateways[1], "/key/info", key=key))["info"]["spend"] == pytest.approx(0.02)

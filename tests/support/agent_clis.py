@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +22,19 @@ def client(name: str) -> str:
     if found is None:
         pytest.skip(f"{name} is not installed (make clients)")
     return found
+
+
+def run_client(
+    command: list[str], env: dict[str, str], cwd: Path, *, inherit: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """The CLI run to its end (at most 3 minutes), its output kept; with this process's
+    environment under `env` unless `inherit` is False."""
+    return subprocess.run(
+        command,
+        env={**os.environ, **env} if inherit else env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )

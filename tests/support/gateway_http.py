@@ -22,6 +22,19 @@ def post(url: str, path: str, body: Any, key: str = MASTER_KEY, **headers: str) 
     )
 
 
+def get(url: str, path: str, key: str = MASTER_KEY, **params: str) -> httpx.Response:
+    return httpx.get(
+        f"{url}{path}", params=params, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+
+
+def managed(response: httpx.Response) -> dict[str, Any]:
+    """A management route's answer, which must be a 200."""
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
 def new_key(url: str, **fields: Any) -> str:
     """A new virtual key's raw value (`/key/generate` with these fields)."""
     response = post(url, "/key/generate", fields)
