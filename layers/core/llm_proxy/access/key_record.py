@@ -38,6 +38,16 @@ def matches_any(model: str, names: Iterable[str]) -> bool:
     return False
 
 
+def lists_every_model(models: list[str]) -> bool:
+    """An empty list, LiteLLM's "all-proxy-models" or a bare "*" allows every model."""
+    return not models or "all-proxy-models" in models or "*" in models
+
+
+def models_allow(models: list[str], model: str) -> bool:
+    """Whether a model list (a key's, a team's, a user's) allows `model`."""
+    return lists_every_model(models) or matches_any(model, models)
+
+
 def token_of(raw_key: str) -> str:
     """The stored identity of a key (LiteLLM's `token`)."""
     return hashlib.sha256(raw_key.encode("utf-8", "surrogatepass")).hexdigest()
@@ -138,11 +148,10 @@ class VirtualKey:
 
     @property
     def allows_all(self) -> bool:
-        # An empty list, LiteLLM's "all-proxy-models" or a bare "*" allows every model.
-        return not self.models or "all-proxy-models" in self.models or "*" in self.models
+        return lists_every_model(self.models)
 
     def allows(self, model: str) -> bool:
-        return self.allows_all or matches_any(model, self.models)
+        return models_allow(self.models, model)
 
     def to_item(self) -> dict[str, Any]:
         item = {k: number(v) for k, v in self.__dict__.items() if v not in (None, "", [], {})}

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from llm_proxy.access.key_record import duration_s, matches_any
+from llm_proxy.access.key_record import duration_s, lists_every_model, models_allow
 from llm_proxy.store.values import number, plain
 
 TEAM, USER = "team", "user"
@@ -63,10 +63,10 @@ class Principal:
 
     @property
     def allows_all(self) -> bool:
-        return not self.models or "all-proxy-models" in self.models or "*" in self.models
+        return lists_every_model(self.models)
 
     def allows(self, model: str) -> bool:
-        return self.allows_all or matches_any(model, self.models)
+        return models_allow(self.models, model)
 
     @property
     def label(self) -> str:

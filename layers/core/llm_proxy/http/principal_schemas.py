@@ -3,12 +3,18 @@ field names, bounded as a key's are (`schemas.KeyFields`)."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from llm_proxy.http.schemas import MAX_BUDGET_USD, MAX_RPM, MAX_TPM, ModelName
+from llm_proxy.http.schemas import (
+    MAX_BUDGET_USD,
+    MAX_RPM,
+    MAX_TPM,
+    ModelName,
+    blank_budget,
+    bounded_metadata,
+)
 
 # A team's or user's id: no '#' (the keys table's separator), no control characters.
 PRINCIPAL_ID_PATTERN = r"^[^#\x00-\x1f\x7f]{1,256}$"
@@ -31,19 +37,8 @@ class PrincipalFields(BaseModel):
     metadata: dict[str, Any] | None = None
     blocked: bool | None = None
 
-    @field_validator("max_budget", mode="before")
-    @classmethod
-    def _blank_budget(cls, value: Any) -> Any:
-        # LiteLLM's UI and scripts send "" for no budget, which LiteLLM reads as null.
-        return None if value == "" else value
-
-    @field_validator("metadata")
-    @classmethod
-    def _bounded_metadata(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
-        size = len(json.dumps(metadata, default=str).encode("utf-8", "surrogatepass"))
-        if metadata is not None and size > 8192:
-            raise ValueError("metadata is larger than 8192 bytes")
-        return metadata
+    _blank_budget = field_validator("max_budget", mode="before")(blank_budget)
+    _bounded_metadata = field_validator("metadata")(bounded_metadata)
 
 
 def _blank_as_none(value: Any) -> Any:

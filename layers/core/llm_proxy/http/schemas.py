@@ -216,6 +216,21 @@ class InputTokensRequest(BaseModel):
     personality: str | None = Field(default=None, max_length=64)
 
 
+def blank_budget(value: Any) -> Any:
+    """LiteLLM's UI and scripts send "" for no budget, which LiteLLM reads as null."""
+    return None if value == "" else value
+
+
+def bounded_metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Metadata of a key, team or user: at most 8 KB as JSON."""
+    if (
+        metadata is not None
+        and len(json.dumps(metadata, default=str).encode("utf-8", "surrogatepass")) > 8192
+    ):
+        raise ValueError("metadata is larger than 8192 bytes")
+    return metadata
+
+
 class KeyFields(BaseModel):
     """A virtual key's settings, with LiteLLM's field names (`rpm`/`tpm` also accepted). Other
     fields pass through to the key admin, which refuses each by name with its reason
@@ -258,19 +273,14 @@ class KeyFields(BaseModel):
     agent: str | None = Field(default=None, pattern=AGENT_NAME_PATTERN)
     team: str | None = Field(default=None, max_length=256)
 
-    @field_validator("max_budget", mode="before")
-    @classmethod
-    def _blank_budget(cls, value: Any) -> Any:
-        # LiteLLM's UI and scripts send "" for no budget, which LiteLLM reads as null.
-        return None if value == "" else value
+    _blank_budget = field_validator("max_budget", mode="before")(blank_budget)
 
     @field_validator("metadata")
     @classmethod
     def _bounded_metadata(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
         if metadata is None:
             return None
-        if len(json.dumps(metadata, default=str).encode("utf-8", "surrogatepass")) > 8192:
-            raise ValueError("metadata is larger than 8192 bytes")
+        bounded_metadata(metadata)
         agent = metadata.get("agent")
         if agent is not None and not re.fullmatch(AGENT_NAME_PATTERN, str(agent)):
             raise ValueError("metadata.agent must be 1 to 64 letters, digits, '.', '_' or '-'")
