@@ -245,6 +245,33 @@ def test_the_operators_budget_fallback_still_holds_the_keys_rate_limit(
     assert limited.json()["error"]["code"] == "rate_limit_exceeded"
 
 
+def test_an_answer_served_by_a_budget_fallback_is_not_cached_as_the_model_asked_for(
+    gateway_for: Callable[..., str],
+) -> None:
+    url = gateway_for(
+        gateway_config(
+            *DEPLOYMENTS,
+            router_settings={**ROUTER, "budget_fallbacks": OPERATOR_FALLBACKS},
+            litellm_settings={"cache": True},
+            general_settings=MASTER_KEY_FROM_SECRET,
+        )
+    )
+    made = generated(url, max_budget=ONE_BIG, models=["big", "small"])
+    served(chat(url, made["key"], "big"))
+    question = {
+        "model": "big",
+        "messages": [{"role": "user", "content": f"A new question {uuid.uuid4().hex}"}],
+        "max_tokens": 1,
+    }
+    downgraded = post(url, "/v1/chat/completions", question, made["key"])
+    assert served(downgraded)["model"] == "small-model"
+    # With room in the budget again, the same question to `big` is `big`'s to answer.
+    assert post(url, "/key/update", {"key": made["token"], "max_budget": 1}).status_code == 200
+    again = post(url, "/v1/chat/completions", question, made["key"])
+    assert served(again)["model"] == "big-model"
+    assert again.headers["x-litellm-cache-hit"] == "false"
+
+
 # -- keys of a team or a user ---------------------------------------------------------------------
 
 

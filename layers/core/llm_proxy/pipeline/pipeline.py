@@ -227,10 +227,14 @@ class Pipeline:
             cache_hit,
             self.config.router_settings.get("budget_fallbacks"),
         )
+        asked = state.request.model
         if needs_counters(state.request):
             state.admission, state.request = await asyncio.to_thread(admitting)
         else:
             state.admission, state.request = admitting()
+        if state.request.model != asked:
+            # Another model's answer is never cached as the one asked for.
+            state.cache_key = None
 
     async def call_provider(self, state: RequestState) -> Any:
         router, request = state.validated_router, state.request
