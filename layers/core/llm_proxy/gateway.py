@@ -101,7 +101,7 @@ class Gateway:
         configure_litellm(config, detailed_debug=settings.detailed_debug)
         self.routers = CurrentRouter(config, self.provider_keys, settings.ollama_api_base)
         self.pipeline = Pipeline(settings, config, self.routers, self.stores)
-        self.key_admin = KeyAdmin(self.virtual_keys, self.stores.counters)
+        self.key_admin = KeyAdmin(self.virtual_keys, self.stores.counters, self.principals)
         self.team_admin = TeamAdmin(self.key_admin, self.principals)
         self.user_admin = UserAdmin(self.key_admin, self.principals, self.team_admin)
         self._readiness = Readiness(settings, self.provider_keys, self.stores.usage)

@@ -114,10 +114,6 @@ class Plan:
     budgets: list[Budget] = field(default_factory=list)
 
     @property
-    def empty(self) -> bool:
-        return not self.rates and not self.budgets
-
-    @property
     def counts_cost(self) -> bool:
         return bool(self.budgets)
 
@@ -134,6 +130,34 @@ def key_budget(key: VirtualKey) -> Budget:
     """The key's own budget (`max_budget` per `budget_duration`), counted even without one."""
     return Budget(
         key_counter(key.token), "This key", key.max_budget, key.budget_duration, None, True
+    )
+
+
+def window_budgets(key: VirtualKey) -> list[Budget]:
+    """The key's `budget_limits`, one budget each, in their order."""
+    budgets = []
+    for window in key.budget_limits:
+        duration = str(window.get("budget_duration"))
+        budgets.append(
+            Budget(
+                f"{key_counter(key.token)}#window#{duration_s(duration, 'budget_duration')}",
+                f"this key's {duration} budget",
+                _amount(window.get("max_budget")),
+                duration,
+            )
+        )
+    return budgets
+
+
+def model_budget(key: VirtualKey, model: str) -> Budget:
+    """The key's `model_max_budget` for `model` (a group it has one for)."""
+    per_model = key.model_max_budget[model]
+    return Budget(
+        f"{key_counter(key.token)}#model#{model}",
+        f"this key's budget for model '{model}'",
+        _amount(per_model.get("budget_limit", per_model.get("max_budget"))),
+        per_model.get("time_period") or per_model.get("budget_duration"),
+        model,
     )
 
 
@@ -166,27 +190,9 @@ def plan_for(
         if key.max_budget is not None or key.budget_limits or key.model_max_budget or owners:
             # A key with any budget, or of a team or user, keeps its own spend too (its info).
             plan.budgets.append(key_budget(key))
-        for window in key.budget_limits:
-            duration = str(window.get("budget_duration"))
-            plan.budgets.append(
-                Budget(
-                    f"{counter}#window#{duration_s(duration, 'budget_duration')}",
-                    f"this key's {duration} budget",
-                    _amount(window.get("max_budget")),
-                    duration,
-                )
-            )
-        per_model = key.model_max_budget.get(model)
-        if per_model is not None:
-            plan.budgets.append(
-                Budget(
-                    f"{counter}#model#{model}",
-                    f"this key's budget for model '{model}'",
-                    _amount(per_model.get("budget_limit", per_model.get("max_budget"))),
-                    per_model.get("time_period") or per_model.get("budget_duration"),
-                    model,
-                )
-            )
+        plan.budgets.extend(window_budgets(key))
+        if model in key.model_max_budget:
+            plan.budgets.append(model_budget(key, model))
     for owner in owners:
         limits = Limits(_bounded(owner.rpm_limit), _bounded(owner.tpm_limit))
         if limits.rpm or limits.tpm:

@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llm_proxy.access import key_budgets
-from llm_proxy.access.budgets import Budget, plan_for
+from llm_proxy.access.budgets import Budget, model_budget, window_budgets
 from llm_proxy.access.key_record import VirtualKey, duration_s
 from llm_proxy.access.limits import window_end
-from llm_proxy.access.principals import TEAM, USER, Principal, Team, from_item, item_id
+from llm_proxy.access.principal_store import PrincipalStore
+from llm_proxy.access.principals import TEAM, USER
 from llm_proxy.access.virtual_keys import SETTABLE, KeyStore
 from llm_proxy.errors import (
     MODEL_NOT_ALLOWED,
@@ -85,9 +86,12 @@ KEY_FIELDS = frozenset({*SETTABLE, "duration", "agent", "team"})
 
 
 class KeyAdmin:
-    def __init__(self, store: KeyStore, counters: CountersTable) -> None:
+    def __init__(
+        self, store: KeyStore, counters: CountersTable, principals: PrincipalStore | None = None
+    ) -> None:
         self.store = store
         self.counters = counters
+        self.principals = principals or PrincipalStore(store.table)
 
     def generate(self, fields: dict[str, Any]) -> dict[str, Any]:
         checked(fields)
@@ -170,8 +174,8 @@ class KeyAdmin:
         `model_not_allowed`); its user, if it has a record, is not deleted (404
         `user_not_found`). A user with no record is a tag, as in LiteLLM."""
         if team_id:
-            team = self._principal(TEAM, team_id)
-            if not isinstance(team, Team) or team.deleted:
+            team = self.principals.read(TEAM, team_id)
+            if team is None or team.deleted:
                 raise TEAM_NOT_FOUND(f"Team '{team_id}' does not exist.", param="team_id")
             outside = [model for model in models or [] if not team.allows(model)]
             if outside and not team.allows_all:
@@ -182,15 +186,9 @@ class KeyAdmin:
                 )
         user_id = fields.get("user_id")
         if user_id:
-            user = self._principal(USER, user_id)
+            user = self.principals.read(USER, user_id)
             if user is not None and user.deleted:
                 raise USER_NOT_FOUND(f"User '{user_id}' does not exist.", param="user_id")
-
-    def _principal(self, kind: str, principal_id: str) -> Principal | None:
-        # Read now, not through the request path's cache: a team made a moment ago counts.
-        self.store.table.require()
-        item = self.store.table.get(item_id(kind, principal_id))
-        return from_item(item) if item else None
 
     def _info(self, key: VirtualKey) -> dict[str, Any]:
         spend = self.counters.spend(key)
@@ -215,19 +213,14 @@ class KeyAdmin:
         its current window."""
         shown: dict[str, Any] = {}
         if key.budget_limits:
-            # Without a team or user the key's plan holds its own budget and its windows, in
-            # the order of budget_limits.
-            windows = [budget for budget in plan_for(key).budgets if not budget.is_key_budget]
             shown["budget_limits"] = [
                 {**window, **self._spent(budget)}
-                for window, budget in zip(key.budget_limits, windows, strict=True)
+                for window, budget in zip(key.budget_limits, window_budgets(key), strict=True)
             ]
         if key.model_max_budget:
             shown["model_spend"] = {
-                budget.model: self._spent(budget)["spend"]
+                group: self._spent(model_budget(key, group))["spend"]
                 for group in key.model_max_budget
-                for budget in plan_for(key, model=group).budgets
-                if budget.model == group
             }
         return shown
 

@@ -63,6 +63,13 @@ class PrincipalStore:
             team if isinstance(team, Team) else None, user if isinstance(user, User) else None
         )
 
+    def read(self, kind: str, principal_id: str) -> Principal | None:
+        """The team or user with this id, read now (not through the cache: management sees a
+        team made a moment ago); None where there is none of this kind. Requires the table."""
+        self.table.require()
+        found = from_item(self.table.get(item_id(kind, principal_id)) or {})
+        return found if found is not None and found.kind == kind else None
+
     def forget(self, principal: Principal) -> None:
         with self._lock:
             self._cache.pop(principal.item_id, None)

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from llm_proxy.access.budgets import Budget
 from llm_proxy.access.key_admin import asks_nothing
 from llm_proxy.access.key_record import VirtualKey, duration_s
-from llm_proxy.access.principals import TEAM, Principal, Team, User, item_id
+from llm_proxy.access.principals import TEAM, Principal, Team, User
 from llm_proxy.errors import (
     TEAM_EXISTS,
     TEAM_NOT_FOUND,
@@ -182,13 +182,12 @@ class PrincipalAdmin:
 
     def get(self, principal_id: str) -> Principal:
         """The live one with this id; 404 for none or a deleted one."""
-        self.table.require()
-        item = self.table.get(item_id(self.kind, principal_id))
-        if item is None or item.get("kind") != self.kind or item.get("deleted"):
+        principal = self.principals.read(self.kind, principal_id)
+        if principal is None or principal.deleted:
             raise self.not_found(
                 f"{self.kind.capitalize()} '{principal_id[:256]}' not found.", param=self.id_field
             )
-        return self.record.from_item(item)
+        return principal
 
     def info(self, principal_id: str) -> dict[str, Any]:
         principal = self.get(principal_id)
@@ -313,9 +312,9 @@ class UserAdmin(PrincipalAdmin):
         named = sorted({key["team_id"] for key in answer["keys"] if key.get("team_id")})
         teams = []
         for team_id in named:
-            item = self.table.get(item_id(TEAM, team_id))
-            if item is not None and item.get("kind") == TEAM and not item.get("deleted"):
-                teams.append(self.teams.shown(Team.from_item(item)))
+            team = self.principals.read(TEAM, team_id)
+            if team is not None and not team.deleted:
+                teams.append(self.teams.shown(team))
         return {**answer, "teams": teams}
 
     def page(self, page: int, size: int) -> dict[str, Any]:
