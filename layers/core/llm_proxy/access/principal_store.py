@@ -4,12 +4,10 @@ deletion takes effect within that on every container)."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from llm_proxy.access.principals import TEAM, USER, Principal, Team, User, from_item, item_id
+from llm_proxy.access.timed_cache import TimedCache
 from llm_proxy.errors import DEPENDENCY_UNAVAILABLE, INVALID_API_KEY, DomainError, ProxyError
 from llm_proxy.store.keys import KeysTable
 
@@ -28,13 +26,14 @@ class Owners:
 class PrincipalStore:
     def __init__(self, table: KeysTable) -> None:
         self.table = table
-        self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: TimedCache[Principal] = TimedCache(PRINCIPAL_CACHE_SIZE)
 
     def is_cached(self, team_id: str | None, user_id: str | None) -> bool:
         """Whether `owners` can answer without a read."""
         wanted = _wanted(team_id, user_id)
-        return not self.table.enabled or all(self._cached(name)[0] for name in wanted)
+        return not self.table.enabled or all(
+            self._cache.get(name, PRINCIPAL_CACHE_TTL_S)[0] for name in wanted
+        )
 
     def owners(self, team_id: str | None, user_id: str | None) -> Owners:
         """The team and user named (one read for both on a miss). One that has no record is
@@ -45,7 +44,7 @@ class PrincipalStore:
         found: dict[str, Principal | None] = {}
         missing = []
         for name in wanted:
-            fresh, principal = self._cached(name)
+            fresh, principal = self._cache.get(name, PRINCIPAL_CACHE_TTL_S)
             if fresh:
                 found[name] = principal
             else:
@@ -71,15 +70,7 @@ class PrincipalStore:
         return found if found is not None and found.kind == kind else None
 
     def forget(self, principal: Principal) -> None:
-        with self._lock:
-            self._cache.pop(principal.item_id, None)
-
-    def _cached(self, name: str) -> tuple[bool, Principal | None]:
-        with self._lock:
-            cached = self._cache.get(name)
-        if cached is None or time.monotonic() - cached[0] > PRINCIPAL_CACHE_TTL_S:
-            return False, None
-        return True, cached[1]
+        self._cache.pop(principal.item_id)
 
     def _read(self, names: list[str]) -> dict[str, Principal | None]:
         try:
@@ -93,13 +84,8 @@ class PrincipalStore:
         read: dict[str, Principal | None] = dict.fromkeys(names)
         for item in items:
             read[str(item["token"])] = from_item(item)
-        now = time.monotonic()
-        with self._lock:
-            for name, principal in read.items():
-                self._cache[name] = (now, principal)
-                self._cache.move_to_end(name)
-            while len(self._cache) > PRINCIPAL_CACHE_SIZE:
-                self._cache.popitem(last=False)
+        for name, principal in read.items():
+            self._cache.put(name, principal)
         return read
 
 

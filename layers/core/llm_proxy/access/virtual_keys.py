@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
 import time
-from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
 from llm_proxy.access.key_record import VirtualKey, duration_s, token_of
+from llm_proxy.access.timed_cache import TimedCache
 from llm_proxy.errors import (
     DEPENDENCY_UNAVAILABLE,
     INVALID_API_KEY,
@@ -85,12 +84,9 @@ class KeyStore:
 
     def __init__(self, table_name: str | None) -> None:
         self.table = KeysTable(table_name)
-        # Known and unknown keys alike, the oldest read dropped first past KEY_CACHE_SIZE: a
-        # caller trying keys at random costs a read each, never unbounded memory.
-        self._cache: OrderedDict[str, tuple[float, VirtualKey | None]] = OrderedDict()
-        self._lock = threading.Lock()
-        # When this container last wrote each key's `last_active` (monotonic), oldest first.
-        self._touched: OrderedDict[str, float] = OrderedDict()
+        self._cache: TimedCache[VirtualKey] = TimedCache(KEY_CACHE_SIZE)
+        # When this container last wrote each key's `last_active`.
+        self._touched: TimedCache[None] = TimedCache(KEY_CACHE_SIZE)
 
     @property
     def enabled(self) -> bool:
@@ -100,7 +96,7 @@ class KeyStore:
 
     def is_cached(self, raw_key: str) -> bool:
         """Whether `authenticate` can answer from this container's cache, without a read."""
-        return not self.enabled or self._cached(token_of(raw_key))[0]
+        return not self.enabled or self._cache.get(token_of(raw_key), KEY_CACHE_TTL_S)[0]
 
     def authenticate(self, raw_key: str) -> VirtualKey:
         """The key's metadata, from this container's cache when fresh; 401 when unknown,
@@ -108,14 +104,10 @@ class KeyStore:
         if not self.enabled:
             raise INVALID_API_KEY("Invalid API key.")
         secret = token_of(raw_key)
-        fresh, key = self._cached(secret)
+        fresh, key = self._cache.get(secret, KEY_CACHE_TTL_S)
         if not fresh:
             key = self._read(secret)
-            with self._lock:
-                self._cache[secret] = (time.monotonic(), key)
-                self._cache.move_to_end(secret)
-                while len(self._cache) > KEY_CACHE_SIZE:
-                    self._cache.popitem(last=False)
+            self._cache.put(secret, key)
         if key is None:
             raise INVALID_API_KEY("Invalid API key.")
         if not key.opens(secret, time.time()):
@@ -126,27 +118,10 @@ class KeyStore:
             raise INVALID_API_KEY(f"This key expired at {key.expires}.")
         return key
 
-    def _cached(self, token: str) -> tuple[bool, VirtualKey | None]:
-        """(fresh, the key or None for an unknown one) from this container's cache."""
-        with self._lock:
-            cached = self._cache.get(token)
-        if cached is None or time.monotonic() - cached[0] > KEY_CACHE_TTL_S:
-            return False, None
-        return True, cached[1]
-
     def used(self, token: str) -> bool:
         """Whether the key's `last_active` is due to be written (at most once a minute per key
         in this container); counts as written from now on."""
-        now = time.monotonic()
-        with self._lock:
-            last = self._touched.get(token)
-            if last is not None and now - last < LAST_ACTIVE_EVERY_S:
-                return False
-            self._touched[token] = now
-            self._touched.move_to_end(token)
-            while len(self._touched) > KEY_CACHE_SIZE:
-                self._touched.popitem(last=False)
-        return True
+        return self._touched.claim(token, LAST_ACTIVE_EVERY_S)
 
     def touch(self, token: str) -> None:
         """Record the key's use now (after the response: a failure is only logged)."""
@@ -281,10 +256,7 @@ class KeyStore:
 
     def _forget(self, key: VirtualKey, *also: str | None) -> None:
         """Drop this container's cached answers for every secret of the key."""
-        with self._lock:
-            for secret in {*key.secrets, *also}:
-                if secret:
-                    self._cache.pop(secret, None)
+        self._cache.pop(*key.secrets, *also)
 
     @staticmethod
     def _apply(key: VirtualKey, fields: dict[str, Any]) -> None:

@@ -52,16 +52,17 @@ def admit(
     limits = {} if calls_nothing or not counters.enabled else router.deployment_limits
     if not needs_counters(request):
         tokens = 0
-        if not cache_hit and any(limit.tpm for limit in limits.values()):
+        if not cache_hit and limits_tpm(limits):
             tokens = estimate(request, router)[0]
         return Admission(counters, Reservation(tokens=tokens), limits), request
     # Counters require the table (a 503 before any 400 below).
     counters.require()
+    deployment_tpm = limits_tpm(limits)
     try:
-        reservation = reserve(counters, request, router, cache_hit, limits_tpm(limits))
+        reservation = reserve(counters, request, router, cache_hit, deployment_tpm)
     except BudgetRefused as refused:
         served = budget_fallback(
-            counters, request, router, cache_hit, refused, budget_fallbacks or {}, limits
+            counters, request, router, cache_hit, refused, budget_fallbacks or {}, deployment_tpm
         )
         if served is None:
             raise refused.error from None
@@ -109,7 +110,7 @@ def budget_fallback(
     cache_hit: bool,
     refused: BudgetRefused,
     configured: Mapping[str, list[str]],
-    limits: Mapping[str, Any],
+    deployment_tpm: bool,
 ) -> tuple[Reservation, GatewayRequest] | None:
     """The first fallback of the request's model that the caller may use and that admits it;
     None when there is none."""
@@ -129,7 +130,7 @@ def budget_fallback(
         while True:
             try:
                 reservation = reserve(
-                    counters, downgraded, router, cache_hit, limits_tpm(limits), waived
+                    counters, downgraded, router, cache_hit, deployment_tpm, waived
                 )
             except BudgetRefused as again:
                 # Another spent budget of the caller's refused the original too: the operator's
