@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.support.configs import MASTER_KEY_FROM_SECRET, gateway_config, openai_double
-from tests.support.gateway_http import new_team, new_user, post
+from tests.support.gateway_http import generated, new_team, new_user, post
 from tests.support.stack import MASTER_KEY, usage_item
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
@@ -52,13 +52,6 @@ def url(gateway_for: Callable[..., str]) -> str:
 @pytest.fixture(scope="module")
 def downgrading_url(gateway_for: Callable[..., str]) -> str:
     return gateway_for(CONFIG_WITH_FALLBACKS)
-
-
-def generated(url: str, **fields: Any) -> dict[str, Any]:
-    response = post(url, "/key/generate", fields)
-    assert response.status_code == 200, response.text
-    made: dict[str, Any] = response.json()
-    return made
 
 
 def chat(url: str, key: str, model: str) -> httpx.Response:

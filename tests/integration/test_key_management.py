@@ -22,8 +22,8 @@ from llm_proxy.store.counters import CountersTable
 
 from devstack.doubles.openai_upstream import Fault, OpenAIUpstream
 from tests.support.configs import MASTER_KEY_FROM_SECRET, gateway_config, openai_double
-from tests.support.gateway_http import new_team
-from tests.support.stack import MASTER_KEY, usage_item
+from tests.support.gateway_http import admin, generated, new_team
+from tests.support.stack import usage_item
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about gateways"}]
 # Two deployments, so a key's alias and its model list can point at different ones.
@@ -33,18 +33,6 @@ CONFIG = gateway_config(
     router_settings={"num_retries": 0, "cooldown_time": 0},
     general_settings=MASTER_KEY_FROM_SECRET,
 )
-
-
-def admin(url: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
-    return httpx.request(method, f"{url}{path}", headers=headers, timeout=30, **kwargs)
-
-
-def generated(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = admin(url, "POST", "/key/generate", json=body)
-    assert response.status_code == 200, response.text
-    made: dict[str, Any] = response.json()
-    return made
 
 
 def chat(url: str, key: str, model: str, **body: Any) -> httpx.Response:
@@ -74,7 +62,7 @@ def test_litellms_key_script_body_generates_and_updates_a_key(
     # BerriAI/litellm tests/test_keys.py: generate_key(), then update_key() and a chat call.
     made = generated(
         url,
-        {
+        **{
             "models": ["azure-models", "gpt-4", "dall-e-3"],
             "aliases": {"mistral-7b": "gpt-3.5-turbo"},
             "duration": None,
@@ -102,7 +90,7 @@ def test_a_keys_alias_names_the_model_and_its_model_list_holds_for_that_model(
 ) -> None:
     made = generated(
         url,
-        {
+        **{
             "models": ["gpt-4"],
             "aliases": {"fast": "gpt-4", "cheap": "gpt-3.5-turbo"},
         },
@@ -119,7 +107,7 @@ def test_a_keys_alias_names_the_model_and_its_model_list_holds_for_that_model(
     assert refused.json()["error"]["code"] == "model_not_allowed"
     assert "gpt-3.5-turbo" in refused.json()["error"]["message"]
     # Another key has no such alias.
-    other = generated(url, {"models": ["gpt-4"]})
+    other = generated(url, **{"models": ["gpt-4"]})
     assert chat(url, other["key"], "fast").status_code == 403
 
 
@@ -139,7 +127,7 @@ def test_litellms_key_fields_are_kept_and_returned(url: str) -> None:
         "duration": "90d",
         "blocked": False,
     }
-    made = generated(url, fields)
+    made = generated(url, **fields)
     info = admin(url, "GET", "/key/info", params={"key": made["token"]}).json()["info"]
     for name, value in fields.items():
         if name != "duration":
@@ -154,7 +142,7 @@ def test_litellms_key_fields_are_kept_and_returned(url: str) -> None:
 
 def test_a_key_alias_names_one_key_as_in_litellm(url: str) -> None:
     alias = unique("coder")
-    first = generated(url, {"key_alias": alias})
+    first = generated(url, **{"key_alias": alias})
     second = admin(url, "POST", "/key/generate", json={"key_alias": alias})
     assert second.status_code == 400, second.text
     error = second.json()["error"]
@@ -162,7 +150,7 @@ def test_a_key_alias_names_one_key_as_in_litellm(url: str) -> None:
     assert error["message"] == (
         f"Key with alias '{alias}' already exists. Unique key aliases across all keys are required."
     )
-    other = generated(url, {})
+    other = generated(url)
     taken = admin(url, "POST", "/key/update", json={"key": other["token"], "key_alias": alias})
     assert taken.status_code == 400 and taken.json()["error"]["code"] == "key_alias_taken"
     again = admin(url, "POST", "/key/update", json={"key": first["token"], "key_alias": alias})
@@ -196,7 +184,7 @@ def test_a_key_field_not_served_is_refused_by_name_with_its_reason(
     assert "Extra inputs" not in error["message"]
     if field == "key":
         return  # on /key/update, `key` names the key to update
-    made = generated(url, {})
+    made = generated(url)
     update = admin(url, "POST", "/key/update", json={"key": made["token"], field: value})
     assert update.status_code == 400 and update.json()["error"]["param"] == field
 
@@ -205,7 +193,7 @@ def test_litellms_empty_defaults_ask_for_nothing(url: str) -> None:
     # LiteLLM's GenerateKeyRequest defaults, as a client that sends every field sends them.
     made = generated(
         url,
-        {
+        **{
             "config": {},
             "permissions": {},
             "model_max_budget": {},
@@ -227,7 +215,7 @@ def test_litellms_empty_defaults_ask_for_nothing(url: str) -> None:
 
 def test_key_list_pages_in_litellms_shape(url: str) -> None:
     team = new_team(url, unique("team"))
-    tokens = {generated(url, {"team_id": team})["token"] for _ in range(3)}
+    tokens = {generated(url, **{"team_id": team})["token"] for _ in range(3)}
     first = admin(url, "GET", "/key/list", params={"team_id": team, "size": 2}).json()
     assert (first["total_count"], first["current_page"], first["total_pages"]) == (3, 1, 2)
     second = admin(url, "GET", "/key/list", params={"team_id": team, "size": 2, "page": 2}).json()
@@ -246,7 +234,7 @@ def test_key_list_pages_in_litellms_shape(url: str) -> None:
 
 
 def test_a_zero_budget_is_budget_exceeded_from_the_first_request(url: str) -> None:
-    made = generated(url, {"max_budget": 0.0})
+    made = generated(url, **{"max_budget": 0.0})
     refused = chat(url, made["key"], "gpt-3.5-turbo")
     assert refused.status_code == 429, refused.text
     error = refused.json()["error"]
@@ -260,7 +248,7 @@ def test_spend_at_the_budget_is_budget_exceeded_in_each_apis_shape(
     # `priced`: 0.001 a prompt token, 0.002 a completion token; the double answers 6 + 5 tokens
     # (0.016), and a reservation of 14 prompt tokens + max_tokens 1 is 0.016: the first request
     # spends the budget exactly.
-    made = generated(gateway_url, {"max_budget": 0.016, "budget_duration": "1d"})
+    made = generated(gateway_url, **{"max_budget": 0.016, "budget_duration": "1d"})
     assert chat(gateway_url, made["key"], "priced", max_tokens=1).status_code == 200
     before = len(upstream.requests)
 
@@ -337,7 +325,7 @@ def test_max_parallel_requests_holds_across_two_gateways_and_every_ending_releas
     gateway_for: Callable[..., str], upstream: OpenAIUpstream, aws: dict[str, str]
 ) -> None:
     first, second = gateway_for(CONFIG), gateway_for(CONFIG)
-    made = generated(first, {"max_parallel_requests": 2})
+    made = generated(first, **{"max_parallel_requests": 2})
     key, token = made["key"], made["token"]
     upstream.chunk_delay_s = 1.0
 

@@ -18,6 +18,7 @@ import pytest
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from tests.support.configs import MASTER_KEY_FROM_SECRET, gateway_config, openai_double
+from tests.support.gateway_http import admin, generated
 from tests.support.paths import REPO
 from tests.support.stack import MASTER_KEY
 
@@ -32,19 +33,6 @@ CONFIG = gateway_config(
 @pytest.fixture(scope="module")
 def url(gateway_for: Callable[..., str], upstream: OpenAIUpstream) -> str:
     return gateway_for(CONFIG)
-
-
-def admin(url: str, method: str, path: str, key: str = MASTER_KEY, **kwargs: Any) -> httpx.Response:
-    return httpx.request(
-        method, f"{url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=30, **kwargs
-    )
-
-
-def new_key(url: str, **fields: Any) -> dict[str, Any]:
-    response = admin(url, "POST", "/key/generate", json=fields)
-    assert response.status_code == 200, response.text
-    made: dict[str, Any] = response.json()
-    return made
 
 
 def rotate(url: str, key: str, **body: Any) -> dict[str, Any]:
@@ -86,7 +74,7 @@ def error_code(response: httpx.Response) -> str:
 
 def test_a_rotated_key_keeps_its_settings_and_spend_and_the_old_one_stops(url: str) -> None:
     alias = f"rotating-{uuid.uuid4().hex[:8]}"
-    made = new_key(
+    made = generated(
         url, key_alias=alias, models=["gpt-3.5-turbo"], max_budget=10.0, rpm_limit=50, agent="bot"
     )
     old = made["key"]
@@ -134,7 +122,7 @@ def test_a_rotated_key_keeps_its_settings_and_spend_and_the_old_one_stops(url: s
 
 
 def test_with_a_grace_period_both_keys_work_until_it_ends(url: str) -> None:
-    made = new_key(url, max_budget=10.0)
+    made = generated(url, max_budget=10.0)
     old = made["key"]
     rotated = rotate(url, old, grace_period="2s", rpm_limit=40)
     new = rotated["key"]
@@ -150,7 +138,7 @@ def test_with_a_grace_period_both_keys_work_until_it_ends(url: str) -> None:
 
 
 def test_last_active_is_null_until_the_key_is_used(url: str) -> None:
-    made = new_key(url)
+    made = generated(url)
     assert info(url, made["token"])["last_active"] is None
     before = datetime.now(UTC).replace(microsecond=0)
     assert chat(url, made["key"]).status_code == 200
@@ -163,7 +151,7 @@ def test_last_active_is_null_until_the_key_is_used(url: str) -> None:
 
 
 def test_only_the_master_key_rotates_and_an_unknown_key_is_404(url: str) -> None:
-    made = new_key(url)
+    made = generated(url)
     refused = admin(url, "POST", f"/key/{made['key']}/regenerate", key=made["key"])
     assert refused.status_code == 403
     assert error_code(refused) == "master_key_required"
@@ -186,7 +174,7 @@ def test_only_the_master_key_rotates_and_an_unknown_key_is_404(url: str) -> None
 
 
 def test_litellms_body_form_rotates_the_key_it_names(url: str) -> None:
-    made = new_key(url)
+    made = generated(url)
     response = admin(url, "POST", "/key/regenerate", json={"key": made["token"]})
     assert response.status_code == 200, response.text
     assert chat(url, response.json()["key"]).status_code == 200
@@ -194,7 +182,7 @@ def test_litellms_body_form_rotates_the_key_it_names(url: str) -> None:
 
 
 def test_the_cli_rotates_a_key(url: str) -> None:
-    made = new_key(url)
+    made = generated(url)
     command = [sys.executable, "-m", "llm_proxy.cli", "--url", url, "--master-key", MASTER_KEY]
     done = subprocess.run(
         [*command, "keys", "rotate", made["key"], "--grace-period", "1m"],

@@ -14,12 +14,12 @@ from decimal import Decimal
 from typing import Any
 
 import boto3
-import httpx
 import openai
 import pytest
 
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from tests.support.configs import MASTER_KEY_FROM_SECRET, gateway_config, openai_double
+from tests.support.gateway_http import admin, generated
 from tests.support.paths import REPO
 from tests.support.stack import MASTER_KEY, usage_item
 
@@ -32,19 +32,6 @@ LIMITED_CONFIG = gateway_config(
 )
 
 
-def admin(url: str, method: str, path: str, key: str = MASTER_KEY, **kwargs: Any) -> httpx.Response:
-    return httpx.request(
-        method, f"{url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=30, **kwargs
-    )
-
-
-def new_key(url: str, **fields: Any) -> dict[str, Any]:
-    response = admin(url, "POST", "/key/generate", json=fields)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 def sdk(url: str, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
 
@@ -52,7 +39,7 @@ def sdk(url: str, key: str) -> openai.OpenAI:
 def test_a_key_is_shown_once_and_stored_only_as_its_hash(
     gateway_url: str, aws: dict[str, str]
 ) -> None:
-    made = new_key(gateway_url, models=["gpt-3.5-turbo"], agent="coder", rpm_limit=60)
+    made = generated(gateway_url, models=["gpt-3.5-turbo"], agent="coder", rpm_limit=60)
     raw, token = made["key"], made["token"]
     assert raw.startswith("sk-") and len(raw) > 40
     assert made["metadata"] == {"agent": "coder"}
@@ -71,7 +58,7 @@ def test_a_key_is_shown_once_and_stored_only_as_its_hash(
 
 
 def test_the_key_api_needs_the_master_key(gateway_url: str) -> None:
-    made = new_key(gateway_url)
+    made = generated(gateway_url)
     for method, path, extra in (
         ("POST", "/key/generate", {"json": {}}),
         ("GET", "/key/list", {}),
@@ -85,7 +72,7 @@ def test_the_key_api_needs_the_master_key(gateway_url: str) -> None:
 
 
 def test_a_key_reads_its_own_info_as_litellm_allows(gateway_url: str) -> None:
-    made = new_key(gateway_url, key_alias=f"own-{made_suffix()}", max_budget=5)
+    made = generated(gateway_url, key_alias=f"own-{made_suffix()}", max_budget=5)
     own = admin(gateway_url, "GET", "/key/info", key=made["key"])
     assert own.status_code == 200, own.text
     body = own.json()
@@ -113,7 +100,7 @@ def test_bad_key_settings_are_refused_naming_the_field(gateway_url: str) -> None
 def test_a_virtual_key_calls_its_models_and_is_metered_as_itself(
     gateway_url: str, upstream: OpenAIUpstream, aws: dict[str, str]
 ) -> None:
-    made = new_key(gateway_url, models=["gpt-3.5-turbo"], agent="coder")
+    made = generated(gateway_url, models=["gpt-3.5-turbo"], agent="coder")
     client = sdk(gateway_url, made["key"])
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-3.5-turbo",
@@ -135,12 +122,12 @@ def test_unknown_blocked_expired_and_deleted_keys_get_401(gateway_url: str) -> N
     with pytest.raises(openai.AuthenticationError):
         sdk(gateway_url, "sk-never-issued-0123456789").models.list()
 
-    blocked = new_key(gateway_url)
+    blocked = generated(gateway_url)
     update = {"key": blocked["token"], "blocked": True}
     assert admin(gateway_url, "POST", "/key/update", json=update).status_code == 200
-    expired = new_key(gateway_url, duration="1s")
+    expired = generated(gateway_url, duration="1s")
     time.sleep(1.1)
-    deleted = new_key(gateway_url)
+    deleted = generated(gateway_url)
     gone = admin(gateway_url, "POST", "/key/delete", json={"keys": [deleted["key"]]})
     assert gone.json() == {"deleted_keys": [deleted["key"]]}
     for made, words in ((blocked, "blocked"), (expired, "expired"), (deleted, "Invalid")):
@@ -155,7 +142,7 @@ def test_unknown_blocked_expired_and_deleted_keys_get_401(gateway_url: str) -> N
 def test_over_its_rpm_a_key_gets_429_with_retry_after_and_rate_limit_headers(
     gateway_url: str, aws: dict[str, str]
 ) -> None:
-    made = new_key(gateway_url, rpm_limit=2)
+    made = generated(gateway_url, rpm_limit=2)
     client = sdk(gateway_url, made["key"])
     statuses, last = [], None
     for _ in range(3):
@@ -188,7 +175,7 @@ def test_under_budget_a_request_that_could_overspend_is_refused_and_key_info_sho
     # only take a smaller request (400), a windowed one serves it again when the window resets
     # (429 with Retry-After, which agents wait out).
     for window, status in ((None, 400), ("1d", 429)):
-        made = new_key(gateway_url, max_budget=0.02, budget_duration=window)
+        made = generated(gateway_url, max_budget=0.02, budget_duration=window)
         client = sdk(gateway_url, made["key"]).with_options(max_retries=0)
         client.chat.completions.create(model="priced", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
         with pytest.raises(openai.APIStatusError) as refused:
@@ -208,7 +195,7 @@ def test_a_deployment_over_its_own_rpm_is_refused_for_every_key(
     gateway_for: Callable[..., str],
 ) -> None:
     url = gateway_for(LIMITED_CONFIG)
-    first, second = new_key(url), new_key(url)
+    first, second = generated(url), generated(url)
     statuses = []
     for made in (first, second, first):
         try:
@@ -267,7 +254,7 @@ def spend_items(aws: dict[str, str], token: str) -> list[dict[str, Any]]:
 
 
 def test_spend_is_settled_to_the_real_cost(gateway_url: str, aws: dict[str, str]) -> None:
-    made = new_key(gateway_url, max_budget=10)
+    made = generated(gateway_url, max_budget=10)
     sdk(gateway_url, made["key"]).chat.completions.create(
         model="priced",
         messages=MESSAGES,  # type: ignore[arg-type]

@@ -22,6 +22,14 @@ def post(url: str, path: str, body: Any, key: str = MASTER_KEY, **headers: str) 
     )
 
 
+def admin(url: str, method: str, path: str, key: str = MASTER_KEY, **kwargs: Any) -> httpx.Response:
+    """Any request with the key (the master key unless another is given) as a bearer token;
+    `kwargs` as httpx takes them (`json`, `params`)."""
+    return httpx.request(
+        method, f"{url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=30, **kwargs
+    )
+
+
 def get(url: str, path: str, key: str = MASTER_KEY, **params: str) -> httpx.Response:
     return httpx.get(
         f"{url}{path}", params=params, headers={"Authorization": f"Bearer {key}"}, timeout=30
@@ -35,11 +43,14 @@ def managed(response: httpx.Response) -> dict[str, Any]:
     return answer
 
 
+def generated(url: str, **fields: Any) -> dict[str, Any]:
+    """`/key/generate`'s answer for these fields: the raw key (`key`), its token and fields."""
+    return managed(post(url, "/key/generate", fields))
+
+
 def new_key(url: str, **fields: Any) -> str:
     """A new virtual key's raw value (`/key/generate` with these fields)."""
-    response = post(url, "/key/generate", fields)
-    assert response.status_code == 200, response.text
-    return str(response.json()["key"])
+    return str(generated(url, **fields)["key"])
 
 
 def new_team(url: str, team_id: str, **fields: Any) -> str:
