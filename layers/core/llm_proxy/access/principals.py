@@ -16,6 +16,16 @@ from llm_proxy.access.key_record import duration_s, lists_every_model, models_al
 from llm_proxy.store.values import number, plain
 
 TEAM, USER = "team", "user"
+# The settings teams and users share with keys, in LiteLLM's names.
+SHARED_SETTINGS = (
+    "models",
+    "max_budget",
+    "budget_duration",
+    "rpm_limit",
+    "tpm_limit",
+    "metadata",
+    "blocked",
+)
 # Fields stored as JSON text: any key or number survives as sent.
 JSON_FIELDS = ("metadata",)
 

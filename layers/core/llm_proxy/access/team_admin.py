@@ -18,7 +18,8 @@ from botocore.exceptions import ClientError
 from llm_proxy.access.budgets import Budget
 from llm_proxy.access.key_admin import asks_nothing
 from llm_proxy.access.key_record import VirtualKey, duration_s
-from llm_proxy.access.principals import TEAM, Principal, Team, User
+from llm_proxy.access.principals import SHARED_SETTINGS, TEAM, Principal, Team, User
+from llm_proxy.access.virtual_keys import EMPTY
 from llm_proxy.errors import (
     TEAM_EXISTS,
     TEAM_NOT_FOUND,
@@ -33,17 +34,6 @@ if TYPE_CHECKING:
     from llm_proxy.access.key_admin import KeyAdmin
     from llm_proxy.access.principal_store import PrincipalStore
 
-# What teams and users share, with LiteLLM's names; a null list, map or flag means empty.
-COMMON = (
-    "models",
-    "max_budget",
-    "budget_duration",
-    "rpm_limit",
-    "tpm_limit",
-    "metadata",
-    "blocked",
-)
-EMPTY: dict[str, Any] = {"models": list, "metadata": dict, "blocked": bool}
 
 _KEY = "set it on the team's or user's keys (/key/generate)"
 _ONE_BUDGET = "use max_budget with budget_duration"
@@ -249,7 +239,7 @@ class PrincipalAdmin:
 
     def checked(self, fields: dict[str, Any]) -> None:
         """Only the fields this kind can honour, as text and numbers a table can hold."""
-        settable = {*COMMON, *self.own, self.id_field}
+        settable = {*SHARED_SETTINGS, *self.own, self.id_field}
         for name, value in fields.items():
             if name in self.unsupported and not asks_nothing(name, value):
                 reason = self.unsupported[name]
@@ -268,7 +258,7 @@ class PrincipalAdmin:
             fields.pop(name, None)
 
     def _apply(self, principal: Principal, fields: dict[str, Any]) -> None:
-        for name in (*COMMON, *self.own):
+        for name in (*SHARED_SETTINGS, *self.own):
             if name in fields:
                 value = fields[name]
                 if value is None and name in EMPTY:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llm_proxy.access.key_record import VirtualKey, duration_s, token_of
+from llm_proxy.access.principals import SHARED_SETTINGS
 from llm_proxy.access.timed_cache import TimedCache
 from llm_proxy.errors import (
     DEPENDENCY_UNAVAILABLE,
@@ -43,14 +44,8 @@ TOKEN = re.compile(r"^[0-9a-f]{64}$")
 # Fields an operator may set, with LiteLLM's names.
 SETTABLE = (
     "key_alias",
-    "models",
-    "max_budget",
-    "budget_duration",
-    "rpm_limit",
-    "tpm_limit",
-    "metadata",
+    *SHARED_SETTINGS,
     "team_id",
-    "blocked",
     "expires",
     "aliases",
     "max_parallel_requests",
