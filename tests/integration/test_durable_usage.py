@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -20,8 +21,12 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from llm_proxy import aws as llm_aws
 from llm_proxy.accounting.rollups import Rollup
+from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.store.rollups import RollupsTable
+from llm_proxy.store.usage import UsageTable
 
+from devstack.aws import LocalAWS
+from devstack.gateway import gateway_env, gateway_process
 from devstack.server import BackgroundServer
 from tests.support.configs import one_deployment_config
 from tests.support.functions import load_function
@@ -218,6 +223,7 @@ class ThrottlingDynamoDB:
         self.throttled = 0
         # How long each forwarded transaction waits first: a slow table.
         self.delay_s = 0.0
+        self.transactions = 0
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -225,6 +231,8 @@ class ThrottlingDynamoDB:
         @app.post("/")
         async def dynamodb(request: Request) -> Response:
             target = request.headers.get("x-amz-target", "")
+            if target.endswith("TransactWriteItems"):
+                self.transactions += 1
             if target.endswith("TransactWriteItems") and self.throttle > 0:
                 self.throttle -= 1
                 self.throttled += 1
@@ -312,3 +320,73 @@ def test_in_lambda_the_usage_item_is_written_before_the_answer(
     request_ids = ask(base, f"slow-{uuid.uuid4().hex[:8]}", 1)
     assert time.monotonic() - started >= throttled.delay_s
     assert len(stored(aws, request_ids)) == 1
+
+
+def test_a_busy_server_writes_its_requests_usage_together(
+    gateway_for: Callable[..., str], aws: dict[str, str], throttled: ThrottlingDynamoDB
+) -> None:
+    # Outside Lambda, usage items wait up to the batch's wait to be written with others: one
+    # transaction for all of them and one update of their rollup, counted exactly once.
+    base = gateway_for(CONFIG, **OUTSIDE_LAMBDA, LLM_PROXY__USAGE_BATCH_WAIT_MS="1000")
+    agent = f"busy-{uuid.uuid4().hex[:8]}"
+
+    async def burst() -> list[str]:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/chat/completions",
+                        headers={"Authorization": f"Bearer {MASTER_KEY}", "x-agent": agent},
+                        json={"model": "gpt-3.5-turbo", "messages": MESSAGES},
+                    )
+                    for _ in range(12)
+                )
+            )
+        assert {answer.status_code for answer in answers} == {200}
+        return [answer.headers["x-request-id"] for answer in answers]
+
+    request_ids = asyncio.run(burst())
+    items = [usage_item(aws["UsageTable"], rid) for rid in request_ids]
+    assert all(item["status"] == 200 and item["agent"] == agent for item in items)
+    assert throttled.transactions < len(request_ids)
+    rollup = rollup_of(aws, agent)
+    assert rollup.requests == 12
+    assert rollup.prompt_tokens == sum(int(item["prompt_tokens"]) for item in items)
+    assert rollup.cost_usd == sum(Decimal(item["cost_usd"]) for item in items)
+    assert rollup.latency_ms_max == max(Decimal(item["latency_ms"]) for item in items)
+
+
+def test_a_batch_with_an_item_already_stored_counts_each_item_once(aws: dict[str, str]) -> None:
+    # The transaction is refused as a whole (the stored item's condition), so each record is
+    # written on its own: the stored one is a duplicate, the others are added once.
+    agent = f"replayed-{uuid.uuid4().hex[:8]}"
+    table = UsageTable(aws["UsageTable"], 90, rollups_table=aws["RollupsTable"])
+    records = [
+        UsageRecord(request_id=uuid.uuid4().hex, endpoint="/v1/chat/completions", agent=agent)
+        for _ in range(3)
+    ]
+    assert table.write(records[0])
+    table.write_many(records)
+    assert len(stored(aws, [record.request_id for record in records])) == 3
+    assert rollup_of(aws, agent).requests == 3
+
+
+def test_usage_still_queued_is_written_when_the_server_stops(
+    aws_stack: LocalAWS, aws: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    env = gateway_env(
+        aws_stack,
+        {
+            **os.environ,
+            **OUTSIDE_LAMBDA,
+            "LLM_PROXY__CONFIG_PATH": str(config),
+            # Longer than the test takes: only the stop can write them.
+            "LLM_PROXY__USAGE_BATCH_WAIT_MS": "5000",
+        },
+    )
+    with gateway_process(env) as gateway:
+        request_ids = ask(gateway.url, f"stopped-{uuid.uuid4().hex[:8]}", 3)
+        assert stored(aws, request_ids) == []
+    assert len(stored(aws, request_ids)) == 3

@@ -4,6 +4,7 @@ deployments on them: litellm's whole call path, no provider and no AWS."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from llm_proxy.access.auth import Caller
@@ -58,6 +59,9 @@ class MemoryUsage(UsageTable):
     def write(self, record: UsageRecord) -> bool:
         self.records.append(record)
         return True
+
+    def write_many(self, records: Sequence[UsageRecord]) -> None:
+        self.records.extend(records)
 
 
 class MemoryCounters(CountersTable):

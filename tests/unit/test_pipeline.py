@@ -86,15 +86,16 @@ def test_a_stream_is_priced_by_the_same_rule_when_it_ends(
     assert record.prompt_tokens > 0 and record.cost_usd == pytest.approx(expected)
 
 
-def test_the_usage_item_waits_for_the_response_where_the_process_outlives_it(
+def test_the_usage_item_waits_for_its_batch_where_the_process_outlives_the_response(
     pipeline: Pipeline, stores: Stores
 ) -> None:
     pipeline.meter.metering = Metering.USAGE_AFTER_RESPONSE
+    pipeline.meter.batch.wait_s = 60
     later = AfterResponse()
     ask(pipeline, {"model": "demo", "messages": QUESTION}, after_response=later)
-    assert usage_of(stores) == []
-    [work] = list(later.close())
-    work()
+    assert usage_of(stores) == [] and pipeline.meter.batch.pending() == 1
+    assert list(later.close()) == []  # nothing left for the request's own after-response work
+    pipeline.meter.batch.flush()
     assert len(usage_of(stores)) == 1
 
 

@@ -247,6 +247,11 @@ class ApiSettings(SharedSettings):
     # In Lambda, the work after each response runs in an internal extension (lambda_extension)
     # unless this is false; the work then stays before the response.
     after_response_extension: bool = variable("LLM_PROXY__AFTER_RESPONSE_EXTENSION", True)
+    # Where the process outlives its responses (uvicorn): how long a usage record may wait
+    # for others to be written with it in one transaction (store.usage_batch).
+    usage_batch_wait_ms: int = Field(
+        200, ge=0, le=5_000, validation_alias="LLM_PROXY__USAGE_BATCH_WAIT_MS"
+    )
     # A max_tokens over the model's output limit: served with the limit, or refused (400).
     output_tokens_over_limit: Literal["cap", "refuse"] = variable(
         "LLM_PROXY__OUTPUT_TOKENS_OVER_LIMIT", "cap"

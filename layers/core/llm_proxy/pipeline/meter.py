@@ -23,9 +23,9 @@ from llm_proxy.accounting.pricing import cost_usd, web_search_cost
 from llm_proxy.accounting.usage import UsageRecord
 from llm_proxy.after_response import AfterResponse
 from llm_proxy.errors import ProxyError
-from llm_proxy.logs import logger
 from llm_proxy.store.counters import CountersTable
 from llm_proxy.store.usage import UsageTable
+from llm_proxy.store.usage_batch import UsageBatch
 
 if TYPE_CHECKING:
     from llm_proxy.pipeline.model_router import ModelRouter
@@ -164,10 +164,19 @@ class Meter:
     `Metering` says (always before the response where the request gives no `after_response`).
     """
 
-    def __init__(self, usage: UsageTable, counters: CountersTable, metering: Metering) -> None:
+    def __init__(
+        self,
+        usage: UsageTable,
+        counters: CountersTable,
+        metering: Metering,
+        *,
+        batch_wait_s: float = 0.2,
+    ) -> None:
         self.usage = usage
         self.counters = counters
         self.metering = metering
+        # USAGE_AFTER_RESPONSE: the usage items, written together off the request path.
+        self.batch = UsageBatch(usage, batch_wait_s)
 
     async def __call__(
         self,
@@ -187,7 +196,7 @@ class Meter:
             return
         if (admission is not None and admission.holds_counters) or state_write is not None:
             await asyncio.to_thread(self._settle, record, admission, state_write)
-        after_response.add(partial(self._write_usage_later, record))
+        self.batch.submit(record)
 
     def _write_usage_and_settle(
         self,
@@ -217,10 +226,3 @@ class Meter:
             emit_budget(admission.reservation.budget_owner, admission.reservation.budget, spend)
         if state_write is not None:
             state_write()
-
-    def _write_usage_later(self, record: UsageRecord) -> None:
-        """Nothing is left to fail but the log."""
-        try:
-            self.usage.write(record)
-        except Exception:
-            logger.exception("usage write failed after the response")

@@ -101,7 +101,8 @@ class Pipeline:
             if settings.outlives_response
             else Metering.BEFORE_RESPONSE
         )
-        self.meter = Meter(stores.usage, stores.counters, metering)
+        wait_s = settings.usage_batch_wait_ms / 1000
+        self.meter = Meter(stores.usage, stores.counters, metering, batch_wait_s=wait_s)
 
     def model_names(self) -> list[str]:
         return self.config.model_names(self.settings.default_model)

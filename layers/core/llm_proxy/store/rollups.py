@@ -10,7 +10,7 @@ ADD: it is raised by a conditional SET, which is idempotent and may be repeated 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -47,7 +47,17 @@ class RollupsTable(Table):
     def add_update(self, item: Mapping[str, Any]) -> dict[str, Any]:
         """The UpdateItem (low-level form, for the usage item's transaction) that adds a usage
         item to its rollup. Requires the table: the caller adds it only where there is one."""
-        key, added = key_of(item), Totals.of_usage(item)
+        return self._update(key_of(item), Totals.of_usage(item))
+
+    def add_updates(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The UpdateItems that add several usage items to their rollups: one per rollup, its
+        items' totals summed (a transaction may name an item once)."""
+        totals: dict[RollupKey, Totals] = {}
+        for item in items:
+            totals.setdefault(key_of(item), Totals()).add(Totals.of_usage(item))
+        return [self._update(key, added) for key, added in totals.items()]
+
+    def _update(self, key: RollupKey, added: Totals) -> dict[str, Any]:
         added_names = Totals.added_names()
         names = {f"#{name}": name for name in added_names}
         values = {f":{name}": number_attribute(getattr(added, name)) for name in added_names}

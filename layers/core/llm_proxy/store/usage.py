@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -16,7 +16,7 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties imp
 
 from llm_proxy.accounting import metrics
 from llm_proxy.accounting.dead_letters import REASON_BYTES, DeadLetters, Quarantine
-from llm_proxy.accounting.rollups import cut
+from llm_proxy.accounting.rollups import RollupKey, cut, key_of
 from llm_proxy.accounting.usage import TRUNCATED, UsageRecord, bounded, emit_metrics
 from llm_proxy.accounting.write_errors import (
     error_name,
@@ -101,12 +101,34 @@ class UsageTable(Table):
         emit_metrics(record)
         if not self.enabled:
             return False
+        return self._keep(record, self._item(record))
+
+    def write_many(self, records: Sequence[UsageRecord]) -> None:
+        """Meter several requests with one transaction (their items, and one update per
+        rollup); where DynamoDB refuses it as a whole (a duplicate, an invalid item, an
+        outage), each is written on its own as `write` writes it. A long-running server's
+        batch: `store.usage_batch`."""
+        for record in records:
+            emit_metrics(record)
+        if not self.enabled:
+            return
+        items = [self._item(record) for record in records]
+        if len(items) > 1 and self._store_together(items):
+            return
+        for record, item in zip(records, items, strict=True):
+            self._keep(record, item)
+
+    def _item(self, record: UsageRecord) -> dict[str, Any]:
         item = record.to_item(self.retention_days)
         if TRUNCATED in item:
             logger.warning(
                 "usage item fields cut to their bounds",
                 extra={"request_id": record.request_id, "fields": item[TRUNCATED]},
             )
+        return item
+
+    def _keep(self, record: UsageRecord, item: dict[str, Any]) -> bool:
+        """Store the item; else quarantine or dead-letter it; False when it is not stored."""
         stored = self.store(item)
         if stored.outcome in (Outcome.WRITTEN, Outcome.DUPLICATE):
             return True
@@ -121,6 +143,31 @@ class UsageTable(Table):
             # The last copy: the log line can still be replayed by hand.
             logger.error("usage item lost to DynamoDB and SQS", extra={"usage_item": item})
         return False
+
+    def _store_together(self, items: Sequence[Mapping[str, Any]]) -> bool:
+        """All the items and their rollups in one transaction, once; False when refused."""
+        try:
+            actions = [{"Put": self._put(item)} for item in items]
+            if self.rollups.enabled:
+                actions += [{"Update": update} for update in self.rollups.add_updates(items)]
+        except (KeyError, TypeError, ValueError, ArithmeticError):
+            return False
+        try:
+            self.client(max_attempts=1).transact_write_items(TransactItems=actions)
+        except Exception as exc:
+            logger.info(
+                "usage batch refused", extra={"error": error_name(exc), "items": len(items)}
+            )
+            return False
+        # Each rollup's maximum is raised once, by its slowest item.
+        slowest: dict[RollupKey, Mapping[str, Any]] = {}
+        for item in items:
+            key = key_of(item)
+            if key not in slowest or item.get("latency_ms", 0) > slowest[key].get("latency_ms", 0):
+                slowest[key] = item
+        for item in slowest.values():
+            self._raise_latency_max(item)
+        return True
 
     def store(self, item: Mapping[str, Any]) -> Stored:
         """Write the item and its rollup once, retrying with backoff. Idempotent by request id:
@@ -205,17 +252,20 @@ class UsageTable(Table):
         return Stored(Outcome.FAILED)
 
     def _transaction(self, item: Mapping[str, Any]) -> list[dict[str, Any]]:
-        if "request_id" not in item:
-            raise KeyError("request_id")
-        put = {
-            "TableName": self.table_name,
-            "Item": {name: attribute(value) for name, value in item.items()},
-            "ConditionExpression": "attribute_not_exists(request_id)",
-        }
-        actions: list[dict[str, Any]] = [{"Put": put}]
+        actions: list[dict[str, Any]] = [{"Put": self._put(item)}]
         if self.rollups.enabled:
             actions.append({"Update": self.rollups.add_update(item)})
         return actions
+
+    def _put(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        if "request_id" not in item:
+            raise KeyError("request_id")
+        return {
+            "TableName": self.table_name,
+            "Item": {name: attribute(value) for name, value in item.items()},
+            # Idempotent by request id: a replayed item is not counted twice.
+            "ConditionExpression": "attribute_not_exists(request_id)",
+        }
 
     def _raise_latency_max(self, item: Mapping[str, Any]) -> None:
         try:
