@@ -32,9 +32,11 @@ size: .venv/.installed
 	$(PY) scripts/build_layer.py size
 
 # The gateway against the LiteLLM proxy and Portkey (installed under .tools on first use), a
-# soak, keys and limits, the cost report. `python -m scripts.bench --help` sizes it down.
+# soak, the Lambda bill from its figures, keys and limits, the cost report.
+# `python -m scripts.bench --help` sizes it down.
 bench: .venv/.installed
 	$(PY) -m scripts.bench
+	$(PY) -m scripts.bench.lambda_bill
 	$(PY) -m scripts.bench.keys
 	$(PY) -m scripts.bench.cost_report
 

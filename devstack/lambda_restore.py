@@ -66,6 +66,8 @@ class Served:
     # The runtime process's CPU, from the thaw to the response and to the freeze.
     cpu_to_response_ms: float
     cpu_to_freeze_ms: float
+    # Wall time from the thaw to the freeze: what Lambda bills as the invocation's duration.
+    wall_to_freeze_ms: float
     # Modules first imported while the request was served (with audit_imports).
     imports: tuple[str, ...]
 
@@ -106,6 +108,7 @@ class RestoredFunction:
             status=int(answer.get("statusCode", 0)),
             cpu_to_response_ms=(invocation.response_cpu - invocation.thaw_cpu) * 1000,
             cpu_to_freeze_ms=(invocation.freeze_cpu - invocation.thaw_cpu) * 1000,
+            wall_to_freeze_ms=(invocation.frozen_at - invocation.handed_at) * 1000,
             imports=self._imports(invocation.handed_at, invocation.frozen_at),
         )
 

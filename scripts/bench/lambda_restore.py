@@ -7,7 +7,8 @@ For each path, fresh processes go through init, the before-snapshot hook, restor
 the after-restore hook in one process, as a restore resumes the snapshotted one; that path's
 request is the first the restored environment serves, then warm ones follow. CPU is the
 runtime process's (every thread's) from the invocation's thaw to its response, and to its
-freeze (the after-response extension done too). Run alone:
+freeze (the after-response extension done too); a warm invocation's wall time from thaw to
+freeze is what Lambda bills (lambda_bill.py prices it). Run alone:
 `python -m scripts.bench.lambda_restore [--runs N] [--skip-size]`.
 """
 
@@ -72,6 +73,7 @@ def _one_path(
         "warm_cpu_ms": statistics.median(s.cpu_to_response_ms for s in warm),
         "first_to_freeze_cpu_ms": first.cpu_to_freeze_ms,
         "warm_to_freeze_cpu_ms": statistics.median(s.cpu_to_freeze_ms for s in warm),
+        "warm_to_freeze_wall_ms": statistics.median(s.wall_to_freeze_ms for s in warm),
     }
 
 
@@ -108,6 +110,8 @@ def measure_lambda_restore(
             "ratio_to_freeze": ratio(
                 median["first_to_freeze_cpu_ms"], median["warm_to_freeze_cpu_ms"]
             ),
+            # A warm invocation's billed duration here: thaw to freeze, wall clock.
+            "warm_to_freeze_wall_ms": median["warm_to_freeze_wall_ms"],
         }
     after_restore = [r["after_restore_cpu_ms"] for rs in samples.values() for r in rs]
     return {
@@ -132,7 +136,8 @@ def render(figures: Mapping[str, Any]) -> str:
             f"  {name}: to response {path['first_cpu_ms']:.1f} ms / warm "
             f"{path['warm_cpu_ms']:.1f} ms = {path['ratio']:.2f}x; to freeze "
             f"{path['first_to_freeze_cpu_ms']:.1f} / {path['warm_to_freeze_cpu_ms']:.1f} ms = "
-            f"{path['ratio_to_freeze']:.2f}x (target <= {figures['target_ratio']:g}x)"
+            f"{path['ratio_to_freeze']:.2f}x (target <= {figures['target_ratio']:g}x); "
+            f"warm thaw to freeze {path['warm_to_freeze_wall_ms']:.1f} ms wall"
         )
     return "\n".join(lines)
 

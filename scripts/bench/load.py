@@ -20,9 +20,14 @@ MESSAGES: list[dict[str, str]] = [{"role": "user", "content": "Say hello in one 
 # Requests each worker makes per turn of a target at concurrency above 1: enough for the
 # workers to overlap, few enough that the targets take turns often.
 TURN_PER_WORKER = 2
-# At concurrency 1, the pause after each request: the gateway writes usage after answering
-# (and moto serves it), so without it the next target would share the CPU with that write.
+# The pause after each turn of a target: the gateway writes usage after answering (and moto
+# serves it), so without it the next target would share the CPU with that write. At
+# concurrency 1 with the pause, a turn is one request: one agent's sequential calls.
 IDLE_GAP_S = 0.02
+# At concurrency 1 back to back, the requests in a turn: each follows the one before with no
+# pause, as a busy process serves them, so the after-response work of one request lands on
+# the next request of the same target (not on another target's turn).
+BACK_TO_BACK_RUN = 10
 
 
 @dataclass(frozen=True)
@@ -94,12 +99,18 @@ async def interleaved(
     requests: int,
     warmup: int,
     extra_pids: Mapping[str, int | None] | None = None,
+    back_to_back: bool = False,
 ) -> dict[str, Any]:
     """About `requests` requests per target, the targets taking turns (each turn starts with
-    the next target), at `concurrency`. Returns each target's latency summary, and the CPU
-    each process (the targets' and `extra_pids`) used per request of its target."""
-    per_turn = 1 if concurrency == 1 else concurrency * TURN_PER_WORKER
-    gap = IDLE_GAP_S if concurrency == 1 else 0.0
+    the next target), at `concurrency`, with IDLE_GAP_S between turns. At concurrency 1 a turn
+    is one request (the pause after each), or BACK_TO_BACK_RUN of them with `back_to_back`;
+    above 1 the workers' requests in a turn are back to back anyway. Returns each target's
+    latency summary, and the CPU each process (the targets' and `extra_pids`) used per request
+    of its target."""
+    if concurrency > 1:
+        per_turn = concurrency * TURN_PER_WORKER
+    else:
+        per_turn = BACK_TO_BACK_RUN if back_to_back else 1
     turns = math.ceil(requests / per_turn)
     samples: dict[str, list[float]] = {target.name: [] for target in targets}
     pids = {target.name: target.pid for target in targets} | dict(extra_pids or {})
@@ -111,12 +122,14 @@ async def interleaved(
             shift = index % len(targets)
             for target in [*targets[shift:], *targets[:shift]]:
                 samples[target.name] += await turn(http, target, stream, concurrency, per_turn)
-                await asyncio.sleep(gap)
+                await asyncio.sleep(IDLE_GAP_S)
         cpu_after = _cpu(pids)
     served = turns * per_turn
     return {
         "concurrency": concurrency,
         "stream": stream,
+        # Whether a target's requests followed each other with no pause (see BACK_TO_BACK_RUN).
+        "back_to_back": concurrency > 1 or back_to_back,
         "requests": served,
         "latency_ms": {name: summary(values) for name, values in samples.items()},
         # Process CPU over the measured turns / the requests its target served.

@@ -1,8 +1,10 @@
 """Every figure of the gateway bench, as the JSON document it writes:
 
 - comparison: the gateway, the LiteLLM proxy and the Portkey gateway against direct calls to
-  the same upstream, interleaved, at each concurrency, JSON and streamed; added latency =
-  target minus direct, and the gateway's against the references';
+  the same upstream, interleaved, at each concurrency (at 1 both with a pause after each
+  request and back to back), JSON and streamed; added latency = target minus direct, and the
+  gateway's against the references'; CPU per request of each process, moto's apart;
+- dynamodb_item_bytes: the billed size of the usage and rollup items the comparison wrote;
 - soak: the gateway over many requests, first against last, and its and moto's memory;
 - usage_before_response: a second gateway that writes each usage item before answering, as
   both Lambda functions do, against the first (which writes after, as `make dev` does);
@@ -17,6 +19,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -27,15 +30,25 @@ import httpx
 
 from devstack.stats import ratio, summary
 from scripts.bench.cold import measure_size_and_cold_init
+from scripts.bench.lambda_bill import item_bytes
 from scripts.bench.load import MESSAGES, MODEL, interleaved, run
 from scripts.bench.references import LITELLM_PROXY, PORTKEY, Upstream, references
 from scripts.bench.restore import measure_restore
 from scripts.bench.soak import soak
 from scripts.bench.stack import Stack
 
-TARGETS = {
-    # Our added latency against the LiteLLM proxy's, same upstream, same run.
-    "added_vs_litellm_proxy_c1": 0.5,
+TARGETS: dict[str, Any] = {
+    # Our added latency against the LiteLLM proxy's, same upstream, same run, per phase
+    # (compare's names): with the pause, back to back, and at concurrency 8.
+    "added_vs_litellm_proxy": {
+        "c1_json": 0.35,
+        "c1_back_to_back_json": 0.5,
+        "c1_stream": 0.5,
+        "c1_back_to_back_stream": 0.5,
+        "c8_json": 0.4,
+    },
+    # The gateway process's CPU per request at concurrency 1, in ms: what Lambda bills.
+    "gateway_cpu_ms_c1": {"json": 10.0, "stream": 18.0},
     # The soak's last-window median against its first.
     "soak_last_vs_first": 1.25,
     "soak_rss_growth_mb": 200.0,
@@ -64,33 +77,69 @@ def _added(latency: Mapping[str, Mapping[str, float]], name: str) -> dict[str, f
     return {stat: latency[name][stat] - latency["direct"][stat] for stat in ("median", "p99")}
 
 
+def phase_name(concurrency: int, stream: bool, back_to_back: bool) -> str:
+    """c1_json (with the pause), c1_back_to_back_json, c8_stream, ..."""
+    mode = "_back_to_back" if back_to_back and concurrency == 1 else ""
+    return f"c{concurrency}{mode}_{'stream' if stream else 'json'}"
+
+
 def compare(stack: Stack, plan: Plan) -> dict[str, Any]:
+    """Each phase: at concurrency 1 with the pause (one agent's sequential calls) and back to
+    back (a busy process), and at each other concurrency; JSON and streamed."""
     upstream = Upstream(stack.upstream_url, stack.upstream_key)
     phases: dict[str, Any] = {}
     with references(plan.references, upstream, stack.master_key) as (others, status):
         targets = [stack.direct(), stack.target(), *others]
-        for concurrency in plan.concurrency:
-            for stream in (False, True):
-                phase = run(
-                    interleaved(
-                        targets,
-                        stream=stream,
-                        concurrency=concurrency,
-                        requests=plan.requests,
-                        warmup=plan.warmup,
-                        extra_pids={"moto": stack.aws.pid},
-                    )
+        loops = [
+            (concurrency, back_to_back, stream)
+            for concurrency in plan.concurrency
+            for back_to_back in ((False, True) if concurrency == 1 else (False,))
+            for stream in (False, True)
+        ]
+        for concurrency, back_to_back, stream in loops:
+            phase = run(
+                interleaved(
+                    targets,
+                    stream=stream,
+                    concurrency=concurrency,
+                    requests=plan.requests,
+                    warmup=plan.warmup,
+                    extra_pids={"moto": stack.aws.pid},
+                    back_to_back=back_to_back,
                 )
-                latency = phase["latency_ms"]
-                phase["added_ms"] = {t.name: _added(latency, t.name) for t in targets[1:]}
-                gateway = phase["added_ms"]["gateway"]["median"]
-                phase["ratio_to"] = {
-                    name: ratio(gateway, added["median"])
-                    for name, added in phase["added_ms"].items()
-                    if name != "gateway"
-                }
-                phases[f"c{concurrency}_{'stream' if stream else 'json'}"] = phase
+            )
+            latency = phase["latency_ms"]
+            phase["added_ms"] = {t.name: _added(latency, t.name) for t in targets[1:]}
+            gateway = phase["added_ms"]["gateway"]["median"]
+            phase["ratio_to"] = {
+                name: ratio(gateway, added["median"])
+                for name, added in phase["added_ms"].items()
+                if name != "gateway"
+            }
+            phases[phase_name(concurrency, stream, back_to_back)] = phase
     return {"references": status, "phases": phases}
+
+
+def measure_item_bytes(stack: Stack) -> dict[str, float]:
+    """The size DynamoDB bills of the usage and rollup items the run wrote (median usage item,
+    largest rollup): what a request's write units follow (lambda_bill.py)."""
+    import boto3
+
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=stack.aws.endpoint,
+        region_name=stack.aws.region,
+        aws_access_key_id=stack.aws.env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=stack.aws.env["AWS_SECRET_ACCESS_KEY"],
+    )
+    sizes: dict[str, list[int]] = {}
+    for name, variable in (
+        ("usage", "LLM_PROXY__USAGE_TABLE"),
+        ("rollup", "LLM_PROXY__ROLLUPS_TABLE"),
+    ):
+        pages = client.get_paginator("scan").paginate(TableName=stack.env[variable])
+        sizes[name] = [item_bytes(item) for page in pages for item in page["Items"]]
+    return {"usage": statistics.median(sizes["usage"]), "rollup": float(max(sizes["rollup"]))}
 
 
 def measure_soak(stack: Stack, requests: int) -> dict[str, Any]:
@@ -233,6 +282,7 @@ def measure(stack: Stack, plan: Plan) -> dict[str, Any]:
         "targets": TARGETS,
     }
     results["comparison"] = compare(stack, plan)
+    results["dynamodb_item_bytes"] = measure_item_bytes(stack)
     results["soak"] = measure_soak(stack, plan.soak) if plan.soak > 0 else None
     results["usage_before_response"] = measure_usage_before_response(stack, plan)
     results["usage_write_ms"] = measure_usage_write(stack, plan.requests, plan.warmup)

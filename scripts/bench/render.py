@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from devstack.stats import ratio
-from scripts.bench.references import LITELLM_PROXY
+from scripts.bench.load import IDLE_GAP_S
+from scripts.bench.references import LITELLM_PROXY, PORTKEY
 
 Row = tuple[str, str, str, str, str]
 
@@ -56,19 +57,27 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 # --- the comparison -----------------------------------------------------------------------
 
 
+def _title(phase: Mapping[str, Any]) -> str:
+    kind = "streamed" if phase["stream"] else "JSON"
+    if phase["concurrency"] > 1:
+        mode = ""
+    elif phase["back_to_back"]:
+        mode = ", back to back (a busy process)"
+    else:
+        mode = f", with a {IDLE_GAP_S * 1000:.0f} ms pause after each request (one agent)"
+    return f"concurrency {phase['concurrency']}, {kind}{mode}"
+
+
 def _comparison(results: Mapping[str, Any]) -> list[str]:
-    comparison, limit = results["comparison"], results["targets"]["added_vs_litellm_proxy_c1"]
+    comparison = results["comparison"]
+    limits = results["targets"]["added_vs_litellm_proxy"]
     out: list[str] = []
     for name, status in comparison["references"].items():
         if status["status"] != "ran":
             out.append(f"{name}: skipped ({status['reason']})")
-    for phase in comparison["phases"].values():
+    for key, phase in comparison["phases"].items():
         latency, added, cpu = phase["latency_ms"], phase["added_ms"], phase["cpu_ms_per_request"]
-        kind = "streamed" if phase["stream"] else "JSON"
-        out += [
-            "",
-            f"concurrency {phase['concurrency']}, {kind}, {phase['requests']} requests each",
-        ]
+        out += ["", f"{_title(phase)}, {phase['requests']} requests each"]
         rows = []
         for target, figures in latency.items():
             extra = added.get(target)
@@ -87,13 +96,61 @@ def _comparison(results: Mapping[str, Any]) -> list[str]:
         header = ("target", "median", "p99", "added median", "added p99", "CPU/request")
         out += table(header, rows)
         for reference, value in phase["ratio_to"].items():
-            target = (
-                _target(value, limit)
-                if phase["concurrency"] == 1 and reference == LITELLM_PROXY
-                else ""
-            )
+            limit = limits.get(key) if reference == LITELLM_PROXY else None
+            target = _target(value, limit) if limit is not None else ""
             out.append(f"gateway's added latency / {reference}'s: {value:.2f}x {target}".rstrip())
     return out
+
+
+def _kind(key: str) -> str:
+    return "stream" if key.endswith("_stream") else "json"
+
+
+def _short(phase: Mapping[str, Any]) -> str:
+    """c1 JSON, paused / c1 streamed, back to back / c8 JSON."""
+    kind = "streamed" if phase["stream"] else "JSON"
+    if phase["concurrency"] > 1:
+        return f"c{phase['concurrency']} {kind}"
+    return f"c1 {kind}, {'back to back' if phase['back_to_back'] else 'paused'}"
+
+
+def target_rows(results: Mapping[str, Any]) -> list[Row]:
+    """The issue's targets, each with its figure from this run: the gateway's added latency
+    over the LiteLLM proxy's per phase, and its CPU per request at concurrency 1 beside the
+    references' (Portkey's the floor)."""
+    phases, targets = results["comparison"]["phases"], results["targets"]
+    rows: list[Row] = []
+    for key, limit in targets["added_vs_litellm_proxy"].items():
+        phase = phases.get(key)
+        if phase is None or LITELLM_PROXY not in phase["ratio_to"]:
+            continue
+        added = phase["added_ms"]
+        rows.append(
+            (
+                f"added latency / LiteLLM proxy's, {_short(phase)}",
+                f"{phase['ratio_to'][LITELLM_PROXY]:.2f}x",
+                f"{ms(added['gateway']['median'])} / {ms(added[LITELLM_PROXY]['median'])}",
+                _target(phase["ratio_to"][LITELLM_PROXY], limit),
+                f"portkey {ms(added[PORTKEY]['median'])}" if PORTKEY in added else "",
+            )
+        )
+    for key, phase in phases.items():
+        if phase["concurrency"] != 1:
+            continue
+        cpu = phase["cpu_ms_per_request"]
+        others = ", ".join(
+            f"{name} {ms(cpu[name])}" for name in (LITELLM_PROXY, PORTKEY) if name in cpu
+        )
+        rows.append(
+            (
+                f"gateway CPU per request, {_short(phase)}",
+                ms(cpu["gateway"]),
+                f"+ moto {ms(cpu['moto'])}" if "moto" in cpu else "",
+                _target(cpu["gateway"], targets["gateway_cpu_ms_c1"][_kind(key)], " ms"),
+                others,
+            )
+        )
+    return rows
 
 
 # --- the soak -----------------------------------------------------------------------------
@@ -279,6 +336,11 @@ def render(results: Mapping[str, Any]) -> str:
         "added = target minus a direct call to the same upstream, measured interleaved; "
         "CPU/request = the target process's CPU time per request",
         *_comparison(results),
+        "",
+        "targets (same machine, same run; paused = a 20 ms pause after each request)",
+        *table(
+            ("figure", "value", "gateway / reference", "target", "beside"), target_rows(results)
+        ),
         *_soak(results["soak"], targets),
         "",
         *table(("figure", "value", "baseline", "ratio", "target"), rows),

@@ -83,7 +83,18 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
         "reason": "Node.js (node and npm) not found on PATH",
     }
     phases = results["comparison"]["phases"]
-    assert set(phases) == {"c1_json", "c1_stream", "c2_json", "c2_stream"}
+    assert set(phases) == {
+        "c1_json",
+        "c1_stream",
+        "c1_back_to_back_json",
+        "c1_back_to_back_stream",
+        "c2_json",
+        "c2_stream",
+    }
+    assert [phases[name]["back_to_back"] for name in ("c1_json", "c1_back_to_back_json")] == [
+        False,
+        True,
+    ]
     for phase in phases.values():
         assert set(phase["latency_ms"]) == {"direct", "gateway"}
         assert set(phase["latency_ms"]["gateway"]) >= {"median", "p99"}
@@ -119,15 +130,19 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
     }
     for figures in restore["paths"].values():
         assert set(figures) == {"first_cpu_ms", "warm_cpu_ms", "ratio"}
+    assert set(results["dynamodb_item_bytes"]) == {"usage", "rollup"}
     assert _positive_numbers(results) == []
-    # Every loop reached the double: nothing answered in its place.
-    assert results["upstream_requests"] >= 4 * 2 * 5 + 20
+    # Every loop reached the double: nothing answered in its place (a back-to-back phase
+    # serves whole runs of requests).
+    assert results["upstream_requests"] >= 4 * 2 * 5 + 2 * 10 + 20
     assert results["config"]["requests"] == 5
 
     table = done.stdout
     for figure in (
-        "concurrency 1, JSON",
+        "concurrency 1, JSON, with a 20 ms pause after each request",
+        "concurrency 1, streamed, back to back",
         "concurrency 2, streamed",
+        "gateway CPU per request, c1 JSON, back to back",
         "portkey: skipped",
         "soak: 20 requests",
         "usage written before the response",
@@ -176,6 +191,7 @@ def test_the_restore_bench_under_the_runtime_client_reports_each_path(tmp_path: 
             "first_to_freeze_cpu_ms",
             "warm_to_freeze_cpu_ms",
             "ratio_to_freeze",
+            "warm_to_freeze_wall_ms",
         }
     assert _positive_numbers(figures) == []
     assert "chat completions, streamed: to response" in done.stdout
