@@ -58,7 +58,15 @@ def serve(port: int, host: str = "127.0.0.1") -> None:
 
     # Lambda puts layer code on the path (/opt/python); do the same for the core layer.
     sys.path.insert(0, str(CORE_LAYER))
-    uvicorn.run("app:app", app_dir=str(API_FUNCTION), host=host, port=port, lifespan="off")
+    # The app logs each request itself (http.middleware), as run.sh's deployed uvicorn does.
+    uvicorn.run(
+        "app:app",
+        app_dir=str(API_FUNCTION),
+        host=host,
+        port=port,
+        lifespan="off",
+        access_log=False,
+    )
 
 
 @dataclass(frozen=True)
