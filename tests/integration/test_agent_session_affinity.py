@@ -1,0 +1,347 @@
+"""Session affinity against a served gateway with two deployments per model group, each on a
+double with its own prompt cache (as two Anthropic accounts or two OpenAI projects have):
+an agent's session stays on one deployment, so its growing prompt keeps being read from that
+deployment's cache; sessions spread over both; two keys pin apart; a failing deployment is left
+for the other within the request; and two gateway processes (two Lambda containers) send one
+session to the same deployment."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from devstack.aws import LocalAWS
+from devstack.doubles.anthropic_upstream import AnthropicUpstream
+from devstack.doubles.anthropic_upstream import Fault as AnthropicFault
+from devstack.doubles.openai_upstream import OpenAIUpstream
+from devstack.gateway import gateway_env, gateway_process
+from devstack.server import serving
+from tests.support.configs import MASTER_KEY_FROM_SECRET, deployment, gateway_config
+from tests.support.gateway_http import new_key
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
+
+INPUT, OUTPUT = Decimal("3e-6"), Decimal("15e-6")
+WRITE, READ = Decimal("3.75e-6"), Decimal("0.3e-6")
+AFFINITY = {
+    "optional_pre_call_checks": ["session_affinity"],
+    "num_retries": 2,
+    # Each request meets the deployments as they are: a failure does not steer the next.
+    "disable_cooldowns": True,
+}
+# A project's context: long enough to be cached (a token a word; 1,024 at least).
+CONTEXT = " ".join(f"rule{n}" for n in range(1200))
+TURNS = 20
+
+
+@dataclass
+class Doubles:
+    claude: dict[str, AnthropicUpstream]
+    codex: dict[str, OpenAIUpstream]
+
+    def reset(self) -> None:
+        for double in (*self.claude.values(), *self.codex.values()):
+            double.reset()
+
+    def served(self) -> Counter[str]:
+        """Requests each deployment received, by deployment id."""
+        return Counter(
+            {
+                name: len(double.requests)
+                for name, double in (*self.claude.items(), *self.codex.items())
+            }
+        )
+
+
+@pytest.fixture(scope="module")
+def doubles() -> Iterator[Doubles]:
+    with ExitStack() as stack:
+        claude = {
+            name: stack.enter_context(
+                serving(AnthropicUpstream(api_key=PROVIDER_KEYS["ANTHROPIC_API_KEY"]))
+            )
+            for name in ("claude-a", "claude-b")
+        }
+        codex = {
+            name: stack.enter_context(
+                serving(OpenAIUpstream(api_key=PROVIDER_KEYS["OPENAI_API_KEY"]))
+            )
+            for name in ("codex-a", "codex-b")
+        }
+        yield Doubles(claude, codex)
+
+
+@pytest.fixture(autouse=True)
+def _fresh(doubles: Doubles) -> None:
+    doubles.reset()
+
+
+def config_for(doubles: Doubles, router_settings: dict[str, Any] = AFFINITY) -> str:
+    prices = {
+        "input_cost_per_token": INPUT,
+        "output_cost_per_token": OUTPUT,
+        "cache_creation_input_token_cost": WRITE,
+        "cache_read_input_token_cost": READ,
+    }
+    claude = [
+        deployment(
+            "claude",
+            "anthropic/claude-sonnet-4-5",
+            model_info={"id": name},
+            api_base=double.base_url,
+            api_key="os.environ/ANTHROPIC_API_KEY",
+            **prices,
+        )
+        for name, double in doubles.claude.items()
+    ]
+    codex = [
+        deployment(
+            "codex",
+            "openai/gpt-5-mini",
+            model_info={"id": name},
+            api_base=f"{double.base_url}/v1",
+            api_key="os.environ/OPENAI_API_KEY",
+            **prices,
+        )
+        for name, double in doubles.codex.items()
+    ]
+    return gateway_config(
+        *claude, *codex, router_settings=router_settings, general_settings=MASTER_KEY_FROM_SECRET
+    )
+
+
+@pytest.fixture(scope="module")
+def url(gateway_for: Callable[..., str], doubles: Doubles) -> str:
+    return gateway_for(config_for(doubles))
+
+
+# -- agent sessions, as the clients send them ---------------------------------------------------
+
+
+@dataclass
+class Turn:
+    request_id: str
+    uncached: int
+    written: int
+    read: int
+
+
+@dataclass
+class ClaudeCodeSession:
+    """The anthropic SDK as Claude Code uses it: its session header on every request, the
+    system prompt and the newest message marked for caching, the whole conversation resent."""
+
+    session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    def turn(self, url: str, number: int, key: str = MASTER_KEY) -> Turn:
+        client = anthropic.Anthropic(
+            base_url=url,
+            api_key=key,
+            max_retries=0,
+            default_headers={"X-Claude-Code-Session-Id": self.session_id},
+        )
+        words = " ".join(f"step{number}-{n}" for n in range(40))
+        self.messages.append({"role": "user", "content": [{"type": "text", "text": words}]})
+        marked = [*self.messages[:-1], _marked(self.messages[-1])]
+        raw = client.messages.with_raw_response.create(
+            model="claude",
+            max_tokens=256,
+            system=[{"type": "text", "text": CONTEXT, "cache_control": {"type": "ephemeral"}}],
+            messages=marked,  # type: ignore[arg-type]
+        )
+        message = raw.parse()
+        self.messages.append({"role": "assistant", "content": message.model_dump()["content"]})
+        usage = message.usage
+        return Turn(
+            raw.headers["x-request-id"],
+            usage.input_tokens,
+            usage.cache_creation_input_tokens or 0,
+            usage.cache_read_input_tokens or 0,
+        )
+
+
+def _marked(message: dict[str, Any]) -> dict[str, Any]:
+    *before, last = message["content"]
+    return {**message, "content": [*before, {**last, "cache_control": {"type": "ephemeral"}}]}
+
+
+@dataclass
+class CodexSession:
+    """The openai SDK as Codex uses the Responses API: `prompt_cache_key` set to the
+    conversation id, `store: false`, the whole input every turn."""
+
+    conversation: str = field(default_factory=lambda: str(uuid.uuid4()))
+    items: list[Any] = field(default_factory=list)
+
+    def turn(self, url: str, number: int) -> Turn:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=MASTER_KEY, max_retries=0)
+        words = " ".join(f"step{number}-{n}" for n in range(40))
+        self.items.append({"type": "message", "role": "user", "content": words})
+        raw = client.responses.with_raw_response.create(
+            model="codex",
+            instructions=CONTEXT * 3,
+            input=self.items,
+            prompt_cache_key=self.conversation,
+            store=False,
+        )
+        response = raw.parse()
+        self.items += [item.model_dump(exclude_none=True) for item in response.output]
+        usage = response.usage
+        assert usage is not None
+        read = usage.input_tokens_details.cached_tokens
+        return Turn(raw.headers["x-request-id"], usage.input_tokens - read, 0, read)
+
+
+def read_share(turns: list[Turn]) -> float:
+    read = sum(turn.read for turn in turns)
+    return read / sum(turn.read + turn.written + turn.uncached for turn in turns)
+
+
+def served_by(aws: dict[str, str], turns: list[Turn]) -> set[str]:
+    return {str(usage_item(aws["UsageTable"], turn.request_id)["deployment_id"]) for turn in turns}
+
+
+# -- the tests ---------------------------------------------------------------------------------
+
+
+def test_a_claude_code_session_stays_on_one_deployment_and_reads_its_prompt_from_the_cache(
+    url: str, doubles: Doubles, aws: dict[str, str]
+) -> None:
+    session = ClaudeCodeSession()
+    turns = [session.turn(url, number) for number in range(TURNS)]
+    [(home, count)] = [(name, n) for name, n in doubles.served().items() if n]
+    assert count == TURNS
+    assert turns[0].read == 0 and turns[0].written > 1024
+    assert read_share(turns[1:]) >= 0.9
+    assert served_by(aws, turns) == {home}
+    # The prompt reached the provider as sent: the moved mark, on the newest message only.
+    sent = doubles.claude[home].requests[-1].body
+    assert sent["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert [
+        "cache_control" in block for message in sent["messages"] for block in message["content"]
+    ].count(True) == 1
+    item = usage_item(aws["UsageTable"], turns[-1].request_id)
+    last = turns[-1]
+    assert (item["cached_tokens"], item["cache_write_tokens"]) == (last.read, last.written)
+    assert item["prompt_tokens"] == last.read + last.written + last.uncached
+
+
+def test_a_codex_session_keyed_by_prompt_cache_key_stays_on_one_deployment(
+    url: str, doubles: Doubles, aws: dict[str, str]
+) -> None:
+    session = CodexSession()
+    turns = [session.turn(url, number) for number in range(TURNS)]
+    [(home, count)] = [(name, n) for name, n in doubles.served().items() if n]
+    assert count == TURNS
+    assert read_share(turns[1:]) >= 0.9
+    assert served_by(aws, turns) == {home}
+    # Still OpenAI's own cache-routing key at the provider.
+    assert {r.body["prompt_cache_key"] for r in doubles.codex[home].requests} == {
+        session.conversation
+    }
+
+
+def ask(url: str, aws: dict[str, str], session: str, key: str = MASTER_KEY) -> str:
+    """One short request of a session (Claude Code's header); the deployment that served it."""
+    client = anthropic.Anthropic(
+        base_url=url,
+        api_key=key,
+        max_retries=0,
+        default_headers={"X-Claude-Code-Session-Id": session},
+    )
+    raw = client.messages.with_raw_response.create(
+        model="claude", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+    )
+    return str(usage_item(aws["UsageTable"], raw.headers["x-request-id"])["deployment_id"])
+
+
+def test_sessions_spread_over_both_deployments_and_each_keeps_its_own(
+    url: str, aws: dict[str, str]
+) -> None:
+    sessions = [f"spread-{n}" for n in range(24)]
+    first = {session: ask(url, aws, session) for session in sessions}
+    assert set(Counter(first.values())) == {"claude-a", "claude-b"}
+    assert {session: ask(url, aws, session) for session in sessions} == first
+
+
+def test_two_keys_with_one_session_id_are_pinned_independently(
+    url: str, aws: dict[str, str]
+) -> None:
+    keys = [new_key(url, models=["claude"]) for _ in range(2)]
+    sessions = [f"shared-{n}" for n in range(16)]
+    placed = [{session: ask(url, aws, session, key) for session in sessions} for key in keys]
+    # Each key's sessions keep their deployment; the same id under another key is its own.
+    assert [
+        {session: ask(url, aws, session, key) for session in sessions} for key in keys
+    ] == placed
+    assert placed[0] != placed[1]
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_a_failing_session_deployment_is_tried_once_and_the_other_serves(
+    url: str, doubles: Doubles, aws: dict[str, str], status: int
+) -> None:
+    session = f"failing-{status}"
+    home = ask(url, aws, session)
+    [other] = set(doubles.claude) - {home}
+    doubles.reset()
+    doubles.claude[home].fail_next(AnthropicFault(status=status), times=3)
+    assert [ask(url, aws, session) for _ in range(3)] == [other] * 3
+    # One try of the failed deployment per request, never a second.
+    assert len(doubles.claude[home].requests) == 3
+    assert len(doubles.claude[other].requests) == 3
+    # Well again: the session is back on its deployment.
+    assert ask(url, aws, session) == home
+
+
+def test_two_gateway_processes_serve_one_session_from_the_same_deployment(
+    aws_stack: LocalAWS, doubles: Doubles, tmp_path: Path, aws: dict[str, str]
+) -> None:
+    path = tmp_path / "affinity.yaml"
+    path.write_text(config_for(doubles))
+    env = gateway_env(aws_stack, {**os.environ, "LLM_PROXY__CONFIG_PATH": str(path)})
+    with gateway_process(env) as one, gateway_process(env) as two:
+        session = ClaudeCodeSession()
+        # Turns alternate between the two containers, as a load balancer would send them.
+        turns = [session.turn((one, two)[n % 2].url, n) for n in range(6)]
+    [(home, count)] = [(name, n) for name, n in doubles.served().items() if n]
+    assert count == 6
+    assert served_by(aws, turns) == {home}
+    assert read_share(turns[1:]) >= 0.9
+
+
+def test_while_its_deployment_cools_down_a_session_is_served_by_the_other(
+    gateway_for: Callable[..., str], doubles: Doubles, aws: dict[str, str]
+) -> None:
+    url = gateway_for(
+        config_for(doubles, {**AFFINITY, "disable_cooldowns": False, "cooldown_time": 60})
+    )
+    session = "cooling"
+    home = ask(url, aws, session)
+    [other] = set(doubles.claude) - {home}
+    doubles.reset()
+    doubles.claude[home].fail_next(AnthropicFault(status=429))
+    assert [ask(url, aws, session) for _ in range(3)] == [other] * 3
+    # Cooling down, it is not offered again: tried once, by the first of those requests.
+    assert len(doubles.claude[home].requests) == 1
+
+
+def test_without_affinity_a_session_scatters_over_the_deployments(
+    gateway_for: Callable[..., str], doubles: Doubles, aws: dict[str, str]
+) -> None:
+    url = gateway_for(config_for(doubles, {"num_retries": 2, "disable_cooldowns": True}))
+    session = ClaudeCodeSession()
+    turns = [session.turn(url, number) for number in range(TURNS)]
+    assert all(doubles.served()[name] for name in doubles.claude)
+    assert len(served_by(aws, turns)) == 2
