@@ -7,17 +7,22 @@ session to the same deployment."""
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anthropic
 import pytest
+from llm_proxy.access.auth import MASTER
+from llm_proxy.pipeline.session_affinity import AffinitySettings, Session, deployment_id
 
 from devstack.aws import LocalAWS
 from devstack.doubles.anthropic_upstream import Fault as AnthropicFault
 from devstack.gateway import gateway_env, gateway_process
+from tests.support.agent_clis import client, run_client
 from tests.support.agent_sessions import (
     AFFINITY,
     TURNS,
@@ -182,3 +187,35 @@ def test_without_affinity_a_session_scatters_over_the_deployments(
     turns = [session.turn(url, number) for number in range(TURNS)]
     assert all(doubles.served()[name] for name in doubles.claude)
     assert len(served_by(aws, turns)) == 2
+
+
+def test_claude_code_turns_of_one_session_stay_on_one_deployment(
+    gateway_for: Callable[..., str], doubles: Doubles, tmp_path: Path
+) -> None:
+    """`claude -p`, then `claude -p --resume` for the next turns: one session, whose
+    requests (Claude Code's session header on each) all reach one deployment."""
+    claude = client("claude")
+    url = gateway_for(config_for(doubles, claude="claude-sonnet-4-5"))
+    session = str(uuid.uuid4())
+    env = {
+        "ANTHROPIC_BASE_URL": url,
+        "ANTHROPIC_AUTH_TOKEN": MASTER_KEY,
+        "HOME": str(tmp_path),
+        "DISABLE_TELEMETRY": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }
+    for turn in range(3):
+        resume = ["--session-id", session] if turn == 0 else ["--resume", session]
+        prompt = f"Turn {turn}: say hi"
+        done = run_client(
+            [claude, "-p", prompt, "--model", "claude-sonnet-4-5", *resume], env, tmp_path
+        )
+        assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    [(home, requests)] = [(n, d.requests) for n, d in doubles.claude.items() if d.requests]
+    # The turns of one conversation, each naming the session (in `metadata.user_id` too).
+    assert [len(r.body["messages"]) for r in requests] == [1, 3, 5]
+    assert {json.loads(r.body["metadata"]["user_id"])["session_id"] for r in requests} == {session}
+    # Where every container places this session.
+    offered = [{"model_info": {"id": name}} for name in doubles.claude]
+    placed = Session(MASTER, session, AffinitySettings(every_group=True))
+    assert home == deployment_id(placed.pick("claude-sonnet-4-5", offered) or {})

@@ -74,19 +74,21 @@ def served_doubles() -> Iterator[Doubles]:
         yield Doubles(claude, codex)
 
 
-def config_for(doubles: Doubles, router_settings: dict[str, Any] = AFFINITY) -> str:
-    """Groups `claude` and `codex`, a deployment on each double (its name as its id), at
-    prices with cache prices of their own; `claude-plain` on claude-a with none (its cache
-    reads and writes cost the input price)."""
+def config_for(
+    doubles: Doubles, router_settings: dict[str, Any] = AFFINITY, claude: str = "claude"
+) -> str:
+    """Groups `claude` (or another name) and `codex`, a deployment on each double (its name
+    as its id), at prices with cache prices of their own; `claude-plain` on claude-a with none
+    (its cache reads and writes cost the input price)."""
     prices = {
         "input_cost_per_token": INPUT,
         "output_cost_per_token": OUTPUT,
         "cache_creation_input_token_cost": WRITE,
         "cache_read_input_token_cost": READ,
     }
-    claude = [
+    anthropic_group = [
         deployment(
-            "claude",
+            claude,
             "anthropic/claude-sonnet-4-5",
             model_info={"id": name},
             api_base=double.base_url,
@@ -116,7 +118,7 @@ def config_for(doubles: Doubles, router_settings: dict[str, Any] = AFFINITY) -> 
         output_cost_per_token=OUTPUT,
     )
     return gateway_config(
-        *claude,
+        *anthropic_group,
         *codex,
         plain,
         router_settings=router_settings,
