@@ -7,12 +7,16 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from llm_proxy.access.auth import Caller
+from llm_proxy.pipeline.apis import APIS, ApiName
+from llm_proxy.pipeline.request import GatewayRequest
 from llm_proxy.pipeline.session_affinity import (
     AffinitySettings,
     Session,
     deployment_id,
     for_router,
     session_id,
+    session_of,
 )
 
 ON = AffinitySettings(every_group=True)
@@ -173,3 +177,32 @@ def test_the_router_gets_no_session_check_of_its_own_and_keeps_the_others() -> N
         "deployment_affinity_ttl_seconds": 60,
     }
     assert for_router({"optional_pre_call_checks": ["session_affinity"]}) == {}
+
+
+def request(
+    api: ApiName, body: dict[str, Any], sent: dict[str, Any] | None = None
+) -> GatewayRequest:
+    return GatewayRequest(
+        endpoint="/",
+        api=APIS[api],
+        caller=Caller(key_id="key-1"),
+        body=body,
+        request_id="r",
+        model="claude",
+        agent=None,
+        sent=sent,
+    )
+
+
+def test_a_request_has_a_session_where_affinity_is_on_and_a_model_is_called() -> None:
+    header = {"x-claude-code-session-id": "s-1"}
+    assert session_of(request("chat", {}), header, ON) == Session("key-1", "s-1", ON)
+    assert session_of(request("chat", {}), header, AffinitySettings()) is None
+    assert session_of(request("chat", {}), {}, ON) is None
+    # The count APIs call no model.
+    assert session_of(request("count_tokens", {}), header, ON) is None
+    # The Messages API is read as the client sent it, not as translated for the Router.
+    sent = {"metadata": {"user_id": "user_a_account_b_session_s-2"}}
+    assert session_of(request("messages", {"user": "x"}, sent), {}, ON) == Session(
+        "key-1", "s-2", ON
+    )
