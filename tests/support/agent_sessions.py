@@ -17,6 +17,7 @@ import anthropic
 import openai
 
 from devstack.doubles.anthropic_upstream import AnthropicUpstream
+from devstack.doubles.base import UpstreamDouble
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import serving
 from tests.support.configs import MASTER_KEY_FROM_SECRET, deployment, gateway_config
@@ -40,18 +41,17 @@ class Doubles:
     claude: dict[str, AnthropicUpstream]
     codex: dict[str, OpenAIUpstream]
 
+    def every(self) -> dict[str, UpstreamDouble[Any]]:
+        """Each double by the id of its deployment."""
+        return {**self.claude, **self.codex}
+
     def reset(self) -> None:
-        for double in (*self.claude.values(), *self.codex.values()):
+        for double in self.every().values():
             double.reset()
 
     def served(self) -> Counter[str]:
         """Requests each deployment received, by deployment id."""
-        return Counter(
-            {
-                name: len(double.requests)
-                for name, double in (*self.claude.items(), *self.codex.items())
-            }
-        )
+        return Counter({name: len(double.requests) for name, double in self.every().items()})
 
 
 @contextmanager

@@ -4,6 +4,7 @@ session identifiers it reads, and the Router arguments it leaves LiteLLM."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from typing import Any
 
 import pytest
@@ -37,9 +38,7 @@ def deployments(*ids: str, weights: dict[str, float] | None = None) -> list[dict
     ]
 
 
-def chosen(
-    session: Session, offered: list[dict[str, Any]], failed: frozenset[str] = frozenset()
-) -> str:
+def chosen(session: Session, offered: list[dict[str, Any]], failed: Collection[str] = ()) -> str:
     narrowed = session.narrow("claude", offered, failed)
     assert len(narrowed) == 1
     return deployment_id(narrowed[0])
