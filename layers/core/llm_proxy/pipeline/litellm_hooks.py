@@ -2,9 +2,13 @@
 request; they read what the pipeline decided about that request from its scope, which the
 provider call sets for its duration (`request_scope`):
 
-- the pre-call check, for the deployment the Router picked, before the call: the deployment's
-  own rpm/tpm counters, taken under the request's admission; over them, a RateLimitError moves
-  the Router to another deployment or a fallback;
+- the pre-call check, for the deployment the Router picked, before the call: noted as called
+  for the request; the deployment's own rpm/tpm counters, taken under the request's
+  admission; over them, a RateLimitError moves the Router to another deployment or a
+  fallback;
+- the deployment filter, before the Router picks among a group's deployments (those not cooling
+  down): a request of an agent session gets its session's deployment (`session_affinity`),
+  leaving out those the request already called, which failed;
 - the deployment hook, once the deployment is picked, with the call's arguments: Anthropic
   deployments get what only they understand (`anthropic_native`), the others never see it;
 - the fallback check, awaited by the Router before each fallback to another model group: a
