@@ -32,13 +32,15 @@ size: .venv/.installed
 	$(PY) scripts/build_layer.py size
 
 # The gateway against the LiteLLM proxy and Portkey (installed under .tools on first use), a
-# soak, the Lambda bill from its figures, keys and limits, the cost report.
+# soak, the Lambda bill from its figures, keys and limits, the cost report, agent sessions with
+# and without session affinity.
 # `python -m scripts.bench --help` sizes it down.
 bench: .venv/.installed
 	$(PY) -m scripts.bench
 	$(PY) -m scripts.bench.lambda_bill
 	$(PY) -m scripts.bench.keys
 	$(PY) -m scripts.bench.cost_report
+	$(PY) -m scripts.bench.sessions
 
 # Where the gateway's time goes under the bench's load (cProfile; see docs/performance.md).
 profile: .venv/.installed

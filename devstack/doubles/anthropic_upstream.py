@@ -45,6 +45,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from devstack.doubles.base import RecordedRequest, UpstreamDouble
+from devstack.doubles.prompt_cache import ANTHROPIC_MIN_TOKENS, anthropic_usage
 from devstack.doubles.tool_calls import arguments_for, call_id, chosen_tools, tool_reply
 
 # The error `type` Anthropic sends with each HTTP status.
@@ -101,8 +102,10 @@ class AnthropicUpstream(UpstreamDouble[Fault]):
     tool_input: dict[str, Any] | None = None  # its input; generated from its schema when None
     web_searches: int = 1  # searches run when a web_search server tool is offered
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
-    # The prompt prefixes written to the prompt cache (up to a `cache_control` breakpoint).
+    # This deployment's prompt cache: the prefixes written to it (`prompt_cache`).
     cached_prefixes: set[str] = field(default_factory=set)
+    # The fewest tokens a cached prefix holds (Anthropic's minimum for Sonnet).
+    min_cache_tokens: int = ANTHROPIC_MIN_TOKENS
 
     def reset(self) -> None:
         super().reset()
@@ -195,17 +198,20 @@ class AnthropicUpstream(UpstreamDouble[Fault]):
         }
 
     def _prompt_usage(self, body: dict[str, Any]) -> dict[str, int]:
-        """Anthropic's prompt counts: the prefix up to the last `cache_control` breakpoint is
-        written to the cache the first time and read from it after; `input_tokens` is the
-        rest."""
-        prefix, cached = cached_prefix(body)
-        usage = {"input_tokens": count_input_tokens(body) - cached}
-        if prefix is not None:
-            read = prefix in self.cached_prefixes
-            self.cached_prefixes.add(prefix)
-            usage["cache_creation_input_tokens"] = 0 if read else cached
-            usage["cache_read_input_tokens"] = cached if read else 0
-        return usage
+        """Anthropic's prompt counts under its caching rules (`prompt_cache`): the prefix read
+        from this deployment's cache, the part up to the last breakpoint written to it, and
+        `input_tokens` the rest."""
+        blocks = prompt_blocks(body)
+        tokens = [len(_text([block]).split()) for block in blocks]
+        cached = anthropic_usage(self.cached_prefixes, blocks, tokens, self.min_cache_tokens)
+        if cached is None:
+            return {"input_tokens": count_input_tokens(body)}
+        read, written = cached
+        return {
+            "input_tokens": count_input_tokens(body) - read - written,
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
+        }
 
     def _content(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         """Thinking first where it is enabled; then a tool call, the quote of a tool's result,
@@ -425,23 +431,18 @@ def count_input_tokens(body: dict[str, Any]) -> int:
     return total
 
 
-def cached_prefix(body: dict[str, Any]) -> tuple[str | None, int]:
-    """The prompt up to and including its last `cache_control` block (as a key), and its
-    tokens; (None, 0) without a breakpoint."""
+def prompt_blocks(body: dict[str, Any]) -> list[Any]:
+    """The prompt as Anthropic caches it: tools, then system, then messages, block by block
+    (a message's blocks carry its role)."""
     blocks: list[Any] = list(body.get("tools") or [])
     system = body.get("system")
     blocks += system if isinstance(system, list) else [{"type": "text", "text": system or ""}]
     for message in body.get("messages", []):
         content = message.get("content")
-        blocks += content if isinstance(content, list) else [{"type": "text", "text": content}]
-    marked = [
-        i for i, block in enumerate(blocks) if isinstance(block, dict) and "cache_control" in block
-    ]
-    if not marked:
-        return None, 0
-    prefix = blocks[: marked[-1] + 1]
-    tokens = sum(len(_text([block]).split()) for block in prefix if isinstance(block, dict))
-    return json.dumps(prefix, sort_keys=True), tokens
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        role = message.get("role")
+        blocks += [{"role": role, **part} if isinstance(part, dict) else part for part in parts]
+    return blocks
 
 
 def count_output_tokens(content: list[dict[str, Any]]) -> int:

@@ -28,9 +28,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from devstack.doubles.base import RecordedRequest, UpstreamDouble
 from devstack.doubles.openai_responses import (
     ResponsesAnswer,
+    count_input_tokens,
     input_items,
     refused_reasoning,
 )
+from devstack.doubles.prompt_cache import openai_cached_tokens
 from devstack.doubles.tool_calls import arguments_for, call_id, chosen_tools, tool_reply
 
 # How many characters of a tool call's arguments each streamed chunk carries.
@@ -61,6 +63,9 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
     tool_input: dict[str, Any] | None = None  # its arguments; generated from its schema when None
     parallel_calls: int = 1  # how many offered tools one answer calls
     cached_tokens: int = 0  # prompt tokens reported as read from the provider's cache
+    # This deployment's automatic prompt cache (`prompt_cache`), used where `cached_tokens`
+    # is 0.
+    prompt_cache: set[str] = field(default_factory=set)
     web_searches: int = 1  # searches a Responses answer runs where web search is offered
 
     def reset(self) -> None:
@@ -68,6 +73,7 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
         self.call_tools, self.tool_name, self.tool_input = False, None, None
         self.parallel_calls, self.cached_tokens, self.web_searches = 1, 0, 1
         self.reasoning_field = "reasoning_content"
+        self.prompt_cache.clear()
 
     async def _received(self, request: Request) -> tuple[dict[str, Any], Response | None]:
         """The request's body, recorded, and the refusal of a wrong key, if it is one."""
@@ -96,6 +102,7 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
                 return _error(fault.status, fault.message, "upstream_error", headers)
             answer = self._answer(body)
             usage = self._usage(_count_tokens(body.get("messages", [])), answer)
+            usage = self._with_chat_cache(usage, body)
             if body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 return StreamingResponse(
@@ -136,7 +143,7 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
             answer = ResponsesAnswer.build(
                 body, self.reply, self.thoughts, tools, self.web_searches
             )
-            usage = answer.usage(self.cached_tokens)
+            usage = answer.usage(self.cached_tokens or self._responses_cached(body))
             if body.get("stream"):
                 events = list(answer.events(usage))
                 return StreamingResponse(
@@ -222,6 +229,25 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
         if self.cached_tokens:
             usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
         return usage
+
+    def _with_chat_cache(self, usage: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """The chat usage with what this deployment's prompt cache read (set `cached_tokens`
+        wins)."""
+        if self.cached_tokens:
+            return usage
+        messages = list(body.get("messages") or [])
+        tokens = [_count_tokens([message]) for message in messages]
+        key = body.get("prompt_cache_key")
+        cached = openai_cached_tokens(self.prompt_cache, messages, tokens, key)
+        return {**usage, "prompt_tokens_details": {"cached_tokens": cached}} if cached else usage
+
+    def _responses_cached(self, body: dict[str, Any]) -> int:
+        """The Responses input tokens this deployment's prompt cache read."""
+        blocks: list[Any] = [{"instructions": body.get("instructions") or ""}, *input_items(body)]
+        tokens = [count_input_tokens({"instructions": blocks[0]["instructions"]})]
+        tokens += [count_input_tokens({"input": [item]}) for item in blocks[1:]]
+        key = body.get("prompt_cache_key")
+        return openai_cached_tokens(self.prompt_cache, blocks, tokens, key)
 
     async def _chunks(
         self,

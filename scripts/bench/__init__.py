@@ -8,6 +8,9 @@
                                           (bench-keys.json)
     python -m scripts.bench.cost_report   the cost report over 1,000 and 100,000 requests
                                           (bench-report.json)
+    python -m scripts.bench.sessions      20-turn agent sessions on two deployments, with and
+                                          without session affinity: cache reads and cost
+                                          (bench-sessions.json)
     python -m scripts.bench.profile       where the gateway's time goes (`make profile`)
 
 `stack` stands the gateway up, `references` the other gateways, `load` and `soak` drive them,

@@ -2,9 +2,13 @@
 request; they read what the pipeline decided about that request from its scope, which the
 provider call sets for its duration (`request_scope`):
 
-- the pre-call check, for the deployment the Router picked, before the call: the deployment's
-  own rpm/tpm counters, taken under the request's admission; over them, a RateLimitError moves
-  the Router to another deployment or a fallback;
+- the pre-call check, for the deployment the Router picked, before the call: noted as called
+  for the request; the deployment's own rpm/tpm counters, taken under the request's
+  admission; over them, a RateLimitError moves the Router to another deployment or a
+  fallback;
+- the deployment filter, before the Router picks among a group's deployments (those not cooling
+  down): a request of an agent session gets its session's deployment (`session_affinity`),
+  leaving out those the request already called, which failed;
 - the deployment hook, once the deployment is picked, with the call's arguments: Anthropic
   deployments get what only they understand (`anthropic_native`), the others never see it;
 - the fallback check, awaited by the Router before each fallback to another model group: a
@@ -25,10 +29,12 @@ from typing import Any
 
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
+from litellm.litellm_core_utils.routing_common_utils import deployment_ids_failed_in_request
 
 from llm_proxy.access.key_record import matches_any
 from llm_proxy.access.limits import Admission
 from llm_proxy.pipeline.anthropic_native import NativeParts, for_deployment
+from llm_proxy.pipeline.session_affinity import Session, deployment_id
 
 
 @dataclass
@@ -50,6 +56,10 @@ class RequestScope:
     admission: Admission | None
     permission: Permission
     native: NativeParts | None = None
+    # The request's agent session (session affinity), and the deployments the Router has
+    # called for it so far: a new pick after one means that one failed.
+    session: Session | None = None
+    called: list[str] = field(default_factory=list)
 
 
 _SCOPE: ContextVar[RequestScope | None] = ContextVar("llm_proxy_request_scope", default=None)
@@ -69,20 +79,36 @@ class GatewayHooks(CustomLogger):
         self, deployment: dict[str, Any], parent_otel_span: Any = None
     ) -> dict[str, Any] | None:
         scope = _SCOPE.get()
+        picked = deployment_id(deployment)
+        if scope is not None:
+            scope.called.append(picked)
         admission = scope.admission if scope is not None else None
-        deployment_id = str((deployment.get("model_info") or {}).get("id"))
-        limits = admission.deployment_limits.get(deployment_id) if admission else None
+        limits = admission.deployment_limits.get(picked) if admission else None
         if admission is None or limits is None:
             return None
         item = await asyncio.to_thread(
-            admission.counters.admit_deployment,
-            deployment_id,
-            limits,
-            admission.reservation.tokens,
+            admission.counters.admit_deployment, picked, limits, admission.reservation.tokens
         )
         if limits.tpm:
-            admission.deployment_items[deployment_id] = item
+            admission.deployment_items[picked] = item
         return None
+
+    async def async_filter_deployments(
+        self,
+        model: str,
+        healthy_deployments: list[Any],
+        messages: Any,
+        request_kwargs: dict[str, Any] | None = None,
+        parent_otel_span: Any = None,
+    ) -> list[Any]:
+        """A session's deployment among those the Router offers (cooling down ones are not),
+        leaving out any this request already called (they failed) and those litellm's retry
+        skips."""
+        scope = _SCOPE.get()
+        if scope is None or scope.session is None:
+            return healthy_deployments
+        failed = {*scope.called, *deployment_ids_failed_in_request(request_kwargs or {})}
+        return scope.session.narrow(model, healthy_deployments, failed)
 
     async def async_pre_call_deployment_hook(
         self, kwargs: dict[str, Any], call_type: Any

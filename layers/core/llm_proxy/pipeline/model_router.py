@@ -17,7 +17,7 @@ from llm_proxy.access.limits import Limits
 from llm_proxy.accounting.price_table import PER_MILLION, SEED_PRICE_TABLE
 from llm_proxy.config import ConfigError, ProxyConfig, resolve_references, secret_then_env
 from llm_proxy.logs import enable_detailed_debug, logger, redactor
-from llm_proxy.pipeline import litellm_hooks
+from llm_proxy.pipeline import litellm_hooks, session_affinity
 from llm_proxy.provider_keys import ProviderKeys
 
 ROUTER_PARAMS = frozenset(inspect.signature(Router.__init__).parameters) - {"self", "model_list"}
@@ -223,6 +223,7 @@ def router_kwargs(config: ProxyConfig) -> dict[str, Any]:
         # litellm reads 0 as "use the default"; what a config that says 0 means is "never".
         kwargs.pop("cooldown_time")
         kwargs.setdefault("disable_cooldowns", True)
+    kwargs = session_affinity.for_router(kwargs)
     return {key: value for key, value in kwargs.items() if value is not None}
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -58,6 +58,7 @@ from llm_proxy.pipeline.responses import (
     to_stored,
     with_conversation,
 )
+from llm_proxy.pipeline.session_affinity import AffinitySettings, session_of
 from llm_proxy.pipeline.streams import MeteredStream
 from llm_proxy.pipeline.validate import (
     AGENT_NAME,
@@ -96,6 +97,7 @@ class Pipeline:
         self.routers = routers
         self.stores = stores
         self.cache_settings = CacheSettings.from_config(config)
+        self.affinity = AffinitySettings.from_router_settings(config.router_settings)
         metering = (
             Metering.USAGE_AFTER_RESPONSE
             if settings.outlives_response
@@ -156,7 +158,7 @@ class Pipeline:
             (name for name in claimed_agents(caller, sent or body) if AGENT_NAME.match(name)),
             model if model in aliases else None,
         )
-        return GatewayRequest(
+        request = GatewayRequest(
             endpoint=inbound.endpoint,
             api=api,
             caller=caller,
@@ -167,6 +169,7 @@ class Pipeline:
             sent=sent,
             native=native,
         )
+        return replace(request, session=session_of(request, inbound.headers, self.affinity))
 
     def validate(self, request: GatewayRequest) -> ModelRouter:
         """The key may use the model, the model can be served, the parameters are the API's;
@@ -243,6 +246,7 @@ class Pipeline:
             admission=state.admission,
             permission=Permission(permitted_groups(request.caller, router)),
             native=request.native,
+            session=request.session,
         )
         state.routed = time.perf_counter()
         return await call_provider(router, request, scope, self.settings.provider_deadline_s)

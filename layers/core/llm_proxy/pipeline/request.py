@@ -16,6 +16,7 @@ from llm_proxy.after_response import AfterResponse
 from llm_proxy.pipeline.anthropic_native import NativeParts
 from llm_proxy.pipeline.cache import CacheControl
 from llm_proxy.pipeline.model_router import ModelRouter
+from llm_proxy.pipeline.session_affinity import Session
 
 if TYPE_CHECKING:
     from llm_proxy.pipeline.apis import Api
@@ -58,6 +59,8 @@ class GatewayRequest:
     sent: dict[str, Any] | None = None
     # What only Anthropic deployments get as sent (Messages API headers and tools).
     native: NativeParts | None = None
+    # The agent session the request belongs to, where session affinity applies to it.
+    session: Session | None = None
 
     @property
     def as_sent(self) -> dict[str, Any]:
