@@ -67,6 +67,10 @@ def serve(port: int, host: str = "127.0.0.1") -> None:
         lifespan="off",
         access_log=False,
     )
+    # Before `make dev` stops its local AWS: the usage items the server still holds.
+    from llm_proxy.store.usage_batch import flush_all
+
+    flush_all()
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,8 @@ _BATCHES: weakref.WeakSet[UsageBatch] = weakref.WeakSet()
 
 
 @atexit.register
-def _flush_all() -> None:
-    """At the process's exit (daemon threads stop there), what is still queued is written."""
+def flush_all() -> None:
+    """What every batch still holds, written now: at the process's exit (daemon threads stop
+    there), or sooner by a server that stops what the writes need (`make dev`'s local AWS)."""
     for batch in list(_BATCHES):
         batch.flush()
