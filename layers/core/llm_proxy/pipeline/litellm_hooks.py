@@ -5,6 +5,9 @@ provider call sets for its duration (`request_scope`):
 - the pre-call check, for the deployment the Router picked, before the call: the deployment's
   own rpm/tpm counters, taken under the request's admission; over them, a RateLimitError moves
   the Router to another deployment or a fallback;
+- the deployment filter, before each pick: a deployment this request already tried is left out
+  while another of its group is left (litellm's retries may pick a failed one again, and a
+  stream that fails before its first chunk is retried by the provider call itself);
 - the deployment hook, once the deployment is picked, with the call's arguments: Anthropic
   deployments get what only they understand (`anthropic_native`), the others never see it;
 - the fallback check, awaited by the Router before each fallback to another model group: a
@@ -50,6 +53,8 @@ class RequestScope:
     admission: Admission | None
     permission: Permission
     native: NativeParts | None = None
+    # The deployments this request has been sent to, in order: each one before the last failed.
+    tried: list[str] = field(default_factory=list)
 
 
 _SCOPE: ContextVar[RequestScope | None] = ContextVar("llm_proxy_request_scope", default=None)
@@ -70,7 +75,9 @@ class GatewayHooks(CustomLogger):
     ) -> dict[str, Any] | None:
         scope = _SCOPE.get()
         admission = scope.admission if scope is not None else None
-        deployment_id = str((deployment.get("model_info") or {}).get("id"))
+        deployment_id = _id_of(deployment)
+        if scope is not None:
+            scope.tried.append(deployment_id)
         limits = admission.deployment_limits.get(deployment_id) if admission else None
         if admission is None or limits is None:
             return None
@@ -83,6 +90,20 @@ class GatewayHooks(CustomLogger):
         if limits.tpm:
             admission.deployment_items[deployment_id] = item
         return None
+
+    async def async_filter_deployments(
+        self,
+        model: str,
+        healthy_deployments: list[Any],
+        messages: Any,
+        request_kwargs: dict[str, Any] | None = None,
+        parent_otel_span: Any = None,
+    ) -> list[Any]:
+        scope = _SCOPE.get()
+        if scope is None or not scope.tried:
+            return healthy_deployments
+        untried = [d for d in healthy_deployments if _id_of(d) not in scope.tried]
+        return untried or healthy_deployments
 
     async def async_pre_call_deployment_hook(
         self, kwargs: dict[str, Any], call_type: Any
@@ -100,6 +121,10 @@ class GatewayHooks(CustomLogger):
             return True
         scope.permission.skipped.append(model)
         return False
+
+
+def _id_of(deployment: Mapping[str, Any]) -> str:
+    return str((deployment.get("model_info") or {}).get("id"))
 
 
 HOOKS = GatewayHooks()

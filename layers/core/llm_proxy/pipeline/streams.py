@@ -38,32 +38,45 @@ class OpenedStream:
         read: list[Any],
         rest: AsyncIterator[Any],
         *,
-        fallbacks: int = 0,
         has_content: bool = True,
     ) -> None:
         self._source, self._read, self._rest = source, read, rest
-        self._fallbacks = fallbacks
         self.has_content = has_content
+        # Attempts the provider call made after streams that failed before their first chunk.
+        self._retries = self._fallbacks = 0
 
     @classmethod
-    async def open(
-        cls, source: Any, carries_something: Callable[[Any], bool], fallbacks: int = 0
-    ) -> OpenedStream:
+    async def open(cls, source: Any, carries_something: Callable[[Any], bool]) -> OpenedStream:
+        """Read up to the first item that carries something (which may raise: the attempt's
+        failure); a stream that fails so is closed, so its deployment is let go at once."""
         rest = source.__aiter__()
         read: list[Any] = []
-        async for item in rest:
-            read.append(item)
-            if carries_something(item):
-                return cls(source, read, rest, fallbacks=fallbacks)
-        return cls(source, read, rest, fallbacks=fallbacks, has_content=False)
+        try:
+            async for item in rest:
+                read.append(item)
+                if carries_something(item):
+                    return cls(source, read, rest)
+        except BaseException:
+            await close_quietly(rest)
+            raise
+        return cls(source, read, rest, has_content=False)
+
+    def counting(self, retries: int, fallbacks: int) -> OpenedStream:
+        """This stream, as the answer after `retries` and `fallbacks` the Router did not see."""
+        self._retries, self._fallbacks = retries, fallbacks
+        return self
 
     @property
     def _hidden_params(self) -> dict[str, Any]:
         hidden = dict(getattr(self._source, "_hidden_params", None) or {})
-        if self._fallbacks:
+        added = {
+            "x-litellm-attempted-retries": self._retries,
+            "x-litellm-attempted-fallbacks": self._fallbacks,
+        }
+        if any(added.values()):
             headers = dict(hidden.get("additional_headers") or {})
-            taken = int(headers.get("x-litellm-attempted-fallbacks") or 0)
-            headers["x-litellm-attempted-fallbacks"] = taken + self._fallbacks
+            for name, count in added.items():
+                headers[name] = int(headers.get(name) or 0) + count
             hidden["additional_headers"] = headers
         return hidden
 
@@ -79,6 +92,18 @@ class OpenedStream:
             yield item
         async for item in self._rest:
             yield item
+
+
+async def close_quietly(stream: Any) -> None:
+    """Close a provider stream (its connection) that will not be read on; a failure to close
+    is no news."""
+    close = getattr(stream, "aclose", None)
+    if close is None:
+        return
+    try:
+        await close()
+    except Exception:
+        logger.debug("provider stream could not be closed")
 
 
 def empty_stream(model: str, stream: Any) -> ProxyError:

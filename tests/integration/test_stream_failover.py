@@ -1,0 +1,284 @@
+"""Streams fail over before their first byte and never after, on every streamed endpoint
+(/v1/chat/completions, /v1/messages, /v1/responses), and every ending is metered once.
+
+Each model group has two deployments on two doubles of one provider that share one fault
+queue: the staged fault goes to whichever deployment the Router tries first, so the test
+needs no control over the pick, and each double's request count tells how often each
+deployment was tried."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from devstack.doubles import anthropic_upstream, openai_upstream
+from devstack.doubles.anthropic_upstream import AnthropicUpstream
+from devstack.doubles.openai_upstream import OpenAIUpstream
+from devstack.server import serving
+from tests.support.configs import deployment, gateway_config
+from tests.support.specs import sse_events
+from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
+
+STREAM_TIMEOUT_S = 1.0
+# A silent deployment would answer only after this long; a stalled one goes on after it.
+SILENT_S = 8.0
+PRICES = {"input_cost_per_token": 0.000003, "output_cost_per_token": 0.000015}
+REPLY = "A long enough answer of several words for the stream to be cut halfway through."
+PROMPT = "Write a haiku about gateways"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    path: str
+    group: str
+    body: dict[str, Any]
+
+
+CHAT = Endpoint(
+    "/v1/chat/completions",
+    "gpt",
+    {"messages": [{"role": "user", "content": PROMPT}], "stream": True},
+)
+MESSAGES = Endpoint(
+    "/v1/messages",
+    "claude",
+    {"max_tokens": 256, "messages": [{"role": "user", "content": PROMPT}], "stream": True},
+)
+RESPONSES = Endpoint("/v1/responses", "gpt", {"input": PROMPT, "stream": True})
+ENDPOINTS = {"chat": CHAT, "messages": MESSAGES, "responses": RESPONSES}
+
+
+@dataclass(kw_only=True)
+class GptDouble(OpenAIUpstream):
+    """The OpenAI double, counting the faults it took from the shared queue."""
+
+    faults_taken: int = 0
+
+    def next_fault(self) -> openai_upstream.Fault | None:
+        fault = super().next_fault()
+        self.faults_taken += fault is not None
+        return fault
+
+    def reset(self) -> None:
+        super().reset()
+        self.faults_taken = 0
+
+
+@dataclass(kw_only=True)
+class ClaudeDouble(AnthropicUpstream):
+    """The Anthropic double, counting the faults it took from the shared queue."""
+
+    faults_taken: int = 0
+
+    def next_fault(self) -> anthropic_upstream.Fault | None:
+        fault = super().next_fault()
+        self.faults_taken += fault is not None
+        return fault
+
+    def reset(self) -> None:
+        super().reset()
+        self.faults_taken = 0
+
+
+@pytest.fixture(scope="module")
+def gpt() -> Iterator[tuple[GptDouble, GptDouble]]:
+    faults: list[openai_upstream.Fault] = []
+    key = PROVIDER_KEYS["OPENAI_API_KEY"]
+    first = GptDouble(api_key=key, reply=REPLY, faults=faults)
+    second = GptDouble(api_key=key, reply=REPLY, faults=faults)
+    with serving(first), serving(second):
+        yield first, second
+
+
+@pytest.fixture(scope="module")
+def claude() -> Iterator[tuple[ClaudeDouble, ClaudeDouble]]:
+    faults: list[anthropic_upstream.Fault] = []
+    key = PROVIDER_KEYS["ANTHROPIC_API_KEY"]
+    first = ClaudeDouble(api_key=key, reply=REPLY, faults=faults)
+    second = ClaudeDouble(api_key=key, reply=REPLY, faults=faults)
+    with serving(first), serving(second):
+        yield first, second
+
+
+@pytest.fixture(autouse=True)
+def _fresh_doubles(
+    gpt: tuple[GptDouble, GptDouble],
+    claude: tuple[ClaudeDouble, ClaudeDouble],
+) -> None:
+    for double in (*gpt, *claude):
+        double.reset()
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    gateway_for: Callable[..., str],
+    gpt: tuple[GptDouble, GptDouble],
+    claude: tuple[ClaudeDouble, ClaudeDouble],
+) -> str:
+    openai_key = {"api_key": "os.environ/OPENAI_API_KEY"}
+    anthropic_key = {"api_key": "os.environ/ANTHROPIC_API_KEY"}
+    url = gateway_for(
+        gateway_config(
+            *(
+                deployment(
+                    "gpt",
+                    "openai/gpt-4o",
+                    api_base=f"{double.base_url}/v1",
+                    model_info={"id": f"gpt-{name}"},
+                    **openai_key,
+                    **PRICES,
+                )
+                for name, double in zip("ab", gpt, strict=True)
+            ),
+            *(
+                deployment(
+                    "claude",
+                    "anthropic/claude-3-haiku-20240307",
+                    api_base=double.base_url,
+                    model_info={"id": f"claude-{name}"},
+                    **anthropic_key,
+                    **PRICES,
+                )
+                for name, double in zip("ab", claude, strict=True)
+            ),
+            router_settings={
+                "num_retries": 2,
+                "enable_weighted_failover": True,
+                "stream_timeout": STREAM_TIMEOUT_S,
+                # Tests share this gateway: a failure must not steer the next test's pick.
+                "disable_cooldowns": True,
+            },
+        )
+    )
+    # A first request builds the router: the timed requests find it built, as a warm Lambda
+    # container does.
+    for endpoint in ENDPOINTS.values():
+        assert stream(url, endpoint).status == 200
+    return url
+
+
+def doubles_of(
+    endpoint: Endpoint,
+    gpt: tuple[GptDouble, GptDouble],
+    claude: tuple[ClaudeDouble, ClaudeDouble],
+) -> tuple[Any, Any]:
+    return claude if endpoint.group == "claude" else gpt
+
+
+@dataclass
+class Streamed:
+    status: int
+    request_id: str
+    events: list[tuple[str | None, Any]]
+    elapsed_s: float
+
+    def names(self) -> list[str]:
+        """Each event's name: its `event:` line, else its data's `type`, else `chunk`."""
+        named = []
+        for name, data in self.events:
+            kind = data.get("type") if isinstance(data, dict) else None
+            named.append(name or (kind if isinstance(kind, str) else "chunk"))
+        return named
+
+    def text(self) -> str:
+        pieces = []
+        for _, data in self.events:
+            if not isinstance(data, dict):
+                continue
+            for choice in data.get("choices") or []:
+                pieces.append((choice.get("delta") or {}).get("content") or "")
+            if data.get("type") == "content_block_delta":
+                pieces.append(data["delta"].get("text") or "")
+            if data.get("type") == "response.output_text.delta":
+                pieces.append(data["delta"])
+        return "".join(pieces)
+
+
+def stream(gateway: str, endpoint: Endpoint, agent: str = "failover-test") -> Streamed:
+    started = time.monotonic()
+    response = httpx.post(
+        f"{gateway}{endpoint.path}",
+        json={"model": endpoint.group, **endpoint.body},
+        headers={"Authorization": f"Bearer {MASTER_KEY}", "x-agent": agent},
+        timeout=30,
+    )
+    return Streamed(
+        response.status_code,
+        response.headers["x-request-id"],
+        list(sse_events(response.text)),
+        time.monotonic() - started,
+    )
+
+
+# -- before the first byte ------------------------------------------------------------------------
+
+BEFORE_FIRST_BYTE = {
+    "silent": (
+        openai_upstream.Fault(silent_s=SILENT_S),
+        anthropic_upstream.Fault(silent_s=SILENT_S),
+    ),
+    "429": (
+        openai_upstream.Fault(status=429, message="Rate limit reached"),
+        anthropic_upstream.Fault(status=429, message="Rate limit reached"),
+    ),
+    "500": (openai_upstream.Fault(status=500), anthropic_upstream.Fault(status=500)),
+    "503-529": (
+        openai_upstream.Fault(status=503, message="overloaded"),
+        anthropic_upstream.Fault(status=529, message="Overloaded"),
+    ),
+    "error-event-at-start": (
+        openai_upstream.Fault(error_at_start=True, message="overloaded"),
+        anthropic_upstream.Fault(error_at_start=True, message="Overloaded"),
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", list(BEFORE_FIRST_BYTE))
+@pytest.mark.parametrize("kind", list(ENDPOINTS))
+def test_a_stream_that_fails_before_its_first_byte_is_answered_by_the_other_deployment(
+    gateway: str,
+    gpt: tuple[GptDouble, GptDouble],
+    claude: tuple[ClaudeDouble, ClaudeDouble],
+    aws: dict[str, str],
+    kind: str,
+    fault: str,
+) -> None:
+    endpoint = ENDPOINTS[kind]
+    doubles = doubles_of(endpoint, gpt, claude)
+    staged = BEFORE_FIRST_BYTE[fault][1 if endpoint.group == "claude" else 0]
+    doubles[0].fail_next(staged)
+
+    streamed = stream(gateway, endpoint)
+
+    assert streamed.status == 200
+    assert [len(double.requests) for double in doubles] == [1, 1], "each deployment tried once"
+    assert streamed.text() == REPLY
+    names = streamed.names()
+    opening = {"chat": "chunk", "messages": "message_start", "responses": "response.created"}
+    if kind == "chat":
+        roles = [
+            data
+            for _, data in streamed.events
+            if isinstance(data, dict)
+            and any((c.get("delta") or {}).get("role") for c in data.get("choices") or [])
+        ]
+        assert len(roles) == 1
+        assert streamed.events[-1][1] == "[DONE]"
+    else:
+        assert names.count(opening[kind]) == 1
+    assert "error" not in names
+    if fault == "silent":
+        assert streamed.elapsed_s < STREAM_TIMEOUT_S + 2
+    answered = next(i for i, double in enumerate(doubles) if not double.faults_taken)
+    item = usage_item(aws["UsageTable"], streamed.request_id)
+    assert item["status"] == 200
+    assert item["deployment_id"] == f"{endpoint.group}-{'ab'[answered]}"
+    assert item["agent"] == "failover-test"
+    assert item["prompt_tokens"] > 0 and item["completion_tokens"] > 0
+    assert Decimal(str(item["cost_usd"])) > 0
