@@ -26,8 +26,11 @@ from tests.support.specs import sse_events
 from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 STREAM_TIMEOUT_S = 1.0
+NUM_RETRIES = 2
 # A silent deployment would answer only after this long; a stalled one goes on after it.
 SILENT_S = 8.0
+# A deployment's own stream_timeout, which wins over router_settings'.
+PATIENT_TIMEOUT_S = 4.0
 PRICES = {"input_cost_per_token": 0.000003, "output_cost_per_token": 0.000015}
 REPLY = "A long enough answer of several words for the stream to be cut halfway through."
 PROMPT = "Write a haiku about gateways"
@@ -138,6 +141,18 @@ def gateway(
             ),
             *(
                 deployment(
+                    "gpt-patient",
+                    "openai/gpt-4o",
+                    api_base=f"{double.base_url}/v1",
+                    model_info={"id": f"gpt-patient-{name}"},
+                    stream_timeout=PATIENT_TIMEOUT_S,
+                    **openai_key,
+                    **PRICES,
+                )
+                for name, double in zip("ab", gpt, strict=True)
+            ),
+            *(
+                deployment(
                     "claude",
                     "anthropic/claude-3-haiku-20240307",
                     api_base=double.base_url,
@@ -148,11 +163,12 @@ def gateway(
                 for name, double in zip("ab", claude, strict=True)
             ),
             router_settings={
-                "num_retries": 2,
+                "num_retries": NUM_RETRIES,
                 "enable_weighted_failover": True,
                 "stream_timeout": STREAM_TIMEOUT_S,
                 # Tests share this gateway: a failure must not steer the next test's pick.
                 "disable_cooldowns": True,
+                "fallbacks": [{"gpt": ["claude"]}, {"claude": ["gpt"]}],
             },
         )
     )
@@ -282,3 +298,138 @@ def test_a_stream_that_fails_before_its_first_byte_is_answered_by_the_other_depl
     assert item["agent"] == "failover-test"
     assert item["prompt_tokens"] > 0 and item["completion_tokens"] > 0
     assert Decimal(str(item["cost_usd"])) > 0
+    assert (item["retries"], item["fallbacks"]) == (1, 0)
+
+
+@pytest.mark.parametrize("kind", list(ENDPOINTS))
+def test_when_every_deployment_of_the_group_is_silent_the_fallback_group_answers(
+    gateway: str,
+    gpt: tuple[GptDouble, GptDouble],
+    claude: tuple[ClaudeDouble, ClaudeDouble],
+    aws: dict[str, str],
+    kind: str,
+) -> None:
+    endpoint = ENDPOINTS[kind]
+    group, other = (claude, gpt) if endpoint.group == "claude" else (gpt, claude)
+    fault = BEFORE_FIRST_BYTE["silent"][1 if endpoint.group == "claude" else 0]
+    group[0].fail_next(fault, times=10)
+
+    streamed = stream(gateway, endpoint)
+
+    assert streamed.status == 200
+    assert streamed.text() == REPLY
+    # Each deployment of the group is tried once, then the fallback.
+    assert [len(double.requests) for double in group] == [1, 1]
+    assert sum(len(double.requests) for double in other) == 1
+    assert streamed.elapsed_s < 2 * STREAM_TIMEOUT_S + 2
+    item = usage_item(aws["UsageTable"], streamed.request_id)
+    fallback = "gpt" if endpoint.group == "claude" else "claude"
+    answered = next(i for i, double in enumerate(other) if double.requests)
+    assert item["status"] == 200
+    assert item["deployment_id"] == f"{fallback}-{'ab'[answered]}"
+    assert item["fallbacks"] == 1
+
+
+@pytest.mark.parametrize("streamed", [True, False], ids=["stream", "json"])
+def test_when_every_deployment_fails_without_a_fallback_the_client_gets_the_providers_error(
+    gateway: str, gpt: tuple[GptDouble, GptDouble], aws: dict[str, str], streamed: bool
+) -> None:
+    gpt[0].fail_next(openai_upstream.Fault(status=500), times=10)
+
+    response = httpx.post(
+        f"{gateway}/v1/chat/completions",
+        json={"model": "gpt-patient", **CHAT.body, "stream": streamed},
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        timeout=30,
+    )
+
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "provider_error"
+    assert [len(double.requests) for double in gpt] == [1, 1]
+    item = usage_item(aws["UsageTable"], response.headers["x-request-id"])
+    assert (item["status"], item["error_code"]) == (502, "provider_error")
+
+
+def test_a_deployments_own_stream_timeout_wins(
+    gateway: str, gpt: tuple[GptDouble, GptDouble], aws: dict[str, str]
+) -> None:
+    gpt[0].fail_next(openai_upstream.Fault(silent_s=STREAM_TIMEOUT_S + 1))
+
+    streamed = stream(gateway, Endpoint(CHAT.path, "gpt-patient", CHAT.body))
+
+    assert streamed.status == 200
+    assert streamed.text() == REPLY
+    assert sum(len(double.requests) for double in gpt) == 1, "waited, not abandoned"
+    assert streamed.elapsed_s >= STREAM_TIMEOUT_S + 1
+    item = usage_item(aws["UsageTable"], streamed.request_id)
+    assert (item["status"], item["retries"], item["fallbacks"]) == (200, 0, 0)
+
+
+# -- after the first byte -------------------------------------------------------------------------
+
+AFTER_FIRST_BYTE = {
+    "stall": (
+        openai_upstream.Fault(stall_s=SILENT_S),
+        anthropic_upstream.Fault(stall_s=SILENT_S),
+    ),
+    "cut": (openai_upstream.Fault(cut_stream=True), anthropic_upstream.Fault(cut_stream=True)),
+    "error-event": (
+        openai_upstream.Fault(error_event=True, message="overloaded"),
+        anthropic_upstream.Fault(error_event=True, status=529, message="Overloaded"),
+    ),
+}
+FAILURE_EVENTS = ("error", "response.failed")
+# What ends each endpoint's stream normally.
+NORMAL_ENDS = {
+    "chat": "finish_reason",
+    "messages": "message_stop",
+    "responses": "response.completed",
+}
+
+
+@pytest.mark.parametrize("fault", list(AFTER_FIRST_BYTE))
+@pytest.mark.parametrize("kind", list(ENDPOINTS))
+def test_a_stream_that_fails_after_content_ends_with_an_error_event_and_is_metered_once(
+    gateway: str,
+    gpt: tuple[GptDouble, GptDouble],
+    claude: tuple[ClaudeDouble, ClaudeDouble],
+    aws: dict[str, str],
+    kind: str,
+    fault: str,
+) -> None:
+    endpoint = ENDPOINTS[kind]
+    doubles = doubles_of(endpoint, gpt, claude)
+    doubles[0].fail_next(AFTER_FIRST_BYTE[fault][1 if endpoint.group == "claude" else 0])
+
+    streamed = stream(gateway, endpoint)
+
+    assert streamed.status == 200
+    assert sum(len(double.requests) for double in doubles) == 1, "never retried"
+    text = streamed.text()
+    assert text and REPLY.startswith(text) and text != REPLY
+    events = [data for _, data in streamed.events if data != "[DONE]"]
+    names = streamed.names()
+    if kind == "chat":
+        last = events[-1]
+        assert set(last) == {"error"}
+        assert {"message", "type", "code"} <= set(last["error"])
+        finishes = [c.get("finish_reason") for e in events[:-1] for c in e.get("choices") or []]
+        assert not {"stop", "length"} & set(finishes)
+    else:
+        assert names[-1] in FAILURE_EVENTS
+        assert NORMAL_ENDS[kind] not in names
+        if kind == "messages":
+            assert events[-1]["type"] == "error" and set(events[-1]["error"]) == {"type", "message"}
+        elif names[-1] == "error":
+            assert {"code", "message", "sequence_number"} <= set(events[-1])
+    errors = [e for e in events if set(e) == {"error"} or e.get("type") in FAILURE_EVENTS]
+    assert len(errors) == 1
+    if fault == "stall":
+        assert streamed.elapsed_s < STREAM_TIMEOUT_S + 2
+    answered = next(i for i, double in enumerate(doubles) if double.requests)
+    item = usage_item(aws["UsageTable"], streamed.request_id)
+    assert item["status"] in (502, 504)
+    assert item["deployment_id"] == f"{endpoint.group}-{'ab'[answered]}"
+    assert item["prompt_tokens"] > 0 and item["completion_tokens"] > 0
+    assert Decimal(str(item["cost_usd"])) > 0
+    assert item["agent"] == "failover-test"

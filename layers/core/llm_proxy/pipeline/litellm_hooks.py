@@ -5,13 +5,15 @@ provider call sets for its duration (`request_scope`):
 - the pre-call check, for the deployment the Router picked, before the call: the deployment's
   own rpm/tpm counters, taken under the request's admission; over them, a RateLimitError moves
   the Router to another deployment or a fallback;
-- the deployment filter, before each pick: a deployment this request already tried is left out
-  while another of its group is left (litellm's retries may pick a failed one again, and a
-  stream that fails before its first chunk is retried by the provider call itself);
+- the deployment filter, before each pick: in a group of several deployments, one this request
+  already tried (and so saw fail) is left out, so a retry goes to another and, once each has
+  failed, the request goes on to the fallbacks (litellm's retries would pick a failed one again);
+  a lone deployment is retried as `num_retries` says;
 - the deployment hook, once the deployment is picked, with the call's arguments: Anthropic
   deployments get what only they understand (`anthropic_native`), the others never see it;
 - the fallback check, awaited by the Router before each fallback to another model group: a
-  key's model list holds on every deployment a request reaches.
+  key's model list holds on every deployment a request reaches, and a stream the client has
+  begun to receive is never finished by another deployment.
 
 litellm keeps its callbacks process-wide: `register` adds the hooks once per process, and the
 Router takes the fallback check when it is built (`model_router.build_router`).
@@ -46,6 +48,20 @@ class Permission:
         return all(matches_any(group, names) for names in self.groups)
 
 
+@dataclass
+class Attempts:
+    """The deployments a request has been sent to, in order (each one before the last failed),
+    and whether its stream has begun to reach the client: a fallback then would splice another
+    answer into it (litellm's Responses streams fall back mid-stream on their own), so none is
+    taken unless `enable_mid_stream_fallback_continuation` is on."""
+
+    tried: list[str] = field(default_factory=list)
+    answering: bool = False
+    # The newest provider failure: what the request failed with when the Router finds no
+    # deployment left to try (it would say "no deployments available").
+    last_failure: Exception | None = None
+
+
 @dataclass(frozen=True)
 class RequestScope:
     """What the hooks need to know about the request being served."""
@@ -53,8 +69,7 @@ class RequestScope:
     admission: Admission | None
     permission: Permission
     native: NativeParts | None = None
-    # The deployments this request has been sent to, in order: each one before the last failed.
-    tried: list[str] = field(default_factory=list)
+    attempts: Attempts = field(default_factory=Attempts)
 
 
 _SCOPE: ContextVar[RequestScope | None] = ContextVar("llm_proxy_request_scope", default=None)
@@ -77,7 +92,7 @@ class GatewayHooks(CustomLogger):
         admission = scope.admission if scope is not None else None
         deployment_id = _id_of(deployment)
         if scope is not None:
-            scope.tried.append(deployment_id)
+            scope.attempts.tried.append(deployment_id)
         limits = admission.deployment_limits.get(deployment_id) if admission else None
         if admission is None or limits is None:
             return None
@@ -100,10 +115,20 @@ class GatewayHooks(CustomLogger):
         parent_otel_span: Any = None,
     ) -> list[Any]:
         scope = _SCOPE.get()
-        if scope is None or not scope.tried:
+        if scope is None or not scope.attempts.tried:
             return healthy_deployments
-        untried = [d for d in healthy_deployments if _id_of(d) not in scope.tried]
-        return untried or healthy_deployments
+        if len(healthy_deployments) < 2:
+            return healthy_deployments  # a lone deployment is retried as num_retries says
+        tried = scope.attempts.tried
+        return [d for d in healthy_deployments if _id_of(d) not in tried]
+
+    async def async_log_failure_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        scope = _SCOPE.get()
+        failure = kwargs.get("exception")
+        if scope is not None and isinstance(failure, Exception):
+            scope.attempts.last_failure = failure
 
     async def async_pre_call_deployment_hook(
         self, kwargs: dict[str, Any], call_type: Any
@@ -117,7 +142,11 @@ class GatewayHooks(CustomLogger):
         self, *, model: str, request_kwargs: Mapping[str, object], ctx: Any
     ) -> bool:
         scope = _SCOPE.get()
-        if scope is None or scope.permission.allows(model):
+        if scope is None:
+            return True
+        if scope.attempts.answering:
+            return False
+        if scope.permission.allows(model):
             return True
         scope.permission.skipped.append(model)
         return False

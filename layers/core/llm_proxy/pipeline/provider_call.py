@@ -19,6 +19,9 @@ from llm_proxy.pipeline.request_options import candidate_models
 from llm_proxy.pipeline.responses import answers, readable_input, replayed_events, searched
 from llm_proxy.pipeline.streams import OpenedStream, empty_stream
 
+# litellm's error when no deployment of a group is left to pick.
+NONE_LEFT = "RouterRateLimitError"
+
 
 async def call_provider(
     router: ModelRouter, request: GatewayRequest, scope: RequestScope, deadline_s: float | None
@@ -33,7 +36,10 @@ async def call_provider(
                 if request.api.router_call == "responses":
                     return await _responses(router, request, scope)
                 return await _completion(router, request, scope)
-    except Exception:
+    except Exception as exc:
+        if type(exc).__name__ == NONE_LEFT and scope.attempts.last_failure is not None:
+            # Every deployment was tried and failed: the client gets the newest failure.
+            raise scope.attempts.last_failure from None
         fallbacks = candidate_models(request, router)[1:]
         if fallbacks and set(fallbacks) <= set(scope.permission.skipped):
             raise fallbacks_not_allowed(request.model, fallbacks) from None
@@ -126,7 +132,9 @@ async def _opened(
             error: Exception = exc
         else:
             if stream.has_content:
-                return stream.counting(retries, fallbacks)
+                if not router.router.enable_mid_stream_fallback_continuation:
+                    scope.attempts.answering = True
+                return stream.served(scope, retries, fallbacks)
             error = empty_stream(request.model, response)
         failed = str((getattr(response, "_hidden_params", None) or {}).get("model_id") or "")
         logger.warning(
@@ -144,7 +152,8 @@ async def _opened(
 
 def _untried(router: ModelRouter, model: str, scope: RequestScope) -> bool:
     """Whether the group has a deployment this request has not been sent to."""
-    return any(str(d["model_info"]["id"]) not in scope.tried for d in router.in_group(model))
+    tried = scope.attempts.tried
+    return any(str(d["model_info"]["id"]) not in tried for d in router.in_group(model))
 
 
 def _next_fallback(

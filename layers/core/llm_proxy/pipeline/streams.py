@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import litellm
@@ -18,6 +19,7 @@ from llm_proxy.after_response import hold
 from llm_proxy.errors import PROVIDER_BAD_RESPONSE, ProxyError, as_proxy_error, late_failure
 from llm_proxy.logs import logger
 from llm_proxy.pipeline.billed_input import count_request_input
+from llm_proxy.pipeline.litellm_hooks import RequestScope, request_scope
 from llm_proxy.pipeline.meter import record_latency
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ class OpenedStream:
         self.has_content = has_content
         # Attempts the provider call made after streams that failed before their first chunk.
         self._retries = self._fallbacks = 0
+        # The request's scope, which litellm's hooks read while the stream is read on.
+        self._scope: RequestScope | None = None
 
     @classmethod
     async def open(cls, source: Any, carries_something: Callable[[Any], bool]) -> OpenedStream:
@@ -61,9 +65,10 @@ class OpenedStream:
             raise
         return cls(source, read, rest, has_content=False)
 
-    def counting(self, retries: int, fallbacks: int) -> OpenedStream:
-        """This stream, as the answer after `retries` and `fallbacks` the Router did not see."""
-        self._retries, self._fallbacks = retries, fallbacks
+    def served(self, scope: RequestScope, retries: int, fallbacks: int) -> OpenedStream:
+        """This stream as the request's answer, read on under its scope, after `retries` and
+        `fallbacks` the Router did not see."""
+        self._scope, self._retries, self._fallbacks = scope, retries, fallbacks
         return self
 
     @property
@@ -90,7 +95,13 @@ class OpenedStream:
     async def __aiter__(self) -> AsyncIterator[Any]:
         for item in self._read:
             yield item
-        async for item in self._rest:
+        while True:
+            # The scope is set for each read only: never across a yield to the client.
+            with request_scope(self._scope) if self._scope else nullcontext():
+                try:
+                    item = await anext(self._rest)
+                except StopAsyncIteration:
+                    return
             yield item
 
 
