@@ -16,13 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
+from anthropic.types import ErrorResponse, RawMessageStreamEvent
 
 from devstack.doubles import anthropic_upstream, openai_upstream
 from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import serving
 from tests.support.configs import deployment, gateway_config
-from tests.support.specs import sse_events
+from tests.support.specs import assert_conforms, assert_event_conforms, assert_strict, sse_events
 from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
 
 STREAM_TIMEOUT_S = 1.0
@@ -187,6 +188,21 @@ def doubles_of(
     return claude if endpoint.group == "claude" else gpt
 
 
+def assert_wire(kind: str, events: list[tuple[str | None, Any]]) -> None:
+    """Each event as its API's spec has it; an error event in the endpoint's own shape."""
+    for name, data in events:
+        if data == "[DONE]":
+            continue
+        if kind == "chat":
+            if set(data) != {"error"}:
+                assert_conforms("CreateChatCompletionStreamResponse", data)
+        elif kind == "messages":
+            assert name == data["type"]
+            assert_strict(ErrorResponse if name == "error" else RawMessageStreamEvent, data)
+        else:
+            assert_event_conforms(data, name)
+
+
 @dataclass
 class Streamed:
     status: int
@@ -274,6 +290,7 @@ def test_a_stream_that_fails_before_its_first_byte_is_answered_by_the_other_depl
 
     assert streamed.status == 200
     assert [len(double.requests) for double in doubles] == [1, 1], "each deployment tried once"
+    assert_wire(kind, streamed.events)
     assert streamed.text() == REPLY
     names = streamed.names()
     opening = {"chat": "chunk", "messages": "message_start", "responses": "response.created"}
@@ -405,6 +422,7 @@ def test_a_stream_that_fails_after_content_ends_with_an_error_event_and_is_meter
 
     assert streamed.status == 200
     assert sum(len(double.requests) for double in doubles) == 1, "never retried"
+    assert_wire(kind, streamed.events)
     text = streamed.text()
     assert text and REPLY.startswith(text) and text != REPLY
     events = [data for _, data in streamed.events if data != "[DONE]"]
