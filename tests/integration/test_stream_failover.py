@@ -4,7 +4,9 @@
 Each model group has two deployments on two doubles of one provider that share one fault
 queue: the staged fault goes to whichever deployment the Router tries first, so the test
 needs no control over the pick, and each double's request count tells how often each
-deployment was tried."""
+deployment was tried. Every event is checked against its API's spec, and the openai and
+anthropic SDKs and Claude Code (where `make clients` installed it) are served past a failing
+deployment as well."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import anthropic
 import httpx
+import openai
 import pytest
 from anthropic.types import ErrorResponse, RawMessageStreamEvent
 
@@ -22,6 +26,7 @@ from devstack.doubles import anthropic_upstream, openai_upstream
 from devstack.doubles.anthropic_upstream import AnthropicUpstream
 from devstack.doubles.openai_upstream import OpenAIUpstream
 from devstack.server import serving
+from tests.support.agent_clis import client, run_client
 from tests.support.configs import deployment, gateway_config
 from tests.support.specs import assert_conforms, assert_event_conforms, assert_strict, sse_events
 from tests.support.stack import MASTER_KEY, PROVIDER_KEYS, usage_item
@@ -32,6 +37,8 @@ NUM_RETRIES = 2
 SILENT_S = 8.0
 # A deployment's own stream_timeout, which wins over router_settings'.
 PATIENT_TIMEOUT_S = 4.0
+# The model Claude Code asks for, served by a group on the Anthropic doubles.
+CLAUDE_CODE_MODEL = "claude-sonnet-4-5"
 PRICES = {"input_cost_per_token": 0.000003, "output_cost_per_token": 0.000015}
 REPLY = "A long enough answer of several words for the stream to be cut halfway through."
 PROMPT = "Write a haiku about gateways"
@@ -151,6 +158,16 @@ def gateway(
                     **PRICES,
                 )
                 for name, double in zip("ab", gpt, strict=True)
+            ),
+            *(
+                deployment(
+                    CLAUDE_CODE_MODEL,
+                    f"anthropic/{CLAUDE_CODE_MODEL}",
+                    api_base=double.base_url,
+                    model_info={"id": f"claude-code-{name}"},
+                    **anthropic_key,
+                )
+                for name, double in zip("ab", claude, strict=True)
             ),
             *(
                 deployment(
@@ -451,3 +468,70 @@ def test_a_stream_that_fails_after_content_ends_with_an_error_event_and_is_meter
     assert item["prompt_tokens"] > 0 and item["completion_tokens"] > 0
     assert Decimal(str(item["cost_usd"])) > 0
     assert item["agent"] == "failover-test"
+
+
+# -- as clients see it ----------------------------------------------------------------------------
+
+
+def test_the_openai_sdk_streams_past_a_silent_deployment(
+    gateway: str, gpt: tuple[GptDouble, GptDouble]
+) -> None:
+    sdk = openai.OpenAI(base_url=f"{gateway}/v1", api_key=MASTER_KEY, max_retries=0)
+    silent = openai_upstream.Fault(silent_s=SILENT_S)
+
+    started = time.monotonic()
+    gpt[0].fail_next(silent)
+    chunks = list(
+        sdk.chat.completions.create(model="gpt", messages=CHAT.body["messages"], stream=True)
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    gpt[0].fail_next(silent)
+    events = list(sdk.responses.create(model="gpt", input=PROMPT, stream=True))
+
+    assert text == REPLY
+    assert [event.type for event in events].count("response.created") == 1
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == REPLY
+    assert time.monotonic() - started < 2 * (STREAM_TIMEOUT_S + 2)
+    assert [len(double.requests) for double in gpt] == [2, 2]
+
+
+def test_the_anthropic_sdk_streams_past_an_overloaded_deployment(
+    gateway: str, claude: tuple[ClaudeDouble, ClaudeDouble]
+) -> None:
+    sdk = anthropic.Anthropic(base_url=gateway, api_key=MASTER_KEY, max_retries=0)
+    claude[0].fail_next(anthropic_upstream.Fault(error_at_start=True, message="Overloaded"))
+
+    with sdk.messages.stream(
+        model="claude", max_tokens=256, messages=MESSAGES.body["messages"]
+    ) as streamed:
+        kinds = [event.type for event in streamed]
+        message = streamed.get_final_message()
+
+    assert kinds.count("message_start") == 1 and kinds[-1] == "message_stop"
+    assert message.content[0].type == "text" and message.content[0].text == REPLY
+    assert [len(double.requests) for double in claude] == [1, 1]
+
+
+def test_claude_code_answers_past_a_silent_deployment(
+    gateway: str, claude: tuple[ClaudeDouble, ClaudeDouble], tmp_path: Any
+) -> None:
+    claude_code = client("claude")
+    claude[0].fail_next(anthropic_upstream.Fault(silent_s=SILENT_S))
+
+    done = run_client(
+        [claude_code, "-p", "Say hi", "--model", CLAUDE_CODE_MODEL],
+        {
+            "ANTHROPIC_BASE_URL": gateway,
+            "ANTHROPIC_AUTH_TOKEN": MASTER_KEY,
+            "HOME": str(tmp_path),
+            "DISABLE_TELEMETRY": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        },
+        tmp_path,
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    assert REPLY in done.stdout
+    assert sum(double.faults_taken for double in claude) == 1
+    assert all(double.requests for double in claude), "the silent one was left for the other"
