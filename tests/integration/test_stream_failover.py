@@ -11,16 +11,20 @@ deployment as well."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import anthropic
+import boto3
 import httpx
 import openai
 import pytest
 from anthropic.types import ErrorResponse, RawMessageStreamEvent
+from boto3.dynamodb.conditions import Attr
 
 from devstack.doubles import anthropic_upstream, openai_upstream
 from devstack.doubles.anthropic_upstream import AnthropicUpstream
@@ -477,6 +481,42 @@ def test_a_stream_that_fails_after_content_ends_with_an_error_event_and_is_meter
     assert item["prompt_tokens"] > 0 and item["completion_tokens"] > 0
     assert Decimal(str(item["cost_usd"])) > 0
     assert item["agent"] == "failover-test"
+
+
+def test_one_usage_item_per_request_and_the_spend_report_agrees(
+    gateway: str,
+    gpt: tuple[GptDouble, GptDouble],
+    claude: tuple[ClaudeDouble, ClaudeDouble],
+    aws: dict[str, str],
+) -> None:
+    """A request failed over before its first byte and one cut after content: one usage item
+    each, and the agent's line in /spend/report sums them."""
+    agent = f"failover-{uuid.uuid4().hex[:8]}"
+    claude[0].fail_next(anthropic_upstream.Fault(silent_s=SILENT_S))
+    failed_over = stream(gateway, MESSAGES, agent)
+    gpt[0].fail_next(openai_upstream.Fault(cut_stream=True))
+    cut = stream(gateway, RESPONSES, agent)
+
+    table = boto3.resource("dynamodb").Table(aws["UsageTable"])
+    items = [usage_item(aws["UsageTable"], s.request_id) for s in (failed_over, cut)]
+    scanned = table.scan(FilterExpression=Attr("agent").eq(agent))["Items"]
+    assert sorted(item["request_id"] for item in scanned) == sorted(
+        s.request_id for s in (failed_over, cut)
+    )
+    assert [item["status"] for item in items] == [200, 502]
+
+    today = datetime.now(UTC).date().isoformat()
+    report = httpx.get(
+        f"{gateway}/spend/report",
+        params={"start": today, "end": today},
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        timeout=30,
+    ).json()
+    line = report["by_agent"][agent]
+    assert line["requests"] == 2 and line["errors"] == 1
+    assert line["prompt_tokens"] == sum(int(item["prompt_tokens"]) for item in items)
+    cost = sum(Decimal(str(item["cost_usd"])) for item in items)
+    assert Decimal(str(line["cost_usd"])) == pytest.approx(cost)
 
 
 # -- as clients see it ----------------------------------------------------------------------------
