@@ -90,10 +90,19 @@ class Fault:
     error_event: bool = False  # send an `event: error` halfway through the last block's deltas
     # Answer 200 and the stream's headers, then send nothing for this long before the events.
     silent_s: float = 0.0
+    # Set once the client hung up during that silence (it let the deployment go).
+    hung_up: bool = False
     # Pause this long halfway through the last block's deltas, then go on.
     stall_s: float = 0.0
     # `event: error` right after message_start, before any content (Anthropic's overload).
     error_at_start: bool = False
+
+    async def keep_silent(self) -> None:
+        try:
+            await asyncio.sleep(self.silent_s)
+        except BaseException:
+            self.hung_up = True
+            raise
 
     @property
     def in_stream(self) -> bool:
@@ -314,7 +323,7 @@ class AnthropicUpstream(UpstreamDouble[Fault]):
 
     async def _events(self, message: dict[str, Any], fault: Fault | None) -> AsyncIterator[bytes]:
         if fault and fault.silent_s:
-            await asyncio.sleep(fault.silent_s)
+            await fault.keep_silent()
         started = {**message, "content": [], "stop_reason": None}
         started["usage"] = {**message["usage"], "output_tokens": 1}
         yield _event("message_start", {"message": started})

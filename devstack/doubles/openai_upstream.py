@@ -52,10 +52,19 @@ class Fault:
     error_event: bool = False
     # Answer 200 and the stream's headers, then send nothing for this long before the events.
     silent_s: float = 0.0
+    # Set once the client hung up during that silence (it let the deployment go).
+    hung_up: bool = False
     # Pause this long halfway through the answer, then go on.
     stall_s: float = 0.0
     # The error event first, before any content.
     error_at_start: bool = False
+
+    async def keep_silent(self) -> None:
+        try:
+            await asyncio.sleep(self.silent_s)
+        except BaseException:
+            self.hung_up = True
+            raise
 
     @property
     def in_stream(self) -> bool:
@@ -262,7 +271,7 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
             return f"data: {json.dumps(chunk)}\n\n".encode()
 
         if fault and fault.silent_s:
-            await asyncio.sleep(fault.silent_s)
+            await fault.keep_silent()
         if fault and fault.error_at_start:
             yield f"data: {json.dumps({'error': fault.error()})}\n\n".encode()
             return
@@ -365,7 +374,7 @@ async def _frames(
     after `response.created`), and a `pause` before its last event (`response.completed`,
     whose usage a client that hangs up in the pause never lets the gateway read)."""
     if fault and fault.silent_s:
-        await asyncio.sleep(fault.silent_s)
+        await fault.keep_silent()
     halfway = len(events) // 2
     for number, event in enumerate(events):
         if fault and (number == halfway or (number == 1 and fault.error_at_start)):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -304,7 +304,7 @@ def test_a_stream_that_fails_before_its_first_byte_is_answered_by_the_other_depl
 ) -> None:
     endpoint = ENDPOINTS[kind]
     doubles = doubles_of(endpoint, gpt, claude)
-    staged = BEFORE_FIRST_BYTE[fault][1 if endpoint.group == "claude" else 0]
+    staged = replace(BEFORE_FIRST_BYTE[fault][1 if endpoint.group == "claude" else 0])
     doubles[0].fail_next(staged)
 
     streamed = stream(gateway, endpoint)
@@ -329,6 +329,7 @@ def test_a_stream_that_fails_before_its_first_byte_is_answered_by_the_other_depl
     assert "error" not in names
     if fault == "silent":
         assert streamed.elapsed_s < STREAM_TIMEOUT_S + 2
+        assert staged.hung_up, "the silent deployment's connection was closed"
     answered = next(i for i, double in enumerate(doubles) if not double.faults_taken)
     item = usage_item(aws["UsageTable"], streamed.request_id)
     assert item["status"] == 200

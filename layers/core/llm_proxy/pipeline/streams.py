@@ -60,7 +60,7 @@ class OpenedStream:
                 read.append(item)
                 if carries_something(item):
                     return cls(source, read, rest)
-        except BaseException:
+        except Exception:
             await close_quietly(rest)
             raise
         return cls(source, read, rest, has_content=False)
