@@ -66,7 +66,15 @@ MESSAGES = Endpoint(
     {"max_tokens": 256, "messages": [{"role": "user", "content": PROMPT}], "stream": True},
 )
 RESPONSES = Endpoint("/v1/responses", "gpt", {"input": PROMPT, "stream": True})
-ENDPOINTS = {"chat": CHAT, "messages": MESSAGES, "responses": RESPONSES}
+ENDPOINTS = {
+    "chat": CHAT,
+    "messages": MESSAGES,
+    "responses": RESPONSES,
+    # The Responses API on Anthropic deployments, which litellm bridges through chat.
+    "responses-claude": Endpoint("/v1/responses", "claude", RESPONSES.body),
+}
+API_OF = {"chat": "chat", "messages": "messages", "responses": "responses"}
+API_OF["responses-claude"] = "responses"
 
 
 @dataclass(kw_only=True)
@@ -302,7 +310,7 @@ def test_a_stream_that_fails_before_its_first_byte_is_answered_by_the_other_depl
     kind: str,
     fault: str,
 ) -> None:
-    endpoint = ENDPOINTS[kind]
+    endpoint, kind = ENDPOINTS[kind], API_OF[kind]
     doubles = doubles_of(endpoint, gpt, claude)
     staged = replace(BEFORE_FIRST_BYTE[fault][1 if endpoint.group == "claude" else 0])
     doubles[0].fail_next(staged)
@@ -348,7 +356,7 @@ def test_when_every_deployment_of_the_group_is_silent_the_fallback_group_answers
     aws: dict[str, str],
     kind: str,
 ) -> None:
-    endpoint = ENDPOINTS[kind]
+    endpoint, kind = ENDPOINTS[kind], API_OF[kind]
     group, other = (claude, gpt) if endpoint.group == "claude" else (gpt, claude)
     fault = BEFORE_FIRST_BYTE["silent"][1 if endpoint.group == "claude" else 0]
     group[0].fail_next(fault, times=10)
@@ -436,7 +444,7 @@ def test_a_stream_that_fails_after_content_ends_with_an_error_event_and_is_meter
     kind: str,
     fault: str,
 ) -> None:
-    endpoint = ENDPOINTS[kind]
+    endpoint, kind = ENDPOINTS[kind], API_OF[kind]
     doubles = doubles_of(endpoint, gpt, claude)
     doubles[0].fail_next(AFTER_FIRST_BYTE[fault][1 if endpoint.group == "claude" else 0])
 

@@ -74,6 +74,10 @@ class OpenedStream:
     @property
     def _hidden_params(self) -> dict[str, Any]:
         hidden = dict(getattr(self._source, "_hidden_params", None) or {})
+        if not hidden.get("model_id") and self._scope and self._scope.attempts.tried:
+            # litellm's bridged Responses stream, retried within the Router, loses the id of
+            # the deployment that answered: the last one the request was sent to.
+            hidden["model_id"] = self._scope.attempts.tried[-1]
         added = {
             "x-litellm-attempted-retries": self._retries,
             "x-litellm-attempted-fallbacks": self._fallbacks,
