@@ -89,6 +89,27 @@ class Fault:
     malformed: bool = False
     cut_stream: bool = False  # drop the connection halfway through the last block's deltas
     error_event: bool = False  # send an `event: error` halfway through the last block's deltas
+    # Answer 200 and the stream's headers, then send nothing for this long before the events.
+    silent_s: float = 0.0
+    # Set once the client hung up during that silence (it let the deployment go).
+    hung_up: bool = False
+    # Pause this long halfway through the last block's deltas, then go on.
+    stall_s: float = 0.0
+    # `event: error` right after message_start, before any content (Anthropic's overload).
+    error_at_start: bool = False
+
+    async def keep_silent(self) -> None:
+        try:
+            await asyncio.sleep(self.silent_s)
+        except BaseException:
+            self.hung_up = True
+            raise
+
+    @property
+    def in_stream(self) -> bool:
+        """Whether the fault happens inside a 200 stream rather than as an error status."""
+        stream_faults = (self.cut_stream, self.error_event, self.silent_s, self.stall_s)
+        return any(stream_faults) or self.error_at_start
 
 
 @dataclass(kw_only=True)
@@ -163,7 +184,7 @@ class AnthropicUpstream(UpstreamDouble[Fault]):
                 await asyncio.sleep(fault.delay_s)
             if fault and fault.malformed:
                 return Response("{not json", media_type="application/json")
-            if fault and not (fault.cut_stream or fault.error_event):
+            if fault and not fault.in_stream:
                 headers = {"retry-after": fault.retry_after} if fault.retry_after else {}
                 error_type = fault.error_type or ERROR_TYPES.get(fault.status, "api_error")
                 return _error(fault.status, error_type, fault.message, headers)
@@ -307,9 +328,15 @@ class AnthropicUpstream(UpstreamDouble[Fault]):
         return None
 
     async def _events(self, message: dict[str, Any], fault: Fault | None) -> AsyncIterator[bytes]:
+        if fault and fault.silent_s:
+            await fault.keep_silent()
         started = {**message, "content": [], "stop_reason": None}
         started["usage"] = {**message["usage"], "output_tokens": 1}
         yield _event("message_start", {"message": started})
+        if fault and fault.error_at_start:
+            error_type = fault.error_type or "overloaded_error"
+            yield _event("error", {"error": {"type": error_type, "message": fault.message}})
+            return
         blocks = message["content"]
         for index, block in enumerate(blocks):
             yield _event("content_block_start", {"index": index, "content_block": _opening(block)})
@@ -318,11 +345,15 @@ class AnthropicUpstream(UpstreamDouble[Fault]):
             deltas = _deltas(block)
             for position, delta in enumerate(deltas):
                 if fault and index == len(blocks) - 1 and position == len(deltas) // 2:
-                    if fault.cut_stream:
+                    if fault.stall_s:
+                        await asyncio.sleep(fault.stall_s)
+                    elif fault.cut_stream:
                         raise ConnectionResetError("stream cut by fault injection")
-                    error_type = fault.error_type or ERROR_TYPES.get(fault.status, "api_error")
-                    yield _event("error", {"error": {"type": error_type, "message": fault.message}})
-                    return
+                    elif fault.error_event:
+                        error_type = fault.error_type or ERROR_TYPES.get(fault.status, "api_error")
+                        error = {"type": error_type, "message": fault.message}
+                        yield _event("error", {"error": error})
+                        return
                 if self.chunk_delay_s:
                     await asyncio.sleep(self.chunk_delay_s)
                 yield _event("content_block_delta", {"index": index, "delta": delta})

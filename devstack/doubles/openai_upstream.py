@@ -48,7 +48,35 @@ class Fault:
     retry_after: str | None = None
     delay_s: float = 0.0
     malformed: bool = False
-    cut_stream: bool = False
+    cut_stream: bool = False  # drop the connection halfway through the answer's words
+    # An error event halfway through the answer (chat: `data: {"error": ...}`; Responses:
+    # `event: error`), and nothing after it.
+    error_event: bool = False
+    # Answer 200 and the stream's headers, then send nothing for this long before the events.
+    silent_s: float = 0.0
+    # Set once the client hung up during that silence (it let the deployment go).
+    hung_up: bool = False
+    # Pause this long halfway through the answer, then go on.
+    stall_s: float = 0.0
+    # The error event first, before any content.
+    error_at_start: bool = False
+
+    async def keep_silent(self) -> None:
+        try:
+            await asyncio.sleep(self.silent_s)
+        except BaseException:
+            self.hung_up = True
+            raise
+
+    @property
+    def in_stream(self) -> bool:
+        """Whether the fault happens inside a 200 stream rather than as an error status."""
+        stream_faults = (self.cut_stream, self.error_event, self.silent_s, self.stall_s)
+        return any(stream_faults) or self.error_at_start
+
+    def error(self) -> dict[str, Any]:
+        """The error object of an error event."""
+        return {"message": self.message, "type": "server_error", "param": None, "code": None}
 
 
 @dataclass(kw_only=True)
@@ -97,7 +125,7 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
                 await asyncio.sleep(fault.delay_s)
             if fault and fault.malformed:
                 return Response("{not json", media_type="application/json")
-            if fault and not fault.cut_stream:
+            if fault and not fault.in_stream:
                 headers = {"retry-after": fault.retry_after} if fault.retry_after else {}
                 return _error(fault.status, fault.message, "upstream_error", headers)
             answer = self._answer(body)
@@ -134,7 +162,7 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
             if refused is not None:
                 return refused
             fault = self.next_fault()
-            if fault is not None and not fault.cut_stream:
+            if fault is not None and not fault.in_stream:
                 return _error(fault.status, fault.message, "upstream_error")
             unreadable = refused_reasoning(input_items(body), body.get("store", True) is not False)
             if unreadable:
@@ -147,9 +175,7 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
             if body.get("stream"):
                 events = list(answer.events(usage))
                 return StreamingResponse(
-                    _frames(
-                        events, cut=len(events) // 2 if fault else None, pause=self.chunk_delay_s
-                    ),
+                    _frames(events, fault, pause=self.chunk_delay_s),
                     media_type="text/event-stream",
                 )
             whole = answer.response(usage=usage)
@@ -270,13 +296,24 @@ class OpenAIUpstream(UpstreamDouble[Fault]):
             }
             return f"data: {json.dumps(chunk)}\n\n".encode()
 
+        if fault and fault.silent_s:
+            await fault.keep_silent()
+        if fault and fault.error_at_start:
+            yield f"data: {json.dumps({'error': fault.error()})}\n\n".encode()
+            return
         yield frame({"role": "assistant", "content": ""})
         for index, word in enumerate((answer.reasoning or "").split()):
             yield frame({answer.reasoning_field: word if index == 0 else f" {word}"})
         words = (answer.content or "").split()
         for index, word in enumerate(words):
-            if fault and fault.cut_stream and index == len(words) // 2:
-                raise ConnectionResetError("stream cut by fault injection")
+            if fault and index == len(words) // 2:
+                if fault.stall_s:
+                    await asyncio.sleep(fault.stall_s)
+                elif fault.cut_stream:
+                    raise ConnectionResetError("stream cut by fault injection")
+                elif fault.error_event:
+                    yield f"data: {json.dumps({'error': fault.error()})}\n\n".encode()
+                    return
             if self.chunk_delay_s:
                 await asyncio.sleep(self.chunk_delay_s)
             yield frame({"content": word if index == 0 else f" {word}"})
@@ -357,14 +394,24 @@ def sse(event_type: str, data: dict[str, Any]) -> bytes:
 
 
 async def _frames(
-    events: list[dict[str, Any]], cut: int | None, pause: float = 0.0
+    events: list[dict[str, Any]], fault: Fault | None, pause: float = 0.0
 ) -> AsyncIterator[bytes]:
-    """A Responses API stream, its connection dropped before event `cut` when one is given,
-    with a `pause` before its last event (`response.completed`, whose usage a client that
-    hangs up in the pause never lets the gateway read)."""
+    """A Responses API stream with the fault's failure (halfway through its events, or right
+    after `response.created`), and a `pause` before its last event (`response.completed`,
+    whose usage a client that hangs up in the pause never lets the gateway read)."""
+    if fault and fault.silent_s:
+        await fault.keep_silent()
+    halfway = len(events) // 2
     for number, event in enumerate(events):
-        if number == cut:
-            raise ConnectionResetError("stream cut by fault injection")
+        if fault and (number == halfway or (number == 1 and fault.error_at_start)):
+            if fault.stall_s:
+                await asyncio.sleep(fault.stall_s)
+            elif fault.cut_stream:
+                raise ConnectionResetError("stream cut by fault injection")
+            elif fault.error_event or fault.error_at_start:
+                error = {"code": "server_error", "message": fault.message, "param": None}
+                yield sse("error", {"type": "error", **error, "sequence_number": number})
+                return
         if pause and number == len(events) - 1:
             await asyncio.sleep(pause)
         yield sse(event["type"], event)

@@ -97,6 +97,15 @@ model_list:
             "router_settings:\n  budget_fallbacks: {gpt-4o: [gpt-4o]}\n",
             "budget_fallbacks.gpt-4o lists 'gpt-4o' itself",
         ),
+        (
+            "router_settings:\n  stream_timeout: 0\n",
+            "router_settings: Value error, stream_timeout must be a number of seconds above 0",
+        ),
+        ("router_settings:\n  stream_timeout: soon\n", "got 'soon'"),
+        (
+            "model_list:\n  - model_name: m\n    litellm_params: {model: x, stream_timeout: -1}\n",
+            "model_list[0] (model_name 'm'): litellm_params.stream_timeout",
+        ),
     ],
 )
 def test_bad_files_fail_with_a_located_message(tmp_path: Path, text: str, expected: str) -> None:

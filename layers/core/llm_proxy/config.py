@@ -35,6 +35,8 @@ class ConfigError(Exception):
 class DeploymentParams(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1)
+    # Seconds a stream may wait for its first chunk, and between two (LiteLLM's name).
+    stream_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 class ModelEntry(BaseModel):
@@ -94,6 +96,18 @@ class ProxyConfig(BaseModel):
     @classmethod
     def _none_is_empty(cls, value: Any) -> Any:
         return {} if value is None else value
+
+    @field_validator("router_settings")
+    @classmethod
+    def _stream_timeout_positive(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        value = settings.get("stream_timeout")
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 < value < float("inf")
+        ):
+            raise ValueError(f"stream_timeout must be a number of seconds above 0; got {value!r}")
+        return settings
 
     @field_validator("router_settings")
     @classmethod

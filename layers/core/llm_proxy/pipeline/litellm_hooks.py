@@ -2,17 +2,20 @@
 request; they read what the pipeline decided about that request from its scope, which the
 provider call sets for its duration (`request_scope`):
 
-- the pre-call check, for the deployment the Router picked, before the call: noted as called
-  for the request; the deployment's own rpm/tpm counters, taken under the request's
-  admission; over them, a RateLimitError moves the Router to another deployment or a
-  fallback;
-- the deployment filter, before the Router picks among a group's deployments (those not cooling
-  down): a request of an agent session gets its session's deployment (`session_affinity`),
-  leaving out those the request already called, which failed;
+- the pre-call check, for the deployment the Router picked, before the call: the deployment's
+  own rpm/tpm counters, taken under the request's admission; over them, a RateLimitError moves
+  the Router to another deployment or a fallback;
+- the deployment filter, before each pick among a group's deployments (those not cooling
+  down): in a group of several, one this request already tried (and so saw fail) is left out,
+  so a retry goes to another and, once each has failed, the request goes on to the fallbacks
+  (litellm's retries would pick a failed one again); a lone deployment is retried as
+  `num_retries` says; of what is left, a request of an agent session gets its session's
+  deployment (`session_affinity`);
 - the deployment hook, once the deployment is picked, with the call's arguments: Anthropic
   deployments get what only they understand (`anthropic_native`), the others never see it;
 - the fallback check, awaited by the Router before each fallback to another model group: a
-  key's model list holds on every deployment a request reaches.
+  key's model list holds on every deployment a request reaches, and a stream the client has
+  begun to receive is never finished by another deployment.
 
 litellm keeps its callbacks process-wide: `register` adds the hooks once per process, and the
 Router takes the fallback check when it is built (`model_router.build_router`).
@@ -49,6 +52,20 @@ class Permission:
         return all(matches_any(group, names) for names in self.groups)
 
 
+@dataclass
+class Attempts:
+    """The deployments a request has been sent to, in order (each one before the last failed),
+    and whether its stream has begun to reach the client: a fallback then would splice another
+    answer into it (litellm's Responses streams fall back mid-stream on their own), so none is
+    taken unless `enable_mid_stream_fallback_continuation` is on."""
+
+    tried: list[str] = field(default_factory=list)
+    answering: bool = False
+    # The newest provider failure: what the request failed with when the Router finds no
+    # deployment left to try (it would say "no deployments available").
+    last_failure: Exception | None = None
+
+
 @dataclass(frozen=True)
 class RequestScope:
     """What the hooks need to know about the request being served."""
@@ -56,10 +73,9 @@ class RequestScope:
     admission: Admission | None
     permission: Permission
     native: NativeParts | None = None
-    # The request's agent session (session affinity), and the deployments the Router has
-    # called for it so far: a new pick after one means that one failed.
+    attempts: Attempts = field(default_factory=Attempts)
+    # The request's agent session (session affinity).
     session: Session | None = None
-    called: list[str] = field(default_factory=list)
 
 
 _SCOPE: ContextVar[RequestScope | None] = ContextVar("llm_proxy_request_scope", default=None)
@@ -79,10 +95,10 @@ class GatewayHooks(CustomLogger):
         self, deployment: dict[str, Any], parent_otel_span: Any = None
     ) -> dict[str, Any] | None:
         scope = _SCOPE.get()
+        admission = scope.admission if scope is not None else None
         picked = deployment_id(deployment)
         if scope is not None:
-            scope.called.append(picked)
-        admission = scope.admission if scope is not None else None
+            scope.attempts.tried.append(picked)
         limits = admission.deployment_limits.get(picked) if admission else None
         if admission is None or limits is None:
             return None
@@ -101,14 +117,27 @@ class GatewayHooks(CustomLogger):
         request_kwargs: dict[str, Any] | None = None,
         parent_otel_span: Any = None,
     ) -> list[Any]:
-        """A session's deployment among those the Router offers (cooling down ones are not),
-        leaving out any this request already called (they failed) and those litellm's retry
-        skips."""
         scope = _SCOPE.get()
-        if scope is None or scope.session is None:
+        if scope is None:
             return healthy_deployments
-        failed = {*scope.called, *deployment_ids_failed_in_request(request_kwargs or {})}
-        return scope.session.narrow(model, healthy_deployments, failed)
+        left = healthy_deployments
+        tried = scope.attempts.tried
+        # A lone deployment is retried as num_retries says.
+        if tried and len(healthy_deployments) > 1:
+            left = [d for d in healthy_deployments if deployment_id(d) not in tried]
+        if scope.session is None:
+            return left
+        return scope.session.narrow(
+            model, left, deployment_ids_failed_in_request(request_kwargs or {})
+        )
+
+    async def async_log_failure_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        scope = _SCOPE.get()
+        failure = kwargs.get("exception")
+        if scope is not None and isinstance(failure, Exception):
+            scope.attempts.last_failure = failure
 
     async def async_pre_call_deployment_hook(
         self, kwargs: dict[str, Any], call_type: Any
@@ -122,7 +151,11 @@ class GatewayHooks(CustomLogger):
         self, *, model: str, request_kwargs: Mapping[str, object], ctx: Any
     ) -> bool:
         scope = _SCOPE.get()
-        if scope is None or scope.permission.allows(model):
+        if scope is None:
+            return True
+        if scope.attempts.answering:
+            return False
+        if scope.permission.allows(model):
             return True
         scope.permission.skipped.append(model)
         return False

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import litellm
 
 from llm_proxy.accounting.usage import UsageRecord
-from llm_proxy.errors import PROVIDER_BAD_RESPONSE, ProxyError
+from llm_proxy.errors import PROVIDER_BAD_RESPONSE, PROVIDER_ERROR, ProxyError
 from llm_proxy.pipeline.meter import record_usage
 from llm_proxy.pipeline.streams import StreamReader
 from llm_proxy.store.stored_responses import StoredResponse, StoredResponses
@@ -224,6 +224,20 @@ def responses_answer(response: Any, request: GatewayRequest) -> Any:
 
 def from_cache(answer: dict[str, Any]) -> Any:
     return litellm.ResponsesAPIResponse(**answer)
+
+
+# The events a Responses stream opens with, before any output (litellm holds them until then).
+OPENING_EVENTS = frozenset({"response.created", "response.in_progress", "response.queued"})
+
+
+def answers(event: Any) -> bool:
+    """Whether a Responses stream's event is past its opening ones; an error event there is
+    the attempt's failure, raised (the stream may still fail over)."""
+    kind = event.get("type") if isinstance(event, dict) else getattr(event, "type", None)
+    kind = event_name(kind)
+    if kind in ("error", "response.failed"):
+        raise PROVIDER_ERROR("The provider's stream failed before its answer began.")
+    return kind not in OPENING_EVENTS
 
 
 class ResponsesReader(StreamReader):

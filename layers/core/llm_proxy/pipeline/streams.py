@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import litellm
@@ -18,6 +19,7 @@ from llm_proxy.after_response import hold
 from llm_proxy.errors import PROVIDER_BAD_RESPONSE, ProxyError, as_proxy_error, late_failure
 from llm_proxy.logs import logger
 from llm_proxy.pipeline.billed_input import count_request_input
+from llm_proxy.pipeline.litellm_hooks import RequestScope, request_scope
 from llm_proxy.pipeline.meter import record_latency
 
 if TYPE_CHECKING:
@@ -38,32 +40,52 @@ class OpenedStream:
         read: list[Any],
         rest: AsyncIterator[Any],
         *,
-        fallbacks: int = 0,
         has_content: bool = True,
     ) -> None:
         self._source, self._read, self._rest = source, read, rest
-        self._fallbacks = fallbacks
         self.has_content = has_content
+        # Attempts the provider call made after streams that failed before their first chunk.
+        self._retries = self._fallbacks = 0
+        # The request's scope, which litellm's hooks read while the stream is read on.
+        self._scope: RequestScope | None = None
 
     @classmethod
-    async def open(
-        cls, source: Any, carries_something: Callable[[Any], bool], fallbacks: int = 0
-    ) -> OpenedStream:
+    async def open(cls, source: Any, carries_something: Callable[[Any], bool]) -> OpenedStream:
+        """Read up to the first item that carries something (which may raise: the attempt's
+        failure); a stream that fails so is closed, so its deployment is let go at once."""
         rest = source.__aiter__()
         read: list[Any] = []
-        async for item in rest:
-            read.append(item)
-            if carries_something(item):
-                return cls(source, read, rest, fallbacks=fallbacks)
-        return cls(source, read, rest, fallbacks=fallbacks, has_content=False)
+        try:
+            async for item in rest:
+                read.append(item)
+                if carries_something(item):
+                    return cls(source, read, rest)
+        except Exception:
+            await close_quietly(rest)
+            raise
+        return cls(source, read, rest, has_content=False)
+
+    def served(self, scope: RequestScope, retries: int, fallbacks: int) -> OpenedStream:
+        """This stream as the request's answer, read on under its scope, after `retries` and
+        `fallbacks` the Router did not see."""
+        self._scope, self._retries, self._fallbacks = scope, retries, fallbacks
+        return self
 
     @property
     def _hidden_params(self) -> dict[str, Any]:
         hidden = dict(getattr(self._source, "_hidden_params", None) or {})
-        if self._fallbacks:
+        if not hidden.get("model_id") and self._scope and self._scope.attempts.tried:
+            # litellm's bridged Responses stream, retried within the Router, loses the id of
+            # the deployment that answered: the last one the request was sent to.
+            hidden["model_id"] = self._scope.attempts.tried[-1]
+        added = {
+            "x-litellm-attempted-retries": self._retries,
+            "x-litellm-attempted-fallbacks": self._fallbacks,
+        }
+        if any(added.values()):
             headers = dict(hidden.get("additional_headers") or {})
-            taken = int(headers.get("x-litellm-attempted-fallbacks") or 0)
-            headers["x-litellm-attempted-fallbacks"] = taken + self._fallbacks
+            for name, count in added.items():
+                headers[name] = int(headers.get(name) or 0) + count
             hidden["additional_headers"] = headers
         return hidden
 
@@ -77,8 +99,26 @@ class OpenedStream:
     async def __aiter__(self) -> AsyncIterator[Any]:
         for item in self._read:
             yield item
-        async for item in self._rest:
+        while True:
+            # The scope is set for each read only: never across a yield to the client.
+            with request_scope(self._scope) if self._scope else nullcontext():
+                try:
+                    item = await anext(self._rest)
+                except StopAsyncIteration:
+                    return
             yield item
+
+
+async def close_quietly(stream: Any) -> None:
+    """Close a provider stream (its connection) that will not be read on; a failure to close
+    is no news."""
+    close = getattr(stream, "aclose", None)
+    if close is None:
+        return
+    try:
+        await close()
+    except Exception:
+        logger.debug("provider stream could not be closed")
 
 
 def empty_stream(model: str, stream: Any) -> ProxyError:
