@@ -38,6 +38,10 @@ COMPONENTS: tuple[tuple[str, str], ...] = (
     ("/llm_proxy/access/", ADMISSION),
     ("/llm_proxy/store/", AFTER_RESPONSE),
     ("/llm_proxy/after_response.py", AFTER_RESPONSE),
+    # The usage item and its rollups, made from the record for the write.
+    ("/llm_proxy/accounting/usage.py", AFTER_RESPONSE),
+    ("/llm_proxy/accounting/rollups.py", AFTER_RESPONSE),
+    ("/llm_proxy/accounting/totals.py", AFTER_RESPONSE),
     ("/botocore/", AFTER_RESPONSE),
     ("/boto3/", AFTER_RESPONSE),
     ("/urllib3/", AFTER_RESPONSE),
