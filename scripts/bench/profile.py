@@ -1,12 +1,16 @@
-"""Where the gateway's time goes under the bench's load. The gateway of `make dev`'s stack
-serves sequential chat completions (JSON, then streamed) under cProfile, started after its
-warm-up and stopped before it shuts down; its time is then split by the package whose code
-ran, the standard library and C calls counted to the package that made them, and listed for
-the calls that matter.
+"""Where the gateway's time goes, by component (`scripts.bench.components`: HTTP and
+validation, admission, litellm, the after-response work, logging and metrics, the event loop,
+the rest; waiting left out). The gateway of `make dev`'s stack serves four kinds of
+sequential requests in turn under cProfile, started after each kind's warm-up and stopped
+before the next: chat completions JSON and streamed, Anthropic's Messages streamed (as Claude
+Code sends them; the gateway translates them to chat for the bench's OpenAI-format deployment)
+and Responses JSON.
 
-The usage write is left out of that profile (no usage table): it runs in a worker thread,
-and cProfile on Python 3.12 mixes the threads' call stacks. It is profiled apart, in this
-process: the gateway's transaction (usage item and rollup), written as the gateway writes it.
+The usage write is left out of those profiles (no usage table): it runs in a worker thread,
+and cProfile mixes the threads' call stacks. It is profiled apart, in this process, as a
+long-running server now writes it: batches of MAX_RECORDS records through
+`UsageTable.write_many` (one transaction: the items and their rollups), and beside it the
+same records one at a time through `UsageTable.write` (one transaction each), per record.
 
     python -m scripts.bench.profile [--requests N] [--output build/profile/gateway.prof]
 
@@ -18,137 +22,125 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import io
 import os
 import pstats
 import signal
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from functools import cache
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scripts.bench.load import Target, run, turn
+import httpx
+from llm_proxy.accounting.usage import UsageRecord
+from llm_proxy.store.usage import UsageTable
+from llm_proxy.store.usage_batch import MAX_RECORDS
+
+from scripts.bench import components
+from scripts.bench.load import MESSAGES, MODEL, run
 from scripts.bench.load import client as http_client
 from scripts.bench.stack import Stack, bench_stack
 
-# Package -> the part of the request path it stands for; the first match of the path wins.
-PARTS: tuple[tuple[str, str], ...] = (
-    ("/llm_proxy/", "llm_proxy (ours)"),
-    ("/functions/api/", "llm_proxy (ours)"),
-    ("/litellm/", "litellm"),
-    ("/openai/", "openai SDK (litellm's client)"),
-    ("/httpx/", "httpx, httpcore (upstream client)"),
-    ("/httpcore/", "httpx, httpcore (upstream client)"),
-    ("/aiohttp/", "aiohttp (upstream client)"),
-    ("/uvicorn/", "uvicorn, h11 (HTTP server)"),
-    ("/h11/", "uvicorn, h11 (HTTP server)"),
-    ("/starlette/", "FastAPI, Starlette"),
-    ("/fastapi/", "FastAPI, Starlette"),
-    ("/pydantic", "pydantic"),
-    ("/botocore/", "boto3, botocore"),
-    ("/boto3/", "boto3, botocore"),
-    ("/urllib3/", "boto3, botocore"),
-    ("/aws_lambda_powertools/", "Powertools (logs, metrics)"),
-    ("/asyncio/", "asyncio (event loop)"),
-    ("/anyio/", "anyio"),
+# Records per usage transaction, as a long-running server writes them.
+BATCH = MAX_RECORDS
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of request: where it goes, what it sends, and what its complete answer holds."""
+
+    name: str
+    path: str
+    body: Mapping[str, Any]
+    stream: bool
+    complete: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+KINDS = (
+    Kind(
+        "chat JSON",
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": MESSAGES},
+        stream=False,
+        complete=b'"choices"',
+    ),
+    Kind(
+        "chat streamed",
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": MESSAGES, "stream": True},
+        stream=True,
+        complete=b"data: [DONE]",
+    ),
+    # Claude Code's shape: a system prompt, a token budget, streamed, its key in x-api-key.
+    Kind(
+        "messages streamed",
+        "/v1/messages",
+        {
+            "model": MODEL,
+            "max_tokens": 1024,
+            "system": "You are a coding agent.",
+            "messages": MESSAGES,
+            "stream": True,
+        },
+        stream=True,
+        complete=b"event: message_stop",
+        headers={"anthropic-version": "2023-06-01"},
+    ),
+    Kind(
+        "responses JSON",
+        "/v1/responses",
+        {"model": MODEL, "input": MESSAGES[0]["content"]},
+        stream=False,
+        complete=b'"output"',
+    ),
 )
-# Builtins that wait rather than work: the event loop's poll, idle threads.
-# A blocking socket read is a wait for the other side's answer (boto3 waiting for DynamoDB).
-WAITING = ("'poll' of", "acquire", "time.sleep", "'select' of", "'recv_into' of")
+
 # The calls whose cumulative time the report lists: (path suffix, function name or "").
 KEY_CALLS: tuple[tuple[str, str], ...] = (
     ("llm_proxy/http/middleware.py", "__call__"),
     ("llm_proxy/pipeline/pipeline.py", "run"),
     ("llm_proxy/gateway.py", "authenticate"),
     ("llm_proxy/pipeline/validate.py", "validate_request"),
+    ("llm_proxy/pipeline/admit.py", ""),
     ("llm_proxy/pipeline/provider_call.py", "call_provider"),
     ("llm_proxy/pipeline/meter.py", ""),
     ("llm_proxy/pipeline/streams.py", ""),
     ("llm_proxy/pipeline/chat.py", ""),
+    ("llm_proxy/pipeline/messages.py", ""),
+    ("llm_proxy/pipeline/responses.py", ""),
+    ("llm_proxy/store/usage.py", "write_many"),
     ("llm_proxy/store/usage.py", "write"),
+    ("llm_proxy/store/usage.py", "store"),
+    ("llm_proxy/accounting/usage.py", "to_item"),
     ("llm_proxy/accounting/metrics.py", ""),
     ("llm_proxy/logs.py", ""),
     ("litellm/router.py", "acompletion"),
-    ("litellm/router.py", "_acompletion"),
+    ("litellm/router.py", "aresponses"),
     ("litellm/main.py", "acompletion"),
+    ("litellm/responses/main.py", "aresponses"),
     ("litellm/utils.py", "function_setup"),
     ("litellm/utils.py", "wrapper_async"),
     ("litellm/litellm_core_utils/litellm_logging.py", "__init__"),
-    ("litellm/litellm_core_utils/litellm_logging.py", "update_environment_variables"),
     ("litellm/litellm_core_utils/litellm_logging.py", "pre_call"),
-    ("litellm/litellm_core_utils/litellm_logging.py", "_success_handler_helper_fn"),
     ("litellm/litellm_core_utils/litellm_logging.py", "success_handler"),
     ("litellm/litellm_core_utils/litellm_logging.py", "async_success_handler"),
     ("litellm/litellm_core_utils/litellm_logging.py", "get_standard_logging_object_payload"),
-    ("litellm/cost_calculator.py", "response_cost_calculator"),
     ("litellm/cost_calculator.py", "completion_cost"),
     ("litellm/litellm_core_utils/streaming_handler.py", "__anext__"),
-    ("litellm/litellm_core_utils/streaming_handler.py", "chunk_creator"),
     ("litellm/llms/openai/openai.py", "acompletion"),
-    ("litellm/llms/openai/openai.py", "make_openai_chat_completion_request"),
-    ("litellm/litellm_core_utils/logging_worker.py", ""),
     ("openai/_base_client.py", "request"),
+    ("botocore/client.py", "_make_api_call"),
     ("fastapi/routing.py", "app"),
     ("uvicorn/protocols/http/h11_impl.py", "handle_events"),
 )
 
-Key = tuple[str, int, str]
-Stats = Mapping[Key, tuple[int, int, float, float, Mapping[Key, Any]]]
 
-
-def _part(key: Key) -> str | None:
-    """The package part a function belongs to; None for the standard library and C."""
-    filename, _, function = key
-    if filename == "~":
-        return "waiting" if any(word in function for word in WAITING) else None
-    for marker, part in PARTS:
-        if marker in filename:
-            return part
-    return None
-
-
-def attribute(stats: Stats) -> dict[str, float]:
-    """Self time by part; a standard-library or C function's time goes to the parts that
-    called it, in proportion to the time each call edge took."""
-
-    @cache
-    def owners(key: Key, depth: int = 0) -> tuple[tuple[str, float], ...]:
-        part = _part(key)
-        if part is not None:
-            return ((part, 1.0),)
-        callers = stats[key][4] if key in stats else {}
-        total = sum(edge[3] for edge in callers.values())
-        if depth > 12 or not callers or total <= 0:
-            return (("standard library, unattributed", 1.0),)
-        shares: dict[str, float] = defaultdict(float)
-        for caller, edge in callers.items():
-            for owner, share in owners(caller, depth + 1):
-                shares[owner] += share * edge[3] / total
-        return tuple(shares.items())
-
-    by_part: dict[str, float] = defaultdict(float)
-    for key, (_, _, self_time, _, _) in stats.items():
-        for owner, share in owners(key):
-            by_part[owner] += self_time * share
-    return dict(by_part)
-
-
-def breakdown(stats: Stats, requests: int) -> list[str]:
-    """The report: time by part, and the key calls' cumulative time, per request."""
-    by_part = attribute(stats)
-    working = sum(value for part, value in by_part.items() if part != "waiting")
-    lines = [
-        f"time by part, ms per request ({requests} requests; standard library and C calls "
-        "counted to their callers; waiting left out)"
-    ]
-    for part, value in sorted(by_part.items(), key=lambda item: -item[1]):
-        if part != "waiting":
-            share = value / working * 100 if working else 0.0
-            lines.append(f"  {part:<44} {value * 1000 / requests:8.2f}  {share:5.1f}%")
-    lines.append(f"  {'total':<44} {working * 1000 / requests:8.2f}")
-    lines += ["", "cumulative time of key calls, ms per request (calls per request)"]
+def key_calls(stats: components.Stats, count: int) -> list[str]:
+    """The key calls' cumulative time, ms per request or record (calls per request)."""
+    lines = []
     for path, name in KEY_CALLS:
         matches = [
             (key, value)
@@ -160,16 +152,32 @@ def breakdown(stats: Stats, requests: int) -> list[str]:
         )[:3]:
             where = filename.split("site-packages/")[-1].split("layers/core/")[-1]
             lines.append(
-                f"  {cumulative * 1000 / requests:8.2f}  ({calls / requests:5.2f})  "
+                f"  {cumulative * 1000 / count:8.2f}  ({calls / count:5.2f})  "
                 f"{function}  {where}:{line}"
             )
     return lines
 
 
-async def _load(target: Target, requests: int, stream: bool) -> None:
+async def _call(http: httpx.AsyncClient, stack: Stack, kind: Kind) -> None:
+    """One request of `kind`, read to its end."""
+    key = (
+        {"x-api-key": stack.master_key}
+        if kind.path == "/v1/messages"
+        else {"Authorization": f"Bearer {stack.master_key}"}
+    )
+    url = f"{stack.gateway_url}{kind.path}"
+    body = dict(kind.body)
+    async with http.stream("POST", url, json=body, headers={**key, **kind.headers}) as response:
+        content = await response.aread()
+    if response.status_code != 200 or kind.complete not in content:
+        status = response.status_code
+        raise RuntimeError(f"{kind.name}: the gateway answered {status}: {content[:300]!r}")
+
+
+async def _load(stack: Stack, kind: Kind, requests: int) -> None:
     async with http_client(1, 1) as http:
         for _ in range(requests):
-            await turn(http, target, stream, 1, 1)
+            await _call(http, stack, kind)
 
 
 def _wait_for(path: Path, timeout_s: float = 30) -> None:
@@ -182,61 +190,116 @@ def _wait_for(path: Path, timeout_s: float = 30) -> None:
 
 
 def profile_gateway(stack: Stack, profile: Path, requests: int, warmup: int) -> dict[str, Path]:
-    """One profile per kind of request, JSON and streamed; the gateway writes each to
-    `profile`, and each is moved beside it under its kind's name."""
+    """One profile per kind of request; the gateway writes each to `profile`, and each is moved
+    beside it under its kind's name."""
     written: dict[str, Path] = {}
-    for kind, stream in (("json", False), ("stream", True)):
+    for kind in KINDS:
         profile.unlink(missing_ok=True)
-        run(_load(stack.target(), warmup, stream))
+        run(_load(stack, kind, warmup))
         os.kill(stack.gateway.pid, signal.SIGUSR1)
         time.sleep(0.5)
-        run(_load(stack.target(), requests, stream))
+        run(_load(stack, kind, requests))
         os.kill(stack.gateway.pid, signal.SIGUSR2)
         _wait_for(profile)
-        written[kind] = profile.rename(profile.with_name(f"{profile.stem}-{kind}{profile.suffix}"))
+        name = kind.name.replace(" ", "-")
+        written[kind.name] = profile.rename(profile.with_name(f"{profile.stem}-{name}.prof"))
     return written
 
 
-def profile_usage_write(stack: Stack, output: Path, requests: int) -> Path:
-    """The gateway's usage transaction (item and rollup) from this process, under cProfile."""
-    from llm_proxy.accounting.usage import UsageRecord
-    from llm_proxy.store.usage import UsageTable
-
+def profile_usage_writes(stack: Stack, output: Path, records: int) -> dict[str, Path]:
+    """The usage write from this process under cProfile, `records` records each way: in
+    batches of BATCH through `write_many`, and one at a time through `write`."""
     os.environ.update(stack.aws.env)
-    store = UsageTable(
+    usage = UsageTable(
         stack.env["LLM_PROXY__USAGE_TABLE"], 90, rollups_table=stack.env["LLM_PROXY__ROLLUPS_TABLE"]
     )
-    items = [
-        UsageRecord(
-            request_id=f"profile-write-{index}",
+
+    def record(name: str) -> UsageRecord:
+        return UsageRecord(
+            request_id=f"profile-{name}",
             endpoint="/v1/chat/completions",
             key_id="master",
-            model_requested="gpt-3.5-turbo",
-            model_group="gpt-3.5-turbo",
+            model_requested=MODEL,
+            model_group=MODEL,
             provider="openai",
             prompt_tokens=8,
             completion_tokens=5,
             cost_usd=0.0000115,
             latency_ms=3.5,
-        ).to_item(90)
-        for index in range(requests + 20)
-    ]
-    for item in items[:20]:
-        store.store(item)
+        )
+
+    def batch(prefix: str) -> list[UsageRecord]:
+        return [record(f"{prefix}-{index}") for index in range(BATCH)]
+
+    # Warm-up: the client, the table's description, the first connections.
+    usage.write_many(batch("warmup"))
+    usage.write(record("warmup-single"))
+
+    batched = [batch(str(number)) for number in range(records // BATCH)]
+    singles = [record(f"single-{number}") for number in range(records)]
+
+    def write_batches() -> None:
+        for each in batched:
+            usage.write_many(each)
+
+    def write_singles() -> None:
+        for each in singles:
+            usage.write(each)
+
+    written: dict[str, Path] = {}
+    for name, profiler, suffix in (
+        (f"usage write, batches of {BATCH}", profiled(write_batches), "batched"),
+        ("usage write, one at a time", profiled(write_singles), "single"),
+    ):
+        written[name] = output.with_name(f"{output.stem}-usage-write-{suffix}.prof")
+        profiler.dump_stats(written[name])
+    return written
+
+
+def profiled(work: Callable[[], object]) -> cProfile.Profile:
     profiler = cProfile.Profile()
     profiler.enable()
-    for item in items[20:]:
-        store.store(item)
+    work()
     profiler.disable()
-    path = output.with_name(f"{output.stem}-usage-write{output.suffix}")
-    profiler.dump_stats(path)
-    return path
+    return profiler
+
+
+def report(
+    gateway: Mapping[str, Path], writes: Mapping[str, Path], requests: int, records: int, top: int
+) -> list[str]:
+    """The component tables, then each profile's key calls and top functions."""
+    paths = {**gateway, **writes}
+    out = io.StringIO()
+    loaded = {name: pstats.Stats(str(path), stream=out) for name, path in paths.items()}
+    stats = {name: loaded[name].stats for name in paths}  # type: ignore[attr-defined]
+    lines = [
+        f"=== by component, ms per request under the profiler and share ({requests} requests "
+        "each; helpers counted to their callers, waiting left out)",
+        *components.table({name: (stats[name], requests) for name in gateway}),
+        "",
+        f"=== the usage write, ms per record under the profiler and share ({records} records "
+        "each way)",
+        *components.table({name: (stats[name], records) for name in writes}),
+    ]
+    for name, path in paths.items():
+        unit, count = ("record", records) if name in writes else ("request", requests)
+        lines += ["", f"=== {name}: {path}"]
+        lines += [f"cumulative time of key calls, ms per {unit} (calls per {unit})"]
+        lines += key_calls(stats[name], count)
+        out.seek(0)
+        out.truncate()
+        loaded[name].sort_stats("tottime").print_stats(top)
+        lines += ["", f"top {top} functions by self time:", out.getvalue()]
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.bench.profile", description=__doc__)
     parser.add_argument("--requests", type=int, default=500, help="requests per kind")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument(
+        "--records", type=int, default=500, help=f"usage records each way (a multiple of {BATCH})"
+    )
     parser.add_argument(
         "--output",
         type=Path,
@@ -248,17 +311,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     output = args.output.resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
+    records = max(BATCH, args.records - args.records % BATCH)
     # No usage table: the usage write runs in a worker thread (profiled apart, below).
     with bench_stack(variables={"LLM_PROXY__USAGE_TABLE": ""}, profile=output) as stack:
-        profiles = profile_gateway(stack, output, args.requests, args.warmup)
+        gateway = profile_gateway(stack, output, args.requests, args.warmup)
     with bench_stack() as stack:
-        profiles["usage write"] = profile_usage_write(stack, output, args.requests)
-    for kind, path in profiles.items():
-        stats = pstats.Stats(str(path))
-        print(f"\n=== {kind}: {path}")
-        print("\n".join(breakdown(stats.stats, args.requests)))  # type: ignore[attr-defined]
-        print(f"\ntop {args.top} functions by self time:")
-        stats.sort_stats("tottime").print_stats(args.top)
+        writes = profile_usage_writes(stack, output, records)
+    print("\n".join(report(gateway, writes, args.requests, records, args.top)))
     return 0
 
 
