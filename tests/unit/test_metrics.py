@@ -5,6 +5,7 @@ name."""
 from __future__ import annotations
 
 import json
+import threading
 from decimal import Decimal
 from typing import Any
 
@@ -136,3 +137,23 @@ def test_nothing_is_emitted_without_a_namespace(
     emit_metrics(usage_record(request_id="r3", endpoint="/v1/embeddings"))
     emit_budget("team-a", Decimal(1), Decimal(1))
     assert blobs(capsys.readouterr().out) == []
+
+
+def test_blobs_emitted_from_several_threads_keep_a_line_each(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # The usage writer emits from a thread of its own while requests log theirs: each blob is
+    # one write of its own line, or CloudWatch could not parse a line two blobs share.
+    def emit_many(agent: str) -> None:
+        for n in range(200):
+            emit_metrics(usage_record(request_id=f"{agent}-{n}", agent=agent, latency_ms=1.0))
+
+    emit_metrics(usage_record(request_id="one", agent="one", latency_ms=1.0))
+    per_record = len(capfd.readouterr().out.splitlines())
+    threads = [threading.Thread(target=emit_many, args=(f"agent-{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = [line for line in capfd.readouterr().out.splitlines() if line]
+    assert len(blobs("\n".join(lines))) == len(lines) == 4 * 200 * per_record

@@ -12,10 +12,13 @@ in number and cost. The template's dashboard and alarms read these names (a test
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from collections.abc import Mapping
 from decimal import Decimal
 
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
     AmazonCloudWatchEMFProvider,
 )
@@ -60,7 +63,12 @@ def emit(
             )
         for name, (unit, number) in values.items():
             provider.add_metric(name=name, unit=unit, value=number)
-        provider.flush_metrics()
+        if values and not is_metrics_disabled():
+            blob = json.dumps(provider.serialize_metric_set(), separators=(",", ":"))
+            # One write per blob: Powertools' print() writes the blob and its newline apart, so
+            # two threads' blobs (the usage writer's, a request's log line) could share a line
+            # that CloudWatch cannot parse.
+            sys.stdout.write(blob + "\n")
     except Exception as exc:
         # Metrics must never fail a request.
         logger.warning("metrics not emitted", extra={"error": type(exc).__name__})
